@@ -1,0 +1,167 @@
+"""Small layers (conv + BN, separable conv, shortcuts) and their analytic complexity twins.
+
+Counting conventions follow fvcore (https://github.com/facebookresearch/fvcore, flop_count.py):
+one fused multiply-add is one FLOP; convolutions count N * C_out * C_in/groups * k^2 * H_out * W_out
+(bias not counted); a linear layer counts in * out; eval-mode BatchNorm with affine counts 2 per
+element; adaptive average pooling counts 1 per input element. Activations, additions, max and
+fixed-kernel average pooling, padding and slicing count 0 (fvcore ignores or skips them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Cx:
+    """Running analytic state: the current feature map plus the totals so far (batch of 1)."""
+
+    h: int
+    w: int
+    c: int
+    params: int = 0
+    flops: int = 0
+    rf: int = 1  # receptive field of one location of the current feature map, in input pixels
+    jump: int = 1  # distance in input pixels between neighbouring locations of the current map
+    widening_1x1: int = 0  # 1x1 convolutions whose output has more channels than their input
+
+    def branch(self) -> "Cx":
+        """Same feature map, zero totals: for counting the other branch of a residual block."""
+        return Cx(self.h, self.w, self.c, rf=self.rf, jump=self.jump)
+
+    def join(self, other: "Cx") -> "Cx":
+        """Merge a parallel branch into this one: counts add, the receptive field is the larger."""
+        self.params += other.params
+        self.flops += other.flops
+        self.widening_1x1 += other.widening_1x1
+        self.rf = max(self.rf, other.rf)
+        return self
+
+
+def out_size(size: int, kernel: int, stride: int) -> int:
+    """Output size of a conv/pool with padding kernel // 2 (odd kernel)."""
+    pad = kernel // 2
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def conv_cx(cx: Cx, c_out: int, k: int, stride: int = 1, groups: int = 1, bias: bool = False) -> Cx:
+    """Twin of nn.Conv2d(cx.c, c_out, k, stride, padding=k // 2, groups, bias)."""
+    h, w = out_size(cx.h, k, stride), out_size(cx.w, k, stride)
+    weights = c_out * (cx.c // groups) * k * k
+    cx.params += weights + (c_out if bias else 0)
+    cx.flops += weights * h * w
+    cx.rf += (k - 1) * cx.jump
+    cx.jump *= stride
+    if k == 1 and c_out > cx.c:
+        cx.widening_1x1 += 1
+    cx.h, cx.w, cx.c = h, w, c_out
+    return cx
+
+
+def bn_cx(cx: Cx) -> Cx:
+    """Twin of nn.BatchNorm2d(cx.c) in eval mode: weight + bias, 2 FLOPs per element."""
+    cx.params += 2 * cx.c
+    cx.flops += 2 * cx.c * cx.h * cx.w
+    return cx
+
+
+def pool_cx(cx: Cx, k: int, stride: int) -> Cx:
+    """Twin of a max-pool with padding k // 2: moves the map, no params, no counted FLOPs."""
+    cx.h, cx.w = out_size(cx.h, k, stride), out_size(cx.w, k, stride)
+    cx.rf += (k - 1) * cx.jump
+    cx.jump *= stride
+    return cx
+
+
+def conv(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, bias: bool = False) -> nn.Conv2d:
+    """A 'same'-padded conv (odd kernel)."""
+    return nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=bias)
+
+
+class SeparableConv(nn.Sequential):
+    """Depthwise k x k conv then pointwise 1x1 conv (no norm between, as in timm's SeparableConv2d).
+
+    When the output is a whole multiple of the input, the depthwise conv widens the channels
+    (channel multiplier) so the 1x1 never increases the channel count.
+    """
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1):
+        mid = c_out if (c_out > c_in and c_out % c_in == 0) else c_in
+        super().__init__(conv(c_in, mid, k, stride, groups=c_in), conv(mid, c_out, 1))
+
+    @staticmethod
+    def complexity(cx: Cx, c_out: int, k: int, stride: int = 1) -> Cx:
+        """Twin of SeparableConv(cx.c, c_out, k, stride)."""
+        c_in = cx.c
+        mid = c_out if (c_out > c_in and c_out % c_in == 0) else c_in
+        conv_cx(cx, mid, k, stride, groups=c_in)
+        return conv_cx(cx, c_out, 1)
+
+
+def block_conv(c_in: int, c_out: int, k: int, stride: int, separable: bool) -> nn.Module:
+    """The k x k conv of a block: plain or depthwise-separable."""
+    return SeparableConv(c_in, c_out, k, stride) if separable else conv(c_in, c_out, k, stride)
+
+
+def block_conv_cx(cx: Cx, c_out: int, k: int, stride: int, separable: bool) -> Cx:
+    """Twin of block_conv."""
+    if separable:
+        return SeparableConv.complexity(cx, c_out, k, stride)
+    return conv_cx(cx, c_out, k, stride)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Parameter-free shortcut (ResNet paper, option A): subsample by the stride, zero-pad channels."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        if c_out < c_in:
+            raise ValueError(f"zero_pad shortcut cannot shrink {c_in} channels to {c_out}")
+        self.pad, self.stride = c_out - c_in, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.pad)) if self.pad else x
+
+    @staticmethod
+    def complexity(cx: Cx, c_out: int, stride: int) -> Cx:
+        """Twin: subsampling is a 1x1 window with this stride; padding adds nothing counted."""
+        cx.h, cx.w = out_size(cx.h, 1, stride), out_size(cx.w, 1, stride)
+        cx.jump *= stride
+        cx.c = c_out
+        return cx
+
+
+class ProjectionShortcut(nn.Sequential):
+    """K x K conv + BN that matches the residual's shape (torchvision's `downsample` when K = 1)."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int):
+        super().__init__(conv(c_in, c_out, k, stride), nn.BatchNorm2d(c_out))
+
+    @staticmethod
+    def complexity(cx: Cx, c_out: int, k: int, stride: int) -> Cx:
+        """Twin of ProjectionShortcut(cx.c, c_out, k, stride)."""
+        return bn_cx(conv_cx(cx, c_out, k, stride))
+
+
+def make_shortcut(kind: str, c_in: int, c_out: int, k: int, stride: int) -> nn.Module:
+    """Identity when shapes match, otherwise the requested shortcut kind."""
+    if stride == 1 and c_in == c_out:
+        return nn.Identity()
+    if kind == "zero_pad":
+        return ZeroPadShortcut(c_in, c_out, stride)
+    return ProjectionShortcut(c_in, c_out, k, stride)
+
+
+def shortcut_cx(cx: Cx, kind: str, c_out: int, k: int, stride: int) -> Cx:
+    """Twin of make_shortcut."""
+    if stride == 1 and cx.c == c_out:
+        return cx
+    if kind == "zero_pad":
+        return ZeroPadShortcut.complexity(cx, c_out, stride)
+    return ProjectionShortcut.complexity(cx, c_out, k, stride)

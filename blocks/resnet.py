@@ -1,0 +1,189 @@
+"""The parametric ResNet: blocks, stem, head, `build(spec)` and its twin `complexity(spec)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .layers import Cx, bn_cx, block_conv, block_conv_cx, conv, conv_cx, make_shortcut, pool_cx, shortcut_cx
+from .spec import ArchSpec
+
+
+class BasicBlock(nn.Module):
+    """Two F x F convs with BN and ReLU plus a shortcut (torchvision's BasicBlock, any kernel)."""
+
+    def __init__(self, c_in: int, width: int, c_out: int, stride: int, spec: ArchSpec):
+        super().__init__()
+        k, sep = spec.kernel, spec.separable
+        self.conv1, self.bn1 = block_conv(c_in, width, k, stride, sep), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = block_conv(width, c_out, k, 1, sep), nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = make_shortcut(spec.shortcut, c_in, c_out, spec.skip_kernel, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+    @staticmethod
+    def complexity(cx: Cx, width: int, c_out: int, stride: int, spec: ArchSpec) -> Cx:
+        """Twin of BasicBlock(cx.c, width, c_out, stride, spec)."""
+        k, sep = spec.kernel, spec.separable
+        skip = shortcut_cx(cx.branch(), spec.shortcut, c_out, spec.skip_kernel, stride)
+        bn_cx(block_conv_cx(cx, width, k, stride, sep))
+        bn_cx(block_conv_cx(cx, c_out, k, 1, sep))
+        return cx.join(skip)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, F x F (carrying the stride, torchvision's v1.5), 1x1 expand, plus a shortcut."""
+
+    def __init__(self, c_in: int, width: int, c_out: int, stride: int, spec: ArchSpec):
+        super().__init__()
+        k, sep = spec.kernel, spec.separable
+        self.conv1, self.bn1 = conv(c_in, width, 1), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = block_conv(width, width, k, stride, sep), nn.BatchNorm2d(width)
+        self.conv3, self.bn3 = conv(width, c_out, 1), nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = make_shortcut(spec.shortcut, c_in, c_out, spec.skip_kernel, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.shortcut(x))
+
+    @staticmethod
+    def complexity(cx: Cx, width: int, c_out: int, stride: int, spec: ArchSpec) -> Cx:
+        """Twin of Bottleneck(cx.c, width, c_out, stride, spec)."""
+        skip = shortcut_cx(cx.branch(), spec.shortcut, c_out, spec.skip_kernel, stride)
+        bn_cx(conv_cx(cx, width, 1))
+        bn_cx(block_conv_cx(cx, width, spec.kernel, stride, spec.separable))
+        bn_cx(conv_cx(cx, c_out, 1))
+        return cx.join(skip)
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class Stem(nn.Sequential):
+    """cifar: 3x3/1 conv; conv_s2: 3x3/2 conv; imagenet: 7x7/2 conv + 3x3/2 max-pool. Each with BN, ReLU."""
+
+    def __init__(self, kind: str, c_in: int, c_out: int):
+        k, s = {"cifar": (3, 1), "conv_s2": (3, 2), "imagenet": (7, 2)}[kind]
+        layers: list[nn.Module] = [conv(c_in, c_out, k, s), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        if kind == "imagenet":
+            layers.append(nn.MaxPool2d(3, stride=2, padding=1))
+        super().__init__(*layers)
+
+    @staticmethod
+    def complexity(cx: Cx, kind: str, c_out: int) -> Cx:
+        """Twin of Stem(kind, cx.c, c_out)."""
+        k, s = {"cifar": (3, 1), "conv_s2": (3, 2), "imagenet": (7, 2)}[kind]
+        bn_cx(conv_cx(cx, c_out, k, s))
+        return pool_cx(cx, 3, 2) if kind == "imagenet" else cx
+
+
+class Head(nn.Module):
+    """Average pool (kernel P, or global), then a linear layer or a 1x1 conv + global average."""
+
+    def __init__(self, kind: str, c_in: int, size: int, pool: int | None, num_classes: int, dropout: float):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1) if pool is None else nn.AvgPool2d(pool)
+        side = 1 if pool is None else (size - pool) // pool + 1
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if kind == "linear":
+            self.fc = nn.Linear(c_in * side * side, num_classes)
+        else:
+            self.fc = nn.Sequential(conv(c_in, num_classes, 1, bias=True), nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(self.pool(x))
+        if isinstance(self.fc, nn.Linear):
+            return self.fc(torch.flatten(x, 1))
+        return torch.flatten(self.fc(x), 1)
+
+    @staticmethod
+    def complexity(cx: Cx, kind: str, pool: int | None, num_classes: int) -> Cx:
+        """Twin of Head(kind, cx.c, cx.h, pool, num_classes, dropout)."""
+        if pool is None:
+            cx.flops += cx.c * cx.h * cx.w  # fvcore: adaptive_avg_pool2d, 1 per input element
+            cx.h = cx.w = 1
+        else:
+            cx.h, cx.w = (cx.h - pool) // pool + 1, (cx.w - pool) // pool + 1
+        if kind == "linear":
+            features = cx.c * cx.h * cx.w
+            cx.params += features * num_classes + num_classes
+            cx.flops += features * num_classes
+        else:
+            conv_cx(cx, num_classes, 1, bias=True)
+            cx.flops += cx.c * cx.h * cx.w
+        cx.c, cx.h, cx.w = num_classes, 1, 1
+        return cx
+
+
+class ResNet(nn.Module):
+    """Stem, N stages of residual blocks, head; built only from an ArchSpec."""
+
+    def __init__(self, spec: ArchSpec):
+        super().__init__()
+        self.spec = spec
+        block, e = BLOCKS[spec.block], spec.block_expansion
+        self.stem = Stem(spec.stem, spec.in_channels, spec.stem_width)
+        c_in, stages = spec.stem_width, []
+        for width, depth, stride in zip(spec.stage_widths, spec.blocks, spec.stage_strides):
+            layers = []
+            for i in range(depth):
+                layers.append(block(c_in, width, width * e, stride if i == 0 else 1, spec))
+                c_in = width * e
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.head = Head(spec.head, c_in, spec.stage_sizes()[-1], spec.pool, spec.num_classes, spec.dropout)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+def _init_weights(model: nn.Module) -> None:
+    """Kaiming-normal convs and unit BN, as torchvision's ResNet."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+@dataclass(frozen=True)
+class Complexity:
+    """Exact analytic counts for one spec at batch size 1 (FLOPs: fvcore's multiply-add convention)."""
+
+    params: int
+    flops: int
+    receptive_field: int  # of one location of the last stage's feature map, in input pixels
+    widening_1x1: int  # 1x1 convs (shortcuts and head included) that increase the channel count
+    stage_shapes: tuple[tuple[int, int, int], ...] = field(default=())  # (C, H, W) after each stage
+
+
+def build(spec: ArchSpec) -> ResNet:
+    """The nn.Module described by `spec`, taking (batch, in_channels, H, W)."""
+    spec.validate()
+    return ResNet(spec)
+
+
+def complexity(spec: ArchSpec) -> Complexity:
+    """Params, FLOPs, receptive field and stage shapes of `spec`, computed without building it."""
+    spec.validate()
+    cx = Cx(h=spec.input_size, w=spec.input_size, c=spec.in_channels)
+    Stem.complexity(cx, spec.stem, spec.stem_width)
+    block, e, shapes = BLOCKS[spec.block], spec.block_expansion, []
+    for width, depth, stride in zip(spec.stage_widths, spec.blocks, spec.stage_strides):
+        for i in range(depth):
+            block.complexity(cx, width, width * e, stride if i == 0 else 1, spec)
+        shapes.append((cx.c, cx.h, cx.w))
+    rf = cx.rf
+    Head.complexity(cx, spec.head, spec.pool, spec.num_classes)
+    return Complexity(cx.params, cx.flops, rf, cx.widening_1x1, tuple(shapes))

@@ -1,0 +1,1 @@
+"""The search side: config, sampling, budgets and rules, data, training, Optuna glue and CLIs."""

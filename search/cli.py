@@ -1,0 +1,36 @@
+"""What every CLI shares: bad input becomes one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+from .errors import UserError
+
+
+def one_line(message: str) -> str:
+    """The last non-empty line (a DataLoader worker wraps errors in a multi-line traceback)."""
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    if not lines:
+        return "unknown error"
+    last = lines[-1]
+    prefix = "search.errors.UserError: "
+    return last[len(prefix):] if last.startswith(prefix) else last
+
+
+def main_guard(fn: Callable[[], Any]) -> int:
+    """Run `fn`; UserError -> `error: ...` and exit 2; Ctrl-C -> a resume hint and exit 130."""
+    try:
+        fn()
+    except UserError as e:
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno in (28, 30, 13):  # no space left, read-only file system, permission denied
+            print(f"error: {e.strerror}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+            return 2
+        raise
+    return 0

@@ -1,0 +1,309 @@
+"""Load a search-space YAML into typed, validated config objects (unknown keys are errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from blocks import ArchSpec
+
+from .errors import UserError
+
+ARCH_KEYS = {f.name for f in dataclasses.fields(ArchSpec)}
+SPACE_EXTRA = {"fill"}  # fraction of the params budget the solved width aims for
+SAMPLERS = ("tpe", "random", "nsga2", "gp")
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
+OBJECTIVES = ("val_acc", "params", "flops")
+DATASETS = ("cifar10", "tiny_imagenet", "imagefolder", "synthetic")
+
+
+@dataclass(frozen=True)
+class Dist:
+    """A searched value: `{int: [lo, hi]}`, `{float: [lo, hi]}` (optional step/log) or `{choice: [...]}`."""
+
+    kind: str  # int | float | choice
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple = ()
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """Ask the Optuna trial for a value under the stable parameter name `name`."""
+        if self.kind == "choice":
+            return trial.suggest_categorical(name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def values(self) -> list | None:
+        """Every value this distribution can give, when it is a finite choice."""
+        if self.kind == "choice":
+            return list(self.choices)
+        if self.kind == "int" and not self.log:
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        return None
+
+
+def parse_value(v: Any, where: str) -> Any:
+    """A fixed value, or a Dist when `v` is a one-distribution mapping."""
+    if not isinstance(v, Mapping):
+        return v
+    kinds = [k for k in ("int", "float", "choice") if k in v]
+    extra = sorted(set(v) - {"int", "float", "choice", "step", "log"})
+    if len(kinds) != 1 or extra:
+        raise UserError(f"{where}: expected a fixed value or one of {{int: [lo, hi]}}, {{float: [lo, hi]}}, "
+                        f"{{choice: [...]}} (optional step, log), got {dict(v)!r}")
+    kind = kinds[0]
+    arg = v[kind]
+    if kind == "choice":
+        if not isinstance(arg, list) or not arg:
+            raise UserError(f"{where}.choice: expected a non-empty list, got {arg!r}")
+        return Dist("choice", choices=tuple(tuple(a) if isinstance(a, list) else a for a in arg))
+    ok_num = (int,) if kind == "int" else (int, float)
+    if (not isinstance(arg, list) or len(arg) != 2
+            or not all(isinstance(a, ok_num) and not isinstance(a, bool) for a in arg) or arg[0] > arg[1]):
+        raise UserError(f"{where}.{kind}: expected [low, high] {kind}s with low <= high, got {arg!r}")
+    log = v.get("log", False)
+    if not isinstance(log, bool) or (log and arg[0] <= 0):
+        raise UserError(f"{where}.log: expected true/false, and a positive low for log, got {log!r}")
+    return Dist(kind, low=arg[0], high=arg[1], step=v.get("step"), log=log)
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Hard limits: no trial above them is built or trained."""
+
+    params: int  # parameters, counted exactly
+    flops: int | None = None  # fvcore FLOPs (one multiply-add = one FLOP) at batch 1
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """Architectural rules enforced on every trial (the EIP Tiny ImageNet constraints, for example)."""
+
+    head: str | None = None  # "conv" = no fully connected layer
+    dropout: bool = True  # false = no dropout layer anywhere
+    widening_1x1: bool = True  # false = no 1x1 conv that increases the channel count (shortcuts included)
+    min_receptive_field: int | str | None = None  # pixels, or "input" = at least the input size
+    max_epochs: int | None = None  # upper bound on search and retrain epochs
+    min_augmentations: int | None = None  # each augmentation policy needs at least this many transforms
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    """How Optuna searches."""
+
+    n_trials: int = 20  # target number of finished trials in the study (a rerun runs what is left)
+    timeout: float | None = None  # seconds for this invocation
+    sampler: str = "tpe"  # tpe | random | nsga2 | gp
+    pruner: str = "median"  # median | hyperband | successive_halving | none
+    pruner_warmup_epochs: int = 1  # epochs before a trial may be pruned
+    pruner_startup_trials: int = 2  # trials that are never pruned, to get a baseline
+    objectives: tuple[str, ...] = ("val_acc",)  # val_acc first; params/flops to minimise for a Pareto front
+    seed: int = 0  # sampler seed; trial k trains with seed + k
+    study_name: str | None = None  # default: the YAML file's stem
+    max_rejections: int = 200  # consecutive infeasible samples before giving up on the space
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Defaults for `python -m search.retrain`."""
+
+    epochs: int = 200
+    seeds: int = 1
+    train_on_val: bool = False
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The whole validated YAML."""
+
+    path: str
+    data: Any  # search.data.DataConfig
+    budget: BudgetConfig
+    rules: RulesConfig
+    space: dict[str, Any]  # ArchSpec key (or "fill") -> fixed value or Dist
+    train: dict[str, Any]  # TrainSpec key -> fixed value or Dist
+    augment: Any  # list of transforms, or {"policies": {name: [...]}}
+    search: SearchSection
+    storage: str | None = None
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    raw: dict = field(default_factory=dict)  # the resolved YAML, as saved next to the study
+
+    @property
+    def study_name(self) -> str:
+        """The study's name: search.study_name or the YAML file's stem."""
+        return self.search.study_name or Path(self.path).stem
+
+    def fingerprint(self) -> str:
+        """Hash of what defines the search problem (not how long or where it runs)."""
+        keep = {k: self.raw.get(k) for k in ("budget", "rules", "space", "train", "augment")}
+        keep["dataset"] = (self.raw.get("data") or {}).get("dataset")
+        keep["objectives"] = list(self.search.objectives)
+        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _typed(cls: type, d: Any, where: str) -> Any:
+    """Instantiate dataclass `cls` from mapping `d`, rejecting unknown keys and wrong types."""
+    if d is None:
+        d = {}
+    if not isinstance(d, Mapping):
+        raise UserError(f"{where}: expected a mapping, got {d!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in d.items():
+        if key not in fields:
+            raise UserError(f"{where}.{key}: unknown key (expected one of: {', '.join(fields)})")
+        _check_type(value, fields[key].type, f"{where}.{key}")
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+    try:
+        return cls(**kw)
+    except TypeError as e:  # a required key is missing
+        raise UserError(f"{where}: {e}") from None
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> None:
+    """Raise UserError when `value` does not fit the field's annotation string."""
+    ann = str(annotation)
+    allowed = []
+    if "None" in ann:
+        allowed.append(type(None))
+    if "bool" in ann:
+        allowed.append(bool)
+    if "int" in ann:
+        allowed.append(int)
+    if "float" in ann:
+        allowed += [int, float]
+    if "str" in ann:
+        allowed.append(str)
+    if "tuple" in ann or "list" in ann:
+        allowed.append(list)
+    if "Any" in ann or not allowed:
+        return
+    if isinstance(value, bool) and bool not in allowed:
+        raise UserError(f"{where}: expected {ann}, got {value!r}")
+    if not isinstance(value, tuple(allowed)):
+        raise UserError(f"{where}: expected {ann}, got {value!r}")
+
+
+def apply_overrides(raw: dict, overrides: list[str], where: str) -> dict:
+    """Apply `--set a.b=value` overrides (value parsed as YAML) to the raw config."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected key.path=value")
+        path, value = item.split("=", 1)
+        node = raw
+        keys = path.split(".")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {item!r}: {key!r} in {where} is not a section")
+        node[keys[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> SearchConfig:
+    """Read, override and validate a search-space YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{at} not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    raw = apply_overrides(raw, overrides or [], str(path))
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: dict, path: str) -> SearchConfig:
+    """Validate the raw YAML mapping into a SearchConfig."""
+    from .data import DataConfig  # data pulls in torchvision; keep `config` light to import
+
+    sections = ("data", "budget", "rules", "space", "train", "augment", "search", "storage", "retrain")
+    for key in raw:
+        if key not in sections:
+            raise UserError(f"{path}: unknown section {key!r} (expected: {', '.join(sections)})")
+    if "budget" not in raw:
+        raise UserError(f"{path}: missing section 'budget' (at least budget.params)")
+    data = _typed(DataConfig, raw.get("data"), f"{path}: data")
+    if data.dataset not in DATASETS:
+        raise UserError(f"{path}: data.dataset: unknown dataset {data.dataset!r} (expected: {', '.join(DATASETS)})")
+    budget = _typed(BudgetConfig, raw["budget"], f"{path}: budget")
+    if budget.params <= 0 or (budget.flops is not None and budget.flops <= 0):
+        raise UserError(f"{path}: budget: params and flops must be positive")
+    rules = _typed(RulesConfig, raw.get("rules"), f"{path}: rules")
+    if rules.head not in (None, "conv", "linear"):
+        raise UserError(f"{path}: rules.head: expected conv or linear, got {rules.head!r}")
+    if isinstance(rules.min_receptive_field, str) and rules.min_receptive_field != "input":
+        raise UserError(f"{path}: rules.min_receptive_field: expected pixels or 'input', "
+                        f"got {rules.min_receptive_field!r}")
+    search = _typed(SearchSection, raw.get("search"), f"{path}: search")
+    _check_search(search, path)
+    space = _parse_space(raw.get("space"), path)
+    from .trainer import TrainSpec  # noqa: local import keeps the trainer optional for config tools
+
+    train = _parse_section_values(raw.get("train"), {f.name for f in dataclasses.fields(TrainSpec)},
+                                  f"{path}: train")
+    retrain = _typed(RetrainConfig, raw.get("retrain"), f"{path}: retrain")
+    storage = raw.get("storage")
+    if storage is not None and not isinstance(storage, str):
+        raise UserError(f"{path}: storage: expected an SQLAlchemy URL string, got {storage!r}")
+    augment = raw.get("augment") or []
+    from .augment import validate_augment
+
+    validate_augment(augment, f"{path}: augment")
+    cfg = SearchConfig(path, data, budget, rules, space, train, augment, search, storage, retrain, raw)
+    from .rules import check_config  # rules that fixed values already break are config errors
+
+    check_config(cfg)
+    return cfg
+
+
+def _check_search(s: SearchSection, path: str) -> None:
+    """Validate the names in the search section."""
+    if s.sampler not in SAMPLERS:
+        raise UserError(f"{path}: search.sampler: unknown {s.sampler!r} (expected: {', '.join(SAMPLERS)})")
+    if s.pruner not in PRUNERS:
+        raise UserError(f"{path}: search.pruner: unknown {s.pruner!r} (expected: {', '.join(PRUNERS)})")
+    if not s.objectives or s.objectives[0] != "val_acc" or any(o not in OBJECTIVES for o in s.objectives):
+        raise UserError(f"{path}: search.objectives: expected [val_acc] optionally followed by params "
+                        f"and/or flops, got {list(s.objectives)!r}")
+    if s.n_trials < 1:
+        raise UserError(f"{path}: search.n_trials: expected >= 1, got {s.n_trials}")
+
+
+def _parse_space(d: Any, path: str) -> dict[str, Any]:
+    """The `space` section: ArchSpec keys (plus `fill`), each fixed or a Dist; width may be `solve`."""
+    space = _parse_section_values(d, ARCH_KEYS | SPACE_EXTRA, f"{path}: space")
+    for key in ("num_classes", "input_size"):
+        if key in space:
+            raise UserError(f"{path}: space.{key}: set by the dataset, remove it from the space")
+    width = space.get("width", "solve")
+    if isinstance(width, str) and width != "solve":
+        raise UserError(f"{path}: space.width: expected an int, a distribution or 'solve', got {width!r}")
+    space.setdefault("width", "solve")
+    return space
+
+
+def _parse_section_values(d: Any, known: set[str], where: str) -> dict[str, Any]:
+    """A mapping of known keys to fixed values or Dists."""
+    if d is None:
+        return {}
+    if not isinstance(d, Mapping):
+        raise UserError(f"{where}: expected a mapping, got {d!r}")
+    out = {}
+    for key, value in d.items():
+        if key not in known:
+            raise UserError(f"{where}.{key}: unknown key (expected one of: {', '.join(sorted(known))})")
+        out[key] = parse_value(value, f"{where}.{key}")
+    return out

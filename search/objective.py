@@ -1,0 +1,184 @@
+"""The Optuna objective: sample, check the budget and rules, build, train, report, prune."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import torch
+
+from blocks import ArchSpec, build, complexity
+
+from .config import SearchConfig
+from .rules import arch_violation, module_violation, train_violation
+from .space import resolve_train, sample
+from .trainer import EpochResult, fit, resolve_device, seed_everything
+
+REJECTED = "rejected"  # user attribute holding why a trial was never built
+
+
+class Objective:
+    """Callable handed to study.optimize; one instance per worker process."""
+
+    def __init__(self, cfg: SearchConfig, results: Path, device: str = "auto",
+                 log: Callable[[str], None] = print):
+        from .data import dataset_info
+
+        self.cfg, self.results, self.log = cfg, results, log
+        self.device = resolve_device(device)
+        self.info = dataset_info(cfg.data)
+        self.rejections_in_a_row = 0
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        cfg = self.cfg
+        arch_d, train_d, reason = sample(trial, cfg, self.info.num_classes, self.info.image_size)
+        trial.set_user_attr("arch", arch_d)
+        trial.set_user_attr("train", train_d)
+        spec = train = None
+        if reason is None:
+            try:
+                spec, train = ArchSpec.from_dict(arch_d), resolve_train(train_d)
+            except ValueError as e:
+                reason = str(e)
+        if reason is None:
+            cx = complexity(spec)
+            trial.set_user_attr("params", cx.params)
+            trial.set_user_attr("flops", cx.flops)
+            trial.set_user_attr("receptive_field", cx.receptive_field)
+            trial.set_user_attr("budget_utilisation", round(cx.params / cfg.budget.params, 4))
+            reason = arch_violation(spec, cx, cfg) or train_violation(spec, train, cfg)
+        if reason is not None:
+            return self._reject(trial, reason)
+        self.rejections_in_a_row = 0
+        return self._train(trial, spec, train, cx)
+
+    def _reject(self, trial: optuna.Trial, reason: str) -> Any:
+        """Record why this sample can never be trained, and end the trial without building anything."""
+        self.rejections_in_a_row += 1
+        trial.set_user_attr(REJECTED, reason)
+        self.log(f"[trial {trial.number}] rejected before building: {reason}")
+        if self.rejections_in_a_row >= self.cfg.search.max_rejections:
+            trial.study.stop()
+            self.log(f"stopping: {self.rejections_in_a_row} samples in a row broke the budget or rules; "
+                     f"the space barely fits, shrink it or raise the budget")
+        raise optuna.TrialPruned(f"rejected: {reason}")
+
+    def _train(self, trial: optuna.Trial, spec: ArchSpec, train: Any, cx: Any) -> Any:
+        """Build, train with per-epoch reports and pruning, and return the objective values."""
+        from .data import make_loaders
+
+        cfg = self.cfg
+        seed = cfg.search.seed + trial.number
+        seed_everything(seed)
+        model = build(spec)
+        bad = module_violation(model, cfg)
+        if bad is not None:  # the analytic check and the module disagree: a bug, never train it
+            raise RuntimeError(f"rule check mismatch for trial {trial.number}: {bad}")
+        built = sum(p.numel() for p in model.parameters())
+        if built != cx.params:
+            raise RuntimeError(f"analytic params {cx.params} != built {built} for {spec.to_dict()}")
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("device", _device_name(self.device))
+        from .augment import DEFAULT_POLICY, policy_steps
+
+        steps = policy_steps(cfg.augment, train.augment_policy or DEFAULT_POLICY)
+        loaders = make_loaders(cfg.data, steps, train.batch_size, seed=seed, device=self.device.type,
+                               where=f"{cfg.path}: augment")
+        record = self._record(trial, spec, train, cx, seed)
+        multi = len(cfg.search.objectives) > 1
+        n_target = cfg.search.n_trials
+
+        def on_epoch(r: EpochResult) -> None:
+            record["epochs"].append(vars(r).copy())
+            record["epoch_times_s"] = [round(e["time_s"], 3) for e in record["epochs"]]
+            trial.set_user_attr("epoch_times_s", record["epoch_times_s"])
+            trial.set_user_attr("val_acc_curve", [round(e["val_acc"], 5) for e in record["epochs"]])
+            self._write(trial.number, record)
+            best = _best_value(trial.study)
+            self.log(f"[trial {trial.number} ({_finished(trial.study) + 1}/{n_target})] epoch {r.epoch}/{train.epochs} "
+                     f"loss {r.train_loss:.4f} val_acc {r.val_acc:.4f} ({r.image_size}px, {r.time_s:.1f}s)"
+                     + (f" best so far {best:.4f}" if best is not None else ""))
+            if not multi:  # Optuna does not prune multi-objective studies
+                trial.report(r.val_acc, r.epoch)
+                if r.epoch < train.epochs and trial.should_prune():  # a finished run is never pruned
+                    record["state"] = "pruned"
+                    self._write(trial.number, record)
+                    self.log(f"[trial {trial.number}] pruned after epoch {r.epoch}")
+                    raise optuna.TrialPruned(f"pruned at epoch {r.epoch}")
+
+        ckpt = self.results / "checkpoints" / f"trial_{_original_number(trial)}.pt"
+        try:
+            history = fit(model, loaders.train, loaders.val, train, self.device, on_epoch=on_epoch,
+                          checkpoint=ckpt, native_size=self.info.image_size)
+        except KeyboardInterrupt:
+            raise  # keep the checkpoint: the interrupted trial can resume from its last epoch
+        except BaseException:
+            ckpt.unlink(missing_ok=True)
+            raise
+        ckpt.unlink(missing_ok=True)
+        final = history[-1].val_acc
+        if not math.isfinite(final):
+            raise FloatingPointError(f"validation accuracy is {final}")
+        record.update(state="complete", val_acc=final, best_val_acc=max(h.val_acc for h in history))
+        self._write(trial.number, record)
+        trial.set_user_attr("best_val_acc", record["best_val_acc"])
+        values = {"val_acc": final, "params": float(cx.params), "flops": float(cx.flops)}
+        out = tuple(values[o] for o in cfg.search.objectives)
+        return out if multi else out[0]
+
+    def _record(self, trial: optuna.Trial, spec: ArchSpec, train: Any, cx: Any, seed: int) -> dict:
+        """The per-trial JSON document (written after every epoch)."""
+        return {"number": trial.number, "study": self.cfg.study_name, "state": "running",
+                "arch": spec.to_dict(), "train": train.to_dict(), "seed": seed,
+                "params": cx.params, "flops": cx.flops, "receptive_field": cx.receptive_field,
+                "budget_params": self.cfg.budget.params, "device": _device_name(self.device),
+                "host": os.uname().nodename, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "epochs": []}
+
+    def _write(self, number: int, record: dict) -> None:
+        """Write results/<study>/trials/<number>.json atomically."""
+        folder = self.results / "trials"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{number:05d}.json.tmp"
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(folder / f"{number:05d}.json")
+
+
+def _original_number(trial: optuna.Trial) -> int:
+    """The first trial of a retry chain (RetryHeartbeatStaleTrialCallback), so a retry finds its checkpoint."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    # Optuna 5's Trial no longer exposes system attrs; read the stored FrozenTrial instead.
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    first = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    return trial.number if first is None else first
+
+
+def _device_name(device: torch.device) -> str:
+    """A readable device name (the GPU model on CUDA)."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return "cpu"
+
+
+def _finished(study: optuna.Study) -> int:
+    """Trials that count towards n_trials: complete, or pruned by the pruner (not rejected)."""
+    return count_finished(study.get_trials(deepcopy=False))
+
+
+def count_finished(trials: list) -> int:
+    """How many of `trials` count towards the n_trials target."""
+    S = optuna.trial.TrialState
+    return sum(1 for t in trials if t.state == S.COMPLETE
+               or (t.state == S.PRUNED and REJECTED not in t.user_attrs))
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    """Best finished val_acc so far (first objective), or None."""
+    S = optuna.trial.TrialState
+    vals = [t.values[0] for t in study.get_trials(deepcopy=False, states=(S.COMPLETE,)) if t.values]
+    return max(vals) if vals else None

@@ -1,0 +1,133 @@
+"""Hard budgets and architectural rules: checked analytically before building, and on the built module."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from blocks import ArchSpec, Complexity, complexity
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from .config import SearchConfig
+    from .trainer import TrainSpec
+
+
+def min_receptive_field(rules: Any, input_size: int) -> int | None:
+    """The receptive field floor in pixels (`input` = the input size), or None."""
+    if rules.min_receptive_field == "input":
+        return input_size
+    return rules.min_receptive_field
+
+
+def arch_violation(spec: ArchSpec, cx: Complexity, cfg: "SearchConfig") -> str | None:
+    """Why this architecture may not be trained (budget or rule), or None when it may."""
+    budget, rules = cfg.budget, cfg.rules
+    if cx.params > budget.params:
+        return f"params {cx.params:,} > budget {budget.params:,}"
+    if budget.flops is not None and cx.flops > budget.flops:
+        return f"FLOPs {cx.flops:,} > budget {budget.flops:,}"
+    if rules.head is not None and spec.head != rules.head:
+        return f"head {spec.head!r} breaks rules.head: {rules.head}"
+    if not rules.dropout and spec.dropout > 0:
+        return f"dropout {spec.dropout} breaks rules.dropout: false"
+    if not rules.widening_1x1 and cx.widening_1x1:
+        return f"{cx.widening_1x1} widening 1x1 conv(s) break rules.widening_1x1: false"
+    floor = min_receptive_field(rules, spec.input_size)
+    if floor is not None and cx.receptive_field < floor:
+        return f"receptive field {cx.receptive_field} < rules.min_receptive_field {floor}"
+    return None
+
+
+def train_violation(spec: ArchSpec, train: "TrainSpec", cfg: "SearchConfig") -> str | None:
+    """Why these training settings cannot run with this architecture, or None."""
+    if cfg.rules.max_epochs is not None and train.epochs > cfg.rules.max_epochs:
+        return f"train.epochs {train.epochs} > rules.max_epochs {cfg.rules.max_epochs}"
+    if train.progressive:
+        if spec.head == "linear" and spec.pool is not None:
+            return "progressive resizing needs pool: null (global average) with a linear head"
+        last = sorted(train.progressive)[-1][1]
+        if last != spec.input_size:
+            return f"progressive resizing ends at {last}px, not the input size {spec.input_size}px"
+        smallest = min(size for _, size in train.progressive)
+        try:
+            spec.replace(input_size=smallest)
+        except ValueError as e:
+            return f"progressive resizing to {smallest}px: {e}"
+    return None
+
+
+def module_violation(model: nn.Module, cfg: "SearchConfig") -> str | None:
+    """The built module checked against the rules (the analytic check's twin on the real thing)."""
+    rules = cfg.rules
+    for name, m in model.named_modules():
+        if rules.head == "conv" and isinstance(m, nn.Linear):
+            return f"module {name} is a fully connected layer (rules.head: conv)"
+        if not rules.dropout and isinstance(m, nn.modules.dropout._DropoutNd):
+            return f"module {name} is a dropout layer (rules.dropout: false)"
+        if (not rules.widening_1x1 and isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+                and m.out_channels > m.in_channels):
+            return f"module {name} is a 1x1 conv widening {m.in_channels} -> {m.out_channels} (rules.widening_1x1: false)"
+    return None
+
+
+def check_config(cfg: "SearchConfig") -> None:
+    """Config-time checks: rules that fixed values already break, and budgets nothing can meet."""
+    from .augment import count_transforms, policy_names, policy_steps
+    from .config import Dist
+
+    where, rules, space = cfg.path, cfg.rules, cfg.space
+    if rules.head is not None and "head" in space and not isinstance(space["head"], Dist) \
+            and space["head"] != rules.head:
+        raise UserError(f"{where}: space.head {space['head']!r} breaks rules.head: {rules.head}")
+    if not rules.dropout and isinstance(space.get("dropout"), (int, float)) and space["dropout"] > 0:
+        raise UserError(f"{where}: space.dropout {space['dropout']} breaks rules.dropout: false")
+    if rules.max_epochs is not None:
+        epochs = cfg.train.get("epochs", 10)
+        top = epochs.high if isinstance(epochs, Dist) and epochs.kind != "choice" else (
+            max(epochs.choices) if isinstance(epochs, Dist) else epochs)
+        if top > rules.max_epochs:
+            raise UserError(f"{where}: train.epochs {top} > rules.max_epochs {rules.max_epochs}")
+        if cfg.retrain.epochs > rules.max_epochs:
+            raise UserError(f"{where}: retrain.epochs {cfg.retrain.epochs} > rules.max_epochs {rules.max_epochs}")
+    if rules.min_augmentations is not None:
+        for name in policy_names(cfg.augment):
+            n = count_transforms(policy_steps(cfg.augment, name))
+            if n < rules.min_augmentations:
+                label = f"augment policy {name!r}" if isinstance(cfg.augment, dict) else "augment"
+                raise UserError(f"{where}: {label} has {n} transforms, rules.min_augmentations is "
+                                f"{rules.min_augmentations}")
+    _check_budget_reachable(cfg)
+
+
+def _low(v: Any) -> Any:
+    """The smallest value a space entry can take (a choice's first entry for non-numbers)."""
+    from .config import Dist
+
+    if not isinstance(v, Dist):
+        return v
+    if v.kind == "choice":
+        nums = [c for c in v.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        return min(nums) if len(nums) == len(v.choices) else v.choices[0]
+    return int(v.low) if v.kind == "int" else v.low
+
+
+def _check_budget_reachable(cfg: "SearchConfig") -> None:
+    """Raise when even the smallest corner of the space is over the params/FLOPs budget."""
+    from .space import corner_dict
+
+    d = corner_dict(cfg, _low)
+    try:
+        spec = ArchSpec.from_dict(d)
+    except ValueError as e:
+        raise UserError(f"{cfg.path}: space: the smallest architecture in the space is invalid: {e}") from None
+    cx = complexity(spec)
+    label = f"stages={spec.stages}, blocks={list(spec.blocks)}, width={spec.width}"
+    if cx.params > cfg.budget.params:
+        raise UserError(f"{cfg.path}: budget.params {cfg.budget.params:,} is below the smallest network in the "
+                        f"space ({cx.params:,} params at {label}); raise the budget or shrink the space")
+    if cfg.budget.flops is not None and cx.flops > cfg.budget.flops:
+        raise UserError(f"{cfg.path}: budget.flops {cfg.budget.flops:,} is below the smallest network in the "
+                        f"space ({cx.flops:,} FLOPs at {label}); raise the budget or shrink the space")

@@ -1,0 +1,257 @@
+"""Train and evaluate one model for a fixed number of epochs (no Optuna in here)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "onecycle", "cyclic", "step", "constant")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Every training setting of one trial, resolved (nothing searched is left in here)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD momentum (beta1 for adam/adamw is left at its default)
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | onecycle | cyclic (triangular) | step | constant
+    warmup_epochs: float = 0.0  # linear warm-up before the cosine/step schedule, in epochs
+    cycles: int = 2  # cyclic: number of triangular cycles over the run
+    label_smoothing: float = 0.0
+    progressive: tuple | None = None  # [[epoch, size], ...]: train at `size` px from `epoch` on (e.g. 16->32->64)
+    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    augment_policy: str | None = None  # name of the augmentation policy, when the YAML has several
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainSpec":
+        """Build from a plain dict, rejecting unknown keys and values."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown train key {unknown[0]!r}")
+        kw = dict(d)
+        if kw.get("progressive") is not None:
+            kw["progressive"] = tuple(tuple(int(v) for v in step) for step in kw["progressive"])
+        spec = cls(**kw)
+        if spec.optimizer not in OPTIMIZERS:
+            raise ValueError(f"train.optimizer {spec.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if spec.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule {spec.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        if spec.epochs < 1 or spec.batch_size < 1 or spec.lr <= 0:
+            raise ValueError("train.epochs, train.batch_size and train.lr must be positive")
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        d = dataclasses.asdict(self)
+        if d["progressive"] is not None:
+            d["progressive"] = [list(step) for step in d["progressive"]]
+        return d
+
+    def size_at(self, epoch: int, native: int) -> int:
+        """Training image size (px) at 0-based `epoch` under progressive resizing."""
+        size = native
+        for start, s in sorted(self.progressive or ()):
+            if epoch >= start:
+                size = s
+        return size
+
+
+@dataclass
+class EpochResult:
+    """What one epoch measured."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float  # learning rate at the end of the epoch
+    image_size: int  # training image side, px
+    time_s: float  # wall time of train + eval
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """auto = CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    """SGD (Nesterov) / Adam / AdamW with no weight decay on BN and bias parameters."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov)
+    cls = torch.optim.Adam if spec.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=spec.lr)
+
+
+def make_schedule(opt: torch.optim.Optimizer, spec: TrainSpec, steps_per_epoch: int) -> Any:
+    """A per-step LR schedule over the whole run."""
+    total = max(1, spec.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler
+    if spec.schedule == "onecycle":
+        return sched.OneCycleLR(opt, max_lr=spec.lr, total_steps=total)
+    if spec.schedule == "cyclic":  # triangular cycles between lr/10 and lr (Smith, 2017)
+        half = max(1, total // (2 * max(1, spec.cycles)))
+        return sched.CyclicLR(opt, base_lr=spec.lr / 10, max_lr=spec.lr, step_size_up=half,
+                              mode="triangular", cycle_momentum=spec.optimizer == "sgd")
+    warm = min(total - 1, int(spec.warmup_epochs * steps_per_epoch))
+    if spec.schedule == "cosine":
+        main = sched.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total - warm)))))
+    elif spec.schedule == "step":  # x0.1 at 50% and 75% of the run
+        main = sched.MultiStepLR(opt, milestones=[(total - warm) // 2, 3 * (total - warm) // 4], gamma=0.1)
+    else:
+        main = sched.LambdaLR(opt, lambda s: 1.0)
+    if warm <= 0:
+        return main
+    return sched.SequentialLR(opt, [sched.LinearLR(opt, 0.01, 1.0, total_iters=warm), main], milestones=[warm])
+
+
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool = True,
+             size: int | None = None) -> tuple[float, float]:
+    """Mean cross-entropy loss and top-1 accuracy over `loader` (images resized to `size` px if given)."""
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    with torch.no_grad(), _autocast(device, amp):
+        for x, y in loader:
+            x, y = _to(x, y, device)
+            x = _resize(x, size)
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            n += y.numel()
+    return loss_sum / max(1, n), correct / max(1, n)
+
+
+def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities (N, classes) and labels (N,) over `loader`, on the CPU."""
+    model.eval()
+    probs, labels = [], []
+    with torch.no_grad(), _autocast(device, amp):
+        for x, y in loader:
+            x, y = _to(x, y, device)
+            probs.append(model(x).float().softmax(1).cpu())
+            labels.append(y.cpu())
+    return torch.cat(probs), torch.cat(labels)
+
+
+def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, device: torch.device, *,
+        on_epoch: Callable[[EpochResult], None] | None = None, checkpoint: Path | None = None,
+        native_size: int | None = None) -> list[EpochResult]:
+    """Train for spec.epochs, evaluating every epoch; `on_epoch` may raise to stop (e.g. pruning).
+
+    With `checkpoint`, the state is saved after every epoch and a rerun resumes from it.
+    """
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, spec)
+    steps = len(train_loader)
+    schedule = make_schedule(opt, spec, steps)
+    history: list[EpochResult] = []
+    start = 0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        history = [EpochResult(**h) for h in state["history"]]
+        torch.set_rng_state(state["rng"])
+        start = len(history)
+        for result in history:  # replay to the caller (pruner reports) what was already done
+            if on_epoch is not None:
+                on_epoch(result)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
+    for epoch in range(start, spec.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        size = spec.size_at(epoch, native_size) if native_size else None
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        n = 0
+        for x, y in train_loader:
+            x, y = _to(x, y, device)
+            x = _resize(x, size)
+            with _autocast(device, spec.amp):
+                logits = model(x)
+                loss = loss_fn(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+            loss_sum += loss.detach() * y.numel()
+            correct += (logits.argmax(1) == y).sum()
+            n += y.numel()
+        loss_sum, correct = loss_sum.item(), correct.item()
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"training loss became {loss_sum} at epoch {epoch + 1}")
+        # Validation at the epoch's training size keeps the per-epoch curve comparable across
+        # progressive and fixed-size trials for the pruner; the last stage is always native size.
+        val_loss, val_acc = (evaluate(model, val_loader, device, spec.amp, size) if val_loader is not None
+                             else (math.nan, math.nan))
+        result = EpochResult(epoch + 1, loss_sum / max(1, n), correct / max(1, n), val_loss, val_acc,
+                             opt.param_groups[0]["lr"], size or int(x.shape[-1]), time.perf_counter() - t0)
+        history.append(result)
+        if checkpoint is not None:
+            _save(checkpoint, model, opt, schedule, history)
+        if on_epoch is not None:
+            on_epoch(result)
+    return history
+
+
+def _save(path: Path, model: nn.Module, opt: Any, schedule: Any, history: list[EpochResult]) -> None:
+    """Write the resumable state atomically (a kill mid-write leaves the previous checkpoint)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
+                "history": [dataclasses.asdict(h) for h in history], "rng": torch.get_rng_state()}, tmp)
+    tmp.replace(path)
+
+
+def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Bilinear (antialiased) resize of a batch to size x size, when it differs."""
+    if size is None or x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def _to(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move a batch to `device` (channels_last and non-blocking on CUDA)."""
+    if device.type == "cuda":
+        return x.to(device, non_blocking=True, memory_format=torch.channels_last), y.to(device, non_blocking=True)
+    return x, y
+
+
+def _autocast(device: torch.device, amp: bool) -> Any:
+    """bf16 autocast on CUDA when asked; a no-op context on the CPU."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -254,6 +254,7 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
 
     train = _parse_section_values(raw.get("train"), {f.name for f in dataclasses.fields(TrainSpec)},
                                   f"{path}: train")
+    _check_train(train, TrainSpec, f"{path}: train")
     retrain = _typed(RetrainConfig, raw.get("retrain"), f"{path}: retrain")
     storage = raw.get("storage")
     if storage is not None and not isinstance(storage, str):
@@ -267,6 +268,31 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
 
     check_config(cfg)
     return cfg
+
+
+def _check_train(train: dict[str, Any], spec_cls: type, where: str) -> None:
+    """Every value a train key can take has the right type and makes a valid TrainSpec."""
+    fields = {f.name: f for f in dataclasses.fields(spec_cls)}
+    base = {k: (v.choices[0] if v.kind == "choice" else v.low) if isinstance(v, Dist) else v
+            for k, v in train.items()}
+    candidates = {key: ([value] if not isinstance(value, Dist)
+                        else list(value.choices) if value.kind == "choice" else [value.low, value.high])
+                  for key, value in train.items()}
+    for key, values in candidates.items():
+        for c in values:
+            if key == "progressive" and c is not None:
+                ok = isinstance(c, (list, tuple)) and all(
+                    isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, int) for v in s) for s in c)
+                if not ok:
+                    raise UserError(f"{where}.progressive: expected [[epoch, size], ...] or null, got {c!r}")
+            elif key != "progressive":
+                _check_type(c, fields[key].type, f"{where}.{key}")
+    for key, values in candidates.items():
+        for c in values:
+            try:
+                spec_cls.from_dict({**base, key: c})
+            except ValueError as e:
+                raise UserError(f"{where}.{key}: {e}") from None
 
 
 def _check_search(s: SearchSection, path: str) -> None:

@@ -99,7 +99,26 @@ def check_config(cfg: "SearchConfig") -> None:
                 label = f"augment policy {name!r}" if isinstance(cfg.augment, dict) else "augment"
                 raise UserError(f"{where}: {label} has {n} transforms, rules.min_augmentations is "
                                 f"{rules.min_augmentations}")
+    _check_space_values(cfg)
     _check_budget_reachable(cfg)
+
+
+def _check_space_values(cfg: "SearchConfig") -> None:
+    """Every value a space key can take is valid on its own (an even kernel is a config error, not a rejection)."""
+    from .config import Dist
+    from .space import corner_dict
+
+    base = corner_dict(cfg, _low)
+    for key, value in cfg.space.items():
+        if key in ("stages", "blocks", "width", "fill") or not isinstance(value, Dist):
+            continue
+        values = list(value.choices) if value.kind == "choice" else [value.low, value.high]
+        for v in values:
+            try:
+                ArchSpec.from_dict({**base, key: list(v) if isinstance(v, tuple) else v})
+            except ValueError as e:
+                if repr(key) in str(e):
+                    raise UserError(f"{cfg.path}: space.{key}: value {v!r} is invalid: {e}") from None
 
 
 def _low(v: Any) -> Any:

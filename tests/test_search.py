@@ -1,0 +1,191 @@
+"""End-to-end search on generated data, resume, budgets, rules and one-line config errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from blocks import ArchSpec, complexity
+from search import run
+from search.config import load_config
+from search.objective import REJECTED
+from search.rules import arch_violation, module_violation
+from search.space import MIN_WIDTH, sample, solve_width
+
+ROOT = Path(__file__).resolve().parents[1]
+S = optuna.trial.TrialState
+
+# Built to show pruning: the random sampler draws some learning rates so small that a trial
+# learns nothing in its first epoch, and the median pruner stops it.
+PRUNING_SPACE = {
+    "data": {"dataset": "synthetic", "synthetic_train": 400, "synthetic_test": 60, "synthetic_size": 12,
+             "num_workers": 0},
+    "budget": {"params": 20_000},
+    "space": {"stages": {"int": [1, 2]}, "blocks": 1, "width": "solve", "fill": {"float": [0.5, 1.0]}},
+    "train": {"epochs": 3, "batch_size": 32, "lr": {"choice": [0.2, 1.0e-6]}, "schedule": "constant"},
+    "augment": [{"HorizontalFlip": {"p": 0.5}}],
+    "search": {"n_trials": 5, "sampler": "random", "pruner": "median", "pruner_startup_trials": 1,
+               "pruner_warmup_epochs": 0, "seed": 0},
+}
+
+
+def write_space(tmp: Path, space: dict, name: str = "space.yaml") -> Path:
+    """Write a space dict as YAML and return its path."""
+    path = tmp / name
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `python -m search.run ...` as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def pruning_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, optuna.Study]:
+    """A finished smoke search of 5 trials in a temporary results folder."""
+    tmp = tmp_path_factory.mktemp("search")
+    path = write_space(tmp, PRUNING_SPACE)
+    assert run.main([str(path), "--results-dir", str(tmp / "results")]) == 0
+    results = tmp / "results" / "space"
+    study = optuna.load_study(study_name="space", storage=f"sqlite:///{results / 'study.db'}")
+    return results, study
+
+
+def test_search_end_to_end(pruning_study: tuple[Path, optuna.Study]) -> None:
+    results, study = pruning_study
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in (S.COMPLETE, S.PRUNED) and REJECTED not in t.user_attrs]
+    assert len(finished) == 5
+    complete = [t for t in trials if t.state == S.COMPLETE]
+    pruned = [t for t in trials if t.state == S.PRUNED and REJECTED not in t.user_attrs]
+    assert complete and pruned, "the space is built so that some trials complete and some are pruned"
+    assert max(t.value for t in complete) > 0.3  # synthetic data is learnable: well above 10% chance
+    for t in complete + pruned:
+        a = t.user_attrs
+        assert 0 < a["params"] <= 20_000
+        spec = ArchSpec.from_dict(a["arch"])
+        cx = complexity(spec)
+        assert (cx.params, cx.flops, cx.receptive_field) == (a["params"], a["flops"], a["receptive_field"])
+        assert spec.width % MIN_WIDTH == 0
+        record = json.loads((results / "trials" / f"{t.number:05d}.json").read_text())
+        assert record["arch"] == a["arch"] and record["seed"] == a["seed"]
+        assert [e["val_acc"] for e in record["epochs"]] == pytest.approx(a["val_acc_curve"], abs=1e-5)
+        assert len(record["epochs"]) == len(t.intermediate_values)
+    for t in pruned:
+        assert len(t.intermediate_values) < 3  # stopped before its last epoch
+    assert (results / "study.db").is_file()
+    assert yaml.safe_load((results / "config.yaml").read_text())["budget"]["params"] == 20_000
+    assert not list((results / "checkpoints").glob("*.pt")), "finished trials leave no checkpoint"
+
+
+def test_rerun_resumes_and_only_runs_what_is_left(pruning_study: tuple[Path, optuna.Study], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    results, study = pruning_study
+    before = {t.number: (t.state, t.values) for t in study.get_trials()}
+    path = write_space(results.parent.parent, PRUNING_SPACE)
+    assert run.main([str(path), "--results-dir", str(results.parent)]) == 0
+    assert "nothing to run" in capsys.readouterr().out
+    assert len(study.get_trials()) == len(before)
+    assert run.main([str(path), "--results-dir", str(results.parent), "--n-trials", "6"]) == 0
+    after = study.get_trials()
+    counted = [t for t in after if t.state in (S.COMPLETE, S.PRUNED) and REJECTED not in t.user_attrs]
+    assert len(counted) == 6
+    assert {t.number: (t.state, t.values) for t in after if t.number in before} == before
+    assert not [t for t in after if t.state == S.RUNNING]
+
+
+def test_solved_width_is_the_widest_that_fits() -> None:
+    d = {"stages": 3, "blocks": [2, 1, 1], "kernel": 3, "num_classes": 10, "input_size": 32}
+    for budget in (50_000, 400_000, 5_000_000):
+        w = solve_width(d, budget, None)
+        assert w % MIN_WIDTH == 0
+        assert complexity(ArchSpec.from_dict({**d, "width": w})).params <= budget
+        assert complexity(ArchSpec.from_dict({**d, "width": w + MIN_WIDTH})).params > budget
+    assert solve_width(d, 1_000, None) is None
+
+
+def test_real_spaces_sample_only_trainable_architectures() -> None:
+    """Sampled shapes of the shipped spaces fit their budgets and rules (or are rejected with a reason)."""
+    for name, classes, size in (("cifar10_5m", 10, 32), ("tiny_26m", 200, 64)):
+        cfg = load_config(ROOT / "spaces" / f"{name}.yaml")
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
+        utilisation, rejected = [], 0
+        for _ in range(40):
+            trial = study.ask()
+            arch, _, reason = sample(trial, cfg, classes, size)
+            if reason is None:
+                spec = ArchSpec.from_dict(arch)
+                reason = arch_violation(spec, complexity(spec), cfg)
+            if reason is not None:
+                rejected += 1
+                study.tell(trial, state=S.PRUNED)
+                continue
+            params = complexity(spec).params
+            assert params <= cfg.budget.params
+            utilisation.append(params / cfg.budget.params)
+            study.tell(trial, 0.0)
+        assert rejected <= 20, f"{name}: {rejected} of 40 samples rejected"
+        assert sum(utilisation) / len(utilisation) > 0.6, f"{name}: solved widths should use the budget"
+
+
+def test_tiny_rules_reject_what_breaks_them() -> None:
+    cfg = load_config(ROOT / "spaces" / "tiny_26m.yaml")
+    ok = ArchSpec.from_dict({"stages": 4, "blocks": 2, "width": 64, "skip_kernel": 3, "head": "conv",
+                             "num_classes": 200, "input_size": 64})
+    assert arch_violation(ok, complexity(ok), cfg) is None
+    assert module_violation(__import__("blocks").build(ok), cfg) is None
+    cases = {
+        "head": ok.replace(head="linear"),
+        "widening": ok.replace(skip_kernel=1),
+        "dropout": ok.replace(dropout=0.2),
+        "receptive field": ok.replace(stages=1, blocks=[1], kernel=1, skip_kernel=1, stem="cifar"),
+        "budget": ok.replace(width=512),
+    }
+    for what, spec in cases.items():
+        reason = arch_violation(spec, complexity(spec), cfg)
+        assert reason is not None, what
+    from blocks import build
+
+    assert "fully connected" in module_violation(build(ok.replace(head="linear")), cfg)
+    assert "dropout" in module_violation(build(ok.replace(dropout=0.2)), cfg)
+    assert "1x1" in module_violation(build(ok.replace(skip_kernel=1)), cfg)
+
+
+BAD_CONFIGS = {
+    "unknown key": ({"search": {"n_trails": 3}}, "search.n_trails: unknown key"),
+    "wrong type": ({"train": {"epochs": "many"}}, "train.epochs"),
+    "unknown transform": ({"augment": [{"HorizontalFlipp": {"p": 0.5}}]}, "HorizontalFlipp"),
+    "impossible budget": ({"budget": {"params": 100}}, "below the smallest network"),
+    "missing dataset": ({"data": {"dataset": "cifar10", "root": "nowhere", "download": False}}, "cifar10"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_is_one_clear_line(case: str, tmp_path: Path) -> None:
+    change, expected = BAD_CONFIGS[case]
+    space = json.loads(json.dumps(PRUNING_SPACE))
+    for section, values in change.items():
+        if isinstance(values, dict) and isinstance(space.get(section), dict):
+            space[section] = {**space[section], **values}
+            if section == "data" and values.get("dataset") == "cifar10":
+                space[section] = values
+        else:
+            space[section] = values
+    path = write_space(tmp_path, space)
+    out = cli(str(path), "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "results" / "space" / "study.db").exists(), "no study is created from bad input"

@@ -99,6 +99,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     """auto = CUDA when available, else CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from .errors import UserError
+
+        raise UserError(f"--device {name}: no CUDA device is available here (use --device cpu or auto)")
     return torch.device(name)
 
 

@@ -169,10 +169,12 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: bool 
 
 def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, device: torch.device, *,
         on_epoch: Callable[[EpochResult], None] | None = None, checkpoint: Path | None = None,
-        native_size: int | None = None) -> list[EpochResult]:
+        native_size: int | None = None, seed: int | None = None) -> list[EpochResult]:
     """Train for spec.epochs, evaluating every epoch; `on_epoch` may raise to stop (e.g. pruning).
 
-    With `checkpoint`, the state is saved after every epoch and a rerun resumes from it.
+    With `checkpoint`, the state is saved after every epoch and a rerun resumes from it. With
+    `seed`, every epoch reseeds torch and the loader's shuffling from (seed, epoch), so a resumed
+    run sees the same batches as an uninterrupted one.
     """
     model.to(device)
     if device.type == "cuda":
@@ -196,6 +198,10 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
     loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
     for epoch in range(start, spec.epochs):
         t0 = time.perf_counter()
+        if seed is not None:
+            torch.manual_seed(seed * 1000 + epoch)
+            if getattr(train_loader, "generator", None) is not None:
+                train_loader.generator.manual_seed(seed * 1000 + epoch)
         model.train()
         size = spec.size_at(epoch, native_size) if native_size else None
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step

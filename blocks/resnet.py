@@ -148,13 +148,20 @@ class ResNet(nn.Module):
 
 
 def _init_weights(model: nn.Module) -> None:
-    """Kaiming-normal convs and unit BN, as torchvision's ResNet."""
+    """Kaiming-normal convs and unit BN, as torchvision's ResNet, with the last BN of every residual
+    branch zeroed so each block starts as the identity (Goyal et al. 2017, torchvision's
+    `zero_init_residual`): deep or short-trained trials start stable."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    for m in model.modules():
+        if isinstance(m, BasicBlock):
+            nn.init.zeros_(m.bn2.weight)
+        elif isinstance(m, Bottleneck):
+            nn.init.zeros_(m.bn3.weight)
 
 
 @dataclass(frozen=True)

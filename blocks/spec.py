@@ -55,6 +55,9 @@ class ArchSpec:
             raise ValueError(f"unknown architecture key {unknown[0]!r} (known: {', '.join(sorted(known))})")
         kw = dict(d)
         stages = kw.get("stages", cls.stages)
+        if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
+            # checked here because the defaults below multiply by it (int(None) is a TypeError)
+            raise ValueError(f"invalid architecture key 'stages' = {stages!r}: expected an integer >= 1")
         if "blocks" in kw and isinstance(kw["blocks"], int) and not isinstance(kw["blocks"], bool):
             kw["blocks"] = [kw["blocks"]] * int(stages)  # one number = the same depth in every stage
         if "stages" not in kw and isinstance(kw.get("blocks"), (list, tuple)):

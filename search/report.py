@@ -1,0 +1,225 @@
+"""`python -m search.report results/<study>`: one self-contained HTML page of what the search learned."""
+
+from __future__ import annotations
+
+import argparse
+import html
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+from . import report_figures as figs
+from .cli import main_guard
+from .errors import UserError
+from .objective import REJECTED
+from .results import StudyResults, open_results
+from .summary import arch_brief, fmt_count
+
+# Runs before plotly: any script error or rejected promise on the page is shown at its top (and read
+# back by the headless-browser test), instead of a chart silently missing.
+ERROR_HOOK = """<script>
+window.reportErrors = [];
+function reportError(msg) {
+  window.reportErrors.push(String(msg));
+  var box = document.getElementById("script-errors");
+  if (box) { box.textContent = window.reportErrors.join("\\n"); box.hidden = false; }
+}
+window.addEventListener("error", function (e) { reportError(e.message || e); });
+window.addEventListener("unhandledrejection", function (e) { reportError("unhandled rejection: " + e.reason); });
+</script>"""
+STYLE = """<style>
+body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 1em 2em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } td.l, th.l { text-align: left; }
+.note { color: #666; font-style: italic; } #script-errors { color: #b00; background: #fee; padding: 0.5em; }
+</style>"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(prog="python -m search.report", description=__doc__)
+    p.add_argument("results", help="the study's results folder, e.g. results/cifar10_5m")
+    p.add_argument("--storage", help="the study's SQLAlchemy URL (default: sqlite:///<results>/study.db)")
+    p.add_argument("--output", help="where to write the page (default: <results>/report.html)")
+    return p.parse_args(argv)
+
+
+class Page:
+    """The report being assembled: sections of text and figures; plotly.js is embedded once."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.charts: list[str] = []  # div ids of the drawn charts, in order
+
+    def section(self, title: str, text: str = "") -> None:
+        """Start a section with a heading and an optional explanation."""
+        self.parts.append(f"<h2>{html.escape(title)}</h2>")
+        if text:
+            self.parts.append(f"<p>{html.escape(text)}</p>")
+
+    def note(self, text: str) -> None:
+        """A grey remark (e.g. why a chart is missing)."""
+        if text:
+            self.parts.append(f'<p class="note">{html.escape(text)}</p>')
+
+    def figure(self, fig: go.Figure | None, name: str) -> None:
+        """Embed a figure as a div with id chart-<name>; the first one carries plotly.js itself."""
+        if fig is None:
+            return
+        div = f"chart-{name}"
+        self.parts.append(fig.to_html(full_html=False, include_plotlyjs=not self.charts, div_id=div,
+                                      config={"displaylogo": False, "responsive": True}))
+        self.charts.append(div)
+
+    def raw(self, fragment: str) -> None:
+        """Append trusted HTML made here (tables)."""
+        self.parts.append(fragment)
+
+    def render(self, title: str) -> str:
+        """The whole self-contained page."""
+        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+                f"{ERROR_HOOK}{STYLE}</head><body>\n"
+                '<pre id="script-errors" hidden></pre>\n' + "\n".join(self.parts) + "\n</body></html>\n")
+
+
+def table(header: list[str], rows: list[list[Any]], left: tuple[int, ...] = ()) -> str:
+    """An HTML table; columns in `left` are left-aligned text."""
+    def cell(tag: str, i: int, v: Any) -> str:
+        return f'<{tag}{" class=l" if i in left else ""}>{html.escape(str(v))}</{tag}>'
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _pm(stats: dict[str, Any] | None) -> str:
+    """'0.9123 ± 0.0040 (3 seeds)' from a mean/std/values dict."""
+    if not stats:
+        return "-"
+    n = len(stats.get("values", []))
+    std = f" ± {stats['std']:.4f}" if stats.get("std") is not None else ""
+    return f"{stats['mean']:.4f}{std}" + (f" ({n} seeds)" if n > 1 else "")
+
+
+def overview(page: Page, res: StudyResults) -> None:
+    """Counts by kind of trial, the budget and the best trials."""
+    trials = res.trials
+    counts = Counter(figs.kind(t) for t in trials)
+    budget = res.cfg.budget
+    flops = f", {budget.flops:,} FLOPs" if budget.flops else ""
+    page.raw(f"<p>{len(trials)} trials: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+             + f". Hard budget: {budget.params:,} parameters{flops}. Objectives: "
+             + html.escape(", ".join(res.cfg.search.objectives)) + f". {figs.FLOPS_NOTE}.</p>")
+    rows = [[t.number, f"{t.values[0]:.4f}", fmt_count(t.user_attrs.get("params")),
+             f"{t.user_attrs.get('params', 0) / budget.params:.1%}", fmt_count(t.user_attrs.get("flops")),
+             t.user_attrs.get("receptive_field", "-"), arch_brief(t.user_attrs.get("arch", {}))]
+            for t in res.complete()[:10]]
+    if rows:
+        page.raw(table(["trial", "val_acc", "params", "budget", "FLOPs", "RF", "architecture"], rows, left=(6,)))
+    reasons = Counter(str(t.user_attrs[REJECTED]).split(":")[0] for t in trials if REJECTED in t.user_attrs)
+    if reasons:
+        page.raw("<p>Rejected before building (never trained), by reason:</p>"
+                 + table(["reason", "trials"], [[r, n] for r, n in reasons.most_common()], left=(0,)))
+
+
+def retrain_section(page: Page, res: StudyResults) -> None:
+    """Test results of `python -m search.retrain`, when there are any."""
+    docs = res.retrain_metrics()
+    page.section("Retrain results", "Test-set accuracy of the trials retrained to full length "
+                 "(python -m search.retrain); the test set is used only here.")
+    if not docs:
+        page.note("No retrain results yet: run python -m search.retrain " + str(res.folder))
+        return
+    rows = []
+    for d in docs:
+        test = d.get("test", {})
+        if "members" in d:
+            singles = "; ".join(f"trial {n}: {_pm(s.get('top1'))}" for n, s in d.get("members_test", {}).items())
+            rows.append([f"ensemble {d['members']}", "-", _pm(test.get("top1")), _pm(test.get("top5")), "-", "-",
+                         "-", singles])
+        else:
+            rows.append([f"trial {d['trial']}", f"{d['val_acc']:.4f}" if d.get("val_acc") is not None else "-",
+                         _pm(test.get("top1")), _pm(test.get("top5")), fmt_count(d.get("params")),
+                         d.get("epochs"), "yes" if d.get("train_on_val") else "no", d.get("test_set", "")])
+    page.raw(table(["model", "search val_acc", "test top-1", "test top-5", "params", "epochs", "train+val",
+                    "test set / members"], rows, left=(0, 7)))
+    page.figure(figs.retrain_curves(docs), "retrain-curves")
+    singles = [d for d in docs if "trial" in d and "test" in d]
+    if singles:
+        best = max(singles, key=lambda d: d["test"].get("top1", {}).get("mean", 0))
+        bars, heat = figs.retrain_classes(best)
+        page.figure(bars, "retrain-classes")
+        page.figure(heat, "retrain-confusion")
+
+
+def build_report(res: StudyResults) -> Page:
+    """Every section of the report for a loaded study."""
+    page, trials, study = Page(), res.trials, res.study
+    page.raw(f"<h1>Search report: {html.escape(res.name)}</h1><p class=note>{html.escape(str(res.folder))}, "
+             f"written {time.strftime('%Y-%m-%d %H:%M')}</p>")
+    overview(page, res)
+    page.section("Optimisation history", "Validation accuracy of each complete trial and the best so far.")
+    if any(t.state == figs.S.COMPLETE for t in trials):
+        page.figure(figs.history(study), "history")
+    else:
+        page.note("No complete trial yet.")
+    page.section("Accuracy against size", "Each complete trial (and each pruned one at its last reported "
+                 "epoch); the dashed line is the hard budget, the stars the Pareto front.")
+    page.figure(figs.tradeoff(trials, "params", res.cfg.budget.params), "params")
+    page.figure(figs.tradeoff(trials, "flops", res.cfg.budget.flops), "flops")
+    page.section("Parameter importances", "How much each searched parameter explains val_acc "
+                 "(optuna.importance.get_param_importances).")
+    fig, note = figs.importances(study, trials)
+    page.note(note)
+    page.figure(fig, "importances")
+    page.section("Architectures", "Parallel coordinates of the architecture keys that vary (depth = total "
+                 "blocks), coloured by val_acc.")
+    fig, note = figs.parallel(trials)
+    page.note(note)
+    page.figure(fig, "parallel")
+    page.section("Learning curves", "Validation accuracy per epoch of every trial; pruned trials are dashed "
+                 "grey and end in an x.")
+    fig, note = figs.learning_curves(trials)
+    page.note(note)
+    page.figure(fig, "curves")
+    page.section("Budget utilisation", "Parameters of each trial as a share of the budget; rejected trials "
+                 "were never built.")
+    fig, note = figs.budget_use(trials, res.cfg.budget.params)
+    page.note(note)
+    page.figure(fig, "budget")
+    retrain_section(page, res)
+    return page
+
+
+def write_report(res: StudyResults, output: Path | None = None) -> tuple[Path, list[str]]:
+    """Write the report page; returns its path and the ids of the charts on it."""
+    page = build_report(res)
+    path = output or res.folder / "report.html"
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(page.render(f"Search report: {res.name}"), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        raise UserError(f"cannot write the report to '{path}': {e.strerror or e}") from None
+    return path, page.charts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one-line errors and exit status 2 for bad input."""
+    args = parse_args(argv)
+
+    def run() -> None:
+        res = open_results(Path(args.results), args.storage)
+        path, charts = write_report(res, Path(args.output) if args.output else None)
+        print(f"wrote {path} ({len(charts)} charts); open it in any browser, offline")
+
+    return main_guard(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

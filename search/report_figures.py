@@ -1,0 +1,256 @@
+"""The plotly figures of the search report, each from a finished study (and its retrain results)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .objective import REJECTED
+from .summary import arch_brief
+
+S = optuna.trial.TrialState
+STATE_STYLE = {  # colour and line dash of each kind of trial, the same in every chart
+    "complete": ("#1f77b4", "solid"), "pruned": ("#999999", "dash"),
+    "rejected": ("#d62728", "dot"), "failed": ("#ff7f0e", "dot"), "running": ("#2ca02c", "dot"),
+}
+FLOPS_NOTE = "FLOPs: fvcore convention (one fused multiply-add = one FLOP), batch 1"
+
+
+def kind(t: optuna.trial.FrozenTrial) -> str:
+    """complete | pruned | rejected (never built: over budget or a rule) | failed | running."""
+    if t.state == S.PRUNED:
+        return "rejected" if REJECTED in t.user_attrs else "pruned"
+    return {S.COMPLETE: "complete", S.FAIL: "failed"}.get(t.state, "running")
+
+
+def curve(t: optuna.trial.FrozenTrial) -> list[float]:
+    """Validation accuracy per epoch (the recorded curve, or the values reported to the pruner)."""
+    if t.user_attrs.get("val_acc_curve"):
+        return list(t.user_attrs["val_acc_curve"])
+    return [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+
+
+def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
+    """The common look: title, white template, fixed height."""
+    fig.update_layout(title=title, template="plotly_white", height=kw.pop("height", 440),
+                      margin=dict(l=60, r=30, t=60, b=50), **kw)
+    return fig
+
+
+def history(study: optuna.Study) -> go.Figure:
+    """Optuna's optimisation history of validation accuracy (the first objective)."""
+    from optuna.visualization import plot_optimization_history
+
+    fig = plot_optimization_history(study, target=lambda t: t.values[0], target_name="val_acc")
+    # With a target Optuna draws no best-so-far line (it cannot know the direction); val_acc is maximised.
+    done = sorted((t for t in study.get_trials(deepcopy=False, states=(S.COMPLETE,)) if t.values),
+                  key=lambda t: t.number)
+    best, ys = float("-inf"), []
+    for t in done:
+        best = max(best, t.values[0])
+        ys.append(best)
+    fig.add_trace(go.Scatter(x=[t.number for t in done], y=ys, mode="lines", name="best so far",
+                             line=dict(color="#d62728", shape="hv")))
+    return _layout(fig, "Optimisation history: validation accuracy per trial, best so far",
+                   xaxis_title="trial", yaxis_title="val_acc")
+
+
+def pareto_front(points: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    """(cost, accuracy, trial) points no other point beats on both: lower cost and higher accuracy."""
+    front, best = [], float("-inf")
+    for cost, acc, n in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            front.append((cost, acc, n))
+            best = acc
+    return front
+
+
+def tradeoff(trials: list[optuna.trial.FrozenTrial], key: str, budget: float | None) -> go.Figure:
+    """Validation accuracy against params or FLOPs: the budget line and the Pareto front marked."""
+    label = "parameters" if key == "params" else "FLOPs"
+    fig = go.Figure()
+    for state in ("complete", "pruned"):
+        ts = [t for t in trials if kind(t) == state and key in t.user_attrs and curve(t)]
+        acc = [t.values[0] if state == "complete" else curve(t)[-1] for t in ts]
+        fig.add_trace(go.Scatter(
+            x=[t.user_attrs[key] for t in ts], y=acc, mode="markers", name=f"{state} ({len(ts)})",
+            marker=dict(color=STATE_STYLE[state][0], size=9, symbol="circle" if state == "complete" else "x"),
+            text=[f"trial {t.number}<br>{arch_brief(t.user_attrs.get('arch', {}))}" for t in ts],
+            hovertemplate="%{text}<br>" + label + " %{x:,}<br>val_acc %{y:.4f}<extra></extra>"))
+    done = [(t.user_attrs[key], t.values[0], t.number) for t in trials if kind(t) == "complete" and key in t.user_attrs]
+    front = pareto_front(done)
+    if front:
+        fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers",
+                                 line=dict(shape="hv", color="#2ca02c"), name=f"Pareto front ({len(front)})",
+                                 marker=dict(symbol="star", size=14, color="#2ca02c"),
+                                 text=[f"trial {p[2]}" for p in front],
+                                 hovertemplate="%{text}: " + label + " %{x:,}, val_acc %{y:.4f}<extra></extra>"))
+    if budget:
+        fig.add_vline(x=budget, line=dict(color="#d62728", dash="dash"),
+                      annotation_text=f"budget {budget:,.0f}", annotation_position="top left")
+    xtitle = label + (" (" + FLOPS_NOTE.split(": ")[1] + ")" if key == "flops" else "")
+    return _layout(fig, f"Validation accuracy against {label}", xaxis_title=xtitle, yaxis_title="val_acc")
+
+
+def importances(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure | None, str]:
+    """Optuna's parameter importances for val_acc as a bar chart, or None and why they cannot be computed."""
+    done = [t for t in trials if t.state == S.COMPLETE and t.values]
+    if len(done) < 2:
+        return None, f"Parameter importances need at least 2 complete trials; this study has {len(done)}."
+    varying = {p for t in done for p in t.params if len({repr(u.params.get(p)) for u in done}) > 1}
+    if not varying:
+        return None, "Parameter importances need parameters that vary between complete trials; none do."
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            # Optuna's default (PED-ANOVA) rates what leads to low target values, and a target hides
+            # the study's direction from it: hence -val_acc. (fANOVA would need scikit-learn.)
+            imp = optuna.importance.get_param_importances(study, target=lambda t: -t.values[0],
+                                                          params=sorted(varying))
+        except (RuntimeError, ValueError, ZeroDivisionError) as e:
+            return None, f"Parameter importances could not be computed: {e}"
+    note = " ".join(dict.fromkeys(str(w.message) for w in caught if "low `target`" not in str(w.message)))
+    names = list(imp)[::-1]  # largest at the top
+    fig = go.Figure(go.Bar(x=[imp[n] for n in names], y=names, orientation="h", marker_color="#1f77b4",
+                           hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+    _layout(fig, f"Parameter importances for val_acc ({len(done)} complete trials)", xaxis_title="importance",
+            height=max(300, 60 + 28 * len(names)))
+    return fig, (f"Optuna warned: {note}" if note else "")
+
+
+ARCH_AXES = ("stages", "depth", "width", "kernel", "skip_kernel", "pool", "block", "separable", "shortcut",
+             "stem", "head", "dropout")
+
+
+def parallel(trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure | None, str]:
+    """Parallel coordinates of the architecture keys that vary, with params and val_acc, complete trials."""
+    done = [t for t in trials if t.state == S.COMPLETE and t.values and "arch" in t.user_attrs]
+    if not done:
+        return None, "No complete trial to draw."
+    rows = []
+    for t in done:
+        a = dict(t.user_attrs["arch"])
+        a["depth"] = sum(a.get("blocks") or [])
+        a["pool"] = "global" if a.get("pool") is None else a["pool"]
+        rows.append(a)
+    dims = []
+    for key in ARCH_AXES:
+        values = [r.get(key) for r in rows]
+        if len({repr(v) for v in values}) < 2:
+            continue  # a key every trial shares says nothing here
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            dims.append(dict(label=key, values=values))
+        else:
+            cats = sorted({str(v) for v in values})
+            dims.append(dict(label=key, values=[cats.index(str(v)) for v in values],
+                             tickvals=list(range(len(cats))), ticktext=cats))
+    acc = [t.values[0] for t in done]
+    dims.append(dict(label="params", values=[t.user_attrs.get("params", 0) for t in done]))
+    dims.append(dict(label="val_acc", values=acc))
+    fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(color=acc, colorscale="Viridis", showscale=True,
+                                                             colorbar=dict(title="val_acc"))))
+    note = "" if len(dims) > 2 else "No architecture key varies between the complete trials."
+    return _layout(fig, f"Architecture of the {len(done)} complete trials"), note
+
+
+def learning_curves(trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure | None, str]:
+    """Every trained trial's validation accuracy per epoch; pruned ones dashed grey, ending in an x."""
+    fig, shown = go.Figure(), set()
+    done = [t for t in trials if t.state == S.COMPLETE and t.values]
+    best = max(done, key=lambda t: t.values[0]).number if done else None
+    for t in sorted(trials, key=lambda t: t.number == best):  # the best drawn last, on top
+        ys, state = curve(t), kind(t)
+        if not ys:
+            continue
+        color, dash = STATE_STYLE[state]
+        if t.number == best:
+            state, color = f"best (trial {t.number})", "#2ca02c"
+        fig.add_trace(go.Scatter(
+            x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers", legendgroup=state,
+            name=state, showlegend=state not in shown,
+            line=dict(color=color, dash=dash, width=3 if t.number == best else 1.5),
+            marker=dict(size=[5] * (len(ys) - 1) + [10], symbol=["circle"] * (len(ys) - 1)
+                        + ["x" if state == "pruned" else "circle"]),
+            hovertemplate=f"trial {t.number} ({state})<br>epoch %{{x}}<br>val_acc %{{y:.4f}}<extra></extra>"))
+        shown.add(state)
+    if not shown:
+        return None, "No trial trained for an epoch yet."
+    return _layout(fig, "Learning curves of every trial", xaxis_title="epoch", yaxis_title="val_acc"), ""
+
+
+def budget_use(trials: list[optuna.trial.FrozenTrial], budget: float) -> tuple[go.Figure | None, str]:
+    """Histogram of params / budget by kind of trial (rejected ones may lie above 100%)."""
+    fig, any_ = go.Figure(), False
+    for state in STATE_STYLE:
+        use = [t.user_attrs["params"] / budget for t in trials if kind(t) == state and "params" in t.user_attrs]
+        if use:
+            any_ = True
+            fig.add_trace(go.Histogram(x=use, name=f"{state} ({len(use)})", marker_color=STATE_STYLE[state][0],
+                                       xbins=dict(size=0.05), hovertemplate="%{x}: %{y} trials<extra></extra>"))
+    if not any_:
+        return None, "No trial recorded a parameter count."
+    fig.add_vline(x=1.0, line=dict(color="#d62728", dash="dash"), annotation_text="budget")
+    fig.update_xaxes(tickformat=".0%")
+    return _layout(fig, f"Budget utilisation (params / {budget:,.0f})", barmode="stack",
+                   xaxis_title="share of the parameter budget", yaxis_title="trials"), ""
+
+
+def _seed_docs(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-seed metrics.json files next to a trial's retrain summary."""
+    out = []
+    for path in sorted(Path(doc["folder"]).glob("seed_*/metrics.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+    return out
+
+
+def retrain_curves(docs: list[dict[str, Any]]) -> go.Figure | None:
+    """Training loss and validation (or training) accuracy per epoch of every retrained seed."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "accuracy (val; train with train+val)"))
+    drawn = False
+    for doc in (d for d in docs if "trial" in d):
+        for s in _seed_docs(doc):
+            h = s.get("history") or []
+            if not h:
+                continue
+            drawn = True
+            name = f"trial {doc['trial']} seed {s.get('seed')}"
+            xs = [e["epoch"] for e in h]
+            fig.add_trace(go.Scatter(x=xs, y=[e["train_loss"] for e in h], name=name, legendgroup=name,
+                                     mode="lines+markers"), row=1, col=1)
+            on_val = doc.get("train_on_val") or all(e.get("val_acc") is None for e in h)
+            ys = [e["train_acc"] if on_val else e["val_acc"] for e in h]
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=name, legendgroup=name, showlegend=False,
+                                     mode="lines+markers"), row=1, col=2)
+    if not drawn:
+        return None
+    return _layout(fig, "Retrain learning curves", xaxis_title="epoch", xaxis2_title="epoch")
+
+
+def retrain_classes(doc: dict[str, Any]) -> tuple[go.Figure | None, go.Figure | None]:
+    """Per-class test accuracy and the confusion matrix of one retrained trial (its first seed)."""
+    seeds = _seed_docs(doc)
+    if not seeds or "confusion" not in seeds[0]:
+        return None, None
+    first = seeds[0]
+    rows = first["per_class"]
+    names = [r["name"] for r in rows]
+    label = f"trial {doc['trial']}" if "trial" in doc else f"ensemble of {doc.get('members')}"
+    bars = go.Figure(go.Bar(x=names, y=[r["accuracy"] for r in rows], marker_color="#1f77b4",
+                            hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    _layout(bars, f"Per-class test accuracy, {label}, seed {first.get('seed', first.get('seed_index'))}",
+            yaxis_title="accuracy", yaxis_range=[0, 1])
+    heat = go.Figure(go.Heatmap(z=first["confusion"], x=names, y=names, colorscale="Blues",
+                                hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>"))
+    side = min(900, max(420, 14 * len(names)))
+    _layout(heat, f"Confusion matrix, {label}", xaxis_title="predicted", yaxis_title="true", height=side,
+            yaxis_autorange="reversed")
+    return bars, heat

@@ -1,0 +1,161 @@
+"""Open a finished search's results folder: its config, its study and what each trial recorded."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from blocks import ArchSpec, build
+
+from .config import SearchConfig, load_config
+from .errors import UserError
+from .objective import REJECTED
+from .study import _redact, default_storage, make_storage
+
+S = optuna.trial.TrialState
+
+
+@dataclass
+class StudyResults:
+    """results/<study>/ with its resolved config and its Optuna study, loaded."""
+
+    folder: Path
+    cfg: SearchConfig
+    study: optuna.Study
+    storage_url: str
+
+    @property
+    def name(self) -> str:
+        """The study's name."""
+        return self.study.study_name
+
+    @cached_property
+    def trials(self) -> list[optuna.trial.FrozenTrial]:
+        """Every trial of the study, by number."""
+        return sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
+
+    def complete(self) -> list[optuna.trial.FrozenTrial]:
+        """Complete trials, best first (highest val_acc, then fewest parameters)."""
+        done = [t for t in self.trials if t.state == S.COMPLETE and t.values]
+        return sorted(done, key=lambda t: (-t.values[0], t.user_attrs.get("params", 0), t.number))
+
+    def trial(self, number: int) -> optuna.trial.FrozenTrial:
+        """Trial `number`, or a UserError naming the trials there are."""
+        found = [t for t in self.trials if t.number == number]
+        if not found:
+            span = f"trials 0-{self.trials[-1].number}" if self.trials else "no trials"
+            raise UserError(f"trial {number} does not exist in study {self.name!r} ({span})")
+        return found[0]
+
+    def choose(self, numbers: list[int] | None, top: int | None) -> list[int]:
+        """The trials to retrain: the given complete ones, or the `top` best (default: the best one)."""
+        done = self.complete()
+        if numbers:
+            for n in numbers:
+                t = self.trial(n)
+                if t.state != S.COMPLETE:
+                    why = t.user_attrs.get(REJECTED)
+                    state = f"rejected ({why})" if why else t.state.name.lower()
+                    ok = ", ".join(str(c.number) for c in done[:10]) or "none"
+                    raise UserError(f"trial {n} of study {self.name!r} is {state}; only complete trials can be "
+                                    f"retrained (best complete: {ok})")
+            return list(dict.fromkeys(numbers))
+        top = 1 if top is None else top
+        if top < 1:
+            raise UserError(f"--top {top}: expected at least 1")
+        if not done:
+            raise UserError(f"study {self.name!r} in {self.folder} has no complete trial to retrain")
+        if top > len(done):
+            raise UserError(f"--top {top}: study {self.name!r} has only {len(done)} complete trials")
+        return [t.number for t in done[:top]]
+
+    def trial_json(self, number: int) -> tuple[Path, dict[str, Any] | None]:
+        """trials/<number>.json and its content (None when it was never written)."""
+        path = self.folder / "trials" / f"{number:05d}.json"
+        if not path.is_file():
+            return path, None
+        try:
+            return path, json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"trial {number}: '{path}' is not valid JSON: {e}") from None
+
+    def verified_spec(self, number: int) -> tuple[ArchSpec, dict[str, Any]]:
+        """The trial's ArchSpec, rebuilt and checked against the parameter count recorded at search time."""
+        t = self.trial(number)
+        sources = [("study.db", t.user_attrs.get("arch"), t.user_attrs.get("params"))]
+        path, doc = self.trial_json(number)
+        if doc is not None:
+            sources.append((str(path), doc.get("arch"), doc.get("params")))
+        specs = []
+        for where, arch, recorded in sources:
+            if arch is None or recorded is None:
+                raise UserError(f"trial {number}: {where} records no architecture and parameter count")
+            try:
+                spec = ArchSpec.from_dict(arch)
+            except ValueError as e:
+                raise UserError(f"trial {number}: the architecture in {where} is invalid: {e}") from None
+            built = sum(p.numel() for p in build(spec).parameters())
+            if built != recorded:
+                raise UserError(f"trial {number}: the architecture in {where} rebuilds to {built:,} parameters but "
+                                f"{recorded:,} were recorded at search time; refusing to retrain a different model")
+            specs.append(spec)
+        if any(s != specs[0] for s in specs[1:]):
+            raise UserError(f"trial {number}: the architecture in {path} differs from the one in study.db "
+                            f"(same parameter count); fix or delete the JSON file")
+        record = {"val_acc": t.values[0] if t.values else None, "params": t.user_attrs["params"],
+                  "flops": t.user_attrs.get("flops"), "receptive_field": t.user_attrs.get("receptive_field")}
+        return specs[0], record
+
+    def class_names(self, num_classes: int) -> tuple[str, ...]:
+        """The dataset's class names (numbers when it has none)."""
+        from .data import dataset_info
+
+        names = dataset_info(self.cfg.data).class_names
+        return tuple(names) if len(names) == num_classes else tuple(str(k) for k in range(num_classes))
+
+    def retrain_metrics(self) -> list[dict[str, Any]]:
+        """Every retrain/<trial>/metrics.json and retrain/ensemble_*/metrics.json, trials first."""
+        folder = self.folder / "retrain"
+        docs = []
+        for path in sorted(folder.glob("*/metrics.json")) if folder.is_dir() else []:
+            try:
+                doc = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # a half-written summary of an interrupted run: not a result yet
+            docs.append({**doc, "folder": str(path.parent)})
+        return sorted(docs, key=lambda d: ("members" in d, d.get("trial", 0)))
+
+
+def open_results(folder: Path, storage: str | None = None, data_root: str | None = None) -> StudyResults:
+    """Load results/<study>/ (config.yaml and the study); every missing piece is a one-line UserError."""
+    if not folder.is_dir():
+        raise UserError(f"results folder '{folder}' does not exist (python -m search.run writes results/<study>/)")
+    config = folder / "config.yaml"
+    if not config.is_file():
+        raise UserError(f"'{config}' is missing: '{folder}' is not a results folder of python -m search.run")
+    cfg = load_config(config, [f"data.root={data_root}"] if data_root else [])
+    if storage is None:
+        if not (folder / "study.db").is_file():
+            raise UserError(f"'{folder / 'study.db'}' is missing (for a study on a server, pass --storage URL)")
+        storage = default_storage(folder)
+    name = cfg.search.study_name or folder.resolve().name  # run.py names the folder after the study
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    rdb = make_storage(storage)
+    try:
+        study = optuna.load_study(study_name=name, storage=rdb)
+    except KeyError:
+        names = [s.study_name for s in rdb.get_all_studies()]
+        raise UserError(f"study {name!r} not found in {_redact(storage)} (it holds: {', '.join(names) or 'none'})") \
+            from None
+    stored = study.user_attrs.get("fingerprint")
+    if stored is not None and stored != cfg.fingerprint():
+        raise UserError(f"'{config}' no longer matches study {name!r} (its budget, rules, space, train or augment "
+                        f"sections changed since the search); restore it")
+    return StudyResults(folder, cfg, study, storage)

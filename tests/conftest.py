@@ -1,0 +1,50 @@
+"""Shared fixtures: one small finished search per test session, its retrain, and throwaway copies of it."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# spaces/smoke.yaml shrunk to seconds: 3 trained trials of 2 epochs on 180 generated 16 px images. The
+# receptive-field rule rejects some samples before they are built, so the study also has rejected trials.
+SMOKE_OVERRIDES = ["data.synthetic_train=200", "data.synthetic_test=100", "data.synthetic_size=16",
+                   "data.num_workers=0", "train.epochs=2", "rules.min_receptive_field=30",
+                   "search.pruner=none"]  # all 3 trained trials complete, whatever their curves
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """results/smoke/ of a finished search (3 complete trials, some rejected); do not modify it."""
+    from search import run
+
+    root = tmp_path_factory.mktemp("smoke_results")
+    sets = [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
+    assert run.main([str(ROOT / "spaces" / "smoke.yaml"), "--results-dir", str(root), "--n-trials", "3",
+                     "--device", "cpu", *sets]) == 0
+    return root / "smoke"
+
+
+@pytest.fixture(scope="session")
+def smoke_retrained(smoke_study: Path) -> Path:
+    """smoke_study with its 2 best trials retrained for 1 epoch on the CPU, and their ensemble tested."""
+    from search import retrain
+
+    assert retrain.main([str(smoke_study), "--top", "2", "--epochs", "1", "--device", "cpu"]) == 0
+    return smoke_study
+
+
+@pytest.fixture
+def smoke_copy(smoke_study: Path, tmp_path: Path) -> Path:
+    """A private copy of smoke_study (config, study.db, trial JSONs; no retrain output) to change freely."""
+    dst = tmp_path / "smoke"
+    dst.mkdir()
+    shutil.copy2(smoke_study / "config.yaml", dst / "config.yaml")
+    # SQLite's backup API: the study may still be open in this process, with pages in its WAL file
+    with sqlite3.connect(smoke_study / "study.db") as src, sqlite3.connect(dst / "study.db") as out:
+        src.backup(out)
+    shutil.copytree(smoke_study / "trials", dst / "trials")
+    return dst

@@ -1,0 +1,307 @@
+"""blocks/: the analytic complexity equals the built module, fvcore and torchvision over many specs.
+
+Regenerate the pinned table (numbers from the built model, fvcore and a measured receptive field,
+never from `complexity`) with: PYTHONPATH=. python tests/test_blocks.py --write-golden
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import torch
+import torchvision
+from fvcore.nn import FlopCountAnalysis, parameter_count
+from torch import nn
+
+from blocks import ArchSpec, build, complexity
+from blocks.spec import STEM_STRIDE
+
+GOLDEN = Path(__file__).with_name("golden_complexity.json")
+N_DRAWS = 320  # seeded draws; the few that from_dict rejects are counted, the rest (>= 300) tested
+MAX_CHANNELS = 256  # widths are halved until every block output is at most this (keeps it fast)
+MAX_STAGE_COST = 4e6  # ... and until every stage's (width * max(kernel, expansion) * side)^2 is at most this
+DEPTHS = (1, 1, 2, 2, 3, 4, 5, 6)  # blocks per stage, shallow more often: fvcore traces ~1 ms per conv
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Run this module on one intra-op thread: these models are tiny, and on a shared 2-core
+    machine a second spinning OpenMP thread made the suite several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fvcore_flops(model: nn.Module, in_channels: int, size: int) -> int:
+    """fvcore's FLOP count of `model` in eval mode on one random image of side `size`."""
+    x = torch.randn(1, in_channels, size, size)
+    fca = FlopCountAnalysis(model.eval(), x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return int(fca.total())
+
+
+def draw_arch(rng: random.Random) -> dict[str, Any]:
+    """One random architecture dict over every option of ArchSpec (it may be invalid)."""
+    stages = rng.randint(1, 5)
+    block = rng.choice(["basic", "bottleneck"])
+    d: dict[str, Any] = {
+        "stages": stages, "blocks": [rng.choice(DEPTHS) for _ in range(stages)], "block": block,
+        "width": rng.randint(8, 128), "kernel": rng.choice([1, 3, 5, 7]), "skip_kernel": rng.choice([1, 3, 5]),
+        "separable": rng.random() < 0.4, "shortcut": rng.choice(["projection", "zero_pad"]),
+        "stem": rng.choice(["cifar", "imagenet", "conv_s2"]), "head": rng.choice(["linear", "conv"]),
+        "input_size": rng.randint(16, 64), "num_classes": rng.choice([10, 200]),
+    }
+    if block == "bottleneck" and rng.random() < 0.5:
+        d["expansion"] = rng.randint(1, 4)
+    if rng.random() < 0.3:
+        d["widths"] = sorted(rng.randint(8, 64) for _ in range(stages))
+        if rng.random() < 0.25:
+            rng.shuffle(d["widths"])  # may shrink: invalid with zero_pad
+    if rng.random() < 0.4:
+        d["strides"] = [rng.choice([1, 2]) for _ in range(stages)]
+    if rng.random() < 0.1:
+        d["dropout"] = 0.1
+    if rng.random() < 0.1:
+        d["in_channels"] = 1
+    _shrink(d)
+    if rng.random() < 0.5:
+        try:
+            d["pool"] = rng.randint(1, ArchSpec.from_dict(d).stage_sizes()[-1])
+        except ValueError:
+            d["pool"] = 1  # the draw is invalid anyway; from_dict will say why
+    return d
+
+
+def _shrink(d: dict[str, Any]) -> None:
+    """Halve the widths, then the input, until the model is cheap to build and trace hundreds of times."""
+    e = d.get("expansion") or (4 if d["block"] == "bottleneck" else 1)
+    while True:
+        ws = d.get("widths") or [d["width"] * 2**i for i in range(d["stages"])]
+        sides, side = [], d["input_size"] // STEM_STRIDE[d["stem"]]
+        for s in d.get("strides") or [1] + [2] * (d["stages"] - 1):
+            side = -(-side // s)
+            sides.append(side)
+        cost = max((w * max(d["kernel"], e) * n) ** 2 for w, n in zip(ws, sides))
+        if max(ws) * e <= MAX_CHANNELS and cost <= MAX_STAGE_COST:
+            return
+        if min(ws) >= 16:
+            d["width"] //= 2
+            if "widths" in d:
+                d["widths"] = [w // 2 for w in d["widths"]]
+        elif d["input_size"] >= 32:
+            d["input_size"] //= 2
+        else:
+            return
+
+
+def _draw_specs(n: int, seed: int) -> tuple[list[ArchSpec], int]:
+    """The valid specs among `n` seeded draws, and how many draws from_dict rejected."""
+    rng, specs, invalid = random.Random(seed), [], 0
+    for _ in range(n):
+        try:
+            specs.append(ArchSpec.from_dict(draw_arch(rng)))
+        except ValueError:
+            invalid += 1
+    return specs, invalid
+
+
+SPECS, INVALID = _draw_specs(N_DRAWS, seed=1234)
+
+
+def _spec_id(spec: ArchSpec) -> str:
+    """Short readable test id."""
+    return f"{spec.stem}-{spec.block}-{spec.shortcut}-n{spec.stages}-k{spec.kernel}{'s' if spec.separable else ''}"
+
+
+def test_sampler_draws_300_valid_specs_over_every_option() -> None:
+    """The random specs below are numerous and cover every value of every option."""
+    assert len(SPECS) >= 300, f"only {len(SPECS)} valid specs ({INVALID} draws rejected by from_dict)"
+    assert INVALID < N_DRAWS // 10
+    seen = lambda key: {getattr(s, key) for s in SPECS}  # noqa: E731
+    assert seen("stages") == {1, 2, 3, 4, 5}
+    assert {b for s in SPECS for b in s.blocks} == {1, 2, 3, 4, 5, 6}
+    assert seen("kernel") == {1, 3, 5, 7} and seen("skip_kernel") == {1, 3, 5}
+    assert seen("block") == {"basic", "bottleneck"} and seen("separable") == {False, True}
+    assert seen("shortcut") == {"projection", "zero_pad"} and seen("head") == {"linear", "conv"}
+    assert seen("stem") == {"cifar", "imagenet", "conv_s2"} and seen("num_classes") == {10, 200}
+    assert None in seen("pool") and len(seen("pool")) > 3
+    assert seen("expansion") == {None, 1, 2, 3, 4}
+    for key in ("widths", "strides"):
+        assert None in seen(key) and len(seen(key)) > 5, key
+    assert min(seen("input_size")) < 24 and max(seen("input_size")) > 56
+    assert min(seen("width")) <= 16 and max(seen("width")) >= 100
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[f"{i:03d}-{_spec_id(s)}" for i, s in enumerate(SPECS)])
+def test_analytic_counts_equal_model_and_fvcore(spec: ArchSpec) -> None:
+    """params, FLOPs, stage shapes and widening 1x1 count equal the built model's and fvcore's."""
+    cx = complexity(spec)
+    model = build(spec).eval()
+    assert cx.params == sum(p.numel() for p in model.parameters()) == parameter_count(model)[""]
+    assert cx.flops == fvcore_flops(model, spec.in_channels, spec.input_size)
+    shapes: list[tuple[int, ...]] = []
+    hooks = [st.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:]))) for st in model.stages]
+    with torch.no_grad():
+        out = model(torch.randn(2, spec.in_channels, spec.input_size, spec.input_size))
+    for h in hooks:
+        h.remove()
+    assert out.shape == (2, spec.num_classes)
+    assert list(cx.stage_shapes) == shapes
+    widening = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+                and m.out_channels > m.in_channels]
+    assert cx.widening_1x1 == len(widening)
+
+
+# ---- receptive field ----------------------------------------------------------------------------
+def _measure_rf(spec: ArchSpec) -> tuple[int, int, bool]:
+    """Height and width of the input region seen by the centre of the last stage, and if clipped."""
+    model = build(spec)
+    stem = copy.deepcopy(model.stem)
+    for i, m in enumerate(stem):
+        if isinstance(m, nn.MaxPool2d):  # a max-pool passes gradient to one input only
+            stem[i] = nn.AvgPool2d(m.kernel_size, m.stride, m.padding)
+    # float64: the gradient at the field's edge is a product of one 0.01 per conv, too small for float32
+    body = nn.Sequential(stem, copy.deepcopy(model.stages)).double().eval()
+    with torch.no_grad():
+        for m in body.modules():  # positive weights: every path adds, nothing cancels
+            if isinstance(m, nn.Conv2d):
+                m.weight.fill_(0.01)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.running_mean.zero_(), m.running_var.fill_(1.0), m.weight.fill_(1.0), m.bias.zero_()
+    size = spec.input_size
+    x = torch.ones(1, spec.in_channels, size, size, dtype=torch.float64, requires_grad=True)
+    out = body(x)
+    out[0, :, out.shape[2] // 2, out.shape[3] // 2].sum().backward()
+    seen = x.grad[0].abs().sum(0) > 0
+    rows, cols = seen.any(1).nonzero().flatten(), seen.any(0).nonzero().flatten()
+    clipped = bool(rows[0] == 0 or cols[0] == 0 or rows[-1] == size - 1 or cols[-1] == size - 1)
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1), clipped
+
+
+def measured_rf(spec: ArchSpec, size: int = 32) -> int:
+    """Empirical receptive field: grow the input from `size` until the region is not clipped."""
+    while True:
+        h, w, clipped = _measure_rf(spec.replace(input_size=size))
+        if not clipped:
+            assert h == w, (h, w)
+            return w
+        size *= 2
+
+
+_RF_BASE = {"width": 4, "blocks": [1, 2], "kernel": 3, "skip_kernel": 1}
+RF_SPECS = [
+    {}, {"kernel": 5, "skip_kernel": 3}, {"shortcut": "zero_pad"},
+    {"kernel": 1, "skip_kernel": 3},  # the shortcut, not the residual branch, sets the field
+    {"separable": True, "kernel": 5},
+    {"shortcut": "zero_pad", "separable": True, "blocks": [1, 1, 2], "strides": [2, 1, 2]},
+    {"block": "bottleneck"}, {"block": "bottleneck", "shortcut": "zero_pad", "kernel": 5},
+    {"block": "bottleneck", "separable": True, "skip_kernel": 3},
+    {"block": "bottleneck", "kernel": 1, "skip_kernel": 3}, {"blocks": [1, 1, 1, 1]},
+    {"stem": "conv_s2", "blocks": [2, 1, 1]}, {"stem": "conv_s2", "shortcut": "zero_pad", "kernel": 5},
+    {"stem": "conv_s2", "separable": True, "kernel": 1},
+    {"stem": "conv_s2", "block": "bottleneck", "kernel": 5, "skip_kernel": 3},
+    {"stem": "conv_s2", "block": "bottleneck", "shortcut": "zero_pad", "separable": True},
+    {"stem": "conv_s2", "skip_kernel": 3, "blocks": [1, 1, 1], "strides": [1, 1, 2]},
+    {"stem": "imagenet", "blocks": [2, 2]}, {"stem": "imagenet", "block": "bottleneck", "shortcut": "zero_pad"},
+    {"stem": "imagenet", "separable": True, "kernel": 5, "skip_kernel": 3},
+]
+
+
+@pytest.mark.parametrize("overrides", RF_SPECS, ids=[str(i) for i in range(len(RF_SPECS))])
+def test_receptive_field_equals_gradient_footprint(overrides: dict[str, Any]) -> None:
+    """The analytic receptive field is the width of the input region with nonzero gradient."""
+    spec = ArchSpec.from_dict({**_RF_BASE, **overrides})
+    rf = complexity(spec).receptive_field
+    assert measured_rf(spec, size=2 * rf + 1) == rf
+
+
+# ---- torchvision parity and the pinned table ----------------------------------------------------
+TORCHVISION = {  # name: (blocks, block kind, params published by torchvision)
+    "resnet18": ([2, 2, 2, 2], "basic", 11_689_512),
+    "resnet34": ([3, 4, 6, 3], "basic", 21_797_672),
+    "resnet50": ([3, 4, 6, 3], "bottleneck", 25_557_032),
+}
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_parity(name: str) -> None:
+    """resnet18/34/50 specs have torchvision's parameter count and fvcore FLOPs at 224."""
+    blocks, kind, published = TORCHVISION[name]
+    spec = ArchSpec.from_dict({"blocks": blocks, "block": kind, "stem": "imagenet", "head": "linear",
+                               "width": 64, "input_size": 224, "num_classes": 1000})
+    tv = getattr(torchvision.models, name)()
+    cx = complexity(spec)
+    assert cx.params == published == sum(p.numel() for p in tv.parameters())
+    assert cx.flops == fvcore_flops(tv, 3, 224) == fvcore_flops(build(spec), 3, 224)
+
+
+GOLDEN_ARCHS: dict[str, dict[str, Any]] = {
+    "cifar_resnet18": {"blocks": [2, 2, 2, 2], "width": 64},
+    "nyu_3stage_pool": {"blocks": [4, 4, 3], "width": 64, "kernel": 3, "skip_kernel": 1, "pool": 8},
+    "separable_k5": {"blocks": [2, 2, 2, 2], "width": 64, "kernel": 5, "separable": True},
+    "bottleneck_k3s3": {"blocks": [3, 4, 6, 3], "width": 32, "block": "bottleneck", "skip_kernel": 3},
+    "resnet20_zero_pad": {"blocks": [3, 3, 3], "width": 16, "shortcut": "zero_pad"},
+    "tiny_conv_head": {"blocks": [2, 2, 2, 2], "width": 64, "stem": "conv_s2", "head": "conv", "num_classes": 200,
+                       "input_size": 64, "separable": True},
+    "resnet18_imagenet": {"blocks": [2, 2, 2, 2], "width": 64, "stem": "imagenet", "input_size": 224,
+                          "num_classes": 1000},
+    "wide_k7_strides": {"blocks": [2, 2, 2], "widths": [48, 96, 96], "kernel": 7, "strides": [1, 2, 1], "pool": 4,
+                        "dropout": 0.2},
+}
+
+
+def write_golden() -> None:
+    """Pin params (sum of numel), FLOPs (fvcore) and measured receptive fields for GOLDEN_ARCHS."""
+    table: dict[str, Any] = {"_about": "params: sum(p.numel()); flops: fvcore, batch 1, one multiply-add = one "
+                             "FLOP; receptive_field: measured from gradients. Written by "
+                             "`PYTHONPATH=. python tests/test_blocks.py --write-golden`."}
+    for name, arch in GOLDEN_ARCHS.items():
+        spec = ArchSpec.from_dict(arch)
+        model = build(spec)
+        rf_spec = spec.replace(width=4, widths=None, pool=None)  # the receptive field ignores widths
+        table[name] = {"arch": arch, "params": sum(p.numel() for p in model.parameters()),
+                       "flops": fvcore_flops(model, spec.in_channels, spec.input_size),
+                       "receptive_field": measured_rf(rf_spec, size=spec.input_size)}
+        print(name, table[name])
+    GOLDEN.write_text(json.dumps(table, indent=2) + "\n")
+
+
+@pytest.mark.parametrize("name", GOLDEN_ARCHS)
+def test_complexity_matches_pinned_table(name: str) -> None:
+    """complexity() reproduces the pinned numbers in golden_complexity.json."""
+    row = json.loads(GOLDEN.read_text())[name]
+    assert row["arch"] == GOLDEN_ARCHS[name]
+    cx = complexity(ArchSpec.from_dict(row["arch"]))
+    assert (cx.params, cx.flops, cx.receptive_field) == (row["params"], row["flops"], row["receptive_field"])
+
+
+# ---- invalid specs ------------------------------------------------------------------------------
+INVALID_ARCHS = [
+    ({"blocks": [2, 0, 2, 2]}, "blocks"), ({"blocks": [2, -1, 2, 2]}, "blocks"), ({"blocks": 0}, "blocks"),
+    ({"kernel": 4}, "kernel"), ({"skip_kernel": 2}, "skip_kernel"),
+    ({"pool": 5}, "pool"),  # input 32, 4 stages: the final map is 4x4
+    ({"stages": 3, "blocks": [2, 2]}, "blocks"), ({"depth": 18}, "depth"),
+    ({"widths": [16, 32]}, "widths"), ({"shortcut": "zero_pad", "widths": [64, 32, 32, 32]}, "shortcut"),
+    ({"block": "resnext"}, "block"), ({"stem": "vit"}, "stem"), ({"head": "mlp"}, "head"),
+    ({"shortcut": "none"}, "shortcut"), ({"stages": None}, "stages"), ({"stages": [1, 2], "blocks": 2}, "stages"),
+]
+
+
+@pytest.mark.parametrize("arch,key", INVALID_ARCHS, ids=[f"{k}-{i}" for i, (_, k) in enumerate(INVALID_ARCHS)])
+def test_invalid_spec_raises_value_error_naming_key(arch: dict[str, Any], key: str) -> None:
+    """An impossible spec is a ValueError whose message names the offending key."""
+    with pytest.raises(ValueError, match=re.escape(repr(key))):
+        ArchSpec.from_dict(arch)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write-golden"]:
+        sys.exit("usage: PYTHONPATH=. python tests/test_blocks.py --write-golden")
+    write_golden()

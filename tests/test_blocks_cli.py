@@ -1,0 +1,108 @@
+"""`python -m blocks`: sizes a fixed design from JSON, inline YAML or a YAML file; bad input is one line.
+
+A few cases run the real command in a subprocess; the rest call `main(argv)` in-process, because
+each subprocess pays for importing torch (seconds on a busy 2-core machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from blocks.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+RESNET18 = '{"blocks": [2, 2, 2, 2], "width": 64, "stem": "imagenet", "input_size": 224, "num_classes": 1000}'
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m blocks ARGS` from the repository root and capture its output."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "blocks", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Call the CLI's main(argv) in-process; same result shape as run_cli."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["python", "-m", "blocks", *args], code, out, err)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exit status 2, nothing on stdout, one `error: ...` line naming every needle, no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_resnet18_report_has_exact_numbers_and_stage_table() -> None:
+    """torchvision resnet18's exact params, fvcore FLOPs, receptive field and stage shapes."""
+    proc = run_cli(RESNET18)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "11689512 (11.69M)" in out
+    assert "1819065856 (1.82 GFLOPs" in out and "one multiply-add = one FLOP, batch 1" in out
+    assert "receptive field:    435 px" in out
+    assert "widening 1x1 convs: 3" in out  # the three 1x1 projection shortcuts
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert rows == [
+        ["1", "2", "64", "1", "64", "x", "56", "x", "56"],
+        ["2", "2", "128", "2", "128", "x", "28", "x", "28"],
+        ["3", "2", "256", "2", "256", "x", "14", "x", "14"],
+        ["4", "2", "512", "2", "512", "x", "7", "x", "7"],
+    ]
+
+
+def test_json_output_from_inline_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints the Complexity; an inline YAML flow mapping is accepted like JSON."""
+    proc = run_main(capsys, "{blocks: [2, 2, 2, 2], width: 64}", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        "params": 11173962, "flops": 556659712, "receptive_field": 109, "widening_1x1": 3,
+        "stage_shapes": [[64, 32, 32], [128, 16, 16], [256, 8, 8], [512, 4, 4]],
+    }
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["top-level", "under-arch"])
+def test_yaml_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], nested: bool) -> None:
+    """A YAML file with the keys at top level or under `arch:` (other sections ignored)."""
+    keys = "blocks: [3, 3, 3]\nwidth: 16\nshortcut: zero_pad\n"
+    text = keys
+    if nested:
+        text = "arch:\n" + "".join(f"  {line}\n" for line in keys.splitlines()) + "train:\n  epochs: 5\n"
+    path = tmp_path / "arch.yaml"
+    path.write_text(text)
+    proc = run_main(capsys, str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    cx = json.loads(proc.stdout)
+    assert (cx["params"], cx["flops"], cx["receptive_field"]) == (269722, 40931968, 81)  # ResNet-20, option A
+
+
+def test_invalid_spec_in_subprocess_is_one_line_exit_2() -> None:
+    """The real command: an invalid key value is one `error:` line naming it, exit status 2."""
+    assert_one_line_error(run_cli('{"blocks": [2, 2, 2, 2], "kernel": 4}'), "'kernel'", "4", "odd")
+
+
+def test_other_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Unknown key, unparsable text, not a mapping, a missing file and a search space file."""
+    assert_one_line_error(run_main(capsys, '{"blocks": [2, 2, 2, 2], "depth": 18}'), "unknown", "'depth'")
+    assert_one_line_error(run_main(capsys, '{"stages": 3, "blocks": [2, 2]}'), "'blocks'", "3 entries")
+    assert_one_line_error(run_main(capsys, "{blocks: [2, 2"), "not valid JSON or YAML")
+    assert_one_line_error(run_main(capsys, "[2, 2, 2, 2]"), "expected a mapping", "list")
+    assert_one_line_error(run_main(capsys, str(tmp_path / "missing.yaml")), "missing.yaml", "no such file")
+    space = tmp_path / "space.yaml"
+    space.write_text("budget:\n  params: 5000000\nspace:\n  width: {low: 16, high: 64}\n")
+    assert_one_line_error(run_main(capsys, str(space)), "space.yaml", "search space", "only fixed values")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("arch:\n  blocks: [2, 2]\n  head: mlp\n")
+    assert_one_line_error(run_main(capsys, str(bad)), "bad.yaml: arch", "'head'", "mlp")

@@ -1,0 +1,103 @@
+"""optuna-dashboard serves the smoke study: trials and the attributes a reviewer needs, over its HTTP API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+import pytest
+
+EXE = Path(sys.executable).with_name("optuna-dashboard")
+DASHBOARD = str(EXE) if EXE.is_file() else shutil.which("optuna-dashboard")
+HOST = "127.0.0.1"  # loopback only
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def get(url: str) -> Any:
+    """GET a JSON document."""
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def dashboard(smoke_study: Path, tmp_path: Path) -> Iterator[str]:
+    """optuna-dashboard on the smoke study, on a free loopback port; yields its base URL, then stops it."""
+    if DASHBOARD is None:
+        pytest.skip("optuna-dashboard is not installed (pip install -e '.[dashboard]')")
+    port = free_port()
+    log = open(tmp_path / "dashboard.log", "w+")
+    proc = subprocess.Popen([DASHBOARD, f"sqlite:///{smoke_study / 'study.db'}", "--host", HOST, "--port",
+                             str(port), "--server", "wsgiref"], stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"optuna-dashboard exited with {proc.returncode}: {log.read()[-2000:]}")
+            try:
+                get(f"{base}/api/meta")
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    pytest.fail("optuna-dashboard did not answer within 60 s")
+                time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def attrs(items: list[dict[str, str]]) -> dict[str, str]:
+    """The dashboard's [{key, value}] attribute list as a dict (values are strings, JSON for lists and dicts)."""
+    return {a["key"]: a["value"] for a in items}
+
+
+def test_dashboard_serves_trials_and_their_attributes(dashboard: str, smoke_study: Path) -> None:
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{smoke_study / 'study.db'}")
+    summaries = get(f"{dashboard}/api/studies")["study_summaries"]
+    (summary,) = [s for s in summaries if s["study_name"] == "smoke"]
+    assert summary["directions"] == ["maximize"]
+    study_attrs = attrs(summary["user_attrs"])
+    assert study_attrs["budget_params"] == "60000" and study_attrs["fingerprint"] == study.user_attrs["fingerprint"]
+
+    detail = get(f"{dashboard}/api/studies/{summary['study_id']}")
+    trials = {t["number"]: t for t in detail["trials"]}
+    assert sorted(trials) == [t.number for t in study.trials]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3 and [t["number"] for t in detail["best_trials"]] == [study.best_trial.number]
+    for t in complete:
+        served = trials[t.number]
+        got = attrs(served["user_attrs"])
+        assert served["state"] == "Complete" and served["values"] == [t.values[0]]
+        assert int(got["params"]) == t.user_attrs["params"] and int(got["flops"]) == t.user_attrs["flops"]
+        assert int(got["receptive_field"]) == t.user_attrs["receptive_field"]
+        assert json.loads(got["arch"]) == t.user_attrs["arch"] and json.loads(got["train"]) == t.user_attrs["train"]
+        assert {p["name"] for p in served["params"]} == set(t.params)
+        assert len(served["intermediate_values"]) == 2  # one report per epoch
+    rejected = [t for t in study.trials if "rejected" in t.user_attrs]
+    assert rejected, "the smoke study is built to have rejected trials"
+    for t in rejected:
+        served = trials[t.number]
+        assert served["state"] == "Pruned"
+        assert attrs(served["user_attrs"])["rejected"].startswith("receptive field")

@@ -1,0 +1,112 @@
+"""The HTML report: self-contained, every chart drawn in a real headless Chromium without script errors."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search import report
+from search.config import load_config
+from search.results import StudyResults, open_results
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+CHARTS = ["history", "params", "flops", "importances", "parallel", "curves", "budget", "retrain-curves",
+          "retrain-classes", "retrain-confusion"]
+
+
+def render(page: Path, tmp: Path) -> str:
+    """The DOM of `page` after headless Chromium ran its scripts for up to 10 s of virtual time."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--enable-unsafe-swiftshader",  # software WebGL for the parallel-coordinates chart
+             f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=10000", "--dump-dom"]
+    out = subprocess.run([CHROMIUM, *flags, page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def drawn(dom: str) -> dict[str, int]:
+    """Chart div id -> number of plotly <svg class="main-svg"> elements rendered inside it."""
+    parts = re.split(r'(?=<div id="chart-)', dom)[1:]
+    return {re.match(r'<div id="chart-([^"]+)"', p).group(1): p.count('class="main-svg"') for p in parts}
+
+
+def script_errors(dom: str) -> str:
+    """What the page's error hook wrote into #script-errors."""
+    found = re.search(r'<pre id="script-errors"[^>]*>(.*?)</pre>', dom, re.S)
+    assert found, "the error box is missing from the page"
+    return html.unescape(found.group(1)).strip()
+
+
+def test_report_is_self_contained_and_complete(smoke_retrained: Path) -> None:
+    assert report.main([str(smoke_retrained)]) == 0
+    page = (smoke_retrained / "report.html").read_text()
+    assert not re.search(r"<script[^>]*\ssrc=", page) and "<link" not in page  # nothing fetched: opens offline
+    assert page.count("window.PlotlyConfig") == 1  # plotly.js embedded once, for all charts
+    for chart in CHARTS:
+        assert f'id="chart-{chart}"' in page, chart
+    for title in ("Optimisation history", "Accuracy against size", "Parameter importances", "Architectures",
+                  "Learning curves", "Budget utilisation", "Retrain results", "Pareto front", "budget 60,000"):
+        assert title in page, title
+    assert "ensemble [" in page and "rejected" in page and "fvcore convention" in page
+
+
+@needs_chromium
+def test_report_draws_every_chart_in_headless_chromium(smoke_retrained: Path, tmp_path: Path) -> None:
+    path, charts = report.write_report(open_results(smoke_retrained), tmp_path / "report.html")
+    assert charts == [f"chart-{c}" for c in CHARTS]
+    dom = render(path, tmp_path)
+    assert script_errors(dom) == ""
+    counts = drawn(dom)
+    assert set(counts) == set(CHARTS)
+    assert all(n >= 1 for n in counts.values()), counts
+
+
+@needs_chromium
+def test_browser_check_sees_script_errors(tmp_path: Path) -> None:
+    page = report.Page()  # no chart: the check itself is under test, and a page without plotly.js loads fast
+    page.raw('<script>throw new Error("boom from the test");</script>')
+    page.raw('<script>Promise.reject("lost promise");</script>')
+    path = tmp_path / "broken.html"
+    path.write_text(page.render("broken"))
+    errors = script_errors(render(path, tmp_path))
+    assert "boom from the test" in errors and "unhandled rejection: lost promise" in errors
+
+
+def small_study(tmp_path: Path, values: list[float]) -> StudyResults:
+    """A study with one complete trial per value (no training), next to the smoke space's config."""
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 'study.db'}",
+                                study_name="tiny")
+    for i, v in enumerate(values):
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": 0.1}, distributions={"lr": optuna.distributions.FloatDistribution(0.01, 1)}, value=v,
+            user_attrs={"params": 1000 * (i + 1), "flops": 5000, "val_acc_curve": [v / 2, v],
+                        "arch": {"stages": 1, "blocks": [1], "width": 8}}))
+    cfg = load_config(ROOT / "spaces" / "smoke.yaml")
+    return StudyResults(tmp_path, cfg, study, f"sqlite:///{tmp_path / 'study.db'}")
+
+
+@pytest.mark.parametrize("values, note", [
+    ([], "No complete trial yet."),
+    ([0.4], "Parameter importances need at least 2 complete trials; this study has 1."),
+    ([0.4, 0.5], "need parameters that vary between complete trials"),
+])
+def test_report_explains_what_it_cannot_draw(tmp_path: Path, values: list[float], note: str) -> None:
+    path, charts = report.write_report(small_study(tmp_path, values))
+    page = path.read_text()
+    assert note in page and "chart-importances" not in charts
+    assert "No retrain results yet" in page
+
+
+def test_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert report.main([str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: results folder") and err.count("\n") == 1

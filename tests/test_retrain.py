@@ -1,0 +1,273 @@
+"""Retrain on the smoke study: files with real numbers, reloadable checkpoints, ensembles, resume, refusals."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sqlite3
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+import blocks
+from blocks import ArchSpec
+from search import evaluate as ev
+from search import retrain
+from search.data import make_loaders
+from search.results import open_results
+from search.trainer import predict
+
+from tests.fixtures import make_tiny_imagenet
+
+def load_test_set(results: Path) -> torch.utils.data.DataLoader:
+    """The smoke study's test-set loader, as retrain builds it (no augmentation on test images)."""
+    return make_loaders(open_results(results).cfg.data, [], 64, seed=0, test=True).test
+
+
+def best(results: Path, k: int) -> list[int]:
+    """The k best complete trials of a study."""
+    return [t.number for t in open_results(results).complete()[:k]]
+
+
+def quickest(results: Path) -> int:
+    """The complete trial whose search epochs took the least time (to keep multi-epoch tests short)."""
+    done = open_results(results).complete()
+    return min(done, key=lambda t: sum(t.user_attrs["epoch_times_s"])).number
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_retrain_writes_every_file_with_real_numbers(smoke_retrained: Path) -> None:
+    res = open_results(smoke_retrained)
+    for n in best(smoke_retrained, 2):
+        folder = smoke_retrained / "retrain" / f"{n:05d}"
+        run_dir = folder / "seed_0"
+        for name in ("model.pt", "metrics.json", "per_class.csv", "confusion.csv", "curves.csv", "run.json"):
+            assert (run_dir / name).is_file(), name
+        assert not (run_dir / "train_state.pt").exists()  # removed once the model is final
+        m = json.loads((run_dir / "metrics.json").read_text())
+        cm = ev.read_confusion_csv(run_dir / "confusion.csv")
+        assert cm.shape == (10, 10) and cm.sum() == m["test"]["n"] == 100
+        assert cm.tolist() == m["confusion"]
+        assert 0.0 <= m["test"]["top1"] <= 1.0 and m["test"]["top1"] == cm.trace() / cm.sum()
+        assert "top5" not in m["test"]  # 10 classes: top-1 only
+        rows = read_csv(run_dir / "per_class.csv")
+        assert [int(r["support"]) for r in rows] == cm.sum(1).tolist()
+        for k, r in enumerate(rows):
+            assert float(r["accuracy"]) == pytest.approx(cm[k, k] / cm[k].sum(), abs=1e-6)
+        curves = read_csv(run_dir / "curves.csv")
+        assert [int(c["epoch"]) for c in curves] == [1]
+        assert float(curves[0]["train_loss"]) > 0 and 0 <= float(curves[0]["val_acc"]) <= 1
+        summary = json.loads((folder / "metrics.json").read_text())
+        assert summary["trial"] == n and summary["epochs"] == 1 and summary["train_on_val"] is False
+        assert summary["params"] == res.trial(n).user_attrs["params"]
+        assert summary["test"]["top1"]["values"] == [m["test"]["top1"]] and summary["test"]["top1"]["std"] is None
+        assert len(read_csv(folder / "per_class.csv")) == 10
+
+
+def test_checkpoint_reloads_to_identical_outputs(smoke_retrained: Path, tmp_path: Path) -> None:
+    n = best(smoke_retrained, 1)[0]
+    run_dir = smoke_retrained / "retrain" / f"{n:05d}" / "seed_0"
+    model = blocks.load(run_dir / "model.pt")
+    trial = open_results(smoke_retrained).trial(n)
+    assert isinstance(model, blocks.ResNet) and not model.training
+    assert model.spec == ArchSpec.from_dict(trial.user_attrs["arch"])
+    assert sum(p.numel() for p in model.parameters()) == trial.user_attrs["params"]
+    assert model.extra["trial"] == n and len(model.extra["history"]) == 1
+    probs, labels = predict(model, load_test_set(smoke_retrained), torch.device("cpu"))
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    assert ev.confusion_matrix(probs.argmax(1), labels, 10).tolist() == recorded["confusion"]
+    blocks.save(tmp_path / "again.pt", model, extra=model.extra)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), blocks.load(tmp_path / "again.pt")(x))
+
+
+def test_save_load_round_trip_keeps_buffers(tmp_path: Path) -> None:
+    spec = ArchSpec(stages=2, blocks=(1, 1), width=8, num_classes=5, input_size=16)
+    model = blocks.build(spec)
+    for m in model.modules():  # non-default running statistics must survive the round trip
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    model.eval()
+    blocks.save(tmp_path / "m.pt", model, extra={"note": "x"})
+    again = blocks.load(tmp_path / "m.pt")
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    assert again.extra == {"note": "x"}
+    torch.save({"model": model.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a blocks checkpoint"):
+        blocks.load(tmp_path / "other.pt")
+
+
+def test_ensemble_is_the_mean_of_the_members_softmax(smoke_retrained: Path) -> None:
+    members = sorted(best(smoke_retrained, 2))
+    folder = smoke_retrained / "retrain" / f"ensemble_{members[0]}-{members[1]}"
+    doc = json.loads((folder / "metrics.json").read_text())
+    assert doc["members"] == members
+    loader = load_test_set(smoke_retrained)
+    probs = []
+    for n in members:
+        model = blocks.load(smoke_retrained / "retrain" / f"{n:05d}" / "seed_0" / "model.pt")
+        p, labels = predict(model, loader, torch.device("cpu"))
+        single = json.loads((smoke_retrained / "retrain" / f"{n:05d}" / "metrics.json").read_text())
+        assert doc["members_test"][str(n)]["top1"]["mean"] == single["test"]["top1"]["mean"]
+        probs.append(p)
+    expected = ((probs[0] + probs[1]) / 2).argmax(1).eq(labels).sum().item() / len(labels)
+    seed0 = json.loads((folder / "seed_0" / "metrics.json").read_text())
+    assert seed0["test"]["top1"] == pytest.approx(expected, abs=1e-9) == doc["test"]["top1"]["mean"]
+    assert ev.read_confusion_csv(folder / "seed_0" / "confusion.csv").trace() == round(expected * len(labels))
+    assert set(seed0["member_top1"]) == {f"{n:05d}" for n in members}
+
+
+def test_tampered_trial_json_is_refused_in_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture) -> None:
+    n = best(smoke_copy, 1)[0]
+    path = smoke_copy / "trials" / f"{n:05d}.json"
+    doc = json.loads(path.read_text())
+    recorded = doc["params"]
+    doc["arch"]["width"] += 8
+    path.write_text(json.dumps(doc))
+    rebuilt = sum(p.numel() for p in blocks.build(ArchSpec.from_dict(doc["arch"])).parameters())
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: trial {n}: "), err
+    assert f"{rebuilt:,}" in lines[0] and f"{recorded:,}" in lines[0] and path.name in lines[0]
+    assert not (smoke_copy / "retrain").exists()  # refused before anything was written
+
+
+def test_tampered_study_attrs_are_refused(smoke_copy: Path, capsys: pytest.CaptureFixture) -> None:
+    n = best(smoke_copy, 1)[0]
+    recorded = open_results(smoke_copy).trial(n).user_attrs["params"]
+    arch = dict(open_results(smoke_copy).trial(n).user_attrs["arch"])
+    arch["kernel"] = 7 if arch["kernel"] != 7 else 3
+    with sqlite3.connect(smoke_copy / "study.db") as db:  # Optuna itself will not edit a finished trial
+        (trial_id,) = db.execute("SELECT trial_id FROM trials WHERE number = ?", (n,)).fetchone()
+        db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'arch'",
+                   (json.dumps(arch), trial_id))
+    rebuilt = sum(p.numel() for p in blocks.build(ArchSpec.from_dict(arch)).parameters())
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"error: trial {n}: the architecture in study.db")
+    assert f"{rebuilt:,}" in err and f"{recorded:,}" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trial", "99"], "trial 99 does not exist in study 'smoke'"),
+    (["--top", "7"], "--top 7: study 'smoke' has only 3 complete trials"),
+    (["--epochs", "0"], "--epochs and --seeds must be at least 1"),
+    (["--predict"], "--predict: dataset 'synthetic' has no unlabeled test split"),
+])
+def test_user_errors_are_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture, args: list[str],
+                                  message: str) -> None:
+    assert retrain.main([str(smoke_copy), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+def test_user_errors_for_folders_and_trials_that_cannot_be_retrained(smoke_copy: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    assert retrain.main([str(tmp_path / "nowhere")]) == 2
+    assert "results folder" in capsys.readouterr().err
+    rejected = [t.number for t in open_results(smoke_copy).trials if "rejected" in t.user_attrs]
+    assert rejected, "the smoke study is built to have rejected trials"
+    assert retrain.main([str(smoke_copy), "--trial", str(rejected[0])]) == 2
+    err = capsys.readouterr().err
+    assert f"trial {rejected[0]} of study 'smoke' is rejected (receptive field" in err and err.count("\n") == 1
+
+
+def test_interrupted_retrain_resumes_and_finished_seeds_are_reused(
+        smoke_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    n = quickest(smoke_copy)
+    run_dir = smoke_copy / "retrain" / f"{n:05d}" / "seed_0"
+    real_fit = retrain.fit
+
+    def fit_then_ctrl_c(*args, on_epoch, **kw):
+        def hook(r):
+            on_epoch(r)
+            if r.epoch == 1:
+                raise KeyboardInterrupt  # as Ctrl-C after the epoch-1 checkpoint was written
+        return real_fit(*args, on_epoch=hook, **kw)
+
+    monkeypatch.setattr(retrain, "fit", fit_then_ctrl_c)
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2"]) == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err
+    state = torch.load(run_dir / "train_state.pt", weights_only=False)
+    assert len(state["history"]) == 1 and not (run_dir / "model.pt").exists()
+    monkeypatch.setattr(retrain, "fit", real_fit)
+
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"[trial {n} seed 0] resuming from epoch 1 of 2" in out
+    assert f"[trial {n} seed 0] epoch 1/2" not in out.split("resuming")[1]  # epoch 1 was not trained again
+    curves = read_csv(run_dir / "curves.csv")
+    assert [int(c["epoch"]) for c in curves] == [1, 2]
+    assert float(curves[0]["time_s"]) == pytest.approx(state["history"][0]["time_s"], rel=1e-5)
+    assert not (run_dir / "train_state.pt").exists() and (run_dir / "model.pt").is_file()
+
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "3"]) == 2  # other settings
+    assert "pass --fresh to start over" in capsys.readouterr().err
+
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2", "--seeds", "2"]) == 0
+    assert f"[trial {n} seed 0] already trained" in capsys.readouterr().out
+    summary = json.loads((run_dir.parent / "metrics.json").read_text())
+    top1 = summary["test"]["top1"]
+    assert len(top1["values"]) == 2 and len({s["seed"] for s in summary["seeds"]}) == 2
+    assert top1["mean"] == pytest.approx(statistics.mean(top1["values"]))
+    assert top1["std"] == pytest.approx(statistics.stdev(top1["values"]))
+    assert len(read_csv(run_dir.parent / "seed_1" / "curves.csv")) == 2
+
+
+def test_predict_writes_wnids_for_tiny_imagenet_test_images(tmp_path: Path) -> None:
+    from search import run
+
+    data = make_tiny_imagenet(tmp_path / "data", n_classes=3, n_train=4, n_val=2, n_test=3)
+    space = tmp_path / "tiny.yaml"
+    space.write_text(json.dumps({  # JSON is YAML
+        "data": {"dataset": "tiny_imagenet", "root": str(data), "download": False, "val_fraction": 0.25,
+                 "num_workers": 0},
+        "budget": {"params": 5000}, "space": {"stages": 1, "blocks": 1, "stem": "conv_s2"},
+        "train": {"epochs": 1, "batch_size": 4}, "augment": [{"HorizontalFlip": {"p": 0.5}}],
+        "search": {"n_trials": 1, "pruner": "none"}, "retrain": {"epochs": 1}}))
+    assert run.main([str(space), "--results-dir", str(tmp_path / "results"), "--device", "cpu"]) == 0
+    results = tmp_path / "results" / "tiny"
+    assert retrain.main([str(results), "--predict", "--device", "cpu"]) == 0
+    rows = read_csv(results / "retrain" / "00000" / "seed_0" / "predictions.csv")
+    wnids = (data / "tiny-imagenet-200" / "wnids.txt").read_text().split()
+    assert [r["file"] for r in rows] == ["test_0.JPEG", "test_1.JPEG", "test_2.JPEG"]
+    assert all(r["wnid"] in wnids for r in rows)
+    metrics = json.loads((results / "retrain" / "00000" / "seed_0" / "metrics.json").read_text())
+    assert metrics["test"]["n"] == 6 and "Tiny ImageNet official val" in metrics["test_set"]
+
+
+def test_top5_only_for_many_classes() -> None:
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(50, 200, generator=g).softmax(1)
+    labels = torch.randint(0, 200, (50,), generator=g)
+    m = ev.classification_metrics(probs, labels, [f"n{k}" for k in range(200)])
+    hits = sum(int(labels[i]) in probs[i].topk(5).indices.tolist() for i in range(50))
+    assert m["top5"] == hits / 50 and m["top1"] == m["confusion"].trace() / 50
+    assert "top5" not in ev.classification_metrics(probs[:, :10].softmax(1), labels % 10, list("abcdefghij"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None,
+                    reason="the onnx exporter's packages (onnx, onnxscript) are not installed")
+def test_onnx_export_matches_torch(smoke_retrained: Path, tmp_path: Path) -> None:
+    from onnx.reference import ReferenceEvaluator
+
+    n = best(smoke_retrained, 1)[0]
+    model = blocks.load(smoke_retrained / "retrain" / f"{n:05d}" / "seed_0" / "model.pt")
+    retrain.export_onnx(model, model.spec, tmp_path / "model.onnx")
+    x = torch.randn(3, 3, 16, 16)
+    (got,) = ReferenceEvaluator(str(tmp_path / "model.onnx")).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(got), model(x), atol=1e-4)

@@ -15,11 +15,16 @@ import torch
 from blocks import ArchSpec, build, complexity
 
 from .config import SearchConfig
+from .errors import UserError
 from .rules import arch_violation, module_violation, train_violation
 from .space import resolve_train, sample
+from .study import INTERRUPTED, WORKER
 from .trainer import EpochResult, fit, resolve_device, seed_everything
 
 REJECTED = "rejected"  # user attribute holding why a trial was never built
+RETRY_OF = "retry_of"  # user attribute: the trial this one retries (first of the chain), same params and seed
+RESUMED_FROM = "resumed_from_epoch"  # user attribute: first epoch trained after loading the checkpoint
+S = optuna.trial.TrialState
 
 
 class Objective:
@@ -33,8 +38,18 @@ class Objective:
         self.device = resolve_device(device)
         self.info = dataset_info(cfg.data)
         self.rejections_in_a_row = 0
+        self.gave_up = False  # max_rejections samples in a row broke the budget or rules
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        trial.set_user_attr(WORKER, worker_id())  # also tells fail_orphans this trial reached its worker
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt as e:
+            mark_interrupted(trial, str(e) or "SIGINT")
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        """Sample, reject what cannot be built, else train."""
         cfg = self.cfg
         arch_d, train_d, reason = sample(trial, cfg, self.info.num_classes, self.info.image_size)
         trial.set_user_attr("arch", arch_d)
@@ -46,6 +61,8 @@ class Objective:
             except ValueError as e:
                 reason = str(e)
         if reason is None:
+            trial.set_user_attr("arch", spec.to_dict())  # resolved: every key, defaults included
+            trial.set_user_attr("train", train.to_dict())
             cx = complexity(spec)
             trial.set_user_attr("params", cx.params)
             trial.set_user_attr("flops", cx.flops)
@@ -63,6 +80,7 @@ class Objective:
         trial.set_user_attr(REJECTED, reason)
         self.log(f"[trial {trial.number}] rejected before building: {reason}")
         if self.rejections_in_a_row >= self.cfg.search.max_rejections:
+            self.gave_up = True
             trial.study.stop()
             self.log(f"stopping: {self.rejections_in_a_row} samples in a row broke the budget or rules; "
                      f"the space barely fits, shrink it or raise the budget")
@@ -73,7 +91,8 @@ class Objective:
         from .data import make_loaders
 
         cfg = self.cfg
-        seed = cfg.search.seed + trial.number
+        first = self._link_retry(trial)
+        seed = cfg.search.seed + first  # a retry keeps the seed of the trial it continues
         seed_everything(seed)
         model = build(spec)
         bad = module_violation(model, cfg)
@@ -90,6 +109,14 @@ class Objective:
         loaders = make_loaders(cfg.data, steps, train.batch_size, seed=seed, device=self.device.type,
                                where=f"{cfg.path}: augment")
         record = self._record(trial, spec, train, cx, seed)
+        ckpt = self.results / "checkpoints" / f"trial_{first}.pt"
+        if first == trial.number:
+            ckpt.unlink(missing_ok=True)  # a fresh trial never resumes (a left-over of a deleted study)
+        elif ckpt.exists():
+            done = len(torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["history"])
+            record[RESUMED_FROM] = done + 1
+            trial.set_user_attr(RESUMED_FROM, done + 1)
+            self.log(f"[trial {trial.number}] resuming trial {first} from epoch {done + 1} ({ckpt})")
         multi = len(cfg.search.objectives) > 1
         n_target = cfg.search.n_trials
 
@@ -111,12 +138,21 @@ class Objective:
                     self.log(f"[trial {trial.number}] pruned after epoch {r.epoch}")
                     raise optuna.TrialPruned(f"pruned at epoch {r.epoch}")
 
-        ckpt = self.results / "checkpoints" / f"trial_{_original_number(trial)}.pt"
         try:
             history = fit(model, loaders.train, loaders.val, train, self.device, on_epoch=on_epoch,
-                          checkpoint=ckpt, native_size=self.info.image_size)
-        except KeyboardInterrupt:
-            raise  # keep the checkpoint: the interrupted trial can resume from its last epoch
+                          checkpoint=ckpt, native_size=self.info.image_size, seed=seed)
+        except KeyboardInterrupt:  # keep the checkpoint: a rerun resumes the trial from its last epoch
+            record["state"] = "interrupted"
+            self._write(trial.number, record, quiet=True)
+            raise
+        except (UserError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and not _write_failed(e):
+                ckpt.unlink(missing_ok=True)
+                raise
+            # The results folder is full or read-only: not the trial's fault, so it resumes like Ctrl-C.
+            message = str(e) if isinstance(e, UserError) else f"cannot write checkpoint {ckpt} (disk full?)"
+            mark_interrupted(trial, message)
+            raise UserError(message) from None
         except BaseException:
             ckpt.unlink(missing_ok=True)
             raise
@@ -133,29 +169,67 @@ class Objective:
 
     def _record(self, trial: optuna.Trial, spec: ArchSpec, train: Any, cx: Any, seed: int) -> dict:
         """The per-trial JSON document (written after every epoch)."""
-        return {"number": trial.number, "study": self.cfg.study_name, "state": "running",
-                "arch": spec.to_dict(), "train": train.to_dict(), "seed": seed,
-                "params": cx.params, "flops": cx.flops, "receptive_field": cx.receptive_field,
-                "budget_params": self.cfg.budget.params, "device": _device_name(self.device),
-                "host": os.uname().nodename, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "epochs": []}
+        record = {"number": trial.number, "study": self.cfg.study_name, "state": "running",
+                  "arch": spec.to_dict(), "train": train.to_dict(), "seed": seed,
+                  "params": cx.params, "flops": cx.flops, "receptive_field": cx.receptive_field,
+                  "budget_params": self.cfg.budget.params, "device": _device_name(self.device),
+                  "threads": torch.get_num_threads(), "host": os.uname().nodename, "worker": worker_id(),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "epochs": []}
+        if RETRY_OF in trial.user_attrs:
+            record[RETRY_OF] = trial.user_attrs[RETRY_OF]
+        return record
 
-    def _write(self, number: int, record: dict) -> None:
-        """Write results/<study>/trials/<number>.json atomically."""
+    def _link_retry(self, trial: optuna.Trial) -> int:
+        """The first trial of this one's retry chain (itself when fresh); links the two in attrs and JSON."""
+        from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+
+        # Optuna 5's Trial no longer exposes system attrs; read the stored FrozenTrial instead.
+        frozen = trial.study._storage.get_trial(trial._trial_id)
+        first, chain = Retry.retried_trial_number(frozen), Retry.retry_history(frozen)
+        if first is None:
+            return trial.number
+        trial.set_user_attr(RETRY_OF, first)
+        self.log(f"[trial {trial.number}] retries trial {chain[-1]} (same params and seed as trial {first})")
+        prev = self.results / "trials" / f"{chain[-1]:05d}.json"
+        if prev.is_file():  # the stopped run's record (when it ran on this machine) points at its retry
+            record = json.loads(prev.read_text())
+            if record.get("state") == "running":
+                record["state"] = "failed"  # its worker died
+            record["retried_as"] = trial.number
+            self._write(chain[-1], record)
+        return first
+
+    def _write(self, number: int, record: dict, quiet: bool = False) -> None:
+        """Write results/<study>/trials/<number>.json atomically; `quiet` ignores a failed write."""
         folder = self.results / "trials"
-        folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{number:05d}.json.tmp"
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(folder / f"{number:05d}.json")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(record, indent=1))
+            tmp.replace(folder / f"{number:05d}.json")
+        except OSError as e:
+            if not quiet:
+                raise UserError(f"results folder {self.results}: cannot write {tmp.name}: "
+                                f"{e.strerror or e}") from None
 
 
-def _original_number(trial: optuna.Trial) -> int:
-    """The first trial of a retry chain (RetryHeartbeatStaleTrialCallback), so a retry finds its checkpoint."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
+def worker_id() -> str:
+    """host:pid of this worker process."""
+    return f"{os.uname().nodename}:{os.getpid()}"
 
-    # Optuna 5's Trial no longer exposes system attrs; read the stored FrozenTrial instead.
-    frozen = trial.study._storage.get_trial(trial._trial_id)
-    first = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-    return trial.number if first is None else first
+
+def mark_interrupted(trial: optuna.Trial, reason: str) -> None:
+    """Record why a trial stopped before its end (Optuna then marks it FAIL); a rerun resumes it."""
+    try:
+        trial.set_user_attr(INTERRUPTED, reason)
+    except Exception:  # the storage went away too: the heartbeat grace period will fail and retry the trial
+        pass
+
+
+def _write_failed(e: RuntimeError) -> bool:
+    """Whether torch.save failed to write (it reports a full disk as a RuntimeError of its zip writer)."""
+    text = str(e)
+    return "PytorchStreamWriter" in text or "inline_container" in text or "file write failed" in text
 
 
 def _device_name(device: torch.device) -> str:
@@ -172,13 +246,16 @@ def _finished(study: optuna.Study) -> int:
 
 def count_finished(trials: list) -> int:
     """How many of `trials` count towards the n_trials target."""
-    S = optuna.trial.TrialState
     return sum(1 for t in trials if t.state == S.COMPLETE
                or (t.state == S.PRUNED and REJECTED not in t.user_attrs))
 
 
+def count_running(trials: list) -> int:
+    """Trials in flight that may still count towards the target (RUNNING, not rejected)."""
+    return sum(1 for t in trials if t.state == S.RUNNING and REJECTED not in t.user_attrs)
+
+
 def _best_value(study: optuna.Study) -> float | None:
     """Best finished val_acc so far (first objective), or None."""
-    S = optuna.trial.TrialState
     vals = [t.values[0] for t in study.get_trials(deepcopy=False, states=(S.COMPLETE,)) if t.values]
     return max(vals) if vals else None

@@ -1,8 +1,13 @@
-"""`python -m search.run SPACE.yaml`: search the space under its hard budget; rerun to resume."""
+"""`python -m search.run SPACE.yaml`: search the space under its hard budget; rerun to resume.
+
+`--workers N` runs N worker processes on this machine; the same command with one `--storage URL`
+on several machines makes them all work on one study (see docs/scale_out.md).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,28 +19,52 @@ from .cli import main_guard
 from .config import SearchConfig, load_config
 from .errors import UserError
 from .objective import Objective, count_finished
-from .study import default_storage, open_study
+from .study import (GRACE_S, HEARTBEAT_S, StudyLock, _redact, close_storage, default_storage, open_study,
+                    requeue_interrupted)
 from .summary import summary_table
+from .workers import describe_exit, launch, quiet_stops, run_trials
+
+
+class WorkerFailed(Exception):
+    """A worker process crashed (not bad input) before the study reached its target."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; each one overrides its YAML key."""
-    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("space", help="search-space YAML, e.g. spaces/cifar10_5m.yaml")
     p.add_argument("--n-trials", type=int, help="target number of finished trials in the study (search.n_trials)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
-    p.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///results/<study>/study.db)")
+    p.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///results/<study>/study.db); "
+                                     "postgresql://USER:PASSWORD@HOST/DB for several machines")
     p.add_argument("--study-name", help="study name (default: search.study_name or the YAML's stem)")
     p.add_argument("--data-root", help="dataset folder (data.root)")
     p.add_argument("--results-dir", default="results", help="folder holding one sub-folder per study")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where trials train")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes on this machine sharing the study: one GPU each (round robin), "
+                        "or a share of the CPU cores (default 1)")
+    p.add_argument("--heartbeat", type=int, default=HEARTBEAT_S, metavar="S",
+                   help=f"seconds between heartbeats of a running trial (default {HEARTBEAT_S})")
+    p.add_argument("--grace", type=int, default=GRACE_S, metavar="S",
+                   help=f"seconds without a heartbeat before a trial's worker counts as dead and the trial is "
+                        f"failed and retried (default {GRACE_S}; use one value on every machine)")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers on its children
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override any YAML key, e.g. --set train.epochs=5 (repeatable)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
 
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     """Load the YAML with the command-line overrides applied."""
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: expected 1 or more")
+    if args.heartbeat < 1 or args.grace <= args.heartbeat:
+        raise UserError(f"--heartbeat {args.heartbeat} --grace {args.grace}: expected 1 <= heartbeat < grace "
+                        f"(seconds)")
     overrides = list(args.overrides)
     if args.n_trials is not None:
         overrides.append(f"search.n_trials={args.n_trials}")
@@ -51,14 +80,27 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 
 def prepare_results(cfg: SearchConfig, results_root: str) -> Path:
-    """Create results/<study>/ and save the resolved config beside the study."""
+    """Create results/<study>/ and check that it can be written, before any study is touched."""
     results = Path(results_root) / cfg.study_name
+    probe = results / f".write-test.{os.getpid()}"
     try:
         results.mkdir(parents=True, exist_ok=True)
-        (results / "config.yaml").write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
+        probe.write_text("ok")
+        probe.unlink()
     except OSError as e:
         raise UserError(f"results folder {results}: cannot write: {e.strerror or e}") from None
     return results
+
+
+def save_config(cfg: SearchConfig, results: Path) -> None:
+    """Save the resolved config beside the study (atomically: workers write it at the same time)."""
+    tmp = results / f".config.yaml.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
+        tmp.replace(results / "config.yaml")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"results folder {results}: cannot write config.yaml: {e.strerror or e}") from None
 
 
 def run(args: argparse.Namespace, log=print) -> optuna.Study:
@@ -70,9 +112,27 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
 
     check_data(cfg.data, f"{cfg.path}: data")
     make_loaders(cfg.data, [], 2, seed=0)  # a missing dataset fails (or downloads) here, before the study is touched
-    study = open_study(cfg, storage)
+    study = open_study(cfg, storage, args.heartbeat, args.grace)
+    try:
+        save_config(cfg, results)  # only once the study has accepted this YAML
+        if args.workers > 1 and args.worker_index is None:
+            return _run_workers(args, cfg, study, results, storage, log)
+        return _run_here(args, cfg, study, results, storage, log)
+    finally:
+        close_storage(study)  # an SQLite study.db is whole again (its write-ahead log folded in)
+
+
+def _run_here(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, results: Path, storage: str,
+              log) -> optuna.Study:
+    """Be one worker: run trials in this process until the study reaches its target."""
     target = cfg.search.n_trials
+    lock = StudyLock(study, results / ".study.lock")
     done = count_finished(study.get_trials(deepcopy=False))
+    if done < target:
+        with lock:  # one worker re-enqueues each interrupted trial
+            resumed = requeue_interrupted(study)
+        if resumed:
+            log(f"resuming interrupted trial(s) {', '.join(map(str, resumed))} from their checkpoints")
     if done >= target:
         log(f"study {cfg.study_name!r} already has {done} finished trials (target {target}); nothing to run")
     else:
@@ -80,23 +140,57 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
             f"(budget {cfg.budget.params:,} params{_flops(cfg)}) -> {results}")
         objective = Objective(cfg, results, args.device, log=log)
         t0 = time.time()
-        study.optimize(objective, timeout=cfg.search.timeout, callbacks=[StopAtTarget(target)],
-                       catch=(FloatingPointError,), gc_after_trial=True)
+        quiet_stops()
+        run_trials(study, objective, target, lock, timeout=cfg.search.timeout, grace_s=args.grace,
+                   poll_s=min(5.0, args.heartbeat), log=log)
         log(f"ran for {time.time() - t0:.0f}s")
-    log(summary_table(study, cfg))
-    log(f"review: optuna-dashboard {storage}")
+    if args.worker_index is None:
+        log(summary_table(study, cfg))
+        log(f"review: optuna-dashboard {_redact(storage)}")
     return study
 
 
-class StopAtTarget:
-    """Stop the study once the finished (non-rejected) trials reach the target."""
+def _run_workers(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, results: Path, storage: str,
+                 log) -> optuna.Study:
+    """Start --workers processes of this command, wait for them, and print one summary."""
+    target = cfg.search.n_trials
+    done = count_finished(study.get_trials(deepcopy=False))
+    workers, interrupted = [], False
+    if done >= target:
+        log(f"study {cfg.study_name!r} already has {done} finished trials (target {target}); nothing to run")
+    else:
+        log(f"study {cfg.study_name!r}: {done} finished, running {target - done} more with {args.workers} workers "
+            f"(budget {cfg.budget.params:,} params{_flops(cfg)}) -> {results}")
+        t0 = time.time()
+        workers, interrupted = launch(_without_workers(args.argv), args.workers, results, args.device, echo=log)
+        log(f"ran for {time.time() - t0:.0f}s")
+    failed = [w for w in workers if w.proc.returncode != 0]
+    for w in failed:
+        log(f"worker {w.index} {describe_exit(w)} (log: {w.log_path})")
+    log(summary_table(study, cfg))
+    log(f"review: optuna-dashboard {_redact(storage)}")
+    if count_finished(study.get_trials(deepcopy=False)) >= target or not (failed or interrupted):
+        return study
+    if interrupted or any(w.proc.returncode == 130 for w in failed):
+        raise KeyboardInterrupt
+    bad = next((w for w in failed if w.proc.returncode == 2), None)
+    if bad is not None:
+        raise UserError(f"worker {bad.index}: {bad.last_error or describe_exit(bad)}")
+    raise WorkerFailed(f"worker {failed[0].index} {describe_exit(failed[0])}; rerun the same command to resume "
+                       f"(log: {failed[0].log_path})")
 
-    def __init__(self, target: int):
-        self.target = target
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if count_finished(study.get_trials(deepcopy=False)) >= self.target:
-            study.stop()
+def _without_workers(argv: list[str]) -> list[str]:
+    """The command line minus `--workers N` (each child is one worker)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            out.append(a)
+    return out
 
 
 def _flops(cfg: SearchConfig) -> str:
@@ -105,9 +199,13 @@ def _flops(cfg: SearchConfig) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one-line errors, exit status 2 for bad input, 130 for Ctrl-C."""
+    """Entry point: one-line errors, exit status 2 for bad input, 1 for a crashed worker, 130 for Ctrl-C."""
     args = parse_args(argv)
-    return main_guard(lambda: run(args))
+    try:
+        return main_guard(lambda: run(args))
+    except WorkerFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,13 +1,21 @@
-"""Storage, sampler, pruner and study creation (resuming a study that already exists)."""
+"""Storage, sampler, pruner and study creation; the study-wide lock and retry of dead or interrupted trials."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import datetime
+import fcntl
+import hashlib
+import importlib.util
 import logging
+import sqlite3
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from .config import Dist, SearchConfig
@@ -17,9 +25,16 @@ from .trainer import TrainSpec
 # Heartbeats, trial grouping and retry are marked experimental by Optuna; they are what we rely on.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-HEARTBEAT_S = 30  # a running trial writes a heartbeat this often
-GRACE_S = 120  # a trial silent for this long belongs to a dead worker: failed, then retried
+HEARTBEAT_S = 30  # a running trial writes a heartbeat this often (--heartbeat)
+GRACE_S = 120  # a trial silent for this long belongs to a dead worker: failed, then retried (--grace)
 MAX_RETRY = 3  # retries of one trial killed with its worker
+WORKER = "worker"  # user attribute: host:pid of the process running the trial, set as the objective starts
+INTERRUPTED = "interrupted"  # user attribute: why a trial stopped early (SIGINT, SIGTERM, disk full); it resumes
+SQLITE_TIMEOUT_S = 60  # a writer waits this long for the SQLite file lock instead of failing
+SCHEMES = "sqlite:///FILE, postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE or mysql://..."
+S = optuna.trial.TrialState
+# pg_advisory_lock key (one bigint) serialising table creation: the first 8 bytes of sha256("search.schema").
+SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"search.schema").digest()[:8], "big", signed=True)
 
 
 def default_storage(results: Path) -> str:
@@ -27,17 +42,133 @@ def default_storage(results: Path) -> str:
     return f"sqlite:///{results / 'study.db'}"
 
 
-def make_storage(url: str) -> RDBStorage:
+def normalize_url(url: str) -> str:
+    """Accept `postgres://` and pick the installed PostgreSQL driver for a bare `postgresql://`."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):  # SQLAlchemy 2.1 defaults to psycopg 3; the postgres extra ships psycopg2
+        has = importlib.util.find_spec
+        if has("psycopg") is None and has("psycopg2") is not None:
+            url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> RDBStorage:
     """An RDB storage (SQLite or PostgreSQL) with heartbeats and retry of trials of dead workers."""
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kwargs = {"connect_args": {"timeout": 60}}  # wait on a locked file instead of failing
+    given, url = url, normalize_url(url)
     try:
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
-    except Exception as e:  # bad URL, missing driver, unreachable server, unwritable file
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"storage {_redact(url)!r}: cannot open: {reason}") from None
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise UserError(f"storage {_redact(given)!r}: not a database URL (expected {SCHEMES})") from None
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+        _sqlite_wal(parsed.database)
+    elif backend == "postgresql":  # fail fast on an unreachable server; survive connections the server dropped
+        kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    try:
+        with _schema_lock(url, backend, kwargs):
+            storage = RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                                 heartbeat_stale_trial_callback=RetryCallback(max_retry=MAX_RETRY))
+    except ImportError:
+        extra = " (pip install 'resnet-budget-search[postgres]')" if backend == "postgresql" else ""
+        raise UserError(f"storage {_redact(given)!r}: no database driver for {parsed.drivername}{extra}") from None
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise UserError(f"storage {_redact(given)!r}: unknown database {parsed.drivername!r} "
+                        f"(expected {SCHEMES})") from None
+    except Exception as e:  # unreachable server, wrong password, unwritable file
+        raise UserError(f"storage {_redact(given)!r}: cannot open: {_first_line(e)}") from None
+    if backend == "sqlite":
+        _begin_immediate(storage.engine)
+    return storage
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, backend: str, engine_kwargs: dict[str, Any]) -> Iterator[None]:
+    """PostgreSQL: one worker at a time creates or checks Optuna's tables.
+
+    Workers started together on an empty database otherwise race in CREATE TABLE, and all but one
+    fail with `duplicate key value violates unique constraint "pg_type_typname_nsp_index"`.
+    SQLite needs nothing: its file lock already serialises the creation.
+    """
+    if backend != "postgresql":
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
+def _sqlite_wal(database: str | None) -> None:
+    """Switch an SQLite file to write-ahead logging (kept in the file): readers stop blocking the writer."""
+    if not database or database == ":memory:" or not Path(database).parent.is_dir():
+        return  # RDBStorage reports a missing folder in its own words
+    try:
+        con = sqlite3.connect(database, timeout=SQLITE_TIMEOUT_S)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except sqlite3.Error:
+        pass  # e.g. read-only: RDBStorage reports it, or the file stays in rollback mode (slower, as safe)
+
+
+def close_storage(study: optuna.Study) -> None:
+    """Fold an SQLite write-ahead log back into the file and close connections (study.db is whole again)."""
+    engine = getattr(study._storage, "engine", None)
+    if engine is None:
+        return
+    if engine.dialect.name == "sqlite":
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlalchemy.exc.SQLAlchemyError:
+            pass  # another worker holds the file; the last one to close folds the log in
+    engine.dispose()
+
+
+def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every SQLite transaction take the write lock up front (SQLAlchemy's pysqlite recipe).
+
+    A deferred transaction that reads, then writes, fails at once with `database is locked` when
+    another process wrote in between; an immediate one waits (SQLITE_TIMEOUT_S) for its turn.
+    In WAL mode, synchronous=NORMAL syncs at checkpoints instead of every commit: a crash of the
+    machine may lose the last commits, never the file's consistency (https://sqlite.org/wal.html).
+    """
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _no_pysqlite_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while the tables were checked predate the listeners
+
+
+class RetryCallback(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry (same params, linked by system attrs) without the attributes of the run that stopped."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial = copy.deepcopy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (WORKER, INTERRUPTED)}
+        super().__call__(study, trial)
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's message (SQLAlchemy appends SQL and a docs link)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _redact(url: str) -> str:
@@ -85,17 +216,20 @@ def max_train_epochs(cfg: SearchConfig) -> int:
     return int(epochs)
 
 
-def open_study(cfg: SearchConfig, storage_url: str) -> optuna.Study:
+def open_study(cfg: SearchConfig, storage_url: str, heartbeat_s: int = HEARTBEAT_S,
+               grace_s: int = GRACE_S) -> optuna.Study:
     """Create the study, or load it to resume; refuse a study that was made from a different space."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
-    storage = make_storage(storage_url)
+    storage = make_storage(storage_url, heartbeat_s, grace_s)
     directions = ["maximize"] + ["minimize"] * (len(cfg.search.objectives) - 1)
     try:
         study = optuna.create_study(study_name=cfg.study_name, storage=storage, sampler=make_sampler(cfg),
                                     pruner=make_pruner(cfg), directions=directions, load_if_exists=True)
     except ValueError as e:  # e.g. directions differ from the stored study
         raise UserError(f"study {cfg.study_name!r} in {_redact(storage_url)}: {e}") from None
+    except sqlalchemy.exc.SQLAlchemyError as e:  # e.g. a read-only database file
+        raise UserError(f"storage {_redact(storage_url)!r}: {_first_line(e)}") from None
     stored = study.user_attrs.get("fingerprint")
     if stored is None:
         study.set_user_attr("fingerprint", cfg.fingerprint())
@@ -107,3 +241,83 @@ def open_study(cfg: SearchConfig, storage_url: str) -> optuna.Study:
         raise UserError(f"study {cfg.study_name!r} in {_redact(storage_url)} was made from a different space "
                         f"(from {study.user_attrs.get('config_path')}); use another --study-name or the same YAML")
     return study
+
+
+class StudyLock:
+    """One mutex for every worker of a study: a PostgreSQL advisory lock, else a lock file on this machine."""
+
+    def __init__(self, study: optuna.Study, fallback: Path):
+        engine = study._storage.engine if isinstance(study._storage, RDBStorage) else None
+        self.engine = engine if engine is not None and engine.dialect.name == "postgresql" else None
+        digest = hashlib.sha256(f"search.study:{study.study_name}".encode()).digest()
+        self.key = int.from_bytes(digest[:8], "big", signed=True)  # pg_advisory_lock takes one bigint
+        database = engine.url.database if engine is not None and engine.dialect.name == "sqlite" else None
+        self.path = Path(database + ".lock") if database and database != ":memory:" else fallback
+        self._held: Any = None
+
+    def acquire(self) -> None:
+        """Block until this process holds the lock (a dead holder's lock is freed by the OS or the server)."""
+        if self._held is not None:
+            return
+        if self.engine is not None:
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+            self._held = conn
+        else:
+            f = open(self.path, "a")
+            fcntl.flock(f, fcntl.LOCK_EX)
+            self._held = f
+
+    def release(self) -> None:
+        """Release the lock if held (safe to call twice)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if self.engine is not None:
+            try:
+                held.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+            finally:
+                held.close()
+        else:
+            fcntl.flock(held, fcntl.LOCK_UN)
+            held.close()
+
+    def __enter__(self) -> "StudyLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Enqueue the params of interrupted trials not yet retried, linked to them; returns their numbers."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    out = []
+    for t in trials:
+        if t.state == S.FAIL and t.user_attrs.get(INTERRUPTED) and t.number not in retried:
+            RetryCallback(max_retry=None)(study, t)  # a user's Ctrl-C is not a crash: no retry limit
+            out.append(t.number)
+    return out
+
+
+def fail_orphans(study: optuna.Study, grace_s: int) -> list[int]:
+    """Fail and retry RUNNING trials that never reached the objective (their worker died between ask and start).
+
+    Optuna's heartbeat misses them: a trial has no heartbeat row until its heartbeat thread first writes.
+    """
+    now = datetime.datetime.now()
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
+        started = t.datetime_start
+        if WORKER in t.user_attrs or started is None or (now - started).total_seconds() < grace_s:
+            continue
+        try:
+            if not study._storage.set_trial_state_values(t._trial_id, state=S.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        RetryCallback(max_retry=MAX_RETRY)(study, study._storage.get_trial(t._trial_id))
+        out.append(t.number)
+    return out

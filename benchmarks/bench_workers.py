@@ -1,0 +1,167 @@
+"""Measure scale-out: storage overhead per trial (SQLite, journal file, PostgreSQL) and search throughput.
+
+    PYTHONPATH=. python benchmarks/bench_workers.py storage [--postgres URL] [--trials 40]
+    PYTHONPATH=. python benchmarks/bench_workers.py search [--workers 1 2 4] [--trials 12] [--set KEY=VALUE]
+
+`storage` runs 1 and 4 processes through the real worker loop (search.workers.run_trials: study lock,
+heartbeat thread, stale-trial check, ask/tell) with an objective that only does the storage calls a
+real trial makes (8 params, 12 user attributes, 3 epoch reports), so the time per trial is the storage
+overhead. `search` times `python -m search.run spaces/smoke.yaml --workers N` end to end on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+class StorageOnly:
+    """An objective making a trial's storage calls and nothing else."""
+
+    gave_up = False
+
+    def __call__(self, trial: Any) -> float:
+        trial.set_user_attr("worker", f"bench:{os.getpid()}")
+        values = [trial.suggest_float(f"p{i}", 0.0, 1.0) for i in range(8)]
+        for key in ("arch", "train", "params", "flops", "receptive_field", "budget_utilisation", "seed",
+                    "device", "resumed_from_epoch"):
+            trial.set_user_attr(key, values[:3])
+        for epoch in range(1, 4):
+            trial.set_user_attr("epoch_times_s", [0.1] * epoch)
+            trial.set_user_attr("val_acc_curve", values[:epoch])
+            trial.report(sum(values) / 8, epoch)
+            trial.should_prune()
+        return sum(values)
+
+
+def open_storage(kind: str, where: str) -> Any:
+    """The storage `kind` at `where` (a folder, or a PostgreSQL URL), as this project opens it."""
+    import optuna
+    from optuna.storages import RDBStorage
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    from search.study import make_storage
+
+    if kind == "journal":  # no heartbeats: Optuna implements them for RDB storages only
+        return JournalStorage(JournalFileBackend(str(Path(where) / "journal.log")))
+    if kind == "sqlite-plain":  # Optuna's defaults: rollback journal, deferred transactions, 5 s busy timeout
+        return RDBStorage(f"sqlite:///{Path(where) / 'plain.db'}", heartbeat_interval=30, grace_period=120)
+    if kind == "sqlite":  # this project's: WAL, synchronous=NORMAL, BEGIN IMMEDIATE, 60 s busy timeout
+        return make_storage(f"sqlite:///{Path(where) / 'study.db'}")
+    assert kind == "postgresql", kind
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return make_storage(where)
+
+
+def _worker(kind: str, where: str, name: str, target: int, out: Any) -> None:
+    """One process: run the loop until the study has `target` trials; report its trial times and errors."""
+    import optuna
+
+    from search.study import StudyLock
+    from search.workers import run_trials
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    t0 = time.perf_counter()
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(kind, where),
+                                  sampler=optuna.samplers.RandomSampler(seed=os.getpid()))
+        lock = StudyLock(study, Path(tempfile.gettempdir()) / f"{name}.lock")
+        ran = run_trials(study, StorageOnly(), target, lock, log=lambda s: None, poll_s=0.05, gc_after_trial=False)
+        out.put((ran, time.perf_counter() - t0, ""))
+    except Exception as e:  # a storage that does not hold under concurrency shows here
+        out.put((0, time.perf_counter() - t0, f"{type(e).__name__}: {str(e).splitlines()[0][:90]}"))
+
+
+def bench_storage(kind: str, where: str, processes: int, trials: int) -> dict[str, Any]:
+    """Per-trial wall time with `processes` concurrent workers sharing `trials` trials."""
+    import optuna
+
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    optuna.create_study(study_name=name, storage=open_storage(kind, where), direction="maximize")
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(kind, where, name, trials, out)) for _ in range(processes)]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=900) for _ in procs]
+    wall = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    study = optuna.load_study(study_name=name, storage=open_storage(kind, where))
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    errors = [e for _, _, e in results if e]
+    slowest = max(s for _, s, _ in results)
+    return {"storage": kind, "processes": processes, "complete": states.count("COMPLETE"), "trials": trials,
+            "ms_per_trial": 1000 * slowest / max(1, states.count("COMPLETE")), "wall_s": wall,
+            "errors": errors}
+
+
+def run_storage(args: argparse.Namespace) -> None:
+    """Print a markdown table of storage overhead per trial for 1 and 4 processes."""
+    kinds = ["sqlite-plain", "sqlite", "journal"] + (["postgresql"] if args.postgres else [])
+    print("| storage | processes | trials complete | ms per trial (wall / trials) | errors |")
+    print("|---|---|---|---|---|")
+    for kind in kinds:
+        for processes in (1, 4):
+            with tempfile.TemporaryDirectory() as tmp:
+                r = bench_storage(kind, args.postgres if kind == "postgresql" else tmp, processes, args.trials)
+            errors = "; ".join(sorted(set(r["errors"]))) or "none"
+            print(f"| {kind} | {processes} | {r['complete']}/{r['trials']} | {r['ms_per_trial']:.0f} | {errors} |",
+                  flush=True)
+
+
+def run_search(args: argparse.Namespace) -> None:
+    """Print a markdown table of end-to-end trials per minute on the smoke space with N CPU workers."""
+    print("| workers | trials | wall s | trials per minute | study at the end |")
+    print("|---|---|---|---|---|")
+    sets = [a for kv in args.sets for a in ("--set", kv)]
+    for n in [n for n in args.workers for _ in range(args.repeats)]:
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "search.run", str(ROOT / "spaces" / "smoke.yaml"), "--results-dir", tmp,
+                   "--n-trials", str(args.trials), "--workers", str(n), "--device", "cpu", *sets]
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                  capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            print(f"| {n} | failed: {done.stderr.strip().splitlines()[-1:]} | | | |")
+            continue
+        states = next((ln.split(": ", 1)[1] for ln in done.stdout.splitlines() if ln.startswith("study '")
+                       and ("complete" in ln or "pruned" in ln)), "?")
+        print(f"| {n} | {args.trials} | {wall:.0f} | {60 * args.trials / wall:.1f} | {states} |", flush=True)
+
+
+def main() -> None:
+    """Parse the command and run one benchmark."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("storage", help="storage overhead per trial")
+    s.add_argument("--postgres", default=os.environ.get("TEST_POSTGRES_URL"), help="PostgreSQL URL (optional)")
+    s.add_argument("--trials", type=int, default=40)
+    w = sub.add_parser("search", help="end-to-end trials per minute with N workers")
+    w.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    w.add_argument("--trials", type=int, default=12)
+    w.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed on to search.run, e.g. --set search.pruner=none (repeatable)")
+    w.add_argument("--repeats", type=int, default=1, help="runs of each worker count (the machine may be shared)")
+    args = p.parse_args()
+    random.seed(0)
+    run_storage(args) if args.what == "storage" else run_search(args)
+
+
+if __name__ == "__main__":
+    main()

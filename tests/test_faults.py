@@ -1,0 +1,185 @@
+"""Faults: a worker killed mid-trial, Ctrl-C then rerun, a full disk; and seeds that reproduce a trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+from pathlib import Path
+from typing import Callable, Iterator
+
+import optuna
+import pytest
+import torch
+
+from blocks import ArchSpec, build
+from search import run
+from search.augment import DEFAULT_POLICY, policy_steps
+from search.config import load_config
+from search.data import dataset_info, make_loaders
+from search.objective import RESUMED_FROM, RETRY_OF
+from search.study import INTERRUPTED
+from search.trainer import TrainSpec, fit, seed_everything
+from test_workers import FAST_HEARTBEAT, check_finished_study, records, wait_for, write_space
+
+S = optuna.trial.TrialState
+# Many short epochs: a trial lasts a few seconds, so a test can stop it with epochs done and epochs to go.
+LONG = {"train": {"epochs": 16}, "search": {"n_trials": 3}}
+
+
+def mid_trial(results: Path) -> Callable[[], dict | None]:
+    """A probe for a running trial with 1 to 6 of its 16 epochs recorded."""
+    def probe() -> dict | None:
+        for path in results.glob("trials/*.json"):
+            try:
+                r = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # being replaced
+            if r["state"] == "running" and 1 <= len(r["epochs"]) <= 6:
+                return r
+        return None
+    return probe
+
+
+def study_at(results: Path) -> optuna.Study:
+    """The study of a results folder (default SQLite storage)."""
+    return optuna.load_study(study_name="space", storage=f"sqlite:///{results / 'study.db'}")
+
+
+def retry_of(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """The finished trial that retried trial `number`, checked to be linked to it and to continue it."""
+    original = study.trials[number]
+    retries = [t for t in study.get_trials() if t.user_attrs.get(RETRY_OF) == number and t.state == S.COMPLETE]
+    assert len(retries) == 1, f"trial {number} retried {len(retries)} times"
+    retry = retries[0]
+    assert retry.system_attrs["failed_trial"] == number  # Optuna's own link, as RetryFailedTrialCallback makes it
+    assert retry.params == original.params and retry.user_attrs["seed"] == original.user_attrs["seed"]
+    return retry
+
+
+@pytest.fixture
+def reap() -> Iterator[None]:
+    """Kill the workers this test process started that are still running when the test ends."""
+    yield
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue  # the thread ended, or a kernel without /proc/*/task/*/children
+        for pid in children:
+            try:
+                if b"search.run" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass  # already gone
+
+
+def test_worker_killed_mid_trial_is_retried(tmp_path: Path, capsys: pytest.CaptureFixture, reap: None) -> None:
+    space = write_space(tmp_path, LONG)
+    results = tmp_path / "r" / "space"
+    args = [str(space), "--workers", "2", "--results-dir", str(tmp_path / "r"), "--device", "cpu", *FAST_HEARTBEAT]
+    status: dict[str, int] = {}
+    parent = threading.Thread(target=lambda: status.update(rc=run.main(args)))  # this process is the parent
+    parent.start()
+    victim = wait_for(mid_trial(results), 120, "a trial in the middle of its epochs")
+    os.kill(int(victim["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    parent.join(timeout=150)
+    assert status.get("rc") == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert re.search(r"^worker \d was killed by SIGKILL", out, re.M), out
+    study = study_at(results)
+    check_finished_study(study, 3, results, epochs=16)
+    killed = study.trials[victim["number"]]
+    assert killed.state == S.FAIL
+    retry = retry_of(study, killed.number)
+    assert retry.user_attrs[RESUMED_FROM] >= len(victim["epochs"]) + 1 >= 2, "resumed from its checkpoint"
+    assert records(results)[killed.number]["retried_as"] == retry.number
+    assert not list(results.glob("checkpoints/*.pt"))
+
+
+def test_ctrl_c_then_rerun_resumes(tmp_path: Path, capsys: pytest.CaptureFixture, reap: None) -> None:
+    space = write_space(tmp_path, LONG)
+    results = tmp_path / "r" / "space"
+    args = [str(space), "--workers", "2", "--results-dir", str(tmp_path / "r"), "--device", "cpu"]
+    seen: dict = {}
+
+    def press_ctrl_c() -> None:
+        """Once a trial is mid-way, Ctrl-C this process: the parent, which forwards it to its workers."""
+        found = wait_for(mid_trial(results), 120, "a trial in the middle of its epochs")
+        seen.update(found)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    assert run.main(args) == 130
+    out, err = capsys.readouterr()
+    assert seen, "no trial reached the middle of its epochs"
+    assert err.strip().splitlines()[-1] == "interrupted: rerun the same command to resume"
+    assert "Traceback" not in err + out and "[w0] interrupted" in out and "[w1] interrupted" in out
+    study = study_at(results)
+    assert not [t for t in study.get_trials() if t.state == S.RUNNING]
+    stopped = study.trials[seen["number"]]
+    assert stopped.state == S.FAIL and stopped.user_attrs[INTERRUPTED] == "SIGINT"
+    assert records(results)[seen["number"]]["state"] == "interrupted"
+    assert (results / "checkpoints" / f"trial_{seen['number']}.pt").is_file()
+
+    assert run.main(args) == 0  # the same command: default heartbeat, so nothing waits for a grace period
+    out = capsys.readouterr().out
+    check_finished_study(study, 3, results, epochs=16)
+    retry = retry_of(study, seen["number"])
+    assert retry.user_attrs[RESUMED_FROM] >= len(seen["epochs"]) + 1 >= 2
+    assert "resuming interrupted trial(s)" in out
+    assert sum(line.startswith("study 'space': ") and "complete" in line for line in out.splitlines()) == 1
+    assert {p.name for p in results.glob("worker*.log")} == {"worker0.log", "worker1.log"}
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fill a disk")
+def test_full_disk_stops_cleanly_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # No augmentation: in the main process (num_workers 0) the albumentations pipeline's generator is not
+    # reseeded per epoch, so only without it is a resumed trial bit-identical to an uninterrupted one.
+    space = write_space(tmp_path, {"search": {"n_trials": 2}, "augment": []})
+    results = tmp_path / "r" / "space"
+    (results / "trials").mkdir(parents=True)
+    full = results / "trials" / ".00000.json.tmp"
+    full.symlink_to("/dev/full")  # trial 0's first record write meets a full disk
+    args = [str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]
+    assert run.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: results folder") and "No space left on device" in err[0], err
+    study = study_at(results)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [S.FAIL] and "No space left" in trials[0].user_attrs[INTERRUPTED]
+    full.unlink()
+    assert run.main(args) == 0
+    check_finished_study(study, 2, results)
+    retry = retry_of(study, 0)
+    assert retry.user_attrs[RESUMED_FROM] == 2  # epoch 1 was saved before the record failed
+    record = records(results)[retry.number]
+    assert same_metrics(reproduce(space, record), record), "a resumed trial equals an uninterrupted run"
+
+
+def reproduce(space: Path, record: dict) -> list:
+    """Train a trial's recorded arch and train spec again with its seed on the CPU (the objective's order)."""
+    cfg = load_config(space)
+    train = TrainSpec.from_dict(record["train"])
+    torch.set_num_threads(record["threads"])
+    seed_everything(record["seed"])  # seed, build, loaders, fit: as search.objective does
+    model = build(ArchSpec.from_dict(record["arch"]))
+    steps = policy_steps(cfg.augment, train.augment_policy or DEFAULT_POLICY)
+    loaders = make_loaders(cfg.data, steps, train.batch_size, seed=record["seed"], device="cpu")
+    return fit(model, loaders.train, loaders.val, train, torch.device("cpu"),
+               native_size=dataset_info(cfg.data).image_size, seed=record["seed"])
+
+
+def same_metrics(history: list, record: dict) -> bool:
+    """Identical per-epoch validation accuracy and training loss."""
+    return ([(h.val_acc, h.train_loss) for h in history]
+            == [(e["val_acc"], e["train_loss"]) for e in record["epochs"]])
+
+
+def test_trial_seed_reproduces_its_metrics(tmp_path: Path) -> None:
+    space = write_space(tmp_path, {"search": {"n_trials": 1}})
+    assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 0
+    record = records(tmp_path / "r" / "space")[0]
+    assert same_metrics(reproduce(space, record), record)

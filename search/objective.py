@@ -41,7 +41,7 @@ class Objective:
         self.gave_up = False  # max_rejections samples in a row broke the budget or rules
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        trial.set_user_attr(WORKER, worker_id())  # also tells fail_orphans this trial reached its worker
+        trial.set_user_attr(WORKER, worker_id())  # who ran it, for the dashboard and the records
         try:
             return self._run(trial)
         except KeyboardInterrupt as e:

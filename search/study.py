@@ -122,11 +122,19 @@ def _sqlite_wal(database: str | None) -> None:
         pass  # e.g. read-only: RDBStorage reports it, or the file stays in rollback mode (slower, as safe)
 
 
+def rdb_storage(study: optuna.Study) -> RDBStorage | None:
+    """The study's RDBStorage (Optuna wraps it in a private cache layer), or None for other storages."""
+    storage = study._storage
+    storage = getattr(storage, "_backend", storage)  # optuna.storages._CachedStorage
+    return storage if isinstance(storage, RDBStorage) else None
+
+
 def close_storage(study: optuna.Study) -> None:
     """Fold an SQLite write-ahead log back into the file and close connections (study.db is whole again)."""
-    engine = getattr(study._storage, "engine", None)
-    if engine is None:
+    storage = rdb_storage(study)
+    if storage is None:
         return
+    engine = storage.engine
     if engine.dialect.name == "sqlite":
         try:
             with engine.connect() as conn:
@@ -296,7 +304,8 @@ class StudyLock:
     """One mutex for every worker of a study: a PostgreSQL advisory lock, else a lock file on this machine."""
 
     def __init__(self, study: optuna.Study, fallback: Path):
-        engine = study._storage.engine if isinstance(study._storage, RDBStorage) else None
+        storage = rdb_storage(study)
+        engine = storage.engine if storage is not None else None
         self.engine = engine if engine is not None and engine.dialect.name == "postgresql" else None
         digest = hashlib.sha256(f"search.study:{study.study_name}".encode()).digest()
         self.key = int.from_bytes(digest[:8], "big", signed=True)  # pg_advisory_lock takes one bigint
@@ -352,21 +361,32 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
 
 
 def fail_orphans(study: optuna.Study, grace_s: int) -> list[int]:
-    """Fail and retry RUNNING trials that never reached the objective (their worker died between ask and start).
+    """Fail and retry RUNNING trials older than the grace period that never wrote a heartbeat.
 
-    Optuna's heartbeat misses them: a trial has no heartbeat row until its heartbeat thread first writes.
+    Optuna's stale check skips them (it only compares heartbeats that exist), yet a worker can die
+    before its heartbeat thread's first write lands: between ask and the objective, or in the first
+    moments of a trial while another process holds the database lock. A live trial writes its first
+    heartbeat as it starts, so one still without it after the grace period has lost its worker.
     """
+    storage = rdb_storage(study)
+    if storage is None or storage.get_heartbeat_interval() is None:
+        return []
+    running = study.get_trials(deepcopy=False, states=(S.RUNNING,))
+    if not running:
+        return []
+    with storage.engine.connect() as conn:  # Optuna's own table (schema of optuna.storages._rdb.models)
+        beating = {row[0] for row in conn.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
     now = datetime.datetime.now()
     out = []
-    for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
+    for t in running:
         started = t.datetime_start
-        if WORKER in t.user_attrs or started is None or (now - started).total_seconds() < grace_s:
+        if t._trial_id in beating or started is None or (now - started).total_seconds() < grace_s:
             continue
         try:
-            if not study._storage.set_trial_state_values(t._trial_id, state=S.FAIL):
+            if not storage.set_trial_state_values(t._trial_id, state=S.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
-        RetryCallback(max_retry=MAX_RETRY)(study, study._storage.get_trial(t._trial_id))
+        RetryCallback(max_retry=MAX_RETRY)(study, storage.get_trial(t._trial_id))
         out.append(t.number)
     return out

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,7 +21,7 @@ from search.augment import DEFAULT_POLICY, policy_steps
 from search.config import load_config
 from search.data import dataset_info, make_loaders
 from search.objective import RESUMED_FROM, RETRY_OF
-from search.study import INTERRUPTED
+from search.study import INTERRUPTED, WORKER, fail_orphans, make_storage
 from search.trainer import TrainSpec, fit, seed_everything
 from test_workers import FAST_HEARTBEAT, check_finished_study, records, wait_for, write_space
 
@@ -97,6 +98,24 @@ def test_worker_killed_mid_trial_is_retried(tmp_path: Path, capsys: pytest.Captu
     assert retry.user_attrs[RESUMED_FROM] >= len(victim["epochs"]) + 1 >= 2, "resumed from its checkpoint"
     assert records(results)[killed.number]["retried_as"] == retry.number
     assert not list(results.glob("checkpoints/*.pt"))
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_trial_killed_before_its_first_heartbeat_is_retried(tmp_path: Path) -> None:
+    """A worker can die after its trial started but before the heartbeat thread's first write landed."""
+    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_s=1, grace_s=2)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    dead, alive = study.ask(), study.ask()
+    dead.set_user_attr(WORKER, "host:1")  # the objective had started; then SIGKILL, no heartbeat row yet
+    storage.record_heartbeat(alive._trial_id)
+    assert fail_orphans(study, grace_s=2) == [], "nothing is failed within the grace period"
+    time.sleep(2.1)
+    assert fail_orphans(study, grace_s=2) == [dead.number]
+    assert fail_orphans(study, grace_s=2) == [], "failed and retried once"
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[dead.number] == S.FAIL and states[alive.number] == S.RUNNING
+    retry = [t for t in study.get_trials() if t.state == S.WAITING]
+    assert len(retry) == 1 and retry[0].system_attrs["failed_trial"] == dead.number
 
 
 def test_ctrl_c_then_rerun_resumes(tmp_path: Path, capsys: pytest.CaptureFixture, reap: None) -> None:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +21,7 @@ from search import run
 from search.config import load_config
 from search.objective import REJECTED, count_finished
 from search.space import sample
-from search.study import WORKER, make_sampler
+from search.study import WORKER, StudyLock, make_sampler, make_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 S = optuna.trial.TrialState
@@ -123,6 +124,27 @@ def test_two_workers_share_one_postgres_study(tmp_path: Path, procs: Callable[..
         finished = check_finished_study(study, 5, tmp_path / "m0" / name, tmp_path / "m1" / name)
         assert len({t.user_attrs[WORKER] for t in finished}) == 2, "both workers ran trials"
         assert {t.user_attrs[WORKER].split(":")[1] for t in finished} == {str(p.pid) for p in both}
+    finally:
+        optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+@needs_postgres
+def test_study_lock_spans_machines_on_postgres(tmp_path: Path) -> None:
+    """Two workers with their own results folders (two machines) exclude each other through the database."""
+    name = f"lock-{uuid.uuid4().hex[:8]}"
+    optuna.create_study(study_name=name, storage=make_storage(PG_URL))
+    try:
+        first, second = (StudyLock(optuna.load_study(study_name=name, storage=make_storage(PG_URL)),
+                                   tmp_path / f"machine{i}.lock") for i in range(2))
+        first.acquire()
+        waiter = threading.Thread(target=second.acquire, daemon=True)
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive(), "the second worker got the lock while the first held it"
+        first.release()
+        waiter.join(timeout=10)
+        assert not waiter.is_alive()
+        second.release()
     finally:
         optuna.delete_study(study_name=name, storage=PG_URL)
 

@@ -184,8 +184,8 @@ def _redact(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
+        if ":" in creds:  # a password to hide
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
     return url
 
 

@@ -21,7 +21,7 @@ from search import run
 from search.config import load_config
 from search.objective import REJECTED, count_finished
 from search.space import sample
-from search.study import WORKER, StudyLock, make_sampler, make_storage
+from search.study import WORKER, StudyLock, _redact, make_sampler, make_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 S = optuna.trial.TrialState
@@ -176,6 +176,12 @@ BAD_STORAGE = {
     "unreachable server": ("postgresql://nobody@127.0.0.1:1/x", "Connection refused"),
     "missing folder": ("sqlite:////nonexistent-folder/study.db", "cannot open"),
 }
+
+
+def test_printed_urls_hide_only_a_password() -> None:
+    assert _redact("postgresql://search:s3cret@db:5432/search") == "postgresql://search:***@db:5432/search"
+    assert _redact("postgresql://search@db/search") == "postgresql://search@db/search"  # copy-paste works
+    assert _redact("sqlite:///results/x/study.db") == "sqlite:///results/x/study.db"
 
 
 @pytest.mark.parametrize("case", sorted(BAD_STORAGE))

@@ -110,6 +110,7 @@ class Objective:
                                where=f"{cfg.path}: augment")
         record = self._record(trial, spec, train, cx, seed)
         ckpt = self.results / "checkpoints" / f"trial_{first}.pt"
+        done = 0  # epochs restored from the checkpoint of the trial this one retries
         if first == trial.number:
             ckpt.unlink(missing_ok=True)  # a fresh trial never resumes (a left-over of a deleted study)
         elif ckpt.exists():
@@ -129,7 +130,8 @@ class Objective:
             best = _best_value(trial.study)
             self.log(f"[trial {trial.number} ({_finished(trial.study) + 1}/{n_target})] epoch {r.epoch}/{train.epochs} "
                      f"loss {r.train_loss:.4f} val_acc {r.val_acc:.4f} ({r.image_size}px, {r.time_s:.1f}s)"
-                     + (f" best so far {best:.4f}" if best is not None else ""))
+                     + (f" best so far {best:.4f}" if best is not None else "")
+                     + (" [restored from checkpoint]" if r.epoch <= done else ""))
             if not multi:  # Optuna does not prune multi-objective studies
                 trial.report(r.val_acc, r.epoch)
                 if r.epoch < train.epochs and trial.should_prune():  # a finished run is never pruned

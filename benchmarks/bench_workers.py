@@ -52,7 +52,7 @@ def open_storage(kind: str, where: str) -> Any:
     from optuna.storages import RDBStorage
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from search.study import make_storage
+    from search.storage import make_storage
 
     if kind == "journal":  # no heartbeats: Optuna implements them for RDB storages only
         return JournalStorage(JournalFileBackend(str(Path(where) / "journal.log")))

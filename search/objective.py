@@ -18,7 +18,7 @@ from .config import SearchConfig
 from .errors import UserError
 from .rules import arch_violation, module_violation, train_violation
 from .space import resolve_train, sample
-from .study import INTERRUPTED, WORKER
+from .storage import INTERRUPTED, WORKER
 from .trainer import EpochResult, fit, resolve_device, seed_everything
 
 REJECTED = "rejected"  # user attribute holding why a trial was never built

@@ -16,7 +16,7 @@ from blocks import ArchSpec, build
 from .config import SearchConfig, load_config
 from .errors import UserError
 from .objective import REJECTED
-from .study import _redact, default_storage, make_storage
+from .storage import default_storage, make_storage, redact_url
 
 S = optuna.trial.TrialState
 
@@ -152,7 +152,7 @@ def open_results(folder: Path, storage: str | None = None, data_root: str | None
         study = optuna.load_study(study_name=name, storage=rdb)
     except KeyError:
         names = [s.study_name for s in rdb.get_all_studies()]
-        raise UserError(f"study {name!r} not found in {_redact(storage)} (it holds: {', '.join(names) or 'none'})") \
+        raise UserError(f"study {name!r} not found in {redact_url(storage)} (it holds: {', '.join(names) or 'none'})") \
             from None
     stored = study.user_attrs.get("fingerprint")
     if stored is not None and stored != cfg.fingerprint():

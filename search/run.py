@@ -19,8 +19,8 @@ from .cli import main_guard
 from .config import SearchConfig, load_config
 from .errors import UserError
 from .objective import Objective, count_finished
-from .study import (GRACE_S, HEARTBEAT_S, StudyLock, _redact, close_storage, default_storage, open_study,
-                    requeue_interrupted)
+from .storage import GRACE_S, HEARTBEAT_S, close_storage, default_storage, redact_url
+from .study import StudyLock, open_study, requeue_interrupted
 from .summary import summary_table
 from .workers import describe_exit, launch, quiet_stops, run_trials
 
@@ -146,7 +146,7 @@ def _run_here(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, 
         log(f"ran for {time.time() - t0:.0f}s")
     if args.worker_index is None:
         log(summary_table(study, cfg))
-        log(f"review: optuna-dashboard {_redact(storage)}")
+        log(f"review: optuna-dashboard {redact_url(storage)}")
     return study
 
 
@@ -168,7 +168,7 @@ def _run_workers(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Stud
     for w in failed:
         log(f"worker {w.index} {describe_exit(w)} (log: {w.log_path})")
     log(summary_table(study, cfg))
-    log(f"review: optuna-dashboard {_redact(storage)}")
+    log(f"review: optuna-dashboard {redact_url(storage)}")
     if count_finished(study.get_trials(deepcopy=False)) >= target or not (failed or interrupted):
         return study
     if interrupted or any(w.proc.returncode == 130 for w in failed):

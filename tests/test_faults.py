@@ -21,7 +21,8 @@ from search.augment import DEFAULT_POLICY, policy_steps
 from search.config import load_config
 from search.data import dataset_info, make_loaders
 from search.objective import RESUMED_FROM, RETRY_OF
-from search.study import INTERRUPTED, WORKER, fail_orphans, make_storage
+from search.storage import INTERRUPTED, WORKER, make_storage
+from search.study import fail_orphans
 from search.trainer import TrainSpec, fit, seed_everything
 from test_workers import FAST_HEARTBEAT, check_finished_study, records, wait_for, write_space
 

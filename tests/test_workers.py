@@ -21,7 +21,8 @@ from search import run
 from search.config import load_config
 from search.objective import REJECTED, count_finished
 from search.space import sample
-from search.study import WORKER, StudyLock, _redact, make_sampler, make_storage
+from search.storage import WORKER, make_storage, redact_url
+from search.study import StudyLock, make_sampler
 
 ROOT = Path(__file__).resolve().parents[1]
 S = optuna.trial.TrialState
@@ -179,9 +180,9 @@ BAD_STORAGE = {
 
 
 def test_printed_urls_hide_only_a_password() -> None:
-    assert _redact("postgresql://search:s3cret@db:5432/search") == "postgresql://search:***@db:5432/search"
-    assert _redact("postgresql://search@db/search") == "postgresql://search@db/search"  # copy-paste works
-    assert _redact("sqlite:///results/x/study.db") == "sqlite:///results/x/study.db"
+    assert redact_url("postgresql://search:s3cret@db:5432/search") == "postgresql://search:***@db:5432/search"
+    assert redact_url("postgresql://search@db/search") == "postgresql://search@db/search"  # copy-paste works
+    assert redact_url("sqlite:///results/x/study.db") == "sqlite:///results/x/study.db"
 
 
 @pytest.mark.parametrize("case", sorted(BAD_STORAGE))

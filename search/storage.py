@@ -1,0 +1,183 @@
+"""Where a study lives: SQLite (the embedded default) or any SQLAlchemy URL, with heartbeats and retries."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import importlib.util
+import sqlite3
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from .errors import UserError
+
+# Heartbeats, trial grouping and retry are marked experimental by Optuna; they are what we rely on.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+HEARTBEAT_S = 30  # a running trial writes a heartbeat this often (--heartbeat)
+GRACE_S = 120  # a trial silent for this long belongs to a dead worker: failed, then retried (--grace)
+MAX_RETRY = 3  # retries of one trial killed with its worker
+WORKER = "worker"  # user attribute: host:pid of the process running the trial, set as the objective starts
+INTERRUPTED = "interrupted"  # user attribute: why a trial stopped early (SIGINT, SIGTERM, disk full); it resumes
+SQLITE_TIMEOUT_S = 60  # a writer waits this long for the SQLite file lock instead of failing
+SCHEMES = "sqlite:///FILE, postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE or mysql://..."
+# pg_advisory_lock key (one bigint) serialising table creation: the first 8 bytes of sha256("search.schema").
+SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"search.schema").digest()[:8], "big", signed=True)
+
+
+def default_storage(results: Path) -> str:
+    """The embedded default: an SQLite file in the study's results folder."""
+    return f"sqlite:///{results / 'study.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """Accept `postgres://` and pick the installed PostgreSQL driver for a bare `postgresql://`."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):  # SQLAlchemy 2.1 defaults to psycopg 3; the postgres extra ships psycopg2
+        has = importlib.util.find_spec
+        if has("psycopg") is None and has("psycopg2") is not None:
+            url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> RDBStorage:
+    """An RDB storage (SQLite or PostgreSQL) with heartbeats and retry of trials of dead workers."""
+    given, url = url, normalize_url(url)
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise UserError(f"storage {redact_url(given)!r}: not a database URL (expected {SCHEMES})") from None
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+        _sqlite_wal(parsed.database)
+    elif backend == "postgresql":  # fail fast on an unreachable server; survive connections the server dropped
+        kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    try:
+        with _schema_lock(url, backend, kwargs):
+            storage = RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                                 heartbeat_stale_trial_callback=RetryCallback(max_retry=MAX_RETRY))
+    except ImportError:
+        extra = " (pip install 'resnet-budget-search[postgres]')" if backend == "postgresql" else ""
+        raise UserError(f"storage {redact_url(given)!r}: no database driver for {parsed.drivername}{extra}") from None
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise UserError(f"storage {redact_url(given)!r}: unknown database {parsed.drivername!r} "
+                        f"(expected {SCHEMES})") from None
+    except Exception as e:  # unreachable server, wrong password, unwritable file
+        raise UserError(f"storage {redact_url(given)!r}: cannot open: {first_line(e)}") from None
+    if backend == "sqlite":
+        _begin_immediate(storage.engine)
+    return storage
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, backend: str, engine_kwargs: dict[str, Any]) -> Iterator[None]:
+    """PostgreSQL: one worker at a time creates or checks Optuna's tables.
+
+    Workers started together on an empty database otherwise race in CREATE TABLE, and all but one
+    fail with `duplicate key value violates unique constraint "pg_type_typname_nsp_index"`.
+    SQLite needs nothing: its file lock already serialises the creation.
+    """
+    if backend != "postgresql":
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
+def _sqlite_wal(database: str | None) -> None:
+    """Switch an SQLite file to write-ahead logging (kept in the file): readers stop blocking the writer."""
+    if not database or database == ":memory:" or not Path(database).parent.is_dir():
+        return  # RDBStorage reports a missing folder in its own words
+    try:
+        con = sqlite3.connect(database, timeout=SQLITE_TIMEOUT_S)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except sqlite3.Error:
+        pass  # e.g. read-only: RDBStorage reports it, or the file stays in rollback mode (slower, as safe)
+
+
+def rdb_storage(study: optuna.Study) -> RDBStorage | None:
+    """The study's RDBStorage (Optuna wraps it in a private cache layer), or None for other storages."""
+    storage = study._storage
+    storage = getattr(storage, "_backend", storage)  # optuna.storages._CachedStorage
+    return storage if isinstance(storage, RDBStorage) else None
+
+
+def close_storage(study: optuna.Study) -> None:
+    """Fold an SQLite write-ahead log back into the file and close connections (study.db is whole again)."""
+    storage = rdb_storage(study)
+    if storage is None:
+        return
+    engine = storage.engine
+    if engine.dialect.name == "sqlite":
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlalchemy.exc.SQLAlchemyError:
+            pass  # another worker holds the file; the last one to close folds the log in
+    engine.dispose()
+
+
+def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every SQLite transaction take the write lock up front (SQLAlchemy's pysqlite recipe).
+
+    A deferred transaction that reads, then writes, fails at once with `database is locked` when
+    another process wrote in between; an immediate one waits (SQLITE_TIMEOUT_S) for its turn.
+    In WAL mode, synchronous=NORMAL syncs at checkpoints instead of every commit: a crash of the
+    machine may lose the last commits, never the file's consistency (https://sqlite.org/wal.html).
+    """
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _no_pysqlite_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while the tables were checked predate the listeners
+
+
+class RetryCallback(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry (same params, linked by system attrs) without the attributes of the run that stopped."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial = copy.deepcopy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (WORKER, INTERRUPTED)}
+        super().__call__(study, trial)
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (SQLAlchemy appends SQL and a docs link)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password hidden."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:  # a password to hide
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url

@@ -42,11 +42,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         trial.set_user_attr(WORKER, worker_id())  # who ran it, for the dashboard and the records
-        try:
-            return self._run(trial)
-        except KeyboardInterrupt as e:
-            mark_interrupted(trial, str(e) or "SIGINT")
-            raise
+        return self._run(trial)  # a Ctrl-C is recorded on the trial by the worker loop (workers.run_trials)
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         """Sample, reject what cannot be built, else train."""

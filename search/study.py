@@ -207,8 +207,10 @@ def fail_orphans(study: optuna.Study, grace_s: int) -> list[int]:
     running = study.get_trials(deepcopy=False, states=(S.RUNNING,))
     if not running:
         return []
-    with storage.engine.connect() as conn:  # Optuna's own table (schema of optuna.storages._rdb.models)
-        beating = {row[0] for row in conn.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
+    query = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
+        sqlalchemy.bindparam("ids", expanding=True))  # Optuna's own table (optuna.storages._rdb.models)
+    with storage.engine.connect() as conn:
+        beating = {row[0] for row in conn.execute(query, {"ids": [t._trial_id for t in running]})}
     now = datetime.datetime.now()
     out = []
     for t in running:

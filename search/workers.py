@@ -117,9 +117,9 @@ def _released(objective: Objective, lock: StudyLock, sig: Interrupts) -> Callabl
     def run_one(trial: optuna.Trial) -> Any:
         lock.release()
         try:
-            sig.allow()  # a Ctrl-C that came during ask stops this trial here, recorded as interrupted
+            sig.allow()  # a Ctrl-C that came during ask stops this trial here
             return objective(trial)
-        except KeyboardInterrupt as e:
+        except KeyboardInterrupt as e:  # the one place a stopped trial is recorded as interrupted
             mark_interrupted(trial, str(e) or "SIGINT")
             raise
         finally:

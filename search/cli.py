@@ -5,7 +5,11 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
+import optuna
+import sqlalchemy
+
 from .errors import UserError
+from .storage import first_line
 
 
 def one_line(message: str) -> str:
@@ -19,7 +23,11 @@ def one_line(message: str) -> str:
 
 
 def main_guard(fn: Callable[[], Any]) -> int:
-    """Run `fn`; UserError -> `error: ...` and exit 2; Ctrl-C -> a resume hint and exit 130."""
+    """Run `fn`; UserError -> `error: ...` and exit 2; Ctrl-C -> a resume hint and exit 130.
+
+    A database that fails mid-run (a server gone, a lock never released) -> one line and exit 1:
+    the study keeps what was committed, and a rerun resumes it.
+    """
     try:
         fn()
     except UserError as e:
@@ -28,6 +36,11 @@ def main_guard(fn: Callable[[], Any]) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
+        cause = e.__cause__ or e  # Optuna wraps the database's own error in a generic message
+        print(f"error: study storage failed: {first_line(cause)}; rerun the same command to resume",
+              file=sys.stderr)
+        return 1
     except OSError as e:
         if e.errno in (28, 30, 13):  # no space left, read-only file system, permission denied
             print(f"error: {e.strerror}: {e.filename or ''}".rstrip(": "), file=sys.stderr)

@@ -176,8 +176,9 @@ def _run_workers(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Stud
     bad = next((w for w in failed if w.proc.returncode == 2), None)
     if bad is not None:
         raise UserError(f"worker {bad.index}: {bad.last_error or describe_exit(bad)}")
-    raise WorkerFailed(f"worker {failed[0].index} {describe_exit(failed[0])}; rerun the same command to resume "
-                       f"(log: {failed[0].log_path})")
+    why = describe_exit(failed[0])
+    hint = "" if "rerun the same command" in why else "; rerun the same command to resume"
+    raise WorkerFailed(f"worker {failed[0].index} {why}{hint} (log: {failed[0].log_path})")
 
 
 def _without_workers(argv: list[str]) -> list[str]:

@@ -124,18 +124,14 @@ def rdb_storage(study: optuna.Study) -> RDBStorage | None:
 
 
 def close_storage(study: optuna.Study) -> None:
-    """Fold an SQLite write-ahead log back into the file and close connections (study.db is whole again)."""
+    """Close the study's database connections.
+
+    For SQLite this is what leaves study.db whole: the last connection to close folds the
+    write-ahead log back into the file and deletes study.db-wal (https://sqlite.org/wal.html).
+    """
     storage = rdb_storage(study)
-    if storage is None:
-        return
-    engine = storage.engine
-    if engine.dialect.name == "sqlite":
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlalchemy.exc.SQLAlchemyError:
-            pass  # another worker holds the file; the last one to close folds the log in
-    engine.dispose()
+    if storage is not None:
+        storage.engine.dispose()
 
 
 def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:

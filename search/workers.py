@@ -30,7 +30,15 @@ CATCH = (FloatingPointError,)  # a diverged trial fails and the search goes on; 
 
 
 class Interrupts:
-    """SIGINT/SIGTERM become one KeyboardInterrupt, raised only where no trial is left half-recorded."""
+    """SIGINT/SIGTERM become one KeyboardInterrupt, raised only where no trial is left half-recorded.
+
+    Never inside the storage layer: an exception raised mid-way through SQLAlchemy can leave an
+    SQLite connection holding the write lock, and the process's next write (recording the trial as
+    interrupted) then waits for itself until `database is locked`. A signal that lands there is held
+    and re-checked every RECHECK_S (SIGALRM) until the storage call has returned.
+    """
+
+    RECHECK_S = 0.05
 
     def __init__(self) -> None:
         self.deferring, self.pending, self.count, self.name = False, False, 0, "SIGINT"
@@ -40,9 +48,12 @@ class Interrupts:
         if threading.current_thread() is threading.main_thread():  # handlers can only live there
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
+            self._previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._recheck)
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self._previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -52,12 +63,20 @@ class Interrupts:
         if self.count == 1:
             # Ctrl-C in a terminal reaches every worker and the parent forwards it too: one stop per press.
             self.name = signal.Signals(signum).name
-            if self.deferring:
-                self.pending = True
-                return
+            self.pending = True
+            self._recheck(signum, frame)
+        elif self.count >= 3:
             raise KeyboardInterrupt(self.name)
-        if self.count >= 3:
-            raise KeyboardInterrupt(self.name)
+
+    def _recheck(self, signum: int, frame: Any) -> None:
+        """Raise a held signal unless deferred (allow() raises it) or inside a storage call (check again soon)."""
+        if not self.pending or self.deferring:
+            return
+        if in_storage(frame):
+            signal.setitimer(signal.ITIMER_REAL, self.RECHECK_S)
+            return
+        self.pending = False
+        raise KeyboardInterrupt(self.name)
 
     def defer(self) -> None:
         """Hold signals until allow() (around ask and tell, which must not be cut in half)."""
@@ -69,6 +88,18 @@ class Interrupts:
         if self.pending:
             self.pending = False
             raise KeyboardInterrupt(self.name)
+
+
+STORAGE_MODULES = ("sqlalchemy.", "optuna.storages.", "sqlite3", "psycopg")
+
+
+def in_storage(frame: Any) -> bool:
+    """Whether the interrupted code (the frame and its callers) is inside the study's storage layer."""
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(STORAGE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def run_trials(study: optuna.Study, objective: Objective, target: int, lock: StudyLock, *,

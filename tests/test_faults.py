@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -13,17 +14,20 @@ from typing import Callable, Iterator
 
 import optuna
 import pytest
+import sqlalchemy
 import torch
 
 from blocks import ArchSpec, build
-from search import run
+from search import run, storage as storage_mod
 from search.augment import DEFAULT_POLICY, policy_steps
+from search.cli import main_guard
 from search.config import load_config
 from search.data import dataset_info, make_loaders
 from search.objective import RESUMED_FROM, RETRY_OF
 from search.storage import INTERRUPTED, WORKER, make_storage
 from search.study import fail_orphans
 from search.trainer import TrainSpec, fit, seed_everything
+from search.workers import Interrupts
 from test_workers import FAST_HEARTBEAT, check_finished_study, records, wait_for, write_space
 
 S = optuna.trial.TrialState
@@ -152,6 +156,54 @@ def test_ctrl_c_then_rerun_resumes(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "resuming interrupted trial(s)" in out
     assert sum(line.startswith("study 'space': ") and "complete" in line for line in out.splitlines()) == 1
     assert {p.name for p in results.glob("worker*.log")} == {"worker0.log", "worker1.log"}
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_ctrl_c_inside_a_storage_write_waits_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C that lands inside SQLAlchemy is held until the call returns, then raised.
+
+    Raised mid-call, it could leave the SQLite write lock with a connection that only
+    the traceback still referenced; the worker's next writes (the trial marked interrupted, then
+    Optuna's tell) waited for their own process until `database is locked`, with a traceback.
+    """
+    monkeypatch.setattr(storage_mod, "SQLITE_TIMEOUT_S", 1)  # a lock left behind fails in 1 s, not 60
+    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    trial = study.ask()
+    pressed: list[str] = []
+
+    @sqlalchemy.event.listens_for(storage.engine, "before_cursor_execute")
+    def ctrl_c_mid_write(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        if not pressed and statement.lstrip().upper().startswith("INSERT"):
+            pressed.append(statement)
+            signal.raise_signal(signal.SIGINT)  # runs the handler here, inside SQLAlchemy's execute
+
+    returned = False
+    with Interrupts(), pytest.raises(KeyboardInterrupt):
+        trial.set_user_attr("epoch", 1)
+        returned = True
+        time.sleep(5)  # the held Ctrl-C is raised within Interrupts.RECHECK_S
+    assert pressed and returned, "the write finished before the Ctrl-C was raised"
+    trial.set_user_attr(INTERRUPTED, "SIGINT")  # what the worker does next: no lock left to wait for
+    study.tell(trial, state=S.FAIL)
+    assert study.trials[0].user_attrs == {"epoch": 1, INTERRUPTED: "SIGINT"} and study.trials[0].state == S.FAIL
+
+
+def test_a_storage_failure_mid_run_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """The database failing under a running search (here: locked by another program) is one line, exit 1."""
+    monkeypatch.setattr(storage_mod, "SQLITE_TIMEOUT_S", 0.2)
+    db = tmp_path / "study.db"
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{db}"))
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # e.g. someone's sqlite3 shell left in a transaction
+    try:
+        assert main_guard(lambda: study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)) == 1
+    finally:
+        other.close()
+    err = capsys.readouterr().err
+    assert err == ("error: study storage failed: (sqlite3.OperationalError) database is locked; "
+                   "rerun the same command to resume\n")
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fill a disk")

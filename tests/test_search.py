@@ -57,6 +57,7 @@ def pruning_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, optun
     path = write_space(tmp, PRUNING_SPACE)
     assert run.main([str(path), "--results-dir", str(tmp / "results")]) == 0
     results = tmp / "results" / "space"
+    assert not (results / "study.db-wal").exists(), "the search closed its connections: study.db is whole"
     study = optuna.load_study(study_name="space", storage=f"sqlite:///{results / 'study.db'}")
     return results, study
 

@@ -2,11 +2,16 @@
 
     PYTHONPATH=. python benchmarks/bench_workers.py storage [--postgres URL] [--trials 40]
     PYTHONPATH=. python benchmarks/bench_workers.py search [--workers 1 2 4] [--trials 12] [--set KEY=VALUE]
+    PYTHONPATH=. python benchmarks/bench_workers.py ctrl-c [--rounds 40] [--unsafe]
 
 `storage` runs 1 and 4 processes through the real worker loop (search.workers.run_trials: study lock,
 heartbeat thread, stale-trial check, ask/tell) with an objective that only does the storage calls a
 real trial makes (8 params, 12 user attributes, 3 epoch reports), so the time per trial is the storage
 overhead. `search` times `python -m search.run spaces/smoke.yaml --workers N` end to end on the CPU.
+`ctrl-c` is a stress check rather than a timing: one worker process at a time runs the real loop with a
+trial that mostly talks to SQLite, gets SIGINT at a random moment, and must record the trial as
+interrupted and exit; `--unsafe` lets the signal raise anywhere, as before search.workers held it
+outside the storage layer.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import multiprocessing as mp
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,6 +151,76 @@ def run_search(args: argparse.Namespace) -> None:
         print(f"| {n} | {args.trials} | {wall:.0f} | {60 * args.trials / wall:.1f} | {states} |", flush=True)
 
 
+class StorageHeavy(StorageOnly):
+    """A trial that never ends and spends most of its time in storage calls (the worst case for Ctrl-C)."""
+
+    def __call__(self, trial: Any) -> float:
+        print("ready", flush=True)
+        epoch = 0
+        while True:
+            epoch += 1
+            trial.set_user_attr("val_acc_curve", [0.5] * epoch)
+            trial.report(0.5, epoch)
+            trial.should_prune()
+            trial.study.get_trials(deepcopy=False)
+            sum(range(20_000))  # a little compute between the calls, as a training step would have
+
+
+def _ctrl_c_child(db: str, unsafe: bool) -> None:
+    """One worker process for `ctrl-c`: run a StorageHeavy trial until SIGINT; exit 130 once it is recorded."""
+    import optuna
+
+    import search.storage
+    import search.workers
+    from search.study import StudyLock
+    from search.workers import run_trials
+
+    optuna.logging.set_verbosity(optuna.logging.CRITICAL)
+    search.storage.SQLITE_TIMEOUT_S = 3  # a lock left behind shows in 3 s instead of 60
+    if unsafe:
+        search.workers.in_storage = lambda frame: False
+    study = optuna.create_study(storage=search.storage.make_storage(f"sqlite:///{db}"), study_name="s")
+    try:
+        run_trials(study, StorageHeavy(), 1, StudyLock(study, Path(db + ".lock")), log=lambda s: None)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def run_ctrl_c(args: argparse.Namespace) -> None:
+    """Print how often a random Ctrl-C left the trial recorded and the worker exited, out of --rounds."""
+    import optuna
+
+    counts = {"clean": 0, "database is locked": 0, "trial not marked": 0, "hung": 0}
+    for i in range(args.rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            db = str(Path(tmp) / "study.db")
+            cmd = [sys.executable, __file__, "_ctrl-c-child", db] + (["--unsafe"] if args.unsafe else [])
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for line in proc.stdout:  # until the trial has started
+                if line.strip() == "ready":
+                    break
+            time.sleep(random.uniform(0.2, 1.5))
+            proc.send_signal(signal.SIGINT)
+            try:
+                out = proc.communicate(timeout=30)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out = proc.communicate()[0]
+                counts["hung"] += 1
+                continue
+            trial = optuna.load_study(study_name="s", storage=f"sqlite:///{db}").trials[0]
+            if "database is locked" in out:
+                counts["database is locked"] += 1
+            elif trial.state.name != "FAIL" or "interrupted" not in trial.user_attrs or proc.returncode != 130:
+                counts["trial not marked"] += 1
+            else:
+                counts["clean"] += 1
+    print("| Ctrl-C raised | rounds | " + " | ".join(counts) + " |")
+    print("|---|---|" + "---|" * len(counts))
+    print(f"| {'anywhere (--unsafe)' if args.unsafe else 'outside the storage layer'} | {args.rounds} | "
+          + " | ".join(str(v) for v in counts.values()) + " |")
+
+
 def main() -> None:
     """Parse the command and run one benchmark."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,9 +234,18 @@ def main() -> None:
     w.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="passed on to search.run, e.g. --set search.pruner=none (repeatable)")
     w.add_argument("--repeats", type=int, default=1, help="runs of each worker count (the machine may be shared)")
+    c = sub.add_parser("ctrl-c", help="stress check: SIGINT at random moments of storage-heavy trials")
+    c.add_argument("--rounds", type=int, default=40)
+    c.add_argument("--unsafe", action="store_true", help="let the signal raise inside storage calls too")
+    child = sub.add_parser("_ctrl-c-child")
+    child.add_argument("db")
+    child.add_argument("--unsafe", action="store_true")
     args = p.parse_args()
     random.seed(0)
-    run_storage(args) if args.what == "storage" else run_search(args)
+    if args.what == "_ctrl-c-child":
+        _ctrl_c_child(args.db, args.unsafe)
+    else:
+        {"storage": run_storage, "search": run_search, "ctrl-c": run_ctrl_c}[args.what](args)
 
 
 if __name__ == "__main__":

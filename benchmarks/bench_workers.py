@@ -191,7 +191,7 @@ def run_ctrl_c(args: argparse.Namespace) -> None:
     import optuna
 
     counts = {"clean": 0, "database is locked": 0, "trial not marked": 0, "hung": 0}
-    for i in range(args.rounds):
+    for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
             db = str(Path(tmp) / "study.db")
             cmd = [sys.executable, __file__, "_ctrl-c-child", db] + (["--unsafe"] if args.unsafe else [])

@@ -99,6 +99,40 @@ class ImageDataset(Dataset):
         j = int(self.indices[i])
         return self.transform(image=self.split.read(j))["image"], int(self.split.labels[j])
 
+    def __getitems__(self, batch: list[int]) -> list[tuple[np.ndarray, int]]:
+        """One batch (DataLoader's batched fetch); a SeededBatch reseeds the augmentation first."""
+        seed = getattr(batch, "seed", None)
+        if seed is not None and isinstance(self.transform, augment.A.Compose):
+            augment.reseed(self.transform, seed)
+        return [self[i] for i in batch]
+
+
+class SeededBatch(list):
+    """Indices of one training batch, with the seed its augmentation draws from (survives pickling to workers)."""
+
+    seed: int
+
+
+class SeededBatchSampler(torch.utils.data.Sampler):
+    """Shuffled batches, each carrying an augmentation seed drawn with its order from the loader's generator."""
+
+    # Seeding per batch, in the main process, makes the augmentation a function of the generator alone: a
+    # reseed of the generator (each epoch, by fit) reaches it whether the workers are persistent, fresh or
+    # absent, so a resumed run augments exactly like an uninterrupted one.
+    def __init__(self, n: int, batch_size: int, drop_last: bool, generator: torch.Generator) -> None:
+        self.n, self.batch_size, self.drop_last, self.generator = n, batch_size, drop_last, generator
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        seeds = torch.randint(0, 2**62, (len(self),), generator=self.generator).tolist()
+        for b, seed in enumerate(seeds):
+            batch = SeededBatch(order[b * self.batch_size:(b + 1) * self.batch_size])
+            batch.seed = seed
+            yield batch
+
 
 def read_image(path: Path | str) -> np.ndarray:
     """An image file as an RGB HWC uint8 array (greyscale, palette, CMYK... converted)."""
@@ -362,8 +396,12 @@ def _loader(ds: Dataset, batch_size: int, info: DatasetInfo, *, train: bool, see
     """A DataLoader of normalised batches with seeded order and workers; pinned memory on CUDA."""
     cuda = str(device).startswith("cuda")
     # Full training batches only (BatchNorm, steady step times), unless the split is smaller than a batch.
-    return DataLoader(ds, batch_size=batch_size, shuffle=train, drop_last=train and len(ds) > batch_size,
-                      num_workers=workers, pin_memory=cuda, persistent_workers=cuda and workers > 0,
+    # The sampler has a generator of its own: the loader draws its workers' base seed from `generator`
+    # only when it starts workers, which persistent workers do once, and that must not shift the order.
+    batching = (dict(batch_sampler=SeededBatchSampler(len(ds), batch_size, len(ds) > batch_size,
+                                                      torch.Generator().manual_seed(seed)))
+                if train else dict(batch_size=batch_size))
+    return DataLoader(ds, **batching, num_workers=workers, pin_memory=cuda, persistent_workers=cuda and workers > 0,
                       generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
                       collate_fn=augment.NormalizeCollate(info.mean, info.std))
 

@@ -173,7 +173,7 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
                 f"({r.image_size}px, {r.time_s:.1f}s)")
 
         results = fit(model, loaders.train, None if on_val else loaders.val, train, device,
-                      on_epoch=on_epoch, checkpoint=state, native_size=loaders.info.image_size)
+                      on_epoch=on_epoch, checkpoint=state, native_size=loaders.info.image_size, seed=seed)
         history = [dataclasses.asdict(h) for h in results]
         info = loaders.info
         blocks.save(model_path, model, spec, extra={

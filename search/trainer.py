@@ -28,10 +28,10 @@ class TrainSpec:
     batch_size: int = 128
     optimizer: str = "sgd"  # sgd | adam | adamw
     lr: float = 0.1  # peak learning rate
-    momentum: float = 0.9  # SGD momentum (beta1 for adam/adamw is left at its default)
+    momentum: float = 0.9  # SGD momentum under every schedule (beta1 for adam/adamw stays at its default)
     nesterov: bool = True
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | onecycle | cyclic (triangular) | step | constant
+    schedule: str = "cosine"  # cosine | onecycle | cyclic (triangular, last cycle to 0) | step | constant
     warmup_epochs: float = 0.0  # linear warm-up before the cosine/step schedule, in epochs
     cycles: int = 2  # cyclic: number of triangular cycles over the run
     label_smoothing: float = 0.0
@@ -121,12 +121,10 @@ def make_schedule(opt: torch.optim.Optimizer, spec: TrainSpec, steps_per_epoch: 
     """A per-step LR schedule over the whole run."""
     total = max(1, spec.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler
-    if spec.schedule == "onecycle":
-        return sched.OneCycleLR(opt, max_lr=spec.lr, total_steps=total)
-    if spec.schedule == "cyclic":  # triangular cycles between lr/10 and lr (Smith, 2017)
-        half = max(1, total // (2 * max(1, spec.cycles)))
-        return sched.CyclicLR(opt, base_lr=spec.lr / 10, max_lr=spec.lr, step_size_up=half,
-                              mode="triangular", cycle_momentum=spec.optimizer == "sgd")
+    if spec.schedule == "onecycle":  # momentum stays train.momentum (Adam's beta1 its default): no cycling
+        return sched.OneCycleLR(opt, max_lr=spec.lr, total_steps=total, cycle_momentum=False)
+    if spec.schedule == "cyclic":
+        return sched.LambdaLR(opt, lambda s: cyclic_factor(s, total, spec.cycles))
     warm = min(total - 1, int(spec.warmup_epochs * steps_per_epoch))
     if spec.schedule == "cosine":
         main = sched.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total - warm)))))
@@ -137,6 +135,20 @@ def make_schedule(opt: torch.optim.Optimizer, spec: TrainSpec, steps_per_epoch: 
     if warm <= 0:
         return main
     return sched.SequentialLR(opt, [sched.LinearLR(opt, 0.01, 1.0, total_iters=warm), main], milestones=[warm])
+
+
+def cyclic_factor(step: int, total: int, cycles: int) -> float:
+    """Triangular cycles between lr/10 and lr (Smith 2017), the last one annealing to 0 at the end of the run."""
+    # CyclicLR ends a run at lr/10 or mid-upswing; a run scored or kept at its end should end annealed
+    # (Smith 2018, the last phase of one-cycle: anneal well below the base rate).
+    cycles = max(1, cycles)
+    phase = min(step / total, 1.0) * cycles
+    k = min(int(phase), cycles - 1)  # which cycle, 0-based
+    u = phase - k  # position in it, 0..1
+    if u < 0.5:
+        return 0.1 + 0.9 * 2 * u
+    floor = 0.0 if k == cycles - 1 else 0.1
+    return floor + (1 - floor) * 2 * (1 - u)
 
 
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool = True,
@@ -173,8 +185,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
     """Train for spec.epochs, evaluating every epoch; `on_epoch` may raise to stop (e.g. pruning).
 
     With `checkpoint`, the state is saved after every epoch and a rerun resumes from it. With
-    `seed`, every epoch reseeds torch and the loader's shuffling from (seed, epoch), so a resumed
-    run sees the same batches as an uninterrupted one.
+    `seed`, every epoch reseeds torch and the loader's shuffling and augmentation from (seed, epoch),
+    so a resumed run sees the same batches as an uninterrupted one.
     """
     model.to(device)
     if device.type == "cuda":
@@ -200,8 +212,7 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
         t0 = time.perf_counter()
         if seed is not None:
             torch.manual_seed(seed * 1000 + epoch)
-            if getattr(train_loader, "generator", None) is not None:
-                train_loader.generator.manual_seed(seed * 1000 + epoch)
+            reseed_loader(train_loader, seed * 1000 + epoch)
         model.train()
         size = spec.size_at(epoch, native_size) if native_size else None
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
@@ -235,6 +246,13 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
         if on_epoch is not None:
             on_epoch(result)
     return history
+
+
+def reseed_loader(loader: Any, seed: int) -> None:
+    """Reseed a DataLoader's generators: its own (worker base seeds) and its batch sampler's (order, augmentation)."""
+    for owner in (loader, getattr(loader, "batch_sampler", None)):
+        if isinstance(getattr(owner, "generator", None), torch.Generator):
+            owner.generator.manual_seed(seed)
 
 
 def _save(path: Path, model: nn.Module, opt: Any, schedule: Any, history: list[EpochResult]) -> None:

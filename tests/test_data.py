@@ -268,7 +268,7 @@ def test_transforms_in_a_policy_draw_independently() -> None:
 def test_cuda_loader_settings() -> None:
     cfg = DataConfig(synthetic_train=40, synthetic_size=8, num_workers=1)
     loaders = make_loaders(cfg, [], 8, seed=0, device="cuda")  # settings only: nothing is iterated
-    assert loaders.train.pin_memory and loaders.train.persistent_workers and loaders.train.drop_last
+    assert loaders.train.pin_memory and loaders.train.persistent_workers and loaders.train.batch_sampler.drop_last
     assert not loaders.val.drop_last and loaders.val.batch_size == 16
     cpu = make_loaders(cfg, [], 8, seed=0)
     assert not cpu.train.pin_memory and not cpu.train.persistent_workers

@@ -208,8 +208,6 @@ def test_a_storage_failure_mid_run_is_one_line(tmp_path: Path, monkeypatch: pyte
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fill a disk")
 def test_full_disk_stops_cleanly_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    # No augmentation: in the main process (num_workers 0) the albumentations pipeline's generator is not
-    # reseeded per epoch, so only without it is a resumed trial bit-identical to an uninterrupted one.
     space = write_space(tmp_path, {"search": {"n_trials": 2}, "augment": []})
     results = tmp_path / "r" / "space"
     (results / "trials").mkdir(parents=True)

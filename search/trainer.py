@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ema import make_ema
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "onecycle", "cyclic", "step", "constant")
 
@@ -38,6 +40,8 @@ class TrainSpec:
     progressive: tuple | None = None  # [[epoch, size], ...]: train at `size` px from `epoch` on (e.g. 16->32->64)
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
     augment_policy: str | None = None  # name of the augmentation policy, when the YAML has several
+    ema: float | None = None  # decay per step of a weight EMA (e.g. 0.999); validation uses the EMA weights
+    tta: bool = False  # validate on the mean softmax of each image and its horizontal mirror
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainSpec":
@@ -56,6 +60,8 @@ class TrainSpec:
             raise ValueError(f"train.schedule {spec.schedule!r}: expected one of {', '.join(SCHEDULES)}")
         if spec.epochs < 1 or spec.batch_size < 1 or spec.lr <= 0:
             raise ValueError("train.epochs, train.batch_size and train.lr must be positive")
+        if spec.ema is not None and not 0.0 < spec.ema < 1.0:
+            raise ValueError(f"train.ema {spec.ema!r}: expected a decay per step in (0, 1), or null for none")
         return spec
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,8 +157,18 @@ def cyclic_factor(step: int, total: int, cycles: int) -> float:
     return floor + (1 - floor) * 2 * (1 - u)
 
 
+def log_probs(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """Log-softmax of the model's output; with `tta`, of the mean softmax over x and its horizontal mirror."""
+    out = model(x).float().log_softmax(1)
+    if not tta:
+        return out
+    # Flip TTA: the standard CIFAR/ImageNet test-time augmentation (e.g. airbench, Keller Jordan 2024).
+    mirrored = model(x.flip(3)).float().log_softmax(1)
+    return torch.logaddexp(out, mirrored) - math.log(2.0)
+
+
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool = True,
-             size: int | None = None) -> tuple[float, float]:
+             size: int | None = None, tta: bool = False) -> tuple[float, float]:
     """Mean cross-entropy loss and top-1 accuracy over `loader` (images resized to `size` px if given)."""
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
@@ -160,21 +176,22 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool
         for x, y in loader:
             x, y = _to(x, y, device)
             x = _resize(x, size)
-            logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
+            logp = log_probs(model, x, tta)
+            loss_sum += F.nll_loss(logp, y, reduction="sum").item()
+            correct += (logp.argmax(1) == y).sum().item()
             n += y.numel()
     return loss_sum / max(1, n), correct / max(1, n)
 
 
-def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax probabilities (N, classes) and labels (N,) over `loader`, on the CPU."""
+def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: bool = True,
+            tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities (N, classes) and labels (N,) over `loader`, on the CPU (flip-averaged with `tta`)."""
     model.eval()
     probs, labels = [], []
     with torch.no_grad(), _autocast(device, amp):
         for x, y in loader:
             x, y = _to(x, y, device)
-            probs.append(model(x).float().softmax(1).cpu())
+            probs.append(log_probs(model, x, tta).exp().cpu())
             labels.append(y.cpu())
     return torch.cat(probs), torch.cat(labels)
 
@@ -183,6 +200,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
         on_epoch: Callable[[EpochResult], None] | None = None, checkpoint: Path | None = None,
         native_size: int | None = None, seed: int | None = None) -> list[EpochResult]:
     """Train for spec.epochs, evaluating every epoch; `on_epoch` may raise to stop (e.g. pruning).
+
+    With spec.ema, validation scores the EMA weights, and the model ends holding them.
 
     With `checkpoint`, the state is saved after every epoch and a rerun resumes from it. With
     `seed`, every epoch reseeds torch and the loader's shuffling and augmentation from (seed, epoch),
@@ -194,6 +213,7 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
     opt = make_optimizer(model, spec)
     steps = len(train_loader)
     schedule = make_schedule(opt, spec, steps)
+    ema = make_ema(model, spec.ema) if spec.ema is not None else None
     history: list[EpochResult] = []
     start = 0
     if checkpoint is not None and checkpoint.exists():
@@ -201,6 +221,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         history = [EpochResult(**h) for h in state["history"]]
         torch.set_rng_state(state["rng"])
         start = len(history)
@@ -228,6 +250,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
             loss.backward()
             opt.step()
             schedule.step()
+            if ema is not None:
+                ema.update_parameters(model)
             loss_sum += loss.detach() * y.numel()
             correct += (logits.argmax(1) == y).sum()
             n += y.numel()
@@ -236,15 +260,18 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
             raise FloatingPointError(f"training loss became {loss_sum} at epoch {epoch + 1}")
         # Validation at the epoch's training size keeps the per-epoch curve comparable across
         # progressive and fixed-size trials for the pruner; the last stage is always native size.
-        val_loss, val_acc = (evaluate(model, val_loader, device, spec.amp, size) if val_loader is not None
+        scored = model if ema is None else ema.module
+        val_loss, val_acc = (evaluate(scored, val_loader, device, spec.amp, size, spec.tta) if val_loader is not None
                              else (math.nan, math.nan))
         result = EpochResult(epoch + 1, loss_sum / max(1, n), correct / max(1, n), val_loss, val_acc,
                              opt.param_groups[0]["lr"], size or int(x.shape[-1]), time.perf_counter() - t0)
         history.append(result)
         if checkpoint is not None:
-            _save(checkpoint, model, opt, schedule, history)
+            _save(checkpoint, model, opt, schedule, history, ema)
         if on_epoch is not None:
             on_epoch(result)
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())  # the model handed back is the one validated
     return history
 
 
@@ -255,12 +282,14 @@ def reseed_loader(loader: Any, seed: int) -> None:
             owner.generator.manual_seed(seed)
 
 
-def _save(path: Path, model: nn.Module, opt: Any, schedule: Any, history: list[EpochResult]) -> None:
+def _save(path: Path, model: nn.Module, opt: Any, schedule: Any, history: list[EpochResult],
+          ema: nn.Module | None = None) -> None:
     """Write the resumable state atomically (a kill mid-write leaves the previous checkpoint)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
-                "history": [dataclasses.asdict(h) for h in history], "rng": torch.get_rng_state()}, tmp)
+                "history": [dataclasses.asdict(h) for h in history], "rng": torch.get_rng_state(),
+                **({"ema": ema.state_dict()} if ema is not None else {})}, tmp)
     tmp.replace(path)
 
 

@@ -153,3 +153,73 @@ def test_resumed_run_with_augmentation_equals_uninterrupted(tmp_path: Path, monk
         run(tmp_path / "c.pt", stop_after=1)
     resumed = run(tmp_path / "c.pt")
     assert [(h.train_loss, h.val_acc) for h in resumed] == [(h.train_loss, h.val_acc) for h in straight]
+
+
+def test_ema_tracks_weights_and_batchnorm_statistics() -> None:
+    from search.ema import make_ema, warmed_decay
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = make_ema(model, 0.9)
+    expected: dict[str, torch.Tensor] = {}
+    for n in range(25):
+        with torch.no_grad():
+            model[0].weight.add_(0.1 * (n + 1))
+        model.train()
+        model(torch.randn(16, 3) + n)  # moves BatchNorm's running statistics
+        ema.update_parameters(model)
+        now = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        d = warmed_decay(0.9, n)
+        expected = now if not expected else {k: d * expected[k] + (1 - d) * now[k] for k in now}
+    got = ema.module.state_dict()
+    for key in ("0.weight", "1.running_mean", "1.running_var"):
+        assert torch.allclose(got[key], expected[key], atol=1e-5), key
+        assert not torch.allclose(got[key], model.state_dict()[key])
+    assert int(got["1.num_batches_tracked"]) == 25
+    assert warmed_decay(0.999, 0) == pytest.approx(0.1) and warmed_decay(0.999, 10**6) == 0.999
+
+
+def test_flip_tta_averages_an_image_and_its_mirror() -> None:
+    from search.trainer import evaluate, predict
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 14 * 14, 4))
+    x, y = torch.randn(32, 3, 16, 16), torch.arange(32) % 4
+    loader = [(x, y)]
+    plain, _ = predict(model, loader, torch.device("cpu"))
+    tta, _ = predict(model, loader, torch.device("cpu"), tta=True)
+    mirrored, _ = predict(model, [(x.flip(3), y)], torch.device("cpu"))
+    assert torch.allclose(tta, (plain + mirrored) / 2, atol=1e-6) and not torch.allclose(tta, plain)
+    again, _ = predict(model, [(x.flip(3), y)], torch.device("cpu"), tta=True)
+    assert torch.allclose(again, tta, atol=1e-6)  # flip-invariant
+    loss, acc = evaluate(model, loader, torch.device("cpu"), tta=True)
+    assert acc == (tta.argmax(1) == y).sum().item() / 32 and len(set(tta.argmax(1).tolist())) > 1
+    assert loss == pytest.approx(torch.nn.functional.nll_loss(tta.log(), y).item(), rel=1e-5)
+
+
+def test_ema_run_validates_the_ema_weights_and_resumes_exactly(tmp_path: Path) -> None:
+    from search.trainer import evaluate
+
+    spec = TrainSpec(epochs=2, batch_size=32, lr=0.05, ema=0.9, tta=True)
+    loaders = make_loaders(DATA, [{"HorizontalFlip": {"p": 0.5}}], spec.batch_size, seed=0)
+
+    def run(checkpoint: Path | None, stop_after: int | None = None) -> tuple:
+        torch.manual_seed(0)
+        model = build(SPEC)
+
+        def on_epoch(r) -> None:
+            if r.epoch == stop_after:
+                raise KeyboardInterrupt
+
+        return fit(model, loaders.train, loaders.val, spec, torch.device("cpu"), on_epoch=on_epoch,
+                   checkpoint=checkpoint, seed=1), model
+
+    straight, model = run(None)
+    assert evaluate(model, loaders.val, torch.device("cpu"), tta=True) == (straight[-1].val_loss, straight[-1].val_acc)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "c.pt", stop_after=1)
+    assert "ema" in torch.load(tmp_path / "c.pt", weights_only=False)
+    resumed, again = run(tmp_path / "c.pt")
+    assert [(h.train_loss, h.val_loss) for h in resumed] == [(h.train_loss, h.val_loss) for h in straight]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match="train.ema"):
+        TrainSpec.from_dict({"ema": 1.5})

@@ -17,7 +17,7 @@ from search import run
 from search.config import load_config
 from search.objective import REJECTED
 from search.rules import arch_violation, module_violation
-from search.space import MIN_WIDTH, sample, solve_width
+from search.space import MIN_WIDTH, fill_widths, sample, solve_width
 
 ROOT = Path(__file__).resolve().parents[1]
 S = optuna.trial.TrialState
@@ -136,7 +136,25 @@ def test_real_spaces_sample_only_trainable_architectures() -> None:
             utilisation.append(params / cfg.budget.params)
             study.tell(trial, 0.0)
         assert rejected <= 20, f"{name}: {rejected} of 40 samples rejected"
-        assert sum(utilisation) / len(utilisation) > 0.6, f"{name}: solved widths should use the budget"
+        assert sorted(utilisation)[len(utilisation) // 2] >= 0.97, f"{name}: filled widths should use the budget"
+
+
+def test_filled_widths_leave_no_stage_room_to_grow() -> None:
+    """fill_widths: multiples of 8, never shrinking, within budget, and 8 more channels in any stage break it."""
+    d = {"stages": 4, "blocks": [5, 3, 2, 1], "kernel": 3, "pool": 4, "num_classes": 10, "input_size": 32}
+    for budget in (150_000, 5_000_000):
+        filled = fill_widths(d, budget, None)
+        widths = filled["widths"]
+        assert filled["width"] == widths[0] and all(w % MIN_WIDTH == 0 for w in widths)
+        assert list(widths) == sorted(widths)
+        doubled = complexity(ArchSpec.from_dict({**d, "width": solve_width(d, budget, None)})).params
+        params = complexity(ArchSpec.from_dict(filled)).params
+        assert doubled < params <= budget
+        for i in range(4):
+            wider = list(widths)
+            wider[i] += MIN_WIDTH
+            assert complexity(ArchSpec.from_dict({**filled, "widths": wider})).params > budget
+    assert fill_widths(d, 1_000, None) is None
 
 
 def test_tiny_rules_reject_what_breaks_them() -> None:

@@ -208,3 +208,34 @@ def test_bad_config_is_one_clear_line(case: str, tmp_path: Path) -> None:
     assert expected in lines[0]
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "results" / "space" / "study.db").exists(), "no study is created from bad input"
+
+
+def _run_curve(study: optuna.Study, curve: list[tuple[int, float]], native: int = 64) -> int | None:
+    """Feed (image size, val_acc) per epoch through the objective's pruner reporting; the epoch pruned at, or None."""
+    from search.objective import report_epoch
+    from search.trainer import EpochResult
+
+    trial = study.ask()
+    for epoch, (size, acc) in enumerate(curve, start=1):
+        if report_epoch(trial, EpochResult(epoch, 1.0, acc, 1.0, acc, 0.1, size, 0.0), native, len(curve)):
+            study.tell(trial, state=S.PRUNED)
+            return epoch
+    study.tell(trial, curve[-1][1])
+    return None
+
+
+def test_progressive_trial_is_judged_at_native_size_only() -> None:
+    """A 16->32->64 px trial is not pruned by a fixed 64 px trial that is no better at 64 px, but is when worse."""
+    cfg = load_config(ROOT / "spaces" / "tiny_26m.yaml", ["search.pruner_startup_trials=1",
+                                                         "search.pruner_warmup_epochs=0"])
+    from search.study import make_pruner
+
+    fixed = [(64, a) for a in (0.30, 0.40, 0.45, 0.50, 0.55, 0.60)]
+    low_res = [(16, 0.10), (16, 0.12), (32, 0.20), (32, 0.25)]
+    for native_accs, pruned_at in (((0.56, 0.61), None), ((0.50, 0.52), 5)):
+        study = optuna.create_study(direction="maximize", pruner=make_pruner(cfg))
+        assert _run_curve(study, fixed) is None
+        progressive = low_res + [(64, a) for a in native_accs]
+        assert _run_curve(study, progressive) == pruned_at
+        reported = study.get_trials()[1].intermediate_values
+        assert sorted(reported) == list(range(5, 5 + len(reported)))  # only the 64 px epochs reached the pruner

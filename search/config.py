@@ -122,6 +122,15 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """A fixed hand design trained first in the study, with the trials' training (see search/baselines.py)."""
+
+    name: str
+    arch: dict[str, Any]  # ArchSpec keys; `width: solve` (the default) fills the budget like a trial
+    train: dict[str, Any]  # fixed train values; searched keys not given take the middle of their range
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """The whole validated YAML."""
 
@@ -136,6 +145,7 @@ class SearchConfig:
     storage: str | None = None
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     raw: dict = field(default_factory=dict)  # the resolved YAML, as saved next to the study
+    baselines: tuple[Baseline, ...] = ()  # hand designs trained before the searched trials
 
     @property
     def study_name(self) -> str:
@@ -229,7 +239,8 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
     """Validate the raw YAML mapping into a SearchConfig."""
     from .data import DataConfig  # data pulls in torchvision; keep `config` light to import
 
-    sections = ("data", "budget", "rules", "space", "train", "augment", "search", "storage", "retrain")
+    sections = ("data", "budget", "rules", "space", "train", "augment", "search", "storage", "retrain",
+                "baselines")
     for key in raw:
         if key not in sections:
             raise UserError(f"{path}: unknown section {key!r} (expected: {', '.join(sections)})")
@@ -263,7 +274,8 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
     from .augment import validate_augment
 
     validate_augment(augment, f"{path}: augment")
-    cfg = SearchConfig(path, data, budget, rules, space, train, augment, search, storage, retrain, raw)
+    baselines = _parse_baselines(raw.get("baselines"), TrainSpec, path)
+    cfg = SearchConfig(path, data, budget, rules, space, train, augment, search, storage, retrain, raw, baselines)
     from .rules import check_config  # rules that fixed values already break are config errors
 
     check_config(cfg)
@@ -293,6 +305,36 @@ def _check_train(train: dict[str, Any], spec_cls: type, where: str) -> None:
                 spec_cls.from_dict({**base, key: c})
             except ValueError as e:
                 raise UserError(f"{where}.{key}: {e}") from None
+
+
+def _parse_baselines(items: Any, spec_cls: type, path: str) -> tuple[Baseline, ...]:
+    """The `baselines` list: each a `name`, ArchSpec keys (width may be `solve`) and an optional fixed `train`."""
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise UserError(f"{path}: baselines: expected a list of designs, got {items!r}")
+    out, train_keys = [], {f.name for f in dataclasses.fields(spec_cls)}
+    for i, item in enumerate(items):
+        where = f"{path}: baselines[{i}]"
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str) or not item["name"]:
+            raise UserError(f"{where}: expected a mapping with a name and ArchSpec keys, got {item!r}")
+        if item["name"] in {b.name for b in out}:
+            raise UserError(f"{where}.name: {item['name']!r} is used twice")
+        arch = {k: v for k, v in item.items() if k not in ("name", "train")}
+        for key, value in arch.items():
+            if key not in ARCH_KEYS or key in ("num_classes", "input_size"):
+                raise UserError(f"{where}.{key}: unknown key (expected ArchSpec keys: "
+                                f"{', '.join(sorted(ARCH_KEYS - {'num_classes', 'input_size'}))})")
+            if isinstance(value, Mapping):
+                raise UserError(f"{where}.{key}: a baseline is a fixed design, got the distribution {dict(value)!r}")
+        if isinstance(arch.get("width"), str) and arch["width"] != "solve":
+            raise UserError(f"{where}.width: expected an int or 'solve', got {arch['width']!r}")
+        train = item.get("train") or {}
+        if not isinstance(train, Mapping) or any(k not in train_keys for k in train):
+            raise UserError(f"{where}.train: expected fixed values of train keys ({', '.join(sorted(train_keys))}), "
+                            f"got {train!r}")
+        out.append(Baseline(item["name"], dict(arch), dict(train)))
+    return tuple(out)
 
 
 def _check_search(s: SearchSection, path: str) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from blocks import ArchSpec, build, complexity
 
+from .baselines import BASELINE, is_baseline, sample_baseline
 from .config import SearchConfig
 from .errors import UserError
 from .rules import arch_violation, module_violation, train_violation
@@ -47,7 +48,8 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         """Sample, reject what cannot be built, else train."""
         cfg = self.cfg
-        arch_d, train_d, reason = sample(trial, cfg, self.info.num_classes, self.info.image_size)
+        pick = sample_baseline if is_baseline(trial) else sample
+        arch_d, train_d, reason = pick(trial, cfg, self.info.num_classes, self.info.image_size)
         trial.set_user_attr("arch", arch_d)
         trial.set_user_attr("train", train_d)
         spec = train = None
@@ -124,17 +126,17 @@ class Objective:
             trial.set_user_attr("val_acc_curve", [round(e["val_acc"], 5) for e in record["epochs"]])
             self._write(trial.number, record)
             best = _best_value(trial.study)
-            self.log(f"[trial {trial.number} ({_finished(trial.study) + 1}/{n_target})] epoch {r.epoch}/{train.epochs} "
+            place = (f"baseline {trial.user_attrs[BASELINE]}" if is_baseline(trial)
+                     else f"{_finished(trial.study) + 1}/{n_target}")
+            self.log(f"[trial {trial.number} ({place})] epoch {r.epoch}/{train.epochs} "
                      f"loss {r.train_loss:.4f} val_acc {r.val_acc:.4f} ({r.image_size}px, {r.time_s:.1f}s)"
                      + (f" best so far {best:.4f}" if best is not None else "")
                      + (" [restored from checkpoint]" if r.epoch <= done else ""))
-            if not multi:  # Optuna does not prune multi-objective studies
-                trial.report(r.val_acc, r.epoch)
-                if r.epoch < train.epochs and trial.should_prune():  # a finished run is never pruned
-                    record["state"] = "pruned"
-                    self._write(trial.number, record)
-                    self.log(f"[trial {trial.number}] pruned after epoch {r.epoch}")
-                    raise optuna.TrialPruned(f"pruned at epoch {r.epoch}")
+            if not multi and report_epoch(trial, r, self.info.image_size, train.epochs):
+                record["state"] = "pruned"
+                self._write(trial.number, record)
+                self.log(f"[trial {trial.number}] pruned after epoch {r.epoch}")
+                raise optuna.TrialPruned(f"pruned at epoch {r.epoch}")
 
         try:
             history = fit(model, loaders.train, loaders.val, train, self.device, on_epoch=on_epoch,
@@ -211,6 +213,21 @@ class Objective:
                                 f"{e.strerror or e}") from None
 
 
+def report_epoch(trial: optuna.Trial, r: EpochResult, native_size: int, epochs: int) -> bool:
+    """Report an epoch to the pruner and say whether to prune; only epochs trained at the native size count.
+
+    Progressive-resizing trials train and validate at 16/32 px early on, where accuracy is lower
+    for reasons unrelated to the design; the median pruner compares trials at the same step, so
+    those epochs would be held against fixed-size trials' native-size ones. Reporting only
+    native-size epochs makes every comparison one at the native size (rule: compare only at
+    epochs where both trials run at native size). Baselines report but are never pruned.
+    """
+    if r.image_size != native_size:
+        return False
+    trial.report(r.val_acc, r.epoch)
+    return bool(r.epoch < epochs and not is_baseline(trial) and trial.should_prune())  # a finished run never is
+
+
 def worker_id() -> str:
     """host:pid of this worker process."""
     return f"{os.uname().nodename}:{os.getpid()}"
@@ -243,14 +260,14 @@ def _finished(study: optuna.Study) -> int:
 
 
 def count_finished(trials: list) -> int:
-    """How many of `trials` count towards the n_trials target."""
-    return sum(1 for t in trials if t.state == S.COMPLETE
-               or (t.state == S.PRUNED and REJECTED not in t.user_attrs))
+    """How many of `trials` count towards the n_trials target (baselines do not)."""
+    return sum(1 for t in trials if not is_baseline(t) and (
+        t.state == S.COMPLETE or (t.state == S.PRUNED and REJECTED not in t.user_attrs)))
 
 
 def count_running(trials: list) -> int:
     """Trials in flight that may still count towards the target (RUNNING, not rejected)."""
-    return sum(1 for t in trials if t.state == S.RUNNING and REJECTED not in t.user_attrs)
+    return sum(1 for t in trials if t.state == S.RUNNING and REJECTED not in t.user_attrs and not is_baseline(t))
 
 
 def _best_value(study: optuna.Study) -> float | None:

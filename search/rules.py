@@ -101,6 +101,9 @@ def check_config(cfg: "SearchConfig") -> None:
                                 f"{rules.min_augmentations}")
     _check_space_values(cfg)
     _check_budget_reachable(cfg)
+    from .baselines import check_baselines
+
+    check_baselines(cfg)
 
 
 def _check_space_values(cfg: "SearchConfig") -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import yaml
 
+from .baselines import enqueue_baselines
 from .cli import main_guard
 from .config import SearchConfig, load_config
 from .errors import UserError
@@ -129,10 +130,13 @@ def _run_here(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, 
     lock = StudyLock(study, results / ".study.lock")
     done = count_finished(study.get_trials(deepcopy=False))
     if done < target:
-        with lock:  # one worker re-enqueues each interrupted trial
+        with lock:  # one worker re-enqueues each interrupted trial and each baseline
             resumed = requeue_interrupted(study)
+            baselines = enqueue_baselines(study, cfg)
         if resumed:
             log(f"resuming interrupted trial(s) {', '.join(map(str, resumed))} from their checkpoints")
+        if baselines:
+            log(f"baselines first (not counted in n_trials): {', '.join(baselines)}")
     if done >= target:
         log(f"study {cfg.study_name!r} already has {done} finished trials (target {target}); nothing to run")
     else:

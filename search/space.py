@@ -50,21 +50,63 @@ def corner_dict(cfg: "SearchConfig", pick: Callable[[Any], Any]) -> dict[str, An
 
 def solve_width(d: dict[str, Any], max_params: float, max_flops: float | None) -> int | None:
     """The largest multiple of MIN_WIDTH whose network fits the limits, or None if even MIN_WIDTH does not."""
+    fits = _fits(d, max_params, max_flops)
+    hi = _largest(lambda k: fits({"width": k * MIN_WIDTH}), MAX_WIDTH // MIN_WIDTH)
+    return None if hi == 0 else hi * MIN_WIDTH
 
-    def fits(width: int) -> bool:
-        cx = complexity(ArchSpec.from_dict({**d, "width": width}))
-        return cx.params <= max_params and (max_flops is None or cx.flops <= max_flops)
 
-    lo, hi = 1, MAX_WIDTH // MIN_WIDTH  # in units of MIN_WIDTH; params grow monotonically with width
-    if not fits(lo * MIN_WIDTH):
+def fill_widths(d: dict[str, Any], max_params: float, max_flops: float | None,
+                widening_1x1: bool = True) -> dict[str, Any] | None:
+    """Solve C (doubling per stage), then widen stages from the last in steps of MIN_WIDTH while it fits.
+
+    Doubling alone leaves up to a quarter of the budget unused (C moves in steps of 8 and the last
+    stage, which holds most parameters, in steps of 8 * 2^(N-1)); widening each stage on its own,
+    widest first, keeps the widths non-decreasing and lands within one step of the first stage.
+    With `widening_1x1` false (a rule), no widening may add a 1x1 conv that increases the channel
+    count: separable convs then keep whole width ratios between stages, so those designs stay doubled.
+    Returns the dict with `width` and per-stage `widths`, or None when even width MIN_WIDTH does not fit.
+    """
+    c = solve_width(d, max_params, max_flops)
+    if c is None:
         return None
+    base = None if widening_1x1 else complexity(ArchSpec.from_dict({**d, "width": c})).widening_1x1
+    fits = _fits(d, max_params, max_flops, base)
+    widths = [c * 2**i for i in range(int(d["stages"]))]
+    for i in reversed(range(len(widths))):
+        def widened(k: int, i: int = i) -> dict[str, Any]:
+            return {"width": widths[0] + (k * MIN_WIDTH if i == 0 else 0),
+                    "widths": widths[:i] + [widths[i] + k * MIN_WIDTH] + widths[i + 1:]}
+
+        k = _largest(lambda k: fits(widened(k)), (MAX_WIDTH - widths[i]) // MIN_WIDTH)
+        widths = widened(k)["widths"]
+    return {**d, "width": widths[0], "widths": widths}
+
+
+def _fits(d: dict[str, Any], max_params: float, max_flops: float | None,
+          max_widening: int | None = None) -> Callable[[dict[str, Any]], bool]:
+    """A test of whether `d` with some keys changed fits the limits (and widening 1x1 cap), analytically."""
+
+    def fits(changes: dict[str, Any]) -> bool:
+        try:
+            cx = complexity(ArchSpec.from_dict({**d, **changes}))
+        except ValueError:  # e.g. zero_pad shortcuts need widths that never shrink
+            return False
+        return (cx.params <= max_params and (max_flops is None or cx.flops <= max_flops)
+                and (max_widening is None or cx.widening_1x1 <= max_widening))
+
+    return fits
+
+
+def _largest(ok: Callable[[int], bool], hi: int) -> int:
+    """The largest k in [0, hi] with ok(k), for ok true up to some k and false after (0 if ok(1) is false)."""
+    lo = 0
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if fits(mid * MIN_WIDTH):
+        if ok(mid):
             lo = mid
         else:
             hi = mid - 1
-    return lo * MIN_WIDTH
+    return lo
 
 
 def sample_arch(trial: Any, cfg: "SearchConfig", num_classes: int, input_size: int) -> tuple[dict, str | None]:
@@ -93,11 +135,10 @@ def sample_arch(trial: Any, cfg: "SearchConfig", num_classes: int, input_size: i
         ArchSpec.from_dict({**d, "width": MIN_WIDTH})
     except ValueError as e:
         return d, str(e)
-    solved = solve_width(d, fill * cfg.budget.params, cfg.budget.flops)
+    solved = fill_widths(d, fill * cfg.budget.params, cfg.budget.flops, cfg.rules.widening_1x1)
     if solved is None:
         return d, f"even width {MIN_WIDTH} is over {fill:.0%} of the budget for this shape"
-    d["width"] = solved
-    return d, None
+    return solved, None
 
 
 def sample_train(trial: Any, cfg: "SearchConfig") -> dict[str, Any]:

@@ -6,6 +6,7 @@ from collections import Counter
 
 import optuna
 
+from .baselines import BASELINE, is_baseline
 from .config import SearchConfig
 from .objective import REJECTED
 
@@ -23,36 +24,52 @@ def fmt_count(n: float | int | None) -> str:
 
 
 def arch_brief(arch: dict) -> str:
-    """A short one-line description of an architecture dict."""
+    """A short one-line description of an architecture dict (W= per-stage widths when filled)."""
     blocks = arch.get("blocks")
-    parts = [f"{arch.get('block', 'basic')}", f"B={blocks}", f"C={arch.get('width')}",
+    width = f"W={arch['widths']}" if arch.get("widths") else f"C={arch.get('width')}"
+    parts = [f"{arch.get('block', 'basic')}", f"B={blocks}", width,
              f"F={arch.get('kernel', 3)}", f"K={arch.get('skip_kernel', 1)}", f"P={arch.get('pool')}"]
     if arch.get("separable"):
         parts.append("sep")
     return " ".join(parts)
 
 
+def design(t: optuna.trial.FrozenTrial) -> str:
+    """`searched`, or `baseline <name>` for a hand design from the YAML."""
+    return f"baseline {t.user_attrs[BASELINE]}" if is_baseline(t) else "searched"
+
+
 def summary_table(study: optuna.Study, cfg: SearchConfig, top: int = 5) -> str:
-    """Counts by state, then the `top` best complete trials with accuracy, size and budget use."""
+    """Counts by state, the `top` best complete trials and every baseline, then searched vs baselines."""
     trials = study.get_trials(deepcopy=False)
     states = Counter()
     for t in trials:
         states["rejected" if t.state == S.PRUNED and REJECTED in t.user_attrs else t.state.name.lower()] += 1
-    lines = [f"study {study.study_name!r}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))]
+    n_base = sum(1 for t in trials if is_baseline(t))
+    lines = [f"study {study.study_name!r}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+             + (f" ({n_base} of them baselines, not counted in n_trials)" if n_base else "")]
     done = [t for t in trials if t.state == S.COMPLETE and t.values]
     if not done:
         lines.append("no complete trial yet")
         return "\n".join(lines)
     done.sort(key=lambda t: -t.values[0])
+    shown = done[:top] + [t for t in done[top:] if is_baseline(t)]
     budget = cfg.budget.params
     lines.append("FLOPs: fvcore convention (one multiply-add = one FLOP), batch 1")
-    header = f"{'trial':>5}  {'val_acc':>7}  {'params':>8}  {'budget':>6}  {'FLOPs':>8}  {'RF':>4}  {'epochs':>6}  arch"
+    header = (f"{'trial':>5}  {'val_acc':>7}  {'params':>8}  {'budget':>6}  {'FLOPs':>8}  {'RF':>4}  {'epochs':>6}  "
+              f"{'design':<18}  arch")
     lines.append(header)
     lines.append("-" * len(header))
-    for t in done[:top]:
+    for t in shown:
         a = t.user_attrs
         util = a.get("params", 0) / budget
         lines.append(f"{t.number:>5}  {t.values[0]:>7.4f}  {fmt_count(a.get('params')):>8}  {util:>6.1%}  "
                      f"{fmt_count(a.get('flops')):>8}  {a.get('receptive_field', '-'):>4}  "
-                     f"{len(a.get('epoch_times_s', [])):>6}  {arch_brief(a.get('arch', {}))}")
+                     f"{len(a.get('epoch_times_s', [])):>6}  {design(t):<18}  {arch_brief(a.get('arch', {}))}")
+    searched = [t for t in done if not is_baseline(t)]
+    bases = [t for t in done if is_baseline(t)]
+    if searched and bases:
+        s, b = searched[0], bases[0]
+        lines.append(f"best searched trial {s.number} {s.values[0]:.4f} vs best {design(b)} (trial {b.number}) "
+                     f"{b.values[0]:.4f}: {s.values[0] - b.values[0]:+.4f} val_acc (one seed each)")
     return "\n".join(lines)

@@ -258,8 +258,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
         loss_sum, correct = loss_sum.item(), correct.item()
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"training loss became {loss_sum} at epoch {epoch + 1}")
-        # Validation at the epoch's training size keeps the per-epoch curve comparable across
-        # progressive and fixed-size trials for the pruner; the last stage is always native size.
+        # Validation at the epoch's training size (cheap at 16/32 px); only native-size epochs reach
+        # the pruner (objective.report_epoch), and the last stage is always native size.
         scored = model if ema is None else ema.module
         val_loss, val_acc = (evaluate(scored, val_loader, device, spec.amp, size, spec.tta) if val_loader is not None
                              else (math.nan, math.nan))

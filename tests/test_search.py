@@ -17,7 +17,7 @@ from search import run
 from search.config import load_config
 from search.objective import REJECTED
 from search.rules import arch_violation, module_violation
-from search.space import MIN_WIDTH, sample, solve_width
+from search.space import MIN_WIDTH, fill_widths, sample, solve_width
 
 ROOT = Path(__file__).resolve().parents[1]
 S = optuna.trial.TrialState
@@ -136,7 +136,25 @@ def test_real_spaces_sample_only_trainable_architectures() -> None:
             utilisation.append(params / cfg.budget.params)
             study.tell(trial, 0.0)
         assert rejected <= 20, f"{name}: {rejected} of 40 samples rejected"
-        assert sum(utilisation) / len(utilisation) > 0.6, f"{name}: solved widths should use the budget"
+        assert sorted(utilisation)[len(utilisation) // 2] >= 0.97, f"{name}: filled widths should use the budget"
+
+
+def test_filled_widths_leave_no_stage_room_to_grow() -> None:
+    """fill_widths: multiples of 8, never shrinking, within budget, and 8 more channels in any stage break it."""
+    d = {"stages": 4, "blocks": [5, 3, 2, 1], "kernel": 3, "pool": 4, "num_classes": 10, "input_size": 32}
+    for budget in (150_000, 5_000_000):
+        filled = fill_widths(d, budget, None)
+        widths = filled["widths"]
+        assert filled["width"] == widths[0] and all(w % MIN_WIDTH == 0 for w in widths)
+        assert list(widths) == sorted(widths)
+        doubled = complexity(ArchSpec.from_dict({**d, "width": solve_width(d, budget, None)})).params
+        params = complexity(ArchSpec.from_dict(filled)).params
+        assert doubled < params <= budget
+        for i in range(4):
+            wider = list(widths)
+            wider[i] += MIN_WIDTH
+            assert complexity(ArchSpec.from_dict({**filled, "widths": wider})).params > budget
+    assert fill_widths(d, 1_000, None) is None
 
 
 def test_tiny_rules_reject_what_breaks_them() -> None:
@@ -190,3 +208,34 @@ def test_bad_config_is_one_clear_line(case: str, tmp_path: Path) -> None:
     assert expected in lines[0]
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "results" / "space" / "study.db").exists(), "no study is created from bad input"
+
+
+def _run_curve(study: optuna.Study, curve: list[tuple[int, float]], native: int = 64) -> int | None:
+    """Feed (image size, val_acc) per epoch through the objective's pruner reporting; the epoch pruned at, or None."""
+    from search.objective import report_epoch
+    from search.trainer import EpochResult
+
+    trial = study.ask()
+    for epoch, (size, acc) in enumerate(curve, start=1):
+        if report_epoch(trial, EpochResult(epoch, 1.0, acc, 1.0, acc, 0.1, size, 0.0), native, len(curve)):
+            study.tell(trial, state=S.PRUNED)
+            return epoch
+    study.tell(trial, curve[-1][1])
+    return None
+
+
+def test_progressive_trial_is_judged_at_native_size_only() -> None:
+    """A 16->32->64 px trial is not pruned by a fixed 64 px trial that is no better at 64 px, but is when worse."""
+    cfg = load_config(ROOT / "spaces" / "tiny_26m.yaml", ["search.pruner_startup_trials=1",
+                                                         "search.pruner_warmup_epochs=0"])
+    from search.study import make_pruner
+
+    fixed = [(64, a) for a in (0.30, 0.40, 0.45, 0.50, 0.55, 0.60)]
+    low_res = [(16, 0.10), (16, 0.12), (32, 0.20), (32, 0.25)]
+    for native_accs, pruned_at in (((0.56, 0.61), None), ((0.50, 0.52), 5)):
+        study = optuna.create_study(direction="maximize", pruner=make_pruner(cfg))
+        assert _run_curve(study, fixed) is None
+        progressive = low_res + [(64, a) for a in native_accs]
+        assert _run_curve(study, progressive) == pruned_at
+        reported = study.get_trials()[1].intermediate_values
+        assert sorted(reported) == list(range(5, 5 + len(reported)))  # only the 64 px epochs reached the pruner

@@ -1,0 +1,128 @@
+"""Baselines: fixed hand designs from the YAML, enqueued first in a study and trained like its trials.
+
+A baseline is an Optuna trial like any other (same objective, data, epochs, pruner reports, seed
+rule), marked by the user attribute `baseline` = its name. Its architecture comes from the YAML,
+not the sampler; its searched training keys are enqueued at the middle of their ranges (geometric
+middle for log ranges, the first of a choice) unless the baseline fixes them, so the sampler learns
+from it like from any trial. Baselines are never pruned and do not count towards `search.n_trials`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import optuna
+
+from .config import Baseline, Dist, SearchConfig
+from .space import MIN_WIDTH, fill_widths, sample_train
+
+BASELINE = "baseline"  # user attribute: the baseline's name (absent on searched trials)
+
+
+def is_baseline(t: Any) -> bool:
+    """Whether a trial (live or frozen) is a baseline."""
+    return BASELINE in t.user_attrs
+
+
+def baseline_arch(cfg: SearchConfig, b: Baseline, num_classes: int, input_size: int) -> tuple[dict, str | None]:
+    """The baseline's ArchSpec dict (fixed space keys as defaults, width solved to fill the budget) and a reason."""
+    from blocks import ArchSpec
+
+    d: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.space.items()
+                         if k not in ("stages", "blocks", "width", "widths", "fill") and not isinstance(v, Dist)}
+    d.setdefault("head", cfg.rules.head or "linear")
+    d.update(b.arch)
+    blocks = d.get("blocks", 2)
+    d.setdefault("stages", len(blocks) if isinstance(blocks, list) else 4)
+    d["num_classes"], d["input_size"] = num_classes, input_size
+    if d.get("width", "solve") != "solve" or d.get("widths") is not None:
+        d.setdefault("width", d["widths"][0] if d.get("widths") else MIN_WIDTH)
+        return d, None
+    try:
+        ArchSpec.from_dict({**d, "width": MIN_WIDTH})
+    except ValueError as e:
+        return d, str(e)
+    solved = fill_widths(d, cfg.budget.params, cfg.budget.flops, cfg.rules.widening_1x1)
+    if solved is None:
+        return d, f"even width {MIN_WIDTH} is over the budget for baseline {b.name!r}"
+    return solved, None
+
+
+def _middle(dist: Dist) -> Any:
+    """The value a baseline trains with for a searched key: the middle of a range, the first choice."""
+    if dist.kind == "choice":
+        if any(isinstance(c, (tuple, list, dict)) for c in dist.choices):
+            return json.dumps(dist.choices[0])  # list-valued choices are stored as JSON (space.suggest)
+        return dist.choices[0]
+    mid = math.sqrt(dist.low * dist.high) if dist.log else (dist.low + dist.high) / 2
+    if dist.step:
+        mid = dist.low + round((mid - dist.low) / dist.step) * dist.step
+    return int(round(mid)) if dist.kind == "int" else float(mid)
+
+
+def train_params(cfg: SearchConfig, b: Baseline) -> dict[str, Any]:
+    """Optuna params to enqueue for the baseline's searched training keys (its own values where it fixes them)."""
+    from .augment import policy_names
+
+    out = {}
+    for key, value in cfg.train.items():
+        if isinstance(value, Dist):
+            fixed = b.train.get(key)
+            if fixed is None:
+                out[key] = _middle(value)
+            elif value.kind == "choice" and any(isinstance(c, (tuple, list, dict)) for c in value.choices):
+                out[key] = json.dumps(fixed)
+            else:
+                out[key] = fixed
+    if isinstance(cfg.augment, dict) and "augment_policy" not in cfg.train:
+        out["augment_policy"] = b.train.get("augment_policy", policy_names(cfg.augment)[0])
+    return out
+
+
+def sample_baseline(trial: Any, cfg: SearchConfig, num_classes: int,
+                    input_size: int) -> tuple[dict, dict, str | None]:
+    """Architecture dict, training dict and a rejection reason for the baseline this trial was enqueued as."""
+    name = trial.user_attrs[BASELINE]
+    found = [b for b in cfg.baselines if b.name == name]
+    train = sample_train(trial, cfg)
+    if not found:
+        return {}, train, f"baseline {name!r} is no longer in the YAML's baselines"
+    arch, reason = baseline_arch(cfg, found[0], num_classes, input_size)
+    return arch, {**train, **found[0].train}, reason
+
+
+def enqueue_baselines(study: optuna.Study, cfg: SearchConfig) -> list[str]:
+    """Enqueue every baseline the study does not hold yet (call under the study lock); returns their names."""
+    have = {t.user_attrs.get(BASELINE) for t in study.get_trials(deepcopy=False)}
+    out = []
+    for b in cfg.baselines:
+        if b.name not in have:
+            study.enqueue_trial(train_params(cfg, b), user_attrs={BASELINE: b.name})
+            out.append(b.name)
+    return out
+
+
+def check_baselines(cfg: SearchConfig) -> None:
+    """Config-time check: every baseline builds, fits the budget and obeys the rules, with its training."""
+    from blocks import ArchSpec, complexity
+
+    from .data import dataset_info
+    from .errors import UserError
+    from .rules import arch_violation, train_violation
+    from .trainer import TrainSpec
+
+    info = dataset_info(cfg.data)
+    for b in cfg.baselines:
+        trial = optuna.trial.FixedTrial(train_params(cfg, b))
+        trial.set_user_attr(BASELINE, b.name)
+        arch, train, reason = sample_baseline(trial, cfg, info.num_classes, info.image_size)
+        try:
+            spec, spec_train = ArchSpec.from_dict(arch), TrainSpec.from_dict(train)
+        except (ValueError, TypeError) as e:
+            reason = reason or str(e)
+        if reason is None:
+            reason = arch_violation(spec, complexity(spec), cfg) or train_violation(spec, spec_train, cfg)
+        if reason is not None:
+            raise UserError(f"{cfg.path}: baselines: {b.name!r} cannot be trained: {reason}")

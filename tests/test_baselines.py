@@ -1,0 +1,94 @@
+"""Baselines from the YAML: trained first, marked, never pruned, not counted; bad ones fail at load."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import optuna
+import pytest
+
+from blocks import ArchSpec, complexity
+from search import run
+from search.baselines import BASELINE, baseline_arch
+from search.config import load_config
+from search.data import dataset_info
+from test_search import PRUNING_SPACE, write_space
+
+ROOT = Path(__file__).resolve().parents[1]
+S = optuna.trial.TrialState
+
+# PRUNING_SPACE's lr choice can draw a rate that learns nothing; a baseline takes the first choice (0.2).
+SPACE = {**copy.deepcopy(PRUNING_SPACE), "train": {**PRUNING_SPACE["train"], "epochs": 2},
+         "baselines": [{"name": "wide", "blocks": [1, 1]}, {"name": "narrow", "blocks": [2], "width": 8}],
+         "search": {**PRUNING_SPACE["search"], "n_trials": 2, "pruner_startup_trials": 0}}
+
+
+def test_baselines_train_first_marked_and_not_counted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_space(tmp_path, SPACE)
+    assert run.main([str(path), "--results-dir", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    study = optuna.load_study(study_name="space", storage=f"sqlite:///{tmp_path}/results/space/study.db")
+    trials = sorted(study.get_trials(), key=lambda t: t.number)
+    assert [t.user_attrs.get(BASELINE) for t in trials[:2]] == ["wide", "narrow"]
+    assert all(t.state == S.COMPLETE for t in trials[:2])
+    assert trials[0].params == {"lr": 0.2}  # the baseline trained with the trials' (first-choice) lr
+    wide = trials[0].user_attrs
+    assert wide["params"] <= 20_000 and wide["budget_utilisation"] > 0.9  # width: solve filled the budget
+    assert trials[1].user_attrs["arch"]["width"] == 8 and trials[1].user_attrs["arch"]["blocks"] == [2]
+    searched = [t for t in trials if BASELINE not in t.user_attrs]
+    assert len([t for t in searched if t.state in (S.COMPLETE, S.PRUNED)]) == 2  # n_trials counts these only
+    assert "baseline wide" in out and "baseline narrow" in out and "not counted in n_trials" in out
+    assert run.main([str(path), "--results-dir", str(tmp_path / "results")]) == 0  # rerun: nothing new
+    assert len(study.get_trials()) == len(trials)
+
+
+def test_baseline_never_pruned() -> None:
+    """A baseline reports its epochs to the pruner but is not stopped even when it is the worst."""
+    from search.objective import report_epoch
+    from search.trainer import EpochResult
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(0, 0))
+    for acc in (0.9, 0.9):
+        t = study.ask()
+        t.report(acc, 1)
+        study.tell(t, acc)
+    for marked in (False, True):
+        t = study.ask()
+        if marked:
+            t.set_user_attr(BASELINE, "b")
+        r = EpochResult(1, 1.0, 0.1, 1.0, 0.1, 0.1, 16, 0.0)
+        assert report_epoch(t, r, native_size=16, epochs=3) is (not marked)
+        study.tell(t, state=S.PRUNED)
+
+
+@pytest.mark.parametrize("baseline, message", [
+    ({"name": "big", "blocks": [2, 2], "width": 256}, "'big' cannot be trained: params"),
+    ({"name": "odd", "blocks": [1], "kernel": 4}, "'odd' cannot be trained: invalid architecture key 'kernel'"),
+    ({"name": "x", "blocks": [1], "colour": 1}, "baselines[0].colour: unknown key"),
+    ({"name": "x", "blocks": [1], "kernel": {"choice": [3, 5]}}, "a baseline is a fixed design"),
+    ({"blocks": [1]}, "baselines[0]: expected a mapping with a name"),
+])
+def test_bad_baseline_is_one_line_before_any_study(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                    baseline: dict, message: str) -> None:
+    space = copy.deepcopy(SPACE)
+    space["baselines"] = [baseline]
+    path = write_space(tmp_path, space)
+    assert run.main([str(path), "--results-dir", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "results" / "space" / "study.db").exists()
+
+
+def test_shipped_baselines_fill_their_budgets() -> None:
+    """The seed designs of the shipped spaces build, obey the rules and use at least 97% of the budget."""
+    expected = {"cifar10_5m": {"nyu": [5, 3, 2, 1], "resnet18": [2, 2, 2, 2]}, "tiny_26m": {"resnet18": [2, 2, 2, 2]}}
+    for name, designs in expected.items():
+        cfg = load_config(ROOT / "spaces" / f"{name}.yaml")
+        info = dataset_info(cfg.data)
+        assert {b.name: b.arch["blocks"] for b in cfg.baselines} == designs
+        for b in cfg.baselines:
+            arch, reason = baseline_arch(cfg, b, info.num_classes, info.image_size)
+            assert reason is None
+            params = complexity(ArchSpec.from_dict(arch)).params
+            assert 0.97 * cfg.budget.params <= params <= cfg.budget.params

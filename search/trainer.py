@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import random
@@ -20,6 +19,10 @@ from .ema import make_ema
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "onecycle", "cyclic", "step", "constant")
+AMP_CHOICES = ("auto", True, False)
+# CPU flags of native bf16 arithmetic (Linux /proc/cpuinfo names): AVX512-BF16 (Zen 4, Cooper Lake)
+# and AMX-BF16 (Sapphire Rapids). Without them oneDNN emulates bf16 and autocast is slower than fp32.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ class TrainSpec:
     cycles: int = 2  # cyclic: number of triangular cycles over the run
     label_smoothing: float = 0.0
     progressive: tuple | None = None  # [[epoch, size], ...]: train at `size` px from `epoch` on (e.g. 16->32->64)
-    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    amp: bool | str = "auto"  # bf16 autocast + channels_last: auto = where the device runs bf16 natively
+    compile: bool = False  # torch.compile the model before training (compile time is recorded)
     augment_policy: str | None = None  # name of the augmentation policy, when the YAML has several
     ema: float | None = None  # decay per step of a weight EMA (e.g. 0.999); validation uses the EMA weights
     tta: bool = False  # validate on the mean softmax of each image and its horizontal mirror
@@ -58,6 +62,8 @@ class TrainSpec:
             raise ValueError(f"train.optimizer {spec.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         if spec.schedule not in SCHEDULES:
             raise ValueError(f"train.schedule {spec.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        if spec.amp not in AMP_CHOICES:
+            raise ValueError(f"train.amp {spec.amp!r}: expected auto, true or false")
         if spec.epochs < 1 or spec.batch_size < 1 or spec.lr <= 0:
             raise ValueError("train.epochs, train.batch_size and train.lr must be positive")
         if spec.ema is not None and not 0.0 < spec.ema < 1.0:
@@ -110,6 +116,34 @@ def resolve_device(name: str = "auto") -> torch.device:
 
         raise UserError(f"--device {name}: no CUDA device is available here (use --device cpu or auto)")
     return torch.device(name)
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist)."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def native_bf16(device: torch.device, flags: set[str] | None = None) -> bool:
+    """Whether `device` runs bf16 matmuls and convolutions natively (CUDA: Ampere or newer)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return bool(set(BF16_CPU_FLAGS) & (cpu_flags() if flags is None else flags))
+    return False
+
+
+def use_amp(amp: bool | str, device: torch.device) -> bool:
+    """Resolve train.amp (auto | true | false) for `device`: auto = native bf16 only."""
+    return native_bf16(device) if amp == "auto" else bool(amp)
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move a model to `device` in channels_last (NHWC) memory format, the fast layout for oneDNN and cuDNN."""
+    return model.to(device=device, memory_format=torch.channels_last)
 
 
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
@@ -167,7 +201,7 @@ def log_probs(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Ten
     return torch.logaddexp(out, mirrored) - math.log(2.0)
 
 
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool = True,
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool | str = "auto",
              size: int | None = None, tta: bool = False) -> tuple[float, float]:
     """Mean cross-entropy loss and top-1 accuracy over `loader` (images resized to `size` px if given)."""
     model.eval()
@@ -183,7 +217,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool
     return loss_sum / max(1, n), correct / max(1, n)
 
 
-def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: bool = True,
+def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: bool | str = "auto",
             tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax probabilities (N, classes) and labels (N,) over `loader`, on the CPU (flip-averaged with `tta`)."""
     model.eval()
@@ -207,9 +241,10 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
     `seed`, every epoch reseeds torch and the loader's shuffling and augmentation from (seed, epoch),
     so a resumed run sees the same batches as an uninterrupted one.
     """
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    prepare_model(model, device)
+    if device.type == "cuda":  # the one CUDA-only setting: let cuDNN time its kernels for these shapes
+        torch.backends.cudnn.benchmark = True
+    step_model = compiled(model, spec.compile)
     opt = make_optimizer(model, spec)
     steps = len(train_loader)
     schedule = make_schedule(opt, spec, steps)
@@ -244,7 +279,7 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
             x, y = _to(x, y, device)
             x = _resize(x, size)
             with _autocast(device, spec.amp):
-                logits = model(x)
+                logits = step_model(x)
                 loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -301,14 +336,15 @@ def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 def _to(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move a batch to `device` (channels_last and non-blocking on CUDA)."""
-    if device.type == "cuda":
-        return x.to(device, non_blocking=True, memory_format=torch.channels_last), y.to(device, non_blocking=True)
-    return x, y
+    """Move a batch to `device` in channels_last (non-blocking: a copy from pinned memory overlaps compute)."""
+    return x.to(device, non_blocking=True, memory_format=torch.channels_last), y.to(device, non_blocking=True)
 
 
-def _autocast(device: torch.device, amp: bool) -> Any:
-    """bf16 autocast on CUDA when asked; a no-op context on the CPU."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def _autocast(device: torch.device, amp: bool | str) -> Any:
+    """bf16 autocast on any device when train.amp resolves to true there; fp32 otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp(amp, device))
+
+
+def compiled(model: nn.Module, on: bool) -> Any:
+    """torch.compile(model) when `on` (the parameters stay shared, so checkpoints hold the plain model)."""
+    return torch.compile(model) if on else model

@@ -9,7 +9,7 @@ import torch
 
 from blocks import ArchSpec, build
 from search.data import DataConfig, make_loaders
-from search.trainer import TrainSpec, fit, make_optimizer, make_schedule
+from search.trainer import TrainSpec, fit, make_optimizer, make_schedule, native_bf16, use_amp
 
 SPEC = ArchSpec.from_dict({"stages": 2, "blocks": [1, 1], "width": 8, "num_classes": 4, "input_size": 16})
 DATA = DataConfig(dataset="synthetic", synthetic_train=160, synthetic_test=40, synthetic_classes=4,
@@ -223,3 +223,29 @@ def test_ema_run_validates_the_ema_weights_and_resumes_exactly(tmp_path: Path) -
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     with pytest.raises(ValueError, match="train.ema"):
         TrainSpec.from_dict({"ema": 1.5})
+
+
+def test_bf16_flags_decide_auto_amp() -> None:
+    cpu = torch.device("cpu")
+    assert native_bf16(cpu, {"avx2", "avx512_bf16"}) and native_bf16(cpu, {"amx_bf16"})
+    assert not native_bf16(cpu, {"avx2", "avx512f"})
+    assert use_amp(True, cpu) and not use_amp(False, cpu)
+    assert use_amp("auto", cpu) == native_bf16(cpu)
+    with pytest.raises(ValueError, match="train.amp"):
+        TrainSpec.from_dict({"amp": "fp16"})
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_fit_runs_the_gpu_path_on_the_cpu(amp: bool) -> None:
+    """The lines a GPU runs (channels_last weights and batches, bf16 autocast) run here on the CPU."""
+    model = build(SPEC)
+    seen = []
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, inp, out: seen.append(
+        (out.dtype, inp[0].is_contiguous(memory_format=torch.channels_last))))
+    loaders = make_loaders(DATA, [], 32, seed=0)
+    history = fit(model, loaders.train, loaders.val, TrainSpec(epochs=1, batch_size=32, lr=0.05, amp=amp),
+                  torch.device("cpu"))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert seen and all(s == (torch.bfloat16 if amp else torch.float32, True) for s in seen)
+    assert 0.0 <= history[0].val_acc <= 1.0 and history[0].train_loss > 0

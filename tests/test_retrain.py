@@ -134,7 +134,10 @@ def test_tampered_trial_json_is_refused_in_one_line(smoke_copy: Path, capsys: py
     path = smoke_copy / "trials" / f"{n:05d}.json"
     doc = json.loads(path.read_text())
     recorded = doc["params"]
-    doc["arch"]["width"] += 8
+    if doc["arch"].get("widths"):  # a filled budget: explicit per-stage widths decide the size
+        doc["arch"]["widths"][-1] += 8
+    else:
+        doc["arch"]["width"] += 8
     path.write_text(json.dumps(doc))
     rebuilt = sum(p.numel() for p in blocks.build(ArchSpec.from_dict(doc["arch"])).parameters())
     assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2

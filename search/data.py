@@ -17,7 +17,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.datasets.utils import download_and_extract_archive
 
-from search import augment
+from search import augment, batch_augment, batches
 from search.augment import one_line as _one_line
 from search.errors import UserError
 
@@ -49,6 +49,7 @@ class DataConfig:
     synthetic_test: int = 500
     synthetic_classes: int = 10
     synthetic_size: int = 32  # synthetic: image side in pixels
+    augment_on: str = "auto"  # auto | device | workers: where batched twins of the policy's steps run
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ def check_config(cfg: DataConfig, where: str = "data") -> None:
         (cfg.synthetic_test < 1, "synthetic_test", "must be at least 1"),
         (cfg.synthetic_classes < 2, "synthetic_classes", "must be at least 2"),
         (cfg.synthetic_size < 4, "synthetic_size", "must be at least 4 pixels"),
+        (cfg.augment_on not in batches.AUGMENT_ON, "augment_on", f"is not one of {', '.join(batches.AUGMENT_ON)}"),
     ]
     for failed, key, expected in bad:
         if failed:
@@ -392,7 +394,7 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def _loader(ds: Dataset, batch_size: int, info: DatasetInfo, *, train: bool, seed: int, device: str,
-            workers: int) -> DataLoader:
+            workers: int, collate: Callable | None = None) -> DataLoader:
     """A DataLoader of normalised batches with seeded order and workers; pinned memory on CUDA."""
     cuda = str(device).startswith("cuda")
     # Full training batches only (BatchNorm, steady step times), unless the split is smaller than a batch.
@@ -403,7 +405,7 @@ def _loader(ds: Dataset, batch_size: int, info: DatasetInfo, *, train: bool, see
                 if train else dict(batch_size=batch_size))
     return DataLoader(ds, **batching, num_workers=workers, pin_memory=cuda, persistent_workers=cuda and workers > 0,
                       generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
-                      collate_fn=augment.NormalizeCollate(info.mean, info.std))
+                      collate_fn=collate or augment.NormalizeCollate(info.mean, info.std))
 
 
 def make_loaders(cfg: DataConfig, steps: list, batch_size: int, *, seed: int, device: str = "cpu",
@@ -426,8 +428,31 @@ def make_loaders(cfg: DataConfig, steps: list, batch_size: int, *, seed: int, de
     opts = dict(train=False, seed=seed, device=device, workers=cfg.num_workers)
     val = _loader(ImageDataset(trainval, eval_tf, val_idx), eval_bs, info, **opts) if len(val_idx) else None
     test_loader = None if test_split is None else _loader(ImageDataset(test_split, eval_tf), eval_bs, info, **opts)
-    train = _loader(ImageDataset(trainval, train_tf, train_idx), batch_size, info, **{**opts, "train": True})
+    train = _train_loader(cfg, trainval, train_idx, train_tf, len(pre), batch_size, info, seed=seed, device=device,
+                          where=where)
     return Loaders(train, val, test_loader, info)
+
+
+def _train_loader(cfg: DataConfig, split: _Split, idx: np.ndarray, pipeline: augment.A.Compose, n_pre: int,
+                  batch_size: int, info: DatasetInfo, *, seed: int, device: str,
+                  where: str) -> DataLoader | batches.DeviceBatches:
+    """Training batches: the policy's tail of batched twins on `device`, what precedes it in DataLoader workers."""
+    opts = dict(train=True, seed=seed, device=device, workers=cfg.num_workers)
+    if cfg.augment_on == "workers":
+        return _loader(ImageDataset(split, pipeline, idx), batch_size, info, **opts)
+    host, twins = batch_augment.split_policy(list(pipeline.transforms))
+    if cfg.augment_on == "device" and len(host) > n_pre:
+        raise UserError(f"data.augment_on: device, but {where}: {type(host[-1]).__name__} has no batched twin "
+                        f"(twins: {', '.join(batch_augment.TWINS)}, as a tail of the policy); use auto or workers")
+    on_device = batch_augment.BatchAugment(twins, info.mean, info.std)
+    if not host and split.images is not None:  # gather whole batches from the array: no per-image Python
+        ds: Dataset = batches.ArrayBatches(split.images, split.labels, idx)
+        loader = _loader(ds, batch_size, info, **{**opts, "workers": 0}, collate=batches.as_is)
+    else:
+        worker_tf = augment.A.Compose(host)
+        augment.reseed(worker_tf, seed)
+        loader = _loader(ImageDataset(split, worker_tf, idx), batch_size, info, **opts, collate=batches.uint8_collate)
+    return batches.DeviceBatches(loader, on_device, device)
 
 
 def make_predict_loader(cfg: DataConfig, paths: list[Path], batch_size: int, *, device: str = "cpu") -> DataLoader:

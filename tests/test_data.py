@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -266,8 +267,10 @@ def test_transforms_in_a_policy_draw_independently() -> None:
 
 
 def test_cuda_loader_settings() -> None:
-    cfg = DataConfig(synthetic_train=40, synthetic_size=8, num_workers=1)
+    cfg = DataConfig(synthetic_train=40, synthetic_size=8, num_workers=1, augment_on="workers")
     loaders = make_loaders(cfg, [], 8, seed=0, device="cuda")  # settings only: nothing is iterated
+    on_device = make_loaders(replace(cfg, augment_on="auto"), [], 8, seed=0, device="cuda").train
+    assert on_device.loader.pin_memory and on_device.loader.batch_sampler.drop_last and on_device.device.type == "cuda"
     assert loaders.train.pin_memory and loaders.train.persistent_workers and loaders.train.batch_sampler.drop_last
     assert not loaders.val.drop_last and loaders.val.batch_size == 16
     cpu = make_loaders(cfg, [], 8, seed=0)

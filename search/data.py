@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
@@ -17,7 +18,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.datasets.utils import download_and_extract_archive
 
-from search import augment, batch_augment, batches
+from search import augment, batch_augment, batches, decode_cache
 from search.augment import one_line as _one_line
 from search.errors import UserError
 
@@ -50,6 +51,7 @@ class DataConfig:
     synthetic_classes: int = 10
     synthetic_size: int = 32  # synthetic: image side in pixels
     augment_on: str = "auto"  # auto | device | workers: where batched twins of the policy's steps run
+    cache_dir: str | None = None  # decoded-image cache of tiny_imagenet/imagefolder (None = <root>/.decoded)
 
 
 @dataclass(frozen=True)
@@ -416,32 +418,42 @@ def make_loaders(cfg: DataConfig, steps: list, batch_size: int, *, seed: int, de
         raise UserError(f"batch size {batch_size} must be at least 1")
     info = dataset_info(cfg)
     trainval, test_split = _load(cfg, test)
+    trainval, test_split = _decoded(cfg, info, trainval, "train"), _decoded(cfg, info, test_split, "test")
     train_idx, val_idx = split_indices(len(trainval.labels), cfg.val_fraction, cfg.split_seed, cfg.subset)
     if train_on_val:
         train_idx, val_idx = np.sort(np.concatenate([train_idx, val_idx])), val_idx[:0]
-    pre = augment.square(info.image_size) if cfg.dataset == "imagefolder" else []  # images may differ in size
-    train_tf = augment.train_pipeline(steps, where, pre=pre, seed=seed)
+    train_tf = augment.train_pipeline(steps, where, seed=seed)
     augment.check_batchable(train_tf, info.image_size, where)
     augment.reseed(train_tf, seed)  # the check drew from the generator
-    eval_tf = augment.eval_pipeline(pre=pre)
+    eval_tf = augment.eval_pipeline()
     eval_bs = eval_batch_size or 2 * batch_size  # no activations kept for backward: larger batches fit
     opts = dict(train=False, seed=seed, device=device, workers=cfg.num_workers)
     val = _loader(ImageDataset(trainval, eval_tf, val_idx), eval_bs, info, **opts) if len(val_idx) else None
     test_loader = None if test_split is None else _loader(ImageDataset(test_split, eval_tf), eval_bs, info, **opts)
-    train = _train_loader(cfg, trainval, train_idx, train_tf, len(pre), batch_size, info, seed=seed, device=device,
-                          where=where)
+    train = _train_loader(cfg, trainval, train_idx, train_tf, batch_size, info, seed=seed, device=device, where=where)
     return Loaders(train, val, test_loader, info)
 
 
-def _train_loader(cfg: DataConfig, split: _Split, idx: np.ndarray, pipeline: augment.A.Compose, n_pre: int,
-                  batch_size: int, info: DatasetInfo, *, seed: int, device: str,
+def _decoded(cfg: DataConfig, info: DatasetInfo, split: _Split | None, name: str) -> _Split | None:
+    """An image-file split as a memory-mapped array decoded once (squared to the image size); others as they are."""
+    if split is None or split.paths is None:
+        return split
+    prepare = augment.eval_pipeline(pre=augment.square(info.image_size))  # images of a folder may differ in size
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.root) / ".decoded"
+    root = hashlib.sha256(str(Path(cfg.root).resolve()).encode()).hexdigest()[:8]  # roots may share a cache_dir
+    images = decode_cache.decoded(split.paths, info.image_size, lambda p: prepare(image=read_image(p))["image"],
+                                  folder, f"{cfg.dataset}-{name}-{root}", prepare="square")
+    return _Split(split.labels, images=images)
+
+
+def _train_loader(cfg: DataConfig, split: _Split, idx: np.ndarray, pipeline: augment.A.Compose, batch_size: int, info: DatasetInfo, *, seed: int, device: str,
                   where: str) -> DataLoader | batches.DeviceBatches:
     """Training batches: the policy's tail of batched twins on `device`, what precedes it in DataLoader workers."""
     opts = dict(train=True, seed=seed, device=device, workers=cfg.num_workers)
     if cfg.augment_on == "workers":
         return _loader(ImageDataset(split, pipeline, idx), batch_size, info, **opts)
     host, twins = batch_augment.split_policy(list(pipeline.transforms))
-    if cfg.augment_on == "device" and len(host) > n_pre:
+    if cfg.augment_on == "device" and host:
         raise UserError(f"data.augment_on: device, but {where}: {type(host[-1]).__name__} has no batched twin "
                         f"(twins: {', '.join(batch_augment.TWINS)}, as a tail of the policy); use auto or workers")
     on_device = batch_augment.BatchAugment(twins, info.mean, info.std)

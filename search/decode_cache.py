@@ -1,0 +1,58 @@
+"""Image files decoded once into a memory-mapped uint8 array, re-decoded when the files change."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from search.errors import UserError
+
+FORMAT = "decoded-v1"  # bump when what is stored changes (a new key re-decodes every cache)
+
+
+def cache_key(paths: Sequence[Path], size: int, prepare: str) -> str:
+    """Hash of the file list, each file's size and mtime, the image side and the preparation: changed data, new key."""
+    h = hashlib.sha256(f"{FORMAT}|{size}|{prepare}|{len(paths)}".encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"\n{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def decoded(paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray], cache_dir: Path, name: str,
+            prepare: str = "") -> np.ndarray:
+    """(N, size, size, 3) uint8 images of `paths`, from `cache_dir` or decoded now (with progress) and stored there.
+
+    `read` gives one image already at size x size (decoded and prepared); `prepare` names what it does, for the key.
+    """
+    path = Path(cache_dir) / f"{name}-{cache_key(paths, size, prepare)}.npy"
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several workers may build at once: last wins
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+    except OSError as exc:
+        raise UserError(f"cannot write the decoded-image cache in '{cache_dir}': {exc.strerror or exc}; "
+                        f"set data.cache_dir to a writable folder") from None
+    try:
+        for i, p in enumerate(tqdm(paths, desc=f"decoding {name} once", unit="img", mininterval=2.0)):
+            image = read(p)
+            if image.shape != (size, size, 3):
+                raise UserError(f"image '{p}' is {image.shape[1]}x{image.shape[0]}, expected {size}x{size}")
+            out[i] = image
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    for stale in path.parent.glob(f"{name}-*.npy"):  # earlier versions of the same data
+        if stale != path:
+            stale.unlink(missing_ok=True)
+    return np.load(path, mmap_mode="r")

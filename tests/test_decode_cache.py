@@ -1,0 +1,76 @@
+"""Image folders and Tiny ImageNet decoded once into a memory-mapped array, and again when the files change."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from search import data
+from search.batches import ArrayBatches
+from search.data import DataConfig, make_loaders
+from tests.fixtures import make_imagefolder, make_tiny_imagenet
+
+
+def cached(root: Path) -> list[Path]:
+    """The cache files of the training split under root/.decoded."""
+    return sorted((root / ".decoded").glob("*-train-*.npy"))
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record every image file the data module decodes from now on."""
+    reads: list[Path] = []
+    real = data.read_image
+    monkeypatch.setattr(data, "read_image", lambda p: reads.append(Path(p)) or real(p))
+    return reads
+
+
+def test_imagefolder_is_decoded_once_and_again_when_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_imagefolder(tmp_path / "f", classes=2, per_class=4, size=(20, 16), vary=True)
+    cfg = DataConfig("imagefolder", str(root), val_fraction=0.25, num_workers=0)
+    reads = count_reads(monkeypatch)
+    first = make_loaders(cfg, [{"HorizontalFlip": None}], 3, seed=0)
+    assert len(reads) == 8 and len(cached(root)) == 1
+    assert isinstance(first.train.dataset, ArrayBatches)  # training batches gathered from the array
+    images = np.load(cached(root)[0], mmap_mode="r")
+    assert images.shape == (8, 16, 16, 3) and images.dtype == np.uint8  # squared to the shorter side
+    reads.clear()
+    make_loaders(cfg, [{"HorizontalFlip": None}], 3, seed=0)
+    assert reads == []  # no decode on a second run (or epoch)
+    changed = root / "train" / "class_1" / "img_0.png"
+    Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(changed)
+    os.utime(changed, ns=(1, 1))  # a new mtime even on coarse file-system clocks
+    make_loaders(cfg, [], 3, seed=0)
+    assert len(reads) == 8 and len(cached(root)) == 1  # re-decoded, the stale array removed
+    assert not np.load(cached(root)[0]).any(axis=(1, 2, 3)).all()  # the black image is in it
+    reads.clear()
+    Image.fromarray(np.full((16, 20, 3), 9, np.uint8)).save(root / "train" / "class_0" / "extra.png")
+    make_loaders(cfg, [], 3, seed=0)
+    assert len(reads) == 9 and np.load(cached(root)[0], mmap_mode="r").shape[0] == 9  # a new file: re-decoded
+
+
+def test_tiny_imagenet_train_and_test_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_tiny_imagenet(tmp_path, n_classes=2, n_train=3)
+    cache = tmp_path / "cache"
+    cfg = DataConfig("tiny_imagenet", str(root), download=False, val_fraction=0.0, num_workers=0,
+                     cache_dir=str(cache))
+    reads = count_reads(monkeypatch)
+    loaders = make_loaders(cfg, [], 2, seed=0, test=True)
+    n = len(reads)
+    assert n > 6 and {p.name.split("-")[1] for p in cache.glob("*.npy")} == {"train", "test"}
+    x, _ = next(iter(loaders.train))
+    assert x.shape[1:] == (3, 64, 64)
+    make_loaders(cfg, [], 2, seed=0, test=True)
+    assert len(reads) == n
+
+
+def test_unwritable_cache_is_one_line(tmp_path: Path) -> None:
+    root = make_imagefolder(tmp_path / "f", classes=2, per_class=2)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cfg = DataConfig("imagefolder", str(root), num_workers=0, cache_dir=str(blocker / "sub"))
+    with pytest.raises(data.UserError, match=r"^cannot write the decoded-image cache in .*data.cache_dir"):
+        make_loaders(cfg, [], 2, seed=0)

@@ -82,6 +82,8 @@ class BudgetConfig:
 
     params: int  # parameters, counted exactly
     flops: int | None = None  # fvcore FLOPs (one multiply-add = one FLOP) at batch 1
+    latency_ms: float | None = None  # measured inference ms per forward pass at latency_batch, on the trial's device
+    latency_batch: int = 1  # batch size of the latency budget's probe
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,8 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
     budget = _typed(BudgetConfig, raw["budget"], f"{path}: budget")
     if budget.params <= 0 or (budget.flops is not None and budget.flops <= 0):
         raise UserError(f"{path}: budget: params and flops must be positive")
+    if (budget.latency_ms is not None and budget.latency_ms <= 0) or budget.latency_batch < 1:
+        raise UserError(f"{path}: budget: latency_ms must be positive and latency_batch at least 1")
     rules = _typed(RulesConfig, raw.get("rules"), f"{path}: rules")
     if rules.head not in (None, "conv", "linear"):
         raise UserError(f"{path}: rules.head: expected conv or linear, got {rules.head!r}")

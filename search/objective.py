@@ -17,6 +17,7 @@ from blocks import ArchSpec, build, complexity
 from .baselines import BASELINE, is_baseline, sample_baseline
 from .config import SearchConfig
 from .errors import UserError
+from .probe import Probe, cost_attrs, latency_ms
 from .rules import arch_violation, module_violation, train_violation
 from .space import resolve_train, sample
 from .storage import INTERRUPTED, WORKER
@@ -32,10 +33,11 @@ class Objective:
     """Callable handed to study.optimize; one instance per worker process."""
 
     def __init__(self, cfg: SearchConfig, results: Path, device: str = "auto",
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, probe: Probe | None = None):
         from .data import dataset_info
 
         self.cfg, self.results, self.log = cfg, results, log
+        self.probe = probe or latency_ms  # measures inference ms (injectable: tests never time anything)
         self.device = resolve_device(device)
         self.info = dataset_info(cfg.data)
         self.rejections_in_a_row = 0
@@ -99,8 +101,14 @@ class Objective:
         built = sum(p.numel() for p in model.parameters())
         if built != cx.params:
             raise RuntimeError(f"analytic params {cx.params} != built {built} for {spec.to_dict()}")
-        trial.set_user_attr("seed", seed)
         trial.set_user_attr("device", _device_name(self.device))
+        if cfg.budget.latency_ms is not None:  # measured before any training, rejected like the params budget
+            ms = self.probe(model, self.info.image_size, cfg.budget.latency_batch, self.device, train.amp)
+            trial.set_user_attr("probe_latency_ms", round(ms, 3))
+            if ms > cfg.budget.latency_ms:
+                return self._reject(trial, f"latency {ms:.2f} ms at batch {cfg.budget.latency_batch} is over "
+                                           f"the budget of {cfg.budget.latency_ms} ms")
+        trial.set_user_attr("seed", seed)
         from .augment import DEFAULT_POLICY, policy_steps
 
         steps = policy_steps(cfg.augment, train.augment_policy or DEFAULT_POLICY)
@@ -124,6 +132,7 @@ class Objective:
             record["epoch_times_s"] = [round(e["time_s"], 3) for e in record["epochs"]]
             trial.set_user_attr("epoch_times_s", record["epoch_times_s"])
             trial.set_user_attr("val_acc_curve", [round(e["val_acc"], 5) for e in record["epochs"]])
+            trial.set_user_attr("train_images_per_s", round(r.images_per_s, 1))  # of the latest epoch
             self._write(trial.number, record)
             best = _best_value(trial.study)
             place = (f"baseline {trial.user_attrs[BASELINE]}" if is_baseline(trial)
@@ -160,7 +169,10 @@ class Objective:
         final = history[-1].val_acc
         if not math.isfinite(final):
             raise FloatingPointError(f"validation accuracy is {final}")
-        record.update(state="complete", val_acc=final, best_val_acc=max(h.val_acc for h in history))
+        costs = cost_attrs(model, self.info.image_size, self.device, train.amp, self.probe)
+        for key, value in costs.items():
+            trial.set_user_attr(key, value)
+        record.update(state="complete", val_acc=final, best_val_acc=max(h.val_acc for h in history), **costs)
         self._write(trial.number, record)
         trial.set_user_attr("best_val_acc", record["best_val_acc"])
         values = {"val_acc": final, "params": float(cx.params), "flops": float(cx.flops)}

@@ -254,3 +254,26 @@ def retrain_classes(doc: dict[str, Any]) -> tuple[go.Figure | None, go.Figure | 
     _layout(heat, f"Confusion matrix, {label}", xaxis_title="predicted", yaxis_title="true", height=side,
             yaxis_autorange="reversed")
     return bars, heat
+
+
+SPEED_KEYS = (("train_images_per_s", "training images/s (higher is faster)"),
+              ("latency_ms_batch1", "inference latency, batch 1, ms (lower is faster)"))
+
+
+def accuracy_vs_speed(trials: list[optuna.trial.FrozenTrial]) -> go.Figure | None:
+    """Validation accuracy of complete trials against their measured training speed and inference latency."""
+    done = [t for t in trials if kind(t) == "complete" and t.values and "latency_ms_batch1" in t.user_attrs]
+    if not done:
+        return None
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1)
+    for col, (key, label) in enumerate(SPEED_KEYS, 1):
+        ts = [t for t in done if key in t.user_attrs]
+        fig.add_trace(go.Scatter(
+            x=[t.user_attrs[key] for t in ts], y=[t.values[0] for t in ts], mode="markers", showlegend=False,
+            marker=dict(color=STATE_STYLE["complete"][0], size=9),
+            text=[f"trial {t.number} on {t.user_attrs.get('device', '?')}<br>"
+                  f"{arch_brief(t.user_attrs.get('arch', {}))}" for t in ts],
+            hovertemplate="%{text}<br>" + label + " %{x:,.2f}<br>val_acc %{y:.4f}<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text=label, row=1, col=col)
+    fig.update_yaxes(title_text="val_acc", row=1, col=1)
+    return _layout(fig, "Validation accuracy against measured speed (on each trial's device)")

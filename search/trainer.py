@@ -98,6 +98,7 @@ class EpochResult:
     lr: float  # learning rate at the end of the epoch
     image_size: int  # training image side, px
     time_s: float  # wall time of train + eval
+    images_per_s: float = 0.0  # training images per second of the epoch's training loop (eval excluded)
 
 
 def seed_everything(seed: int) -> None:
@@ -290,7 +291,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
             loss_sum += loss.detach() * y.numel()
             correct += (logits.argmax(1) == y).sum()
             n += y.numel()
-        loss_sum, correct = loss_sum.item(), correct.item()
+        loss_sum, correct = loss_sum.item(), correct.item()  # waits for the device: the loop's time is complete
+        speed = n / max(1e-9, time.perf_counter() - t0)
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"training loss became {loss_sum} at epoch {epoch + 1}")
         # Validation at the epoch's training size (cheap at 16/32 px); only native-size epochs reach
@@ -299,7 +301,7 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
         val_loss, val_acc = (evaluate(scored, val_loader, device, spec.amp, size, spec.tta) if val_loader is not None
                              else (math.nan, math.nan))
         result = EpochResult(epoch + 1, loss_sum / max(1, n), correct / max(1, n), val_loss, val_acc,
-                             opt.param_groups[0]["lr"], size or int(x.shape[-1]), time.perf_counter() - t0)
+                             opt.param_groups[0]["lr"], size or int(x.shape[-1]), time.perf_counter() - t0, speed)
         history.append(result)
         if checkpoint is not None:
             _save(checkpoint, model, opt, schedule, history, ema)

@@ -239,3 +239,27 @@ def test_progressive_trial_is_judged_at_native_size_only() -> None:
         assert _run_curve(study, progressive) == pruned_at
         reported = study.get_trials()[1].intermediate_values
         assert sorted(reported) == list(range(5, 5 + len(reported)))  # only the 64 px epochs reached the pruner
+
+
+def test_latency_budget_rejects_by_a_probe_and_trials_record_their_cost(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fake_probe(model, size, batch, device, amp) -> float:  # ms grows with params: no clock involved
+        calls.append(batch)
+        return sum(p.numel() for p in model.parameters()) / 1000 * (1 + batch / 256)
+
+    monkeypatch.setattr("search.objective.latency_ms", fake_probe)
+    space = {**PRUNING_SPACE, "budget": {"params": 20_000, "latency_ms": 8.0, "latency_batch": 8},
+             "train": {**PRUNING_SPACE["train"], "lr": 0.1, "epochs": 1},
+             "search": {**PRUNING_SPACE["search"], "n_trials": 3, "pruner": "none"}}
+    assert run.main([str(write_space(tmp_path, space)), "--results-dir", str(tmp_path / "r")]) == 0
+    study = optuna.load_study(study_name="space", storage=f"sqlite:///{tmp_path / 'r' / 'space' / 'study.db'}")
+    slow = [t for t in study.trials if "latency" in t.user_attrs.get(REJECTED, "")]
+    done = [t for t in study.trials if t.state == S.COMPLETE]
+    assert slow and len(done) == 3 and 8 in calls
+    assert all(t.user_attrs["probe_latency_ms"] > 8.0 and "epoch_times_s" not in t.user_attrs for t in slow)
+    for t in done:
+        assert t.user_attrs["probe_latency_ms"] <= 8.0 and t.user_attrs["train_images_per_s"] > 0
+        assert t.user_attrs["latency_ms_batch256"] == round(2 * t.user_attrs["params"] / 1000, 3)
+        assert t.user_attrs["latency_ms_batch1"] < t.user_attrs["latency_ms_batch256"]

@@ -24,7 +24,7 @@ from blocks import ArchSpec, build, complexity  # noqa: E402
 from search.augment import DEFAULT_POLICY, policy_steps  # noqa: E402
 from search.config import load_config  # noqa: E402
 from search.data import make_loaders  # noqa: E402
-from search.trainer import TrainSpec, fit, make_optimizer, resolve_device, _autocast  # noqa: E402
+from search.trainer import TrainSpec, _autocast, fit, make_optimizer, prepare_model, resolve_device  # noqa: E402
 
 DEFAULT_ARCH = {"stages": 4, "blocks": [2, 2, 2, 2], "width": 32}  # ~2.8M params, CIFAR-style
 
@@ -43,11 +43,10 @@ def pipeline_only(loader, batches: int) -> float:
 
 def compute_limit(spec: ArchSpec, train: TrainSpec, device: torch.device, batches: int) -> float:
     """Images/s of training steps on one batch already on the device (no data pipeline)."""
-    model = build(spec).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = prepare_model(build(spec), device)  # the layout fit uses on every device
     opt = make_optimizer(model, train)
     x = torch.randn(train.batch_size, 3, spec.input_size, spec.input_size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, spec.num_classes, (train.batch_size,), device=device)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()

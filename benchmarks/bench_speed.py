@@ -1,0 +1,246 @@
+"""The speed table of BENCHMARKS.md: old vs new training path, achieved GFLOP/s, data path, loop, compile.
+
+    PYTHONPATH=. python benchmarks/bench_speed.py                 # this machine (CPU), 1 thread
+    PYTHONPATH=. python benchmarks/bench_speed.py --device cuda   # the same table on a GPU machine
+
+Every figure is a ratio of two paths measured side by side, alternating, in this one run (absolute
+figures on a shared machine move with its load, ratios much less). FLOPs: fvcore convention (one
+multiply-add = one FLOP) for the model; GFLOP/s are real FLOP/s (2 per multiply-add) everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from blocks import ArchSpec, build, complexity  # noqa: E402
+from search import augment  # noqa: E402
+from search.batch_augment import BatchAugment, split_policy  # noqa: E402
+from search.batches import ArrayBatches, DeviceBatches, as_is  # noqa: E402
+from search.trainer import TrainSpec, _autocast, fit, make_optimizer, prepare_model, use_amp  # noqa: E402
+
+DENSE = {"stages": 3, "blocks": [2, 2, 2], "width": 64}  # 2.78M params, 422M FLOPs at 32 px
+SEPARABLE = {**DENSE, "separable": True}  # 0.41M params, 62M FLOPs
+POLICY = [{"PadIfNeeded": {"min_height": 40, "min_width": 40, "border_mode": 4}},
+          {"RandomCrop": {"height": 32, "width": 32}}, {"HorizontalFlip": {"p": 0.5}},
+          {"CoarseDropout": {"num_holes_range": [1, 1], "hole_height_range": [8, 8], "hole_width_range": [8, 8],
+                             "p": 0.5}}]
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA only)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def step_rate(arch: dict, device: torch.device, amp: bool, channels_last: bool, batch: int, steps: int,
+              compile_model: bool = False) -> Callable[[], float]:
+    """A timer of training steps (forward, backward, SGD) on one in-memory batch: call it for images/s."""
+    spec = ArchSpec.from_dict({**arch, "num_classes": 10, "input_size": 32})
+    model = prepare_model(build(spec), device) if channels_last else build(spec).to(device)
+    step_model = torch.compile(model) if compile_model else model
+    opt = make_optimizer(model, TrainSpec())
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    y = torch.randint(0, 10, (batch,), device=device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def one() -> None:
+        with _autocast(device, amp):
+            loss = loss_fn(step_model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    one()  # warm-up (allocator, oneDNN/cuDNN kernel choice; the compile itself when compiling)
+    sync(device)
+
+    def timed() -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            one()
+        sync(device)
+        return steps * batch / (time.perf_counter() - t0)
+
+    return timed
+
+
+def side_by_side(timers: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Median of `rounds` alternating calls of each timer (so load changes hit every path alike)."""
+    got: dict[str, list[float]] = {k: [] for k in timers}
+    for _ in range(rounds):
+        for k, t in timers.items():
+            got[k].append(t())
+    return {k: statistics.median(v) for k, v in got.items()}
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """Real GFLOP/s (2 n^3 per product) of an n x n matmul: the arithmetic limit of these cores."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def training_table(device: torch.device, args: argparse.Namespace) -> None:
+    """Old path (fp32, NCHW) against the new one (train.amp auto: bf16 + channels_last here?) per design."""
+    amp = use_amp("auto", device)
+    print(f"\n## training step, batch {args.batch}, {args.steps} steps x {args.rounds} rounds, in-memory batch")
+    print(f"new path = train.amp auto on {device.type}: {'bf16 autocast' if amp else 'fp32'} + channels_last")
+    print("| design | params | MFLOPs/img | old img/s | new img/s | new/old | new GFLOP/s | of bf16 matmul |")
+    print("|---|---|---|---|---|---|---|---|")
+    dtype = torch.bfloat16 if amp else torch.float32
+    for name, arch in (("dense", DENSE), ("separable", SEPARABLE)):
+        cx = complexity(ArchSpec.from_dict({**arch, "num_classes": 10, "input_size": 32}))
+        r = side_by_side({"old": step_rate(arch, device, False, False, args.batch, args.steps),
+                          "new": step_rate(arch, device, amp, True, args.batch, args.steps),
+                          "peak": lambda: matmul_gflops(device, dtype)}, args.rounds)
+        peak = r["peak"]
+        gflops = r["new"] * cx.flops * 2 * 3 / 1e9  # training = forward + 2x for backward; 2 FLOPs a multiply-add
+        print(f"| {name} | {cx.params / 1e6:.2f}M | {cx.flops / 1e6:.0f} | {r['old']:.1f} | {r['new']:.1f} | "
+              f"{r['new'] / r['old']:.2f}x | {gflops:.0f} | {gflops / peak:.0%} of {peak:.0f} |")
+
+
+def data_table(device: torch.device, args: argparse.Namespace) -> None:
+    """CIFAR policy (pad-crop, flip, cutout, normalise): albumentations per image vs the batched twins."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.data_images, 32, 32, 3), dtype=np.uint8)
+    pipeline = augment.train_pipeline(POLICY, "bench", seed=0)
+    collate = augment.NormalizeCollate(MEAN, STD)
+    _, twins = split_policy(list(pipeline.transforms))
+    ours = BatchAugment(twins, MEAN, STD)
+    batch = args.data_batch
+
+    def albumentations_rate() -> float:
+        t0 = time.perf_counter()
+        for i in range(0, len(images), batch):
+            collate([(pipeline(image=im)["image"], 0) for im in images[i:i + batch]])
+        return len(images) / (time.perf_counter() - t0)
+
+    def batched_rate() -> float:
+        ds = ArrayBatches(images, np.zeros(len(images), np.int64), np.arange(len(images)))
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, collate_fn=as_is,
+                                             generator=torch.Generator().manual_seed(0))
+        t0 = time.perf_counter()
+        n = 0
+        for x, _ in DeviceBatches(loader, ours, device):
+            n += len(x)
+        sync(device)
+        return n / (time.perf_counter() - t0)
+
+    timers = {"albumentations": albumentations_rate, "batched": batched_rate}
+    kornia_note = ""
+    try:
+        timers["kornia"] = kornia_timer(images, batch, device)
+    except ImportError:
+        kornia_note = " (kornia not installed: pip install kornia to add its column)"
+    r = side_by_side(timers, args.rounds)
+    print(f"\n## data path, CIFAR policy (pad 4 reflect101 + crop, flip, 8x8 cutout, normalise), batch {batch}, "
+          f"{torch.get_num_threads()} thread(s), {len(images)} images{kornia_note}")
+    print("| path | img/s | vs albumentations |")
+    print("|---|---|---|")
+    for k, v in r.items():
+        print(f"| {k} | {v:,.0f} | {v / r['albumentations']:.1f}x |")
+
+
+def kornia_timer(images: np.ndarray, batch: int, device: torch.device) -> Callable[[], float]:
+    """kornia's nearest equivalent (RandomCrop with reflect padding, flip, RandomErasing of a fixed 8x8 area)."""
+    import kornia.augmentation as K
+
+    aug = K.AugmentationSequential(
+        K.RandomCrop((32, 32), padding=4, padding_mode="reflect"), K.RandomHorizontalFlip(),
+        K.RandomErasing(scale=(64 / 1024, 64 / 1024), ratio=(1.0, 1.0), p=0.5),
+        K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD))).to(device)
+    data = torch.from_numpy(images).permute(0, 3, 1, 2)
+
+    def rate() -> float:
+        t0 = time.perf_counter()
+        for i in range(0, len(data), batch):
+            aug(data[i:i + batch].to(device).float() / 255)
+        sync(device)
+        return len(data) / (time.perf_counter() - t0)
+
+    return rate
+
+
+def loop_table(device: torch.device, args: argparse.Namespace) -> None:
+    """`fit` over uint8 batches augmented on the device against training steps on one in-memory batch."""
+    amp = use_amp("auto", device)
+    n = args.batch * args.steps
+    images = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = np.random.default_rng(1).integers(0, 10, n)
+    _, twins = split_policy(augment.build_transforms(POLICY, "bench"))
+    spec = ArchSpec.from_dict({**DENSE, "num_classes": 10, "input_size": 32})
+
+    def loop() -> float:
+        loader = torch.utils.data.DataLoader(ArrayBatches(images, labels, np.arange(n)), batch_size=args.batch,
+                                             shuffle=True, drop_last=True, collate_fn=as_is,
+                                             generator=torch.Generator().manual_seed(0))
+        history = fit(build(spec), DeviceBatches(loader, BatchAugment(twins, MEAN, STD), device), None,
+                      TrainSpec(epochs=1, batch_size=args.batch), device)
+        return history[0].images_per_s
+
+    r = side_by_side({"limit": step_rate(DENSE, device, amp, True, args.batch, args.steps), "loop": loop},
+                     args.rounds)
+    print(f"\n## whole loop (fit, data gathered and augmented on {device.type}) vs the in-memory compute limit, dense")
+    print(f"| compute limit img/s | loop img/s | loop / limit |\n|---|---|---|\n"
+          f"| {r['limit']:.1f} | {r['loop']:.1f} | {r['loop'] / r['limit']:.0%} |")
+
+
+def compile_table(device: torch.device, args: argparse.Namespace) -> None:
+    """torch.compile: one-off compile time against the time it saves per step, dense design, new path."""
+    amp = use_amp("auto", device)
+    t0 = time.perf_counter()
+    compiled = step_rate(DENSE, device, amp, True, args.batch, args.steps, compile_model=True)
+    compile_s = time.perf_counter() - t0  # includes one eager-sized step and model build, as a trial pays it
+    r = side_by_side({"eager": step_rate(DENSE, device, amp, True, args.batch, args.steps), "compiled": compiled},
+                     args.rounds)
+    saved = args.batch / r["eager"] - args.batch / r["compiled"]  # seconds saved per step
+    breakeven = f"{compile_s / saved:,.0f} steps" if saved > 0 else "never (compiled is not faster)"
+    print(f"\n## train.compile, dense, batch {args.batch}")
+    print("| eager img/s | compiled img/s | compiled/eager | compile s (first step) | pays off after |")
+    print(f"|---|---|---|---|---|\n| {r['eager']:.1f} | {r['compiled']:.1f} | {r['compiled'] / r['eager']:.2f}x | "
+          f"{compile_s:.0f} | {breakeven} |")
+
+
+def main() -> None:
+    """Print the tables."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (CPU); per-core figures use 1")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=5, help="training steps per timing")
+    p.add_argument("--rounds", type=int, default=3, help="alternating timings per path (the median is shown)")
+    p.add_argument("--data-images", type=int, default=8192)
+    p.add_argument("--data-batch", type=int, default=256, help="batch of the data-path table")
+    p.add_argument("--only", nargs="*", default=["train", "data", "loop", "compile"])
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {device.type} ({name}), {torch.get_num_threads()} thread(s), "
+          f"{os.cpu_count()} CPUs, bf16 native: {use_amp('auto', device)}, load average {os.getloadavg()[0]:.1f}")
+    tables = {"train": training_table, "data": data_table, "loop": loop_table, "compile": compile_table}
+    for key in args.only:
+        tables[key](device, args)
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ import torch
 
 from blocks import ArchSpec, build
 from search.data import DataConfig, make_loaders
-from search.trainer import TrainSpec, fit, make_optimizer, make_schedule, native_bf16, use_amp
+from search.trainer import TrainSpec, compiled, fit, make_optimizer, make_schedule, native_bf16, use_amp
 
 SPEC = ArchSpec.from_dict({"stages": 2, "blocks": [1, 1], "width": 8, "num_classes": 4, "input_size": 16})
 DATA = DataConfig(dataset="synthetic", synthetic_train=160, synthetic_test=40, synthetic_classes=4,
@@ -249,3 +249,12 @@ def test_fit_runs_the_gpu_path_on_the_cpu(amp: bool) -> None:
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert seen and all(s == (torch.bfloat16 if amp else torch.float32, True) for s in seen)
     assert 0.0 <= history[0].val_acc <= 1.0 and history[0].train_loss > 0
+
+
+def test_compile_wraps_the_model_and_shares_its_parameters() -> None:
+    model = build(SPEC)
+    assert compiled(model, False) is model
+    wrapped = compiled(model, True)  # lazy: nothing is compiled until the first call
+    assert isinstance(wrapped, torch._dynamo.eval_frame.OptimizedModule) and wrapped._orig_mod is model
+    assert [p.data_ptr() for p in wrapped.parameters()] == [p.data_ptr() for p in model.parameters()]
+    assert TrainSpec.from_dict({"compile": True}).compile

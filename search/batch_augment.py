@@ -60,7 +60,8 @@ class Pad:
             return x
         rows = torch.arange(-top, h + bottom, device=x.device)
         cols = torch.arange(-left, w + right, device=x.device)
-        out = x.index_select(2, _border_index(rows, h, self.border)).index_select(3, _border_index(cols, w, self.border))
+        out = x.index_select(2, _border_index(rows, h, self.border))
+        out = out.index_select(3, _border_index(cols, w, self.border))
         if self.border == "constant":
             inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
             out = torch.where(inside, out, _fill_value(self.fill, out))
@@ -162,7 +163,7 @@ def _numeric(fill: object) -> float | tuple | None:
 
 
 def split_policy(transforms: list) -> tuple[list, list]:
-    """(albumentations transforms for the workers, twins for the device): the device gets the longest tail with twins."""
+    """(albumentations transforms for workers, twins for the device): the device gets the longest tail of twins."""
     twins = [twin(t) for t in transforms]
     start = len(transforms)
     while start > 0 and twins[start - 1] is not None:

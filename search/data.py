@@ -446,8 +446,8 @@ def _decoded(cfg: DataConfig, info: DatasetInfo, split: _Split | None, name: str
     return _Split(split.labels, images=images)
 
 
-def _train_loader(cfg: DataConfig, split: _Split, idx: np.ndarray, pipeline: augment.A.Compose, batch_size: int, info: DatasetInfo, *, seed: int, device: str,
-                  where: str) -> DataLoader | batches.DeviceBatches:
+def _train_loader(cfg: DataConfig, split: _Split, idx: np.ndarray, pipeline: augment.A.Compose, batch_size: int,
+                  info: DatasetInfo, *, seed: int, device: str, where: str) -> DataLoader | batches.DeviceBatches:
     """Training batches: the policy's tail of batched twins on `device`, what precedes it in DataLoader workers."""
     opts = dict(train=True, seed=seed, device=device, workers=cfg.num_workers)
     if cfg.augment_on == "workers":

@@ -116,11 +116,28 @@ class SearchSection:
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """Defaults for `python -m search.retrain`."""
+    """`python -m search.retrain`: the final recipe, laid over each trial's searched training settings."""
 
-    epochs: int = 200
-    seeds: int = 1
-    train_on_val: bool = False
+    # A search ranks designs by 15-epoch validation, which rewards fast convergence; the final model gets
+    # the settings of published 200-epoch CIFAR ResNet runs instead. null keeps the trial's value.
+    epochs: int = 200  # WRN (Zagoruyko & Komodakis 2016) and cutout (DeVries & Taylor 2017): 200 epochs
+    seeds: int = 1  # independent runs per trial (mean and std of the test numbers)
+    train_on_val: bool = True  # the final model learns from every labelled image; the test set stays unseen
+    optimizer: str | None = "sgd"  # SGD, Nesterov momentum (the trial's train.momentum): both sources above
+    lr: float | None = 0.1  # peak lr per lr_batch images: 0.1 at 128 (He et al. 2016; WRN; cutout) ...
+    lr_batch: int = 128  # ... scaled linearly to the trial's batch size (Goyal et al. 2017): 0.2 at 256
+    weight_decay: float | None = 5.0e-4  # WRN and cutout at 200 epochs (the search samples 1e-4..1e-3)
+    schedule: str | None = "cosine"  # cosine to 0 (Loshchilov & Hutter 2017, SGDR without restarts)
+    warmup_epochs: float | None = 5.0  # linear warm-up at the peak lr's start (Goyal et al. 2017: 5 epochs)
+    ema: float | None = 0.999  # weight EMA decay per step, tested on the EMA weights; null = none
+    tta: bool = True  # also report test accuracy on the mean softmax of each image and its mirror
+    augment: list | None = None  # transforms replacing the trial's augmentation policy; null keeps it
+
+    def recipe(self) -> dict[str, Any]:
+        """The TrainSpec keys this section sets (lr still per lr_batch images)."""
+        keys = ("optimizer", "lr", "weight_decay", "schedule", "warmup_epochs")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None} | {"ema": self.ema,
+                                                                                       "tta": self.tta}
 
 
 @dataclass(frozen=True)
@@ -270,7 +287,7 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
     train = _parse_section_values(raw.get("train"), {f.name for f in dataclasses.fields(TrainSpec)},
                                   f"{path}: train")
     _check_train(train, TrainSpec, f"{path}: train")
-    retrain = _typed(RetrainConfig, raw.get("retrain"), f"{path}: retrain")
+    retrain = _parse_retrain(raw.get("retrain"), TrainSpec, f"{path}: retrain")
     storage = raw.get("storage")
     if storage is not None and not isinstance(storage, str):
         raise UserError(f"{path}: storage: expected an SQLAlchemy URL string, got {storage!r}")
@@ -339,6 +356,23 @@ def _parse_baselines(items: Any, spec_cls: type, path: str) -> tuple[Baseline, .
                             f"got {train!r}")
         out.append(Baseline(item["name"], dict(arch), dict(train)))
     return tuple(out)
+
+
+def _parse_retrain(d: Any, spec_cls: type, where: str) -> RetrainConfig:
+    """The `retrain` section: typed, its recipe a valid TrainSpec, its augment list buildable."""
+    retrain = _typed(RetrainConfig, d, where)
+    retrain = dataclasses.replace(retrain, augment=None if retrain.augment is None else list(retrain.augment))
+    if retrain.epochs < 1 or retrain.seeds < 1 or retrain.lr_batch < 1:
+        raise UserError(f"{where}: epochs, seeds and lr_batch must be at least 1")
+    try:
+        spec_cls.from_dict(retrain.recipe())
+    except ValueError as e:
+        raise UserError(f"{where}.{str(e).removeprefix('train.')}") from None
+    if retrain.augment is not None:
+        from .augment import validate_augment
+
+        validate_augment(retrain.augment, f"{where}.augment")
+    return retrain
 
 
 def _check_search(s: SearchSection, path: str) -> None:

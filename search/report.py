@@ -131,23 +131,24 @@ def retrain_section(page: Page, res: StudyResults) -> None:
     """Test results of `python -m search.retrain`, when there are any."""
     docs = res.retrain_metrics()
     page.section("Retrain results", "Test-set accuracy of the trials retrained to full length "
-                 "(python -m search.retrain); the test set is used only here.")
+                 "(python -m search.retrain); the test set is used only here. 'plain' is one pass, 'flip TTA' "
+                 "the mean softmax of each image and its horizontal mirror.")
     if not docs:
         page.note("No retrain results yet: run python -m search.retrain " + str(res.folder))
         return
     rows = []
     for d in docs:
-        test = d.get("test", {})
+        test, tta = d.get("test", {}), d.get("test_tta", {})
         if "members" in d:
             singles = "; ".join(f"trial {n}: {_pm(s.get('top1'))}" for n, s in d.get("members_test", {}).items())
-            rows.append([f"ensemble {d['members']}", "-", _pm(test.get("top1")), _pm(test.get("top5")), "-", "-",
-                         "-", singles])
+            rows.append([f"ensemble {d['members']}", "-", _pm(test.get("top1")), _pm(tta.get("top1")),
+                         _pm(test.get("top5")), "-", "-", "-", singles])
         else:
             rows.append([f"trial {d['trial']}", f"{d['val_acc']:.4f}" if d.get("val_acc") is not None else "-",
-                         _pm(test.get("top1")), _pm(test.get("top5")), fmt_count(d.get("params")),
-                         d.get("epochs"), "yes" if d.get("train_on_val") else "no", d.get("test_set", "")])
-    page.raw(table(["model", "search val_acc", "test top-1", "test top-5", "params", "epochs", "train+val",
-                    "test set / members"], rows, left=(0, 7)))
+                         _pm(test.get("top1")), _pm(tta.get("top1")), _pm(test.get("top5")),
+                         fmt_count(d.get("params")), d.get("epochs"), _trained_on(d), d.get("test_set", "")])
+    page.raw(table(["model", "search val_acc", "test top-1 plain", "test top-1 flip TTA", "test top-5 plain",
+                    "params", "epochs", "trained on", "test set / members"], rows, left=(0, 7, 8)))
     page.figure(figs.retrain_curves(docs), "retrain-curves")
     singles = [d for d in docs if "trial" in d and "test" in d]
     if singles:
@@ -155,6 +156,14 @@ def retrain_section(page: Page, res: StudyResults) -> None:
         bars, heat = figs.retrain_classes(best)
         page.figure(bars, "retrain-classes")
         page.figure(heat, "retrain-confusion")
+
+
+def _trained_on(d: dict) -> str:
+    """'cifar10, 50,000 images (train + val), 32px' from a retrain summary (older ones: train+val yes/no)."""
+    t = d.get("trained_on")
+    if not t:
+        return "train + val" if d.get("train_on_val") else "train"
+    return f"{t['dataset']}, {t['train_images']:,} images ({t['images']}), {t['image_size']}px"
 
 
 def build_report(res: StudyResults) -> Page:

@@ -132,14 +132,15 @@ class StudyResults:
         return sorted(docs, key=lambda d: ("members" in d, d.get("trial", 0)))
 
 
-def open_results(folder: Path, storage: str | None = None, data_root: str | None = None) -> StudyResults:
-    """Load results/<study>/ (config.yaml and the study); every missing piece is a one-line UserError."""
+def open_results(folder: Path, storage: str | None = None, data_root: str | None = None,
+                 overrides: list[str] | None = None) -> StudyResults:
+    """Load results/<study>/ (config.yaml, `--set` overrides, the study); every missing piece is a one-line UserError."""
     if not folder.is_dir():
         raise UserError(f"results folder '{folder}' does not exist (python -m search.run writes results/<study>/)")
     config = folder / "config.yaml"
     if not config.is_file():
         raise UserError(f"'{config}' is missing: '{folder}' is not a results folder of python -m search.run")
-    cfg = load_config(config, [f"data.root={data_root}"] if data_root else [])
+    cfg = load_config(config, [*([f"data.root={data_root}"] if data_root else []), *(overrides or [])])
     if storage is None:
         if not (folder / "study.db").is_file():
             raise UserError(f"'{folder / 'study.db'}' is missing (for a study on a server, pass --storage URL)")

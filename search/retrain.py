@@ -18,6 +18,7 @@ import blocks
 from blocks import ArchSpec, build
 
 from . import evaluate as ev
+from . import recipe
 from .cli import main_guard
 from .errors import UserError
 from .results import StudyResults, open_results
@@ -40,7 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="epochs of the full run (default: retrain.epochs of the YAML)")
     p.add_argument("--seeds", type=int, help="independent runs per trial, for mean and std (retrain.seeds)")
     p.add_argument("--train-on-val", action=argparse.BooleanOptionalAction, default=None,
-                   help="train on train + validation images, the final step (retrain.train_on_val)")
+                   help="train on train + validation images, the final step (retrain.train_on_val, default "
+                        "true); --no-train-on-val keeps a validation curve")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a data.* or retrain.* key of the search's YAML, e.g. --set retrain.ema=null")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     p.add_argument("--storage", help="the study's SQLAlchemy URL (default: sqlite:///<results>/study.db)")
     p.add_argument("--data-root", help="dataset folder, when it moved since the search (data.root)")
@@ -71,6 +75,8 @@ class SeedRun:
     metrics: dict[str, Any]
     probs: torch.Tensor  # test-set softmax, (images, classes)
     labels: torch.Tensor
+    tta: dict[str, Any] | None = None  # test metrics on the flip-averaged softmax, with retrain.tta
+    probs_tta: torch.Tensor | None = None
     unlabeled: torch.Tensor | None = None  # softmax over the unlabeled split, with --predict
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -85,7 +91,7 @@ def full_length(train: TrainSpec, epochs: int) -> TrainSpec:
 
 
 def make_plans(res: StudyResults, numbers: list[int], epochs: int) -> list[Plan]:
-    """Rebuild and verify every chosen trial before anything trains."""
+    """Rebuild and verify every chosen trial before anything trains; the retrain recipe is laid over its settings."""
     from .rules import train_violation
 
     plans = []
@@ -93,6 +99,7 @@ def make_plans(res: StudyResults, numbers: list[int], epochs: int) -> list[Plan]
         spec, record = res.verified_spec(n)
         try:
             train = full_length(TrainSpec.from_dict(res.trial(n).user_attrs["train"]), epochs)
+            train = recipe.final_train(train, res.cfg.retrain)
         except (KeyError, ValueError, TypeError) as e:
             raise UserError(f"trial {n}: cannot read its training settings: {e}") from None
         if (why := train_violation(spec, train, res.cfg)) is not None:
@@ -104,8 +111,9 @@ def make_plans(res: StudyResults, numbers: list[int], epochs: int) -> list[Plan]
 
 def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Retrain, test and ensemble what the arguments choose; returns the summary written to disk."""
-    res = open_results(Path(args.results), args.storage, args.data_root)
-    cfg = res.cfg
+    recipe.check_overrides(args.overrides)
+    res = open_results(Path(args.results), args.storage, args.data_root, args.overrides)
+    res.cfg = cfg = dataclasses.replace(res.cfg, data=recipe.final_data(res.cfg.data, args.overrides, log))
     epochs = args.epochs if args.epochs is not None else cfg.retrain.epochs
     seeds = args.seeds if args.seeds is not None else cfg.retrain.seeds
     on_val = cfg.retrain.train_on_val if args.train_on_val is None else args.train_on_val
@@ -145,12 +153,16 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
     cfg, spec, train = res.cfg, plan.spec, plan.train
     seed = plan.seed + k * SEED_STRIDE
     run_dir = folder / f"seed_{k}"
-    _claim(run_dir, {"study": res.name, "trial": plan.number, "seed": seed, "epochs": train.epochs,
-                     "train_on_val": on_val, "arch": spec.to_dict(), "train": train.to_dict()})
-    steps = policy_steps(cfg.augment, train.augment_policy or DEFAULT_POLICY)
+    steps = cfg.retrain.augment if cfg.retrain.augment is not None else policy_steps(
+        cfg.augment, train.augment_policy or DEFAULT_POLICY)
     loaders = make_loaders(cfg.data, steps, train.batch_size, seed=seed, device=device.type, test=True,
                            train_on_val=on_val, where=f"{cfg.path}: augment")
+    facts = recipe.trained_on(loaders, cfg.data, on_val)
+    _claim(run_dir, {"study": res.name, "trial": plan.number, "seed": seed, "epochs": train.epochs,
+                     "train_on_val": on_val, **facts, "augment": steps, "arch": spec.to_dict(),
+                     "train": train.to_dict()})
     tag = f"[trial {plan.number} seed {k}]"
+    log(f"{tag} {recipe.describe(train, steps, facts)}")
     model_path = run_dir / "model.pt"
     if model_path.is_file():
         log(f"{tag} already trained ({model_path}); testing the saved model")
@@ -184,9 +196,15 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
     probs, labels = predict(model, loaders.test, device, train.amp)
     metrics = ev.classification_metrics(probs, labels, loaders.info.class_names)
     run = SeedRun(run_dir, seed, metrics, probs, labels, history=history)
+    if cfg.retrain.tta:
+        run.probs_tta = predict(model, loaders.test, device, train.amp, tta=True)[0]
+        run.tta = ev.classification_metrics(run.probs_tta, labels, loaders.info.class_names)
     names = loaders.info.class_names or tuple(str(c) for c in range(probs.shape[1]))
     write_run_files(run, names, {"study": res.name, "trial": plan.number, "seed": seed, "epochs": train.epochs,
-                                 "train_on_val": on_val, "test_set": test_set_name(cfg, len(labels))})
+                                 "train_on_val": on_val, "trained_on": facts, "augment": steps,
+                                 "recipe": recipe.describe(train, steps, facts), "train": train.to_dict(),
+                                 "weights": "EMA" if train.ema is not None else "last step",
+                                 "test_set": test_set_name(cfg, len(labels))})
     if unlabeled is not None:
         loader = make_predict_loader(cfg.data, unlabeled, 2 * train.batch_size, device=device.type)
         run.unlabeled = predict(model, loader, device, train.amp)[0]
@@ -194,7 +212,8 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
     if onnx:
         export_onnx(model, spec, run_dir / "model.onnx")
     top5 = f" top-5 {metrics['top5']:.4f}" if "top5" in metrics else ""
-    log(f"{tag} test top-1 {metrics['top1']:.4f}{top5} -> {run_dir}")
+    tta = f"; flip TTA top-1 {run.tta['top1']:.4f}" if run.tta else ""
+    log(f"{tag} test top-1 (plain) {metrics['top1']:.4f}{top5}{tta} -> {run_dir}")
     return run
 
 
@@ -215,7 +234,7 @@ def _claim(run_dir: Path, settings: dict[str, Any]) -> None:
 def write_run_files(run: SeedRun, names: tuple[str, ...], facts: dict[str, Any]) -> None:
     """metrics.json, per_class.csv, confusion.csv and curves.csv of one seed run."""
     m = run.metrics
-    doc = {**facts, "test": {k: m[k] for k in ("n", "top1", "top5", "loss") if k in m},
+    doc = {**facts, "test": _scalars(m), **({"test_tta": _scalars(run.tta)} if run.tta else {}),
            "confusion": m["confusion"], "per_class": m["per_class"], "history": run.history}
     (run.folder / "metrics.json").write_text(json.dumps(ev.jsonable(doc), indent=1))
     ev.write_per_class_csv(run.folder / "per_class.csv", [m["per_class"]])
@@ -224,12 +243,20 @@ def write_run_files(run: SeedRun, names: tuple[str, ...], facts: dict[str, Any])
         ev.write_curves_csv(run.folder / "curves.csv", run.history)
 
 
+def _scalars(m: dict[str, Any]) -> dict[str, Any]:
+    """The scalar test metrics of one run (no confusion matrix or per-class rows)."""
+    return {k: m[k] for k in ("n", "top1", "top5", "loss") if k in m}
+
+
 def write_trial_summary(res: StudyResults, plan: Plan, runs: list[SeedRun], on_val: bool, folder: Path) -> None:
     """The trial's metrics.json (mean and std over seeds) and per_class.csv."""
+    seed0 = json.loads((runs[0].folder / "run.json").read_text())
     doc = {"study": res.name, "trial": plan.number, **plan.record, "arch": plan.spec.to_dict(),
            "train": plan.train.to_dict(), "epochs": plan.train.epochs, "train_on_val": on_val,
-           "test_set": test_set_name(res.cfg, len(runs[0].labels)),
+           "trained_on": {k: seed0.get(k) for k in ("dataset", "train_images", "images", "subset", "image_size")},
+           "augment": seed0.get("augment"), "test_set": test_set_name(res.cfg, len(runs[0].labels)),
            "test": ev.summarise_seeds([r.metrics for r in runs]),
+           **({"test_tta": ev.summarise_seeds([r.tta for r in runs])} if all(r.tta for r in runs) else {}),
            "seeds": [{"seed": r.seed, "folder": r.folder.name, **_brief([r])} for r in runs]}
     (folder / "metrics.json").write_text(json.dumps(ev.jsonable(doc), indent=1))
     ev.write_per_class_csv(folder / "per_class.csv", [r.metrics["per_class"] for r in runs])
@@ -242,7 +269,7 @@ def write_ensemble(res: StudyResults, runs: dict[int, list[SeedRun]], out: Path,
     folder = out / f"ensemble_{'-'.join(map(str, members))}"
     folder.mkdir(parents=True, exist_ok=True)
     names = res.class_names(runs[members[0]][0].probs.shape[1])
-    per_seed = []
+    per_seed, per_seed_tta = [], []
     for k in range(min(len(r) for r in runs.values())):
         group = [runs[n][k] for n in members]
         labels = group[0].labels
@@ -251,6 +278,9 @@ def write_ensemble(res: StudyResults, runs: dict[int, list[SeedRun]], out: Path,
         probs = ev.ensemble_probs([g.probs for g in group])
         metrics = ev.classification_metrics(probs, labels, names)
         run = SeedRun(folder / f"seed_{k}", group[0].seed, metrics, probs, labels)
+        if all(g.probs_tta is not None for g in group):
+            run.tta = ev.classification_metrics(ev.ensemble_probs([g.probs_tta for g in group]), labels, names)
+        per_seed_tta.append(run.tta)
         run.folder.mkdir(exist_ok=True)
         facts = {"study": res.name, "members": members, "seed_index": k,
                  "member_top1": {str(g.folder.parent.name): g.metrics["top1"] for g in group}}
@@ -262,9 +292,12 @@ def write_ensemble(res: StudyResults, runs: dict[int, list[SeedRun]], out: Path,
     doc = {"study": res.name, "members": members, "method": "mean of the members' softmax probabilities",
            "test": ev.summarise_seeds(per_seed),
            "members_test": {str(n): ev.summarise_seeds([r.metrics for r in runs[n]]) for n in members}}
+    tta = per_seed_tta if all(per_seed_tta) else []
+    if tta:
+        doc["test_tta"] = ev.summarise_seeds(tta)
     (folder / "metrics.json").write_text(json.dumps(ev.jsonable(doc), indent=1))
     ev.write_per_class_csv(folder / "per_class.csv", [m["per_class"] for m in per_seed])
-    return {"folder": str(folder), **_brief_metrics(per_seed)}
+    return {"folder": str(folder), **_brief_metrics(per_seed), **_brief_metrics(tta, "_tta")}
 
 
 def write_predictions(path: Path, files: list[Path], probs: torch.Tensor, names: tuple[str, ...]) -> None:
@@ -312,15 +345,16 @@ def test_set_name(cfg: Any, n: int) -> str:
 
 
 def _brief(runs: list[SeedRun]) -> dict[str, Any]:
-    """Test top-1 (top-5) mean and std over the runs of one trial."""
-    return _brief_metrics([r.metrics for r in runs])
+    """Test top-1 (top-5) mean and std over the runs of one trial, plain and (top1_tta ...) with flip TTA."""
+    tta = [r.tta for r in runs] if all(r.tta for r in runs) else []
+    return {**_brief_metrics([r.metrics for r in runs]), **_brief_metrics(tta, "_tta")}
 
 
-def _brief_metrics(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """{'top1': mean, 'top1_std': std, ...} for the scalar test metrics."""
+def _brief_metrics(metrics: list[dict[str, Any]], suffix: str = "") -> dict[str, Any]:
+    """{'top1': mean, 'top1_std': std, ...} for the scalar test metrics (keys + suffix)."""
     out: dict[str, Any] = {}
-    for key, stats in ev.summarise_seeds(metrics).items():
-        out[key], out[f"{key}_std"] = stats["mean"], stats["std"]
+    for key, stats in (ev.summarise_seeds(metrics) if metrics else {}).items():
+        out[f"{key}{suffix}"], out[f"{key}{suffix}_std"] = stats["mean"], stats["std"]
     return out
 
 
@@ -334,17 +368,27 @@ def summary_lines(res: StudyResults, plans: list[Plan], runs: dict[int, list[See
         return f"{b[key]:.4f}" + (f" ± {b[f'{key}_std']:.4f}" if b.get(f"{key}_std") is not None else "")
 
     n = len(runs[plans[0].number][0].labels)
-    lines = [f"test set: {test_set_name(res.cfg, n)}",
-             f"{'trial':>6}  {'search val_acc':>14}  {'test top-1':>17}  {'test top-5':>17}  {'params':>9}  folder"]
+    lines = [f"test set: {test_set_name(res.cfg, n)}; 'plain' = one pass, 'flip TTA' = mean softmax of each "
+             f"image and its mirror"]
+    for p in plans:
+        lines.append(f"trial {p.number} trained on {_recipe_of(runs[p.number][0])}")
+    lines.append(f"{'trial':>6}  {'search val_acc':>14}  {'test top-1 plain':>17}  {'top-1 flip TTA':>17}  "
+                 f"{'test top-5 plain':>17}  {'params':>9}  folder")
     for p in plans:
         b = _brief(runs[p.number])
         val = p.record.get("val_acc")
         lines.append(f"{p.number:>6}  {val if val is None else f'{val:.4f}':>14}  {pm(b, 'top1'):>17}  "
-                     f"{pm(b, 'top5'):>17}  {p.record['params']:>9,}  {runs[p.number][0].folder.parent}")
+                     f"{pm(b, 'top1_tta'):>17}  {pm(b, 'top5'):>17}  {p.record['params']:>9,}  "
+                     f"{runs[p.number][0].folder.parent}")
     if ensemble is not None:
-        lines.append(f"{'ens.':>6}  {'':>14}  {pm(ensemble, 'top1'):>17}  {pm(ensemble, 'top5'):>17}  "
-                     f"{'':>9}  {ensemble['folder']}")
+        lines.append(f"{'ens.':>6}  {'':>14}  {pm(ensemble, 'top1'):>17}  {pm(ensemble, 'top1_tta'):>17}  "
+                     f"{pm(ensemble, 'top5'):>17}  {'':>9}  {ensemble['folder']}")
     return "\n".join(lines)
+
+
+def _recipe_of(run: SeedRun) -> str:
+    """The recipe line recorded in a seed run's metrics.json."""
+    return json.loads((run.folder / "metrics.json").read_text()).get("recipe", "?")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,6 +99,9 @@ def check_config(cfg: "SearchConfig") -> None:
                 label = f"augment policy {name!r}" if isinstance(cfg.augment, dict) else "augment"
                 raise UserError(f"{where}: {label} has {n} transforms, rules.min_augmentations is "
                                 f"{rules.min_augmentations}")
+        if cfg.retrain.augment is not None and count_transforms(cfg.retrain.augment) < rules.min_augmentations:
+            raise UserError(f"{where}: retrain.augment has {count_transforms(cfg.retrain.augment)} transforms, "
+                            f"rules.min_augmentations is {rules.min_augmentations}")
     _check_space_values(cfg)
     _check_budget_reachable(cfg)
     from .baselines import check_baselines

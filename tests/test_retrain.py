@@ -64,9 +64,13 @@ def test_retrain_writes_every_file_with_real_numbers(smoke_retrained: Path) -> N
             assert float(r["accuracy"]) == pytest.approx(cm[k, k] / cm[k].sum(), abs=1e-6)
         curves = read_csv(run_dir / "curves.csv")
         assert [int(c["epoch"]) for c in curves] == [1]
-        assert float(curves[0]["train_loss"]) > 0 and 0 <= float(curves[0]["val_acc"]) <= 1
+        assert float(curves[0]["train_loss"]) > 0 and curves[0]["val_acc"] == ""  # train + val: no val curve
         summary = json.loads((folder / "metrics.json").read_text())
-        assert summary["trial"] == n and summary["epochs"] == 1 and summary["train_on_val"] is False
+        assert summary["trial"] == n and summary["epochs"] == 1 and summary["train_on_val"] is True
+        # 200 generated images, 10% held out for the search's validation: all of them train the final model
+        assert summary["trained_on"] == {"dataset": "synthetic", "train_images": 200, "images": "train + val",
+                                         "subset": None, "image_size": 16}
+        assert m["weights"] == "EMA" and m["train"]["ema"] == 0.999 and "200 images (train + val)" in m["recipe"]
         assert summary["params"] == res.trial(n).user_attrs["params"]
         assert summary["test"]["top1"]["values"] == [m["test"]["top1"]] and summary["test"]["top1"]["std"] is None
         assert len(read_csv(folder / "per_class.csv")) == 10
@@ -299,3 +303,43 @@ def test_resumed_retrain_equals_uninterrupted(smoke_copy: Path, monkeypatch: pyt
     resumed = read_csv(curves)
     keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
     assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in straight]
+
+
+def test_retrain_drops_the_search_subset_and_takes_set(smoke_copy: Path, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    config = smoke_copy / "config.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["data"]["subset"] = 100  # as after a search run with --set data.subset=100
+    config.write_text(yaml.safe_dump(raw))
+    n = quickest(smoke_copy)
+    args = [str(smoke_copy), "--trial", str(n), "--epochs", "1", "--no-train-on-val", "--device", "cpu",
+            "--set", "retrain.ema=null", "--set", "retrain.tta=false", "--set", "retrain.lr=0.2"]
+    assert retrain.main(args) == 0
+    out = capsys.readouterr().out
+    assert "data.subset=100 of the search is dropped: the final model trains on the full training set" in out
+    run_dir = smoke_copy / "retrain" / f"{n:05d}" / "seed_0"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["train_images"] == 180 and run["images"] == "train" and run["subset"] is None  # 200 - 10% val
+    assert run["train"]["ema"] is None and run["train"]["lr"] == pytest.approx(0.2 * 64 / 128)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert "test_tta" not in m and m["weights"] == "last step" and "180 images (train)" in m["recipe"]
+    assert "180 images (train)" in out and "top-1 flip TTA" in out  # the table always labels both columns
+    for bad, message in [("train.lr=1", "--set 'train.lr=1': retrain can set data.*"),
+                         ("retrain.schedule=foo", "retrain.schedule 'foo': expected one of"),
+                         ("retrain.augment=[{Nope: null}]", "unknown albumentations transform 'Nope'")]:
+        assert retrain.main([str(smoke_copy), "--set", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_flip_tta_test_accuracy_is_recorded_next_to_plain(smoke_retrained: Path) -> None:
+    n = best(smoke_retrained, 1)[0]
+    folder = smoke_retrained / "retrain" / f"{n:05d}"
+    model = blocks.load(folder / "seed_0" / "model.pt")
+    probs, labels = predict(model, load_test_set(smoke_retrained), torch.device("cpu"), tta=True)
+    m = json.loads((folder / "seed_0" / "metrics.json").read_text())
+    assert m["test_tta"]["top1"] == ev.topk_accuracy(probs, labels, 1) and m["test_tta"]["n"] == 100
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert summary["test_tta"]["top1"]["values"] == [m["test_tta"]["top1"]]
+    assert summary["test"]["top1"]["values"] == [m["test"]["top1"]]

@@ -6,7 +6,8 @@ Run (each phase resumes; results go to --results-dir/<study>):
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py table
 
 `search` runs spaces/cifar10_5m.yaml (its space, training and baselines) shrunk to a shared 2-core
-CPU: a 300k-parameter, 16 MFLOP budget, a 3,000-image training subset, 2 epochs, 12 trials + 2 baselines. `retrain` trains
+CPU: a 300k-parameter, 16 MFLOP budget, a 2,000-image training subset (1,000 validation images),
+2 epochs, 8 trials + 2 baselines, 2 single-threaded workers. `retrain` trains
 the best searched trial and every baseline (`--only` splits them, so the
 baselines can retrain while the search still runs) with the same final recipe, 3 seeds each, and tests
 them on the 10,000 test images. `table` prints test accuracy mean +- std (plain, and with flip
@@ -43,7 +44,8 @@ def search_overrides(args: argparse.Namespace) -> list[str]:
 def run(cmd: list[str]) -> None:
     """Run a command with this checkout on PYTHONPATH, echoing it; stop on failure."""
     print("$", " ".join(cmd), flush=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}  # the log shows each epoch
+    # one thread per process: on an oversubscribed CPU, 2 torch threads ran one step 5x slower than 1 thread
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     code = subprocess.run(cmd, env=env, cwd=ROOT).returncode
     if code != 0:
         sys.exit(f"error: exit status {code} from {cmd[2]}")
@@ -110,18 +112,20 @@ def main() -> None:
     p.add_argument("--data-root", default="/work/data", help="holds cifar-10-batches-py (cifar-pickle.py)")
     p.add_argument("--params", type=int, default=300_000)
     p.add_argument("--flops", type=int, default=16_000_000, help="fvcore FLOPs, batch 1 (keeps trials CPU-sized)")
-    p.add_argument("--subset", type=int, default=3_000, help="search training images")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="of the 50,000: 2,500 validation images")
+    p.add_argument("--subset", type=int, default=2_000, help="search training images")
+    p.add_argument("--val-fraction", type=float, default=0.02, help="of the 50,000: 1,000 validation images")
+    p.add_argument("--workers", type=int, default=2, help="search worker processes, one thread each")
     p.add_argument("--search-epochs", type=int, default=2)
-    p.add_argument("--trials", type=int, default=12, help="searched trials (baselines come on top)")
-    p.add_argument("--epochs", type=int, default=3, help="retrain epochs")
+    p.add_argument("--trials", type=int, default=8, help="searched trials (baselines come on top)")
+    p.add_argument("--epochs", type=int, default=2, help="retrain epochs")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--only", choices=["winner", "baselines"], help="retrain only these (run both, in any order)")
     args = p.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
     py = sys.executable
     if args.phase == "search":
-        run([py, "-m", "search.run", str(SPACE), "--results-dir", args.results_dir, *search_overrides(args)])
+        run([py, "-m", "search.run", str(SPACE), "--results-dir", args.results_dir, "--workers", str(args.workers),
+             *search_overrides(args)])
     elif args.phase == "retrain":
         for number, label in contenders(args).items():
             if args.only and (label == "search winner") != (args.only == "winner"):

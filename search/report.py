@@ -13,11 +13,12 @@ from typing import Any
 import plotly.graph_objects as go
 
 from . import report_figures as figs
+from .baselines import is_baseline
 from .cli import main_guard
 from .errors import UserError
 from .objective import REJECTED
 from .results import StudyResults, open_results
-from .summary import arch_brief, fmt_count
+from .summary import arch_brief, design, fmt_count
 
 # Runs before plotly: any script error or rejected promise on the page is shown at its top (and read
 # back by the headless-browser test), instead of a chart silently missing.
@@ -115,12 +116,15 @@ def overview(page: Page, res: StudyResults) -> None:
     page.raw(f"<p>{len(trials)} trials: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
              + f". Hard budget: {budget.params:,} parameters{flops}. Objectives: "
              + html.escape(", ".join(res.cfg.search.objectives)) + f". {figs.FLOPS_NOTE}.</p>")
+    done = res.complete()
+    shown = done[:10] + [t for t in done[10:] if is_baseline(t)]  # every baseline, for comparison
     rows = [[t.number, f"{t.values[0]:.4f}", fmt_count(t.user_attrs.get("params")),
              f"{t.user_attrs.get('params', 0) / budget.params:.1%}", fmt_count(t.user_attrs.get("flops")),
-             t.user_attrs.get("receptive_field", "-"), arch_brief(t.user_attrs.get("arch", {}))]
-            for t in res.complete()[:10]]
+             t.user_attrs.get("receptive_field", "-"), design(t), arch_brief(t.user_attrs.get("arch", {}))]
+            for t in shown]
     if rows:
-        page.raw(table(["trial", "val_acc", "params", "budget", "FLOPs", "RF", "architecture"], rows, left=(6,)))
+        page.raw(table(["trial", "val_acc", "params", "budget", "FLOPs", "RF", "design", "architecture"], rows,
+                       left=(6, 7)))
     reasons = Counter(str(t.user_attrs[REJECTED]).split(":")[0] for t in trials if REJECTED in t.user_attrs)
     if reasons:
         page.raw("<p>Rejected before building (never trained), by reason:</p>"
@@ -144,7 +148,9 @@ def retrain_section(page: Page, res: StudyResults) -> None:
             rows.append([f"ensemble {d['members']}", "-", _pm(test.get("top1")), _pm(tta.get("top1")),
                          _pm(test.get("top5")), "-", "-", "-", singles])
         else:
-            rows.append([f"trial {d['trial']}", f"{d['val_acc']:.4f}" if d.get("val_acc") is not None else "-",
+            t = next((t for t in res.trials if t.number == d.get("trial")), None)
+            label = f"trial {d['trial']}" + (f" ({design(t)})" if t is not None and is_baseline(t) else "")
+            rows.append([label, f"{d['val_acc']:.4f}" if d.get("val_acc") is not None else "-",
                          _pm(test.get("top1")), _pm(tta.get("top1")), _pm(test.get("top5")),
                          fmt_count(d.get("params")), d.get("epochs"), _trained_on(d), d.get("test_set", "")])
     page.raw(table(["model", "search val_acc", "test top-1 plain", "test top-1 flip TTA", "test top-5 plain",

@@ -11,6 +11,7 @@ import optuna
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .baselines import BASELINE, is_baseline
 from .objective import REJECTED
 from .summary import arch_brief
 
@@ -19,6 +20,7 @@ STATE_STYLE = {  # colour and line dash of each kind of trial, the same in every
     "complete": ("#1f77b4", "solid"), "pruned": ("#999999", "dash"),
     "rejected": ("#d62728", "dot"), "failed": ("#ff7f0e", "dot"), "running": ("#2ca02c", "dot"),
 }
+BASELINE_STYLE = dict(symbol="diamond", size=14, color="#9467bd", line=dict(color="black", width=1))
 FLOPS_NOTE = "FLOPs: fvcore convention (one fused multiply-add = one FLOP), batch 1"
 
 
@@ -27,6 +29,16 @@ def kind(t: optuna.trial.FrozenTrial) -> str:
     if t.state == S.PRUNED:
         return "rejected" if REJECTED in t.user_attrs else "pruned"
     return {S.COMPLETE: "complete", S.FAIL: "failed"}.get(t.state, "running")
+
+
+def mark_baselines(fig: go.Figure, points: list[tuple[Any, float, optuna.trial.FrozenTrial]]) -> None:
+    """Overlay the baselines' (x, y) points with their own marker and name, the same in every chart."""
+    if points:
+        fig.add_trace(go.Scatter(
+            x=[p[0] for p in points], y=[p[1] for p in points], mode="markers+text", marker=BASELINE_STYLE,
+            name=f"baselines ({len(points)})", text=[p[2].user_attrs[BASELINE] for p in points],
+            textposition="top center", customdata=[p[2].number for p in points],
+            hovertemplate="baseline %{text} (trial %{customdata})<br>%{x}<br>val_acc %{y:.4f}<extra></extra>"))
 
 
 def curve(t: optuna.trial.FrozenTrial) -> list[float]:
@@ -57,6 +69,7 @@ def history(study: optuna.Study) -> go.Figure:
         ys.append(best)
     fig.add_trace(go.Scatter(x=[t.number for t in done], y=ys, mode="lines", name="best so far",
                              line=dict(color="#d62728", shape="hv")))
+    mark_baselines(fig, [(t.number, t.values[0], t) for t in done if is_baseline(t)])
     return _layout(fig, "Optimisation history: validation accuracy per trial, best so far",
                    xaxis_title="trial", yaxis_title="val_acc")
 
@@ -91,6 +104,8 @@ def tradeoff(trials: list[optuna.trial.FrozenTrial], key: str, budget: float | N
                                  marker=dict(symbol="star", size=14, color="#2ca02c"),
                                  text=[f"trial {p[2]}" for p in front],
                                  hovertemplate="%{text}: " + label + " %{x:,}, val_acc %{y:.4f}<extra></extra>"))
+    mark_baselines(fig, [(t.user_attrs[key], curve(t)[-1], t) for t in trials
+                         if is_baseline(t) and key in t.user_attrs and curve(t)])
     if budget:
         fig.add_vline(x=budget, line=dict(color="#d62728", dash="dash"),
                       annotation_text=f"budget {budget:,.0f}", annotation_position="top left")
@@ -151,6 +166,9 @@ def parallel(trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure | None, 
             dims.append(dict(label=key, values=[cats.index(str(v)) for v in values],
                              tickvals=list(range(len(cats))), ticktext=cats))
     acc = [t.values[0] for t in done]
+    if any(is_baseline(t) for t in done):  # a parallel-coordinates line has no marker: an axis says which
+        dims.append(dict(label="design", values=[int(is_baseline(t)) for t in done], tickvals=[0, 1],
+                         ticktext=["searched", "baseline"]))
     dims.append(dict(label="params", values=[t.user_attrs.get("params", 0) for t in done]))
     dims.append(dict(label="val_acc", values=acc))
     fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(color=acc, colorscale="Viridis", showscale=True,
@@ -169,14 +187,18 @@ def learning_curves(trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure |
         if not ys:
             continue
         color, dash = STATE_STYLE[state]
+        symbol = "x" if state == "pruned" else "circle"
         if t.number == best:
             state, color = f"best (trial {t.number})", "#2ca02c"
+        if is_baseline(t):
+            state, color, dash, symbol = f"baseline {t.user_attrs[BASELINE]}", BASELINE_STYLE["color"], "dashdot", \
+                BASELINE_STYLE["symbol"]
         fig.add_trace(go.Scatter(
             x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers", legendgroup=state,
             name=state, showlegend=state not in shown,
             line=dict(color=color, dash=dash, width=3 if t.number == best else 1.5),
-            marker=dict(size=[5] * (len(ys) - 1) + [10], symbol=["circle"] * (len(ys) - 1)
-                        + ["x" if state == "pruned" else "circle"]),
+            marker=dict(size=[5] * (len(ys) - 1) + [10 if symbol != "diamond" else 14],
+                        symbol=["circle"] * (len(ys) - 1) + [symbol]),
             hovertemplate=f"trial {t.number} ({state})<br>epoch %{{x}}<br>val_acc %{{y:.4f}}<extra></extra>"))
         shown.add(state)
     if not shown:
@@ -196,6 +218,9 @@ def budget_use(trials: list[optuna.trial.FrozenTrial], budget: float) -> tuple[g
     if not any_:
         return None, "No trial recorded a parameter count."
     fig.add_vline(x=1.0, line=dict(color="#d62728", dash="dash"), annotation_text="budget")
+    for t in (t for t in trials if is_baseline(t) and "params" in t.user_attrs):
+        fig.add_vline(x=t.user_attrs["params"] / budget, line=dict(color=BASELINE_STYLE["color"], dash="dashdot"),
+                      annotation_text=f"baseline {t.user_attrs[BASELINE]}", annotation_position="top left")
     fig.update_xaxes(tickformat=".0%")
     return _layout(fig, f"Budget utilisation (params / {budget:,.0f})", barmode="stack",
                    xaxis_title="share of the parameter budget", yaxis_title="trials"), ""

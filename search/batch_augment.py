@@ -52,10 +52,14 @@ class Pad:
     border: str
     fill: float | tuple
 
+    def amounts(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) padding of an h x w image, by albumentations' own functions."""
+        top, bottom, left, right = get_padding_params((h, w), self.min_height, self.min_width, None, None)
+        return adjust_padding_by_position(top, bottom, left, right, self.position, None)
+
     def __call__(self, x: torch.Tensor, g: Generator) -> torch.Tensor:
         h, w = x.shape[-2:]
-        top, bottom, left, right = get_padding_params((h, w), self.min_height, self.min_width, None, None)
-        top, bottom, left, right = adjust_padding_by_position(top, bottom, left, right, self.position, None)
+        top, bottom, left, right = self.amounts(h, w)
         if top == bottom == left == right == 0:
             return x
         rows = torch.arange(-top, h + bottom, device=x.device)
@@ -75,17 +79,45 @@ class Crop:
     height: int
     width: int
 
-    def __call__(self, x: torch.Tensor, g: Generator) -> torch.Tensor:
-        n, c, h, w = x.shape
+    def offsets(self, n: int, h: int, w: int, g: Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(top, left) of each image's window in an h x w batch, drawn as albumentations draws them."""
         if self.height > h or self.width > w:
             raise ValueError(f"RandomCrop {self.height}x{self.width} is larger than the {h}x{w} batch")
-        top = torch.randint(0, h - self.height + 1, (n,), generator=g).to(x.device)
-        left = torch.randint(0, w - self.width + 1, (n,), generator=g).to(x.device)
-        rows = (top[:, None] + torch.arange(self.height, device=x.device))[:, None, :, None]
-        cols = (left[:, None] + torch.arange(self.width, device=x.device))[:, None, None, :]
-        batch = torch.arange(n, device=x.device)[:, None, None, None]
-        chans = torch.arange(c, device=x.device)[None, :, None, None]
-        return x[batch, chans, rows, cols]
+        top = torch.randint(0, h - self.height + 1, (n,), generator=g)
+        return top, torch.randint(0, w - self.width + 1, (n,), generator=g)
+
+    def __call__(self, x: torch.Tensor, g: Generator) -> torch.Tensor:
+        n, c, h, w = x.shape
+        top, left = (t.to(x.device) for t in self.offsets(n, h, w, g))
+        return _window(x, top[:, None] + torch.arange(self.height, device=x.device),
+                       left[:, None] + torch.arange(self.width, device=x.device))
+
+
+def _window(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Per-image rows (n, h') then columns (n, w') of a batch, as two gathers (no padded copy is made)."""
+    n, c, _, w = x.shape
+    x = x.gather(2, rows[:, None, :, None].expand(n, c, rows.shape[1], w))
+    return x.gather(3, cols[:, None, None, :].expand(n, c, rows.shape[1], cols.shape[1]))
+
+
+@dataclass(frozen=True)
+class PadCrop:
+    """PadIfNeeded then RandomCrop in one pass: the crop's rows and columns mapped through the border."""
+
+    pad: Pad
+    crop: Crop
+
+    def __call__(self, x: torch.Tensor, g: Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        top, bottom, left, right = self.pad.amounts(h, w)
+        oy, ox = (t.to(x.device) for t in self.crop.offsets(n, h + top + bottom, w + left + right, g))
+        rows = oy[:, None] + torch.arange(self.crop.height, device=x.device) - top  # in the unpadded image
+        cols = ox[:, None] + torch.arange(self.crop.width, device=x.device) - left
+        out = _window(x, _border_index(rows, h, self.pad.border), _border_index(cols, w, self.pad.border))
+        if self.pad.border == "constant":
+            inside = ((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[:, None, None, :]
+            out = torch.where(inside, out, _fill_value(self.pad.fill, out))
+        return out
 
 
 @dataclass(frozen=True)
@@ -168,7 +200,12 @@ def split_policy(transforms: list) -> tuple[list, list]:
     start = len(transforms)
     while start > 0 and twins[start - 1] is not None:
         start -= 1
-    return transforms[:start], twins[start:]
+    fused: list = []
+    for op in twins[start:]:  # a pad followed by a crop: one pass, no padded copy
+        if isinstance(op, Crop) and fused and isinstance(fused[-1], Pad):
+            op = PadCrop(fused.pop(), op)
+        fused.append(op)
+    return transforms[:start], fused
 
 
 class BatchAugment:

@@ -170,7 +170,7 @@ def test_tampered_study_attrs_are_refused(smoke_copy: Path, capsys: pytest.Captu
 
 @pytest.mark.parametrize("args, message", [
     (["--trial", "99"], "trial 99 does not exist in study 'smoke'"),
-    (["--top", "7"], "--top 7: study 'smoke' has only 3 complete trials"),
+    (["--top", "7"], "--top 7: study 'smoke' has only 4 complete trials"),  # 3 searched + the baseline
     (["--epochs", "0"], "--epochs and --seeds must be at least 1"),
     (["--predict"], "--predict: dataset 'synthetic' has no unlabeled test split"),
 ])

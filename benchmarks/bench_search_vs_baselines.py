@@ -2,7 +2,8 @@
 
 Run (each phase resumes; results go to --results-dir/<study>):
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py search --data-root /work/data
-  PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py retrain --epochs 4 [-- extra retrain args]
+  PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py retrain --epochs 6 [search.retrain options]
+  PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py seeds --only winner --epochs 6  # same, seeds in parallel
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py table
 
 `search` runs spaces/cifar10_5m.yaml (its space, training and baselines) shrunk to a shared 2-core
@@ -94,6 +95,21 @@ def table(args: argparse.Namespace) -> None:
                   f"{abs(diff) / spread if spread else float('inf'):.1f}x)")
 
 
+def seed_run(args: argparse.Namespace) -> None:
+    """Seed run k of one contender through search.retrain's own train_and_test (train + val images, CPU)."""
+    import torch
+
+    from search.results import open_results
+    from search.retrain import make_plans, train_and_test
+
+    res = open_results(Path(args.results_dir) / args.study)
+    number = next(n for n, label in contenders(args).items()
+                  if label == ("search winner" if args.only == "winner" else f"baseline {args.only}"))
+    plan = make_plans(res, [number], args.epochs)[0]
+    folder = res.folder / "retrain" / f"{number:05d}"
+    train_and_test(res, plan, args.k, True, torch.device("cpu"), folder, None, False, print)
+
+
 def fmt(values: list[float]) -> str:
     """mean +- std (n-1) of accuracies, in %."""
     if not values:
@@ -105,8 +121,8 @@ def fmt(values: list[float]) -> str:
 def main() -> None:
     """Run one phase."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("phase", choices=["search", "retrain", "table"])
-    p.add_argument("extra", nargs="*", help="after --: extra arguments for search.retrain")
+    p.add_argument("phase", choices=["search", "retrain", "seeds", "table", "_seed"])
+    p.add_argument("--k", type=int, help=argparse.SUPPRESS)  # _seed: which seed run of --only's trial
     p.add_argument("--results-dir", default=str(ROOT / "results" / "bench"))
     p.add_argument("--study", default="cifar_cpu")
     p.add_argument("--data-root", default="/work/data", help="holds cifar-10-batches-py (cifar-pickle.py)")
@@ -117,21 +133,31 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="search worker processes, one thread each")
     p.add_argument("--search-epochs", type=int, default=2)
     p.add_argument("--trials", type=int, default=8, help="searched trials (baselines come on top)")
-    p.add_argument("--epochs", type=int, default=2, help="retrain epochs")
+    p.add_argument("--epochs", type=int, default=6, help="retrain epochs")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--only", choices=["winner", "baselines"], help="retrain only these (run both, in any order)")
-    args = p.parse_args()
+    p.add_argument("--only", help="retrain only: winner | baselines | a baseline's name (to run them in parallel)")
+    args, extra = p.parse_known_args()  # unknown options go to search.retrain (e.g. --train-on-val)
     print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
     py = sys.executable
     if args.phase == "search":
         run([py, "-m", "search.run", str(SPACE), "--results-dir", args.results_dir, "--workers", str(args.workers),
              *search_overrides(args)])
+    elif args.phase == "seeds":  # the same retrain, its seed runs in parallel processes (one thread each)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        procs = [subprocess.Popen([py, __file__, "_seed", "--only", args.only, "--k", str(k), "--epochs",
+                                   str(args.epochs), "--results-dir", args.results_dir, "--study", args.study],
+                                  env=env, cwd=ROOT) for k in range(args.seeds)]
+        if any(p.wait() for p in procs):
+            sys.exit("error: a seed run failed")
+    elif args.phase == "_seed":
+        return seed_run(args)
     elif args.phase == "retrain":
         for number, label in contenders(args).items():
-            if args.only and (label == "search winner") != (args.only == "winner"):
+            wanted = {None: True, "winner": label == "search winner", "baselines": label.startswith("baseline")}
+            if not wanted.get(args.only, label == f"baseline {args.only}"):
                 continue
             run([py, "-m", "search.retrain", str(Path(args.results_dir) / args.study), "--trial", str(number),
-                 "--seeds", str(args.seeds), "--epochs", str(args.epochs), *args.extra])
+                 "--seeds", str(args.seeds), "--epochs", str(args.epochs), *extra])
     table(args)
 
 

@@ -8,10 +8,11 @@
 heartbeat thread, stale-trial check, ask/tell) with an objective that only does the storage calls a
 real trial makes (8 params, 12 user attributes, 3 epoch reports), so the time per trial is the storage
 overhead. `search` times `python -m search.run spaces/smoke.yaml --workers N` end to end on the CPU.
-`ctrl-c` is a stress check rather than a timing: one worker process at a time runs the real loop with a
-trial that mostly talks to SQLite, gets SIGINT at a random moment, and must record the trial as
-interrupted and exit; `--unsafe` lets the signal raise anywhere, as before search.workers held it
-outside the storage layer.
+`ctrl-c` is a stress check: one worker process at a time runs the real loop with a trial that mostly
+talks to SQLite and checks the stop flag between its "batches" (as search.trainer.fit does), gets SIGINT
+at a random moment, and must record the trial as interrupted and exit; it also prints the time from the
+signal to the exit. `--unsafe` lets the signal raise anywhere (Python's default handler) instead of
+setting the flag, as before search.stop.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def _worker(kind: str, where: str, name: str, target: int, out: Any) -> None:
     """One process: run the loop until the study has `target` trials; report its trial times and errors."""
     import optuna
 
+    from search.stop import Stop
     from search.study import StudyLock
     from search.workers import run_trials
 
@@ -84,7 +86,7 @@ def _worker(kind: str, where: str, name: str, target: int, out: Any) -> None:
         study = optuna.load_study(study_name=name, storage=open_storage(kind, where),
                                   sampler=optuna.samplers.RandomSampler(seed=os.getpid()))
         lock = StudyLock(study, Path(tempfile.gettempdir()) / f"{name}.lock")
-        ran = run_trials(study, StorageOnly(), target, lock, log=lambda s: None, poll_s=0.05, gc_after_trial=False)
+        ran = run_trials(study, StorageOnly(), target, lock, Stop(), log=lambda s: None, poll_s=0.05)
         out.put((ran, time.perf_counter() - t0, ""))
     except Exception as e:  # a storage that does not hold under concurrency shows here
         out.put((0, time.perf_counter() - t0, f"{type(e).__name__}: {str(e).splitlines()[0][:90]}"))
@@ -154,10 +156,17 @@ def run_search(args: argparse.Namespace) -> None:
 class StorageHeavy(StorageOnly):
     """A trial that never ends and spends most of its time in storage calls (the worst case for Ctrl-C)."""
 
+    def __init__(self, stop: Any) -> None:
+        self.stop = stop
+
     def __call__(self, trial: Any) -> float:
+        from search.stop import StopRequested
+
         print("ready", flush=True)
         epoch = 0
         while True:
+            if self.stop():  # where fit() checks: between batches
+                raise StopRequested(self.stop.reason)
             epoch += 1
             trial.set_user_attr("val_acc_curve", [0.5] * epoch)
             trial.report(0.5, epoch)
@@ -171,17 +180,21 @@ def _ctrl_c_child(db: str, unsafe: bool) -> None:
     import optuna
 
     import search.storage
-    import search.workers
+    from search.stop import Stop
     from search.study import StudyLock
     from search.workers import run_trials
 
     optuna.logging.set_verbosity(optuna.logging.CRITICAL)
     search.storage.SQLITE_TIMEOUT_S = 3  # a lock left behind shows in 3 s instead of 60
-    if unsafe:
-        search.workers.in_storage = lambda frame: False
     study = optuna.create_study(storage=search.storage.make_storage(f"sqlite:///{db}"), study_name="s")
+    stop = Stop()
     try:
-        run_trials(study, StorageHeavy(), 1, StudyLock(study, Path(db + ".lock")), log=lambda s: None)
+        if unsafe:  # the signal raises KeyboardInterrupt wherever it lands
+            run_trials(study, StorageHeavy(stop), 1, StudyLock(study, Path(db + ".lock")), stop, log=lambda s: None)
+        else:
+            with stop:
+                run_trials(study, StorageHeavy(stop), 1, StudyLock(study, Path(db + ".lock")), stop,
+                           log=lambda s: None)
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -191,6 +204,7 @@ def run_ctrl_c(args: argparse.Namespace) -> None:
     import optuna
 
     counts = {"clean": 0, "database is locked": 0, "trial not marked": 0, "hung": 0}
+    latency = []  # seconds from SIGINT to the worker's exit
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
             db = str(Path(tmp) / "study.db")
@@ -201,8 +215,10 @@ def run_ctrl_c(args: argparse.Namespace) -> None:
                     break
             time.sleep(random.uniform(0.2, 1.5))
             proc.send_signal(signal.SIGINT)
+            sent = time.perf_counter()
             try:
                 out = proc.communicate(timeout=30)[0]
+                latency.append(time.perf_counter() - sent)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 out = proc.communicate()[0]
@@ -215,10 +231,13 @@ def run_ctrl_c(args: argparse.Namespace) -> None:
                 counts["trial not marked"] += 1
             else:
                 counts["clean"] += 1
-    print("| Ctrl-C raised | rounds | " + " | ".join(counts) + " |")
-    print("|---|---|" + "---|" * len(counts))
-    print(f"| {'anywhere (--unsafe)' if args.unsafe else 'outside the storage layer'} | {args.rounds} | "
-          + " | ".join(str(v) for v in counts.values()) + " |")
+    latency.sort()
+    lat = f"{latency[len(latency) // 2]:.2f} / {latency[-1]:.2f}" if latency else "-"
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    print("| Ctrl-C | rounds | " + " | ".join(counts) + " | s to exit (median / worst) |")
+    print("|---|---|" + "---|" * (len(counts) + 1))
+    print(f"| {'raised anywhere (--unsafe)' if args.unsafe else 'stop flag'} | {args.rounds} | "
+          + " | ".join(str(v) for v in counts.values()) + f" | {lat} |")
 
 
 def main() -> None:

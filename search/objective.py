@@ -16,12 +16,12 @@ from blocks import ArchSpec, build, complexity
 
 from .baselines import BASELINE, is_baseline, sample_baseline
 from .config import SearchConfig
-from .errors import UserError
+from .errors import ResultsWriteError, UserError
 from .probe import Probe, cost_attrs, latency_ms
 from .rules import arch_violation, module_violation, train_violation
 from .space import resolve_train, sample
-from .storage import INTERRUPTED, WORKER
-from .trainer import EpochResult, fit, resolve_device, seed_everything
+from .storage import INTERRUPTED, STORAGE_ERRORS, WORKER
+from .trainer import CheckpointWriteError, EpochResult, fit, resolve_device, seed_everything
 
 REJECTED = "rejected"  # user attribute holding why a trial was never built
 RETRY_OF = "retry_of"  # user attribute: the trial this one retries (first of the chain), same params and seed
@@ -33,11 +33,13 @@ class Objective:
     """Callable handed to study.optimize; one instance per worker process."""
 
     def __init__(self, cfg: SearchConfig, results: Path, device: str = "auto",
-                 log: Callable[[str], None] = print, probe: Probe | None = None):
+                 log: Callable[[str], None] = print, probe: Probe | None = None,
+                 stop: Callable[[], bool] | None = None):
         from .data import dataset_info
 
         self.cfg, self.results, self.log = cfg, results, log
         self.probe = probe or latency_ms  # measures inference ms (injectable: tests never time anything)
+        self.stop = stop  # asked between batches (search.stop.Stop in a worker)
         self.device = resolve_device(device)
         self.info = dataset_info(cfg.data)
         self.rejections_in_a_row = 0
@@ -80,8 +82,7 @@ class Objective:
         trial.set_user_attr(REJECTED, reason)
         self.log(f"[trial {trial.number}] rejected before building: {reason}")
         if self.rejections_in_a_row >= self.cfg.search.max_rejections:
-            self.gave_up = True
-            trial.study.stop()
+            self.gave_up = True  # the worker loop starts no new trial
             self.log(f"stopping: {self.rejections_in_a_row} samples in a row broke the budget or rules; "
                      f"the space barely fits, shrink it or raise the budget")
         raise optuna.TrialPruned(f"rejected: {reason}")
@@ -149,21 +150,25 @@ class Objective:
 
         try:
             history = fit(model, loaders.train, loaders.val, train, self.device, on_epoch=on_epoch,
-                          checkpoint=ckpt, native_size=self.info.image_size, seed=seed)
+                          checkpoint=ckpt, native_size=self.info.image_size, seed=seed, stop=self.stop)
         except KeyboardInterrupt:  # keep the checkpoint: a rerun resumes the trial from its last epoch
             record["state"] = "interrupted"
             self._write(trial.number, record, quiet=True)
-            raise
-        except (UserError, RuntimeError) as e:
-            if isinstance(e, RuntimeError) and not _write_failed(e):
-                ckpt.unlink(missing_ok=True)
-                raise
+            raise  # recorded on the trial by the worker loop, which knows the signal's name
+        except (ResultsWriteError, CheckpointWriteError) as e:
             # The results folder is full or read-only: not the trial's fault, so it resumes like Ctrl-C.
-            message = str(e) if isinstance(e, UserError) else f"cannot write checkpoint {ckpt} (disk full?)"
+            message = str(e) if isinstance(e, UserError) else f"results folder {self.results}: {e}"
             mark_interrupted(trial, message)
-            raise UserError(message) from None
-        except BaseException:
+            raise ResultsWriteError(message) from None
+        except STORAGE_ERRORS:  # the database failed under the trial: not its fault either
+            mark_interrupted(trial, "study storage failed")
+            record["state"] = "interrupted"
+            self._write(trial.number, record, quiet=True)
+            raise
+        except BaseException:  # the trial's own failure (bad data, a bug): it is not resumed
             ckpt.unlink(missing_ok=True)
+            record["state"] = "failed"
+            self._write(trial.number, record, quiet=True)
             raise
         ckpt.unlink(missing_ok=True)
         final = history[-1].val_acc
@@ -221,7 +226,7 @@ class Objective:
             tmp.replace(folder / f"{number:05d}.json")
         except OSError as e:
             if not quiet:
-                raise UserError(f"results folder {self.results}: cannot write {tmp.name}: "
+                raise ResultsWriteError(f"results folder {self.results}: cannot write {tmp.name}: "
                                 f"{e.strerror or e}") from None
 
 
@@ -251,12 +256,6 @@ def mark_interrupted(trial: optuna.Trial, reason: str) -> None:
         trial.set_user_attr(INTERRUPTED, reason)
     except Exception:  # the storage went away too: the heartbeat grace period will fail and retry the trial
         pass
-
-
-def _write_failed(e: RuntimeError) -> bool:
-    """Whether torch.save failed to write (it reports a full disk as a RuntimeError of its zip writer)."""
-    text = str(e)
-    return "PytorchStreamWriter" in text or "inline_container" in text or "file write failed" in text
 
 
 def _device_name(device: torch.device) -> str:

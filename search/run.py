@@ -23,7 +23,8 @@ from .objective import Objective, count_finished
 from .storage import GRACE_S, HEARTBEAT_S, close_storage, default_storage, redact_url
 from .study import StudyLock, open_study, requeue_interrupted
 from .summary import summary_table
-from .workers import describe_exit, launch, quiet_stops, run_trials
+from .stop import Stop
+from .workers import describe_exit, launch, run_trials
 
 
 class WorkerFailed(Exception):
@@ -142,11 +143,11 @@ def _run_here(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, 
     else:
         log(f"study {cfg.study_name!r}: {done} finished, running {target - done} more "
             f"(budget {cfg.budget.params:,} params{_flops(cfg)}) -> {results}")
-        objective = Objective(cfg, results, args.device, log=log)
         t0 = time.time()
-        quiet_stops()
-        run_trials(study, objective, target, lock, timeout=cfg.search.timeout, grace_s=args.grace,
-                   poll_s=min(5.0, args.heartbeat), log=log)
+        with Stop() as stop:  # from here on Ctrl-C / SIGTERM only ask the loops to stop at a safe point
+            objective = Objective(cfg, results, args.device, log=log, stop=stop)
+            run_trials(study, objective, target, lock, stop, timeout=cfg.search.timeout, grace_s=args.grace,
+                       poll_s=min(5.0, args.heartbeat), log=log)
         log(f"ran for {time.time() - t0:.0f}s")
     if args.worker_index is None:
         log(summary_table(study, cfg))

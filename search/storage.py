@@ -25,6 +25,7 @@ GRACE_S = 120  # a trial silent for this long belongs to a dead worker: failed, 
 MAX_RETRY = 3  # retries of one trial killed with its worker
 WORKER = "worker"  # user attribute: host:pid of the process running the trial, set as the objective starts
 INTERRUPTED = "interrupted"  # user attribute: why a trial stopped early (SIGINT, SIGTERM, disk full); it resumes
+STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)  # the database failed
 SQLITE_TIMEOUT_S = 60  # a writer waits this long for the SQLite file lock instead of failing
 SCHEMES = "sqlite:///FILE, postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE or mysql://..."
 # pg_advisory_lock key (one bigint) serialising table creation: the first 8 bytes of sha256("search.schema").
@@ -121,6 +122,31 @@ def rdb_storage(study: optuna.Study) -> RDBStorage | None:
     storage = study._storage
     storage = getattr(storage, "_backend", storage)  # optuna.storages._CachedStorage
     return storage if isinstance(storage, RDBStorage) else None
+
+
+def ask(study: optuna.Study, known: list[optuna.trial.FrozenTrial]) -> optuna.Trial:
+    """study.ask() for our own trial loop; a trial the sampler fails to prepare is failed, not left RUNNING.
+
+    `known` is the study's trials read under the study lock, so a RUNNING trial not among them is the
+    one this call created (Optuna creates it before the sampler's before_trial and sample_relative run).
+    """
+    with warnings.catch_warnings():  # we run heartbeats around the objective as study.optimize does
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        try:
+            return study.ask()
+        except Exception:
+            seen = {t._trial_id for t in known}
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                if t._trial_id not in seen:
+                    study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+            raise
+
+
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Any:
+    """Optuna's heartbeat thread for a running trial, as study.optimize starts it around the objective."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    return get_heartbeat_thread(trial._trial_id, study._storage)
 
 
 def close_storage(study: optuna.Study) -> None:

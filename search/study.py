@@ -56,7 +56,7 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Reseed by trial number, then let the sampler prepare."""
-        self._inner = self._make(self._seed + trial.number)
+        self._inner = self._make((self._seed + trial.number) % 2**32)  # numpy seeds are below 2**32
         self._inner.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study,
@@ -193,7 +193,7 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     return out
 
 
-def fail_orphans(study: optuna.Study, grace_s: int) -> list[int]:
+def fail_orphans(study: optuna.Study, grace_s: int, now: datetime.datetime | None = None) -> list[int]:
     """Fail and retry RUNNING trials older than the grace period that never wrote a heartbeat.
 
     Optuna's stale check skips them (it only compares heartbeats that exist), yet a worker can die
@@ -211,7 +211,7 @@ def fail_orphans(study: optuna.Study, grace_s: int) -> list[int]:
         sqlalchemy.bindparam("ids", expanding=True))  # Optuna's own table (optuna.storages._rdb.models)
     with storage.engine.connect() as conn:
         beating = {row[0] for row in conn.execute(query, {"ids": [t._trial_id for t in running]})}
-    now = datetime.datetime.now()
+    now = now or datetime.datetime.now()  # Optuna stores local times without a zone
     out = []
     for t in running:
         started = t.datetime_start

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ema import make_ema
+from .stop import StopRequested
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "onecycle", "cyclic", "step", "constant")
@@ -23,6 +24,10 @@ AMP_CHOICES = ("auto", True, False)
 # CPU flags of native bf16 arithmetic (Linux /proc/cpuinfo names): AVX512-BF16 (Zen 4, Cooper Lake)
 # and AMX-BF16 (Sapphire Rapids). Without them oneDNN emulates bf16 and autocast is slower than fp32.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+class CheckpointWriteError(OSError):
+    """The checkpoint could not be written (a full or read-only disk): not the trial's fault."""
 
 
 @dataclass(frozen=True)
@@ -233,10 +238,14 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: bool 
 
 def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, device: torch.device, *,
         on_epoch: Callable[[EpochResult], None] | None = None, checkpoint: Path | None = None,
-        native_size: int | None = None, seed: int | None = None) -> list[EpochResult]:
+        native_size: int | None = None, seed: int | None = None,
+        stop: Callable[[], bool] | None = None) -> list[EpochResult]:
     """Train for spec.epochs, evaluating every epoch; `on_epoch` may raise to stop (e.g. pruning).
 
     With spec.ema, validation scores the EMA weights, and the model ends holding them.
+
+    `stop` is asked between batches; once it says yes, fit raises StopRequested (the checkpoint of
+    the last finished epoch is kept, so the run resumes from there).
 
     With `checkpoint`, the state is saved after every epoch and a rerun resumes from it. With
     `seed`, every epoch reseeds torch and the loader's shuffling and augmentation from (seed, epoch),
@@ -277,6 +286,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
         correct = torch.zeros((), device=device, dtype=torch.long)
         n = 0
         for x, y in train_loader:
+            if stop is not None and stop():
+                raise StopRequested("stop requested")
             x, y = _to(x, y, device)
             x = _resize(x, size)
             with _autocast(device, spec.amp):
@@ -322,12 +333,16 @@ def reseed_loader(loader: Any, seed: int) -> None:
 def _save(path: Path, model: nn.Module, opt: Any, schedule: Any, history: list[EpochResult],
           ema: nn.Module | None = None) -> None:
     """Write the resumable state atomically (a kill mid-write leaves the previous checkpoint)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
-                "history": [dataclasses.asdict(h) for h in history], "rng": torch.get_rng_state(),
-                **({"ema": ema.state_dict()} if ema is not None else {})}, tmp)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
+                    "history": [dataclasses.asdict(h) for h in history], "rng": torch.get_rng_state(),
+                    **({"ema": ema.state_dict()} if ema is not None else {})}, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError of its zip writer
+        tmp.unlink(missing_ok=True)  # a partial file on a full disk would also stop the study's own writes
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:

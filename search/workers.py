@@ -9,9 +9,7 @@ it ends. So finished + running never exceeds the target, and workers whose place
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,161 +22,92 @@ from typing import Any, Callable
 import optuna
 
 from .objective import Objective, count_finished, count_running, mark_interrupted
+from .stop import Stop
+from .storage import STORAGE_ERRORS, ask, heartbeat
 from .study import StudyLock, fail_orphans
 
+S = optuna.trial.TrialState
+
 CATCH = (FloatingPointError,)  # a diverged trial fails and the search goes on; anything else stops the worker
+TELL_ATTEMPTS = 3  # a trial's end is written this many times before the storage error is let through
+TELL_RETRY_S = 10.0  # seconds between those attempts (a database briefly locked or restarting)
 
 
-class Interrupts:
-    """SIGINT/SIGTERM become one KeyboardInterrupt, raised only where no trial is left half-recorded.
-
-    Never inside the storage layer: an exception raised mid-way through SQLAlchemy can leave an
-    SQLite connection holding the write lock, and the process's next write (recording the trial as
-    interrupted) then waits for itself until `database is locked`. A signal that lands there is held
-    and re-checked every RECHECK_S (SIGALRM) until the storage call has returned.
-    """
-
-    RECHECK_S = 0.05
-
-    def __init__(self) -> None:
-        self.deferring, self.pending, self.count, self.name = False, False, 0, "SIGINT"
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "Interrupts":
-        if threading.current_thread() is threading.main_thread():  # handlers can only live there
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-            self._previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._recheck)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        """First signal: stop (now, or at the next safe point); second: ignored; third: stop now."""
-        self.count += 1
-        if self.count == 1:
-            # Ctrl-C in a terminal reaches every worker and the parent forwards it too: one stop per press.
-            self.name = signal.Signals(signum).name
-            self.pending = True
-            self._recheck(signum, frame)
-        elif self.count >= 3:
-            raise KeyboardInterrupt(self.name)
-
-    def _recheck(self, signum: int, frame: Any) -> None:
-        """Raise a held signal unless deferred (allow() raises it) or inside a storage call (check again soon)."""
-        if not self.pending or self.deferring:
-            return
-        if in_storage(frame):
-            signal.setitimer(signal.ITIMER_REAL, self.RECHECK_S)
-            return
-        self.pending = False
-        raise KeyboardInterrupt(self.name)
-
-    def defer(self) -> None:
-        """Hold signals until allow() (around ask and tell, which must not be cut in half)."""
-        self.deferring = True
-
-    def allow(self) -> None:
-        """Raise a signal that arrived while deferred; let the next ones raise at once."""
-        self.deferring = False
-        if self.pending:
-            self.pending = False
-            raise KeyboardInterrupt(self.name)
-
-
-STORAGE_MODULES = ("sqlalchemy.", "optuna.storages.", "sqlite3", "psycopg")
-
-
-def in_storage(frame: Any) -> bool:
-    """Whether the interrupted code (the frame and its callers) is inside the study's storage layer."""
-    while frame is not None:
-        if frame.f_globals.get("__name__", "").startswith(STORAGE_MODULES):
-            return True
-        frame = frame.f_back
-    return False
-
-
-def run_trials(study: optuna.Study, objective: Objective, target: int, lock: StudyLock, *,
+def run_trials(study: optuna.Study, objective: Objective, target: int, lock: StudyLock, stop: Stop, *,
                timeout: float | None = None, grace_s: int = 120, poll_s: float = 5.0,
-               gc_after_trial: bool = True, log: Callable[[str], None] = print) -> int:
-    """Run trials until the study holds `target` finished ones, the timeout passes or the space gives out."""
-    t0, ran, waiting = time.monotonic(), 0, False
-    with Interrupts() as sig:
-        while True:
-            sig.allow()
-            if timeout is not None and time.monotonic() - t0 >= timeout:
-                log(f"timeout: no new trial after {timeout:g}s")
-                break
-            if objective.gave_up:
-                break
-            sig.defer()
-            lock.acquire()
-            try:
-                trials = study.get_trials(deepcopy=False)
-                finished, running = count_finished(trials), count_running(trials)
-                go = finished + running < target
-                if go:  # ask (and fail stale trials) under the lock; the objective releases it
-                    study.optimize(_released(objective, lock, sig), n_trials=1, catch=CATCH,
-                                   gc_after_trial=gc_after_trial)
-                    ran += 1
-            finally:
-                lock.release()
-            if finished >= target:
-                break
-            if not go:
-                if not waiting:
-                    log(f"waiting: {finished} finished + {running} running cover the target of {target} "
-                        f"(a trial without a heartbeat for {grace_s}s is failed and retried)")
-                waiting = True
-                optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, then a retry in the queue
-                fail_orphans(study, grace_s)
-                sig.allow()
-                time.sleep(poll_s)
-            else:
-                waiting = False
+               log: Callable[[str], None] = print, clock: Callable[[], float] = time.monotonic) -> int:
+    """Run trials until the study holds `target` finished ones, the timeout passes or the space gives out.
+
+    `stop` is checked between trials and while waiting (and by training between batches); once it is
+    set, the trial in flight ends as interrupted and StopRequested is raised.
+    """
+    t0, ran, waiting = clock(), 0, False
+    while not stop:
+        if timeout is not None and clock() - t0 >= timeout:
+            log(f"timeout: no new trial after {timeout:g}s")
+            break
+        if objective.gave_up:
+            break
+        trial = None
+        with lock:  # count and ask under the lock: finished + running never passes the target
+            trials = study.get_trials(deepcopy=False)
+            finished, running = count_finished(trials), count_running(trials)
+            if finished + running < target and not stop:
+                optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, its retry asked first
+                trial = ask(study, trials)
+        if trial is not None:
+            run_one(study, trial, objective, stop, log)
+            ran, waiting = ran + 1, False
+            continue
+        if finished >= target:
+            break
+        if not waiting:
+            log(f"waiting: {finished} finished + {running} running cover the target of {target} "
+                f"(a trial without a heartbeat for {grace_s}s is failed and retried)")
+        waiting = True
+        optuna.storages.fail_stale_trials(study)
+        fail_orphans(study, grace_s)
+        stop.wait(poll_s)
+    stop.check()
     return ran
 
 
-def _released(objective: Objective, lock: StudyLock, sig: Interrupts) -> Callable[[optuna.Trial], Any]:
-    """The objective, releasing the study lock once Optuna has asked for the trial."""
-    def run_one(trial: optuna.Trial) -> Any:
-        lock.release()
+def run_one(study: optuna.Study, trial: optuna.Trial, objective: Objective, stop: Stop,
+            log: Callable[[str], None] = print, retry_s: float = TELL_RETRY_S) -> None:
+    """Run the objective on an asked trial and write how it ended; the trial is never left RUNNING.
+
+    A stop (or Ctrl-C) ends it as `interrupted` (a rerun resumes it); a diverged trial (CATCH) is
+    logged and the search goes on; any other error is raised once the trial's end is written.
+    """
+    state, values, error = S.FAIL, None, None
+    with heartbeat(study, trial):
         try:
-            sig.allow()  # a Ctrl-C that came during ask stops this trial here
-            return objective(trial)
+            stop.check()  # a stop that came while the trial was asked ends it before it starts
+            values, state = objective(trial), S.COMPLETE
+        except optuna.TrialPruned:
+            state = S.PRUNED
         except KeyboardInterrupt as e:  # the one place a stopped trial is recorded as interrupted
-            mark_interrupted(trial, str(e) or "SIGINT")
-            raise
-        finally:
-            sig.defer()  # until Optuna has told the storage how the trial ended
-    return run_one
+            mark_interrupted(trial, stop.reason or str(e) or "SIGINT")
+            error = e
+        except BaseException as e:
+            error = e
+    tell(study, trial, state, values, retry_s)
+    if isinstance(error, CATCH):
+        log(f"[trial {trial.number}] failed: {error}")
+    elif error is not None:
+        raise error
 
 
-class QuietStops(logging.Filter):
-    """Drop Optuna's traceback for a trial stopped by Ctrl-C or bad input: the worker says why in one line."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.numbers: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        match = re.match(r"Trial (\d+) failed with ", record.getMessage())
-        if match is None:
-            return True
-        if "KeyboardInterrupt(" in record.getMessage() or "UserError(" in record.getMessage():
-            self.numbers.add(match[1])
-        return match[1] not in self.numbers
-
-
-def quiet_stops() -> None:
-    """Install QuietStops on the logger of Optuna's optimize loop (once)."""
-    logger = logging.getLogger("optuna.study._optimize")
-    if not any(isinstance(f, QuietStops) for f in logger.filters):
-        logger.addFilter(QuietStops())
+def tell(study: optuna.Study, trial: optuna.Trial, state: S, values: Any, retry_s: float = TELL_RETRY_S) -> None:
+    """Write a trial's end, trying again when the database fails (it may be locked or restarting)."""
+    for attempt in range(TELL_ATTEMPTS):
+        try:
+            study.tell(trial, values if state == S.COMPLETE else None, state=state, skip_if_finished=True)
+            return
+        except STORAGE_ERRORS:
+            if attempt == TELL_ATTEMPTS - 1:
+                raise  # left RUNNING: its heartbeat stops, so a rerun fails and retries it after the grace period
+            time.sleep(retry_s)
 
 
 @dataclass

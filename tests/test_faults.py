@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -27,7 +28,7 @@ from search.objective import RESUMED_FROM, RETRY_OF
 from search.storage import INTERRUPTED, WORKER, make_storage
 from search.study import fail_orphans
 from search.trainer import TrainSpec, fit, seed_everything
-from search.workers import Interrupts
+from search.stop import Stop, StopRequested
 from test_workers import FAST_HEARTBEAT, check_finished_study, records, wait_for, write_space
 
 S = optuna.trial.TrialState
@@ -39,14 +40,50 @@ def mid_trial(results: Path) -> Callable[[], dict | None]:
     """A probe for a running trial with 1 to 6 of its 16 epochs recorded."""
     def probe() -> dict | None:
         for path in results.glob("trials/*.json"):
-            try:
-                r = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # being replaced
-            if r["state"] == "running" and 1 <= len(r["epochs"]) <= 6:
+            r = read_record(path)
+            if r is not None and r["state"] == "running" and 1 <= len(r["epochs"]) <= 6:
                 return r
         return None
     return probe
+
+
+def read_record(path: Path) -> dict | None:
+    """A trial record, or None while it is missing or being replaced."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def freeze_mid_trial(results: Path) -> tuple[dict, int]:
+    """SIGSTOP the worker of a trial that is mid-way, and return its record and pid.
+
+    The record is read again once the worker is stopped: with at most 6 of 16 epochs written (a
+    write in flight adds one), the frozen trial has whole epochs of batches left, so whatever the
+    test does next (a signal, a kill) meets it mid-trial, however loaded the machine is.
+    """
+    while True:
+        seen = wait_for(mid_trial(results), 120, "a trial in the middle of its epochs")
+        pid = int(seen["worker"].rsplit(":", 1)[1])
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: stopped(pid), 10, f"worker {pid} to stop")
+        now = read_record(results / "trials" / f"{seen['number']:05d}.json")
+        if now is not None and now["state"] == "running" and 1 <= len(now["epochs"]) <= 6:
+            return now, pid
+        os.kill(pid, signal.SIGCONT)  # it moved on between the probe and the stop: look again
+
+
+def stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped (state T in /proc)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def pending(pid: int, sig: int) -> bool:
+    """Whether `sig` is queued for process `pid` (its shared pending mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("ShdPnd:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
 
 
 def study_at(results: Path) -> optuna.Study:
@@ -89,8 +126,8 @@ def test_worker_killed_mid_trial_is_retried(tmp_path: Path, capsys: pytest.Captu
     status: dict[str, int] = {}
     parent = threading.Thread(target=lambda: status.update(rc=run.main(args)))  # this process is the parent
     parent.start()
-    victim = wait_for(mid_trial(results), 120, "a trial in the middle of its epochs")
-    os.kill(int(victim["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    victim, pid = freeze_mid_trial(results)
+    os.kill(pid, signal.SIGKILL)
     parent.join(timeout=150)
     assert status.get("rc") == 0, capsys.readouterr()
     out = capsys.readouterr().out
@@ -114,9 +151,9 @@ def test_trial_killed_before_its_first_heartbeat_is_retried(tmp_path: Path) -> N
     dead.set_user_attr(WORKER, "host:1")  # the objective had started; then SIGKILL, no heartbeat row yet
     storage.record_heartbeat(alive._trial_id)
     assert fail_orphans(study, grace_s=2) == [], "nothing is failed within the grace period"
-    time.sleep(2.1)
-    assert fail_orphans(study, grace_s=2) == [dead.number]
-    assert fail_orphans(study, grace_s=2) == [], "failed and retried once"
+    later = datetime.datetime.now() + datetime.timedelta(seconds=3)  # a clock past the grace period
+    assert fail_orphans(study, grace_s=2, now=later) == [dead.number]
+    assert fail_orphans(study, grace_s=2, now=later) == [], "failed and retried once"
     states = {t.number: t.state for t in study.get_trials()}
     assert states[dead.number] == S.FAIL and states[alive.number] == S.RUNNING
     retry = [t for t in study.get_trials() if t.state == S.WAITING]
@@ -130,10 +167,12 @@ def test_ctrl_c_then_rerun_resumes(tmp_path: Path, capsys: pytest.CaptureFixture
     seen: dict = {}
 
     def press_ctrl_c() -> None:
-        """Once a trial is mid-way, Ctrl-C this process: the parent, which forwards it to its workers."""
-        found = wait_for(mid_trial(results), 120, "a trial in the middle of its epochs")
+        """With a trial frozen mid-way, Ctrl-C this process (the parent, which forwards it); then thaw it."""
+        found, pid = freeze_mid_trial(results)
         seen.update(found)
         os.kill(os.getpid(), signal.SIGINT)
+        wait_for(lambda: pending(pid, signal.SIGINT), 30, "the parent to forward SIGINT")
+        os.kill(pid, signal.SIGCONT)  # it wakes with the signal queued: the frozen trial is stopped mid-way
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     assert run.main(args) == 130
@@ -159,12 +198,12 @@ def test_ctrl_c_then_rerun_resumes(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
-def test_ctrl_c_inside_a_storage_write_waits_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A Ctrl-C that lands inside SQLAlchemy is held until the call returns, then raised.
+def test_ctrl_c_inside_a_storage_write_only_sets_the_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C that lands inside SQLAlchemy lets the call finish; the stop is taken at the next check.
 
-    Raised mid-call, it could leave the SQLite write lock with a connection that only
-    the traceback still referenced; the worker's next writes (the trial marked interrupted, then
-    Optuna's tell) waited for their own process until `database is locked`, with a traceback.
+    Raised mid-call, it could leave the SQLite write lock with a connection that only the traceback
+    still referenced; the worker's next writes (the trial marked interrupted, then Optuna's tell)
+    waited for their own process until `database is locked`, with a traceback.
     """
     monkeypatch.setattr(storage_mod, "SQLITE_TIMEOUT_S", 1)  # a lock left behind fails in 1 s, not 60
     storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}")
@@ -178,15 +217,25 @@ def test_ctrl_c_inside_a_storage_write_waits_for_it(tmp_path: Path, monkeypatch:
             pressed.append(statement)
             signal.raise_signal(signal.SIGINT)  # runs the handler here, inside SQLAlchemy's execute
 
-    returned = False
-    with Interrupts(), pytest.raises(KeyboardInterrupt):
+    with Stop() as stop:
         trial.set_user_attr("epoch", 1)
-        returned = True
-        time.sleep(5)  # the held Ctrl-C is raised within Interrupts.RECHECK_S
-    assert pressed and returned, "the write finished before the Ctrl-C was raised"
-    trial.set_user_attr(INTERRUPTED, "SIGINT")  # what the worker does next: no lock left to wait for
+        assert pressed and stop and stop.reason == "SIGINT"
+        with pytest.raises(StopRequested, match="SIGINT"):
+            stop.check()
+    trial.set_user_attr(INTERRUPTED, stop.reason)  # what the worker does next: no lock left to wait for
     study.tell(trial, state=S.FAIL)
     assert study.trials[0].user_attrs == {"epoch": 1, INTERRUPTED: "SIGINT"} and study.trials[0].state == S.FAIL
+
+
+def test_second_signal_is_ignored_third_stops_at_once() -> None:
+    with Stop() as stop:
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)  # the terminal and the parent both deliver one Ctrl-C
+        assert stop.reason == "SIGTERM" and stop.count == 2
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handlers are put back"
+    assert not Stop().wait(0.0), "no request: wait returns False"
 
 
 def test_a_storage_failure_mid_run_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -9,6 +9,7 @@ import torch
 
 from blocks import ArchSpec, build
 from search.data import DataConfig, make_loaders
+from search.stop import StopRequested
 from search.trainer import TrainSpec, compiled, fit, make_optimizer, make_schedule, native_bf16, use_amp
 
 SPEC = ArchSpec.from_dict({"stages": 2, "blocks": [1, 1], "width": 8, "num_classes": 4, "input_size": 16})
@@ -58,22 +59,23 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
     spec = TrainSpec(epochs=3, batch_size=32, lr=0.05, schedule="cosine")
     device = torch.device("cpu")
 
-    def run(checkpoint: Path | None, stop_after: int | None = None) -> list:
+    def run(checkpoint: Path | None, stop_at_batch: int | None = None) -> list:
         torch.manual_seed(0)
         loaders = make_loaders(DATA, [], spec.batch_size, seed=0)
+        asked = []
 
-        def on_epoch(r) -> None:
-            if stop_after is not None and r.epoch == stop_after:
-                raise KeyboardInterrupt
+        def stop() -> bool:  # a stop request that arrives before batch `stop_at_batch` (counted over the run)
+            asked.append(1)
+            return stop_at_batch is not None and len(asked) >= stop_at_batch
 
-        return fit(build(SPEC), loaders.train, loaders.val, spec, device, on_epoch=on_epoch,
-                   checkpoint=checkpoint, seed=7)
+        return fit(build(SPEC), loaders.train, loaders.val, spec, device, checkpoint=checkpoint, seed=7, stop=stop)
 
     straight = run(None)
     ckpt = tmp_path / "trial.pt"
-    with pytest.raises(KeyboardInterrupt):
-        run(ckpt, stop_after=1)
-    assert ckpt.is_file()
+    steps = len(make_loaders(DATA, [], spec.batch_size, seed=0).train)
+    with pytest.raises(StopRequested):
+        run(ckpt, stop_at_batch=steps + 2)  # mid-way through epoch 2
+    assert ckpt.is_file() and len(torch.load(ckpt, weights_only=False)["history"]) == 1
     resumed = run(ckpt)
     assert len(resumed) == 3
     flat = [v for h in straight for v in (h.train_loss, h.val_acc, h.lr)]

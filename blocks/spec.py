@@ -13,6 +13,11 @@ SHORTCUT_KINDS = ("projection", "zero_pad")
 
 # Spatial stride of each stem (the imagenet stem is a 7x7/2 conv then a 3x3/2 max-pool).
 STEM_STRIDE = {"cifar": 1, "conv_s2": 2, "imagenet": 4}
+# Bounds that keep complexity() and build() finite and quick (ResNet-1202 has 600 blocks; resnet50's
+# widest layer 2048 channels): beyond them a spec is a typo, not a design.
+MAX_STAGES = 16
+MAX_BLOCKS = 2048  # all stages together
+MAX_CHANNELS = 2**16  # the widest layer
 
 
 def _stage_out(size: int, stride: int) -> int:
@@ -136,12 +141,15 @@ class ArchSpec:
         def is_int(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
 
-        need(is_int(self.stages) and self.stages >= 1, "stages", "expected an integer >= 1")
+        need(is_int(self.stages) and 1 <= self.stages <= MAX_STAGES, "stages",
+             f"expected an integer in [1, {MAX_STAGES}]")
         need(isinstance(self.blocks, tuple) and all(is_int(b) for b in self.blocks), "blocks",
              "expected a list of integers (one per stage) or one integer")
         need(len(self.blocks) == self.stages, "blocks", f"expected {self.stages} entries, one per stage")
         need(all(b >= 1 for b in self.blocks), "blocks", "every stage needs at least 1 block")
-        need(is_int(self.width) and self.width >= 1, "width", "expected an integer >= 1")
+        need(sum(self.blocks) <= MAX_BLOCKS, "blocks", f"expected at most {MAX_BLOCKS} blocks in all")
+        need(is_int(self.width) and 1 <= self.width <= MAX_CHANNELS, "width",
+             f"expected an integer in [1, {MAX_CHANNELS}]")
         if self.widths is not None:
             need(isinstance(self.widths, tuple) and all(is_int(w) and w >= 1 for w in self.widths),
                  "widths", "expected a list of integers >= 1")
@@ -152,6 +160,8 @@ class ArchSpec:
         need(self.block in BLOCK_KINDS, "block", f"expected one of {', '.join(BLOCK_KINDS)}")
         need(self.expansion is None or (is_int(self.expansion) and self.expansion >= 1), "expansion",
              "expected an integer >= 1 or null")
+        need(max(self.stage_widths) * self.block_expansion <= MAX_CHANNELS, "width",
+             f"the widest layer would have more than {MAX_CHANNELS} channels")
         need(isinstance(self.separable, bool), "separable", "expected true or false")
         need(self.shortcut in SHORTCUT_KINDS, "shortcut", f"expected one of {', '.join(SHORTCUT_KINDS)}")
         need(self.stem in STEM_KINDS, "stem", f"expected one of {', '.join(STEM_KINDS)}")

@@ -21,6 +21,10 @@ SAMPLERS = ("tpe", "random", "nsga2", "gp")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 OBJECTIVES = ("val_acc", "params", "flops")
 DATASETS = ("cifar10", "tiny_imagenet", "imagefolder", "synthetic")
+# Keys that do not change what a trial means: how many, how long, where, how fast, how they are drawn.
+NOT_IN_FINGERPRINT = {"search": ("n_trials", "timeout", "study_name", "max_rejections", "sampler", "seed"),
+                      "data": ("root", "num_workers", "download")}
+SEED_MAX = 2**32 - 1  # numpy (hence Optuna's samplers) takes seeds below 2**32
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,13 @@ def parse_value(v: Any, where: str) -> Any:
     log = v.get("log", False)
     if not isinstance(log, bool) or (log and arg[0] <= 0):
         raise UserError(f"{where}.log: expected true/false, and a positive low for log, got {log!r}")
-    return Dist(kind, low=arg[0], high=arg[1], step=v.get("step"), log=log)
+    step = v.get("step")
+    if step is not None:
+        if kind == "choice" or not isinstance(step, ok_num) or isinstance(step, bool) or step <= 0:
+            raise UserError(f"{where}.step: expected a positive {kind} step of an int or float range, got {step!r}")
+        if log:  # Optuna: "The parameter `step` is not supported when `log` is true."
+            raise UserError(f"{where}: step and log cannot be combined (Optuna samples a log range without steps)")
+    return Dist(kind, low=arg[0], high=arg[1], step=step, log=log)
 
 
 @dataclass(frozen=True)
@@ -171,12 +181,20 @@ class SearchConfig:
         """The study's name: search.study_name or the YAML file's stem."""
         return self.search.study_name or Path(self.path).stem
 
+    def fingerprint_sections(self) -> dict[str, str]:
+        """A hash per section of what a trial means: its data, budget, rules, space, training, augmentation,
+        objectives and pruning; not how many trials, how long, where (paths, storage) or how fast it runs."""
+        search = {k: v for k, v in dataclasses.asdict(self.search).items() if k not in NOT_IN_FINGERPRINT["search"]}
+        data = {k: v for k, v in dataclasses.asdict(self.data).items() if k not in NOT_IN_FINGERPRINT["data"]}
+        parts = {"data": data, "budget": dataclasses.asdict(self.budget), "rules": dataclasses.asdict(self.rules),
+                 "space": self.raw.get("space"), "train": self.raw.get("train"), "augment": self.raw.get("augment"),
+                 "search": search}
+        return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:16]
+                for k, v in parts.items()}
+
     def fingerprint(self) -> str:
-        """Hash of what defines the search problem (not how long or where it runs)."""
-        keep = {k: self.raw.get(k) for k in ("budget", "rules", "space", "train", "augment")}
-        keep["dataset"] = (self.raw.get("data") or {}).get("dataset")
-        keep["objectives"] = list(self.search.objectives)
-        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """One hash of fingerprint_sections(): equal for every YAML whose trials mean the same."""
+        return hashlib.sha256(json.dumps(self.fingerprint_sections(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _typed(cls: type, d: Any, where: str) -> Any:
@@ -221,8 +239,8 @@ def _check_type(value: Any, annotation: Any, where: str) -> None:
         raise UserError(f"{where}: expected {ann}, got {value!r}")
 
 
-def apply_overrides(raw: dict, overrides: list[str], where: str) -> dict:
-    """Apply `--set a.b=value` overrides (value parsed as YAML) to the raw config."""
+def apply_overrides(raw: dict, overrides: list[str], where: str, parse: bool = True) -> dict:
+    """Apply `--set a.b=value` overrides (value parsed as YAML unless `parse` is false) to the raw config."""
     for item in overrides:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected key.path=value")
@@ -233,17 +251,23 @@ def apply_overrides(raw: dict, overrides: list[str], where: str) -> dict:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise UserError(f"--set {item!r}: {key!r} in {where} is not a section")
-        node[keys[-1]] = yaml.safe_load(value)
+        try:
+            node[keys[-1]] = yaml.safe_load(value) if parse else value
+        except yaml.YAMLError as e:
+            raise UserError(f"--set {item!r}: the value is not valid YAML: {getattr(e, 'problem', None) or e}") from None
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> SearchConfig:
-    """Read, override and validate a search-space YAML."""
+def load_config(path: str | Path, overrides: list[str] | None = None,
+                strings: list[str] | None = None) -> SearchConfig:
+    """Read, override and validate a search-space YAML; `strings` are overrides taken verbatim (names, URLs)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:  # a binary file; yaml's ReaderError is a ValueError too
+        raise UserError(f"{path}: not a YAML text file ({type(e).__name__})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" line {mark.line + 1}" if mark else ""
@@ -251,6 +275,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> SearchC
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections at the top level")
     raw = apply_overrides(raw, overrides or [], str(path))
+    raw = apply_overrides(raw, strings or [], str(path), parse=False)
     return parse_config(raw, str(path))
 
 
@@ -320,12 +345,17 @@ def _check_train(train: dict[str, Any], spec_cls: type, where: str) -> None:
                     raise UserError(f"{where}.progressive: expected [[epoch, size], ...] or null, got {c!r}")
             elif key != "progressive":
                 _check_type(c, fields[key].type, f"{where}.{key}")
+    path = where.rsplit(": ", 1)[0]
+    try:
+        spec_cls.from_dict(base)
+    except ValueError as e:  # names its key (train.momentum ...)
+        raise UserError(f"{path}: {e}") from None
     for key, values in candidates.items():
         for c in values:
             try:
                 spec_cls.from_dict({**base, key: c})
             except ValueError as e:
-                raise UserError(f"{where}.{key}: {e}") from None
+                raise UserError(f"{path}: {e}" if f"train.{key}" in str(e) else f"{where}.{key}: {e}") from None
 
 
 def _parse_baselines(items: Any, spec_cls: type, path: str) -> tuple[Baseline, ...]:
@@ -384,8 +414,22 @@ def _check_search(s: SearchSection, path: str) -> None:
     if not s.objectives or s.objectives[0] != "val_acc" or any(o not in OBJECTIVES for o in s.objectives):
         raise UserError(f"{path}: search.objectives: expected [val_acc] optionally followed by params "
                         f"and/or flops, got {list(s.objectives)!r}")
-    if s.n_trials < 1:
-        raise UserError(f"{path}: search.n_trials: expected >= 1, got {s.n_trials}")
+    checks = [
+        (s.n_trials >= 1, "n_trials", ">= 1"),
+        (s.timeout is None or s.timeout > 0, "timeout", "a positive number of seconds or null"),
+        (0 <= s.seed <= SEED_MAX, "seed", f"an integer in [0, {SEED_MAX}] (numpy's seed range, used by the samplers)"),
+        (s.max_rejections >= 1, "max_rejections", ">= 1"),
+        (s.pruner_warmup_epochs >= 0, "pruner_warmup_epochs", ">= 0"),
+        (s.pruner_startup_trials >= 0, "pruner_startup_trials", ">= 0"),
+    ]
+    for ok, key, expected in checks:
+        if not ok:
+            raise UserError(f"{path}: search.{key}: expected {expected}, got {getattr(s, key)!r}")
+    name = s.study_name
+    if name is not None and (not name.strip() or "/" in name or "\\" in name or name in (".", "..")
+                             or name.startswith(".")):
+        raise UserError(f"{path}: search.study_name {name!r}: expected a plain name (it names a folder under "
+                        f"--results-dir: no '/', '\\' or leading '.')")
 
 
 def _parse_space(d: Any, path: str) -> dict[str, Any]:
@@ -398,7 +442,32 @@ def _parse_space(d: Any, path: str) -> dict[str, Any]:
     if isinstance(width, str) and width != "solve":
         raise UserError(f"{path}: space.width: expected an int, a distribution or 'solve', got {width!r}")
     space.setdefault("width", "solve")
+    for key, ok, expected in SPACE_TYPES:
+        if key in space and not all(ok(c) for c in candidates(space[key])):
+            raise UserError(f"{path}: space.{key}: expected {expected}, got {space[key]!r}")
     return space
+
+
+def candidates(value: Any) -> list:
+    """The values a space or train entry can take that bound it: a choice's entries, a range's ends, a fixed value."""
+    if not isinstance(value, Dist):
+        return [value]
+    return list(value.choices) if value.kind == "choice" else [value.low, value.high]
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+SPACE_TYPES = (  # (key, test of each value it can take, what is expected)
+    ("stages", lambda v: _int(v) and v >= 1, "an integer >= 1 or a distribution of them"),
+    ("blocks", lambda v: (_int(v) and v >= 1) or (isinstance(v, (list, tuple)) and bool(v)
+                                                  and all(_int(b) and b >= 1 for b in v)),
+     "an integer >= 1 per stage, a list of them, or a distribution"),
+    ("width", lambda v: v == "solve" or (_int(v) and v >= 1), "'solve', an integer >= 1 or a distribution"),
+    ("fill", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+     "a fraction of the budget in (0, 1] or a distribution of them"),
+)
 
 
 def _parse_section_values(d: Any, known: set[str], where: str) -> dict[str, Any]:

@@ -165,6 +165,8 @@ class Objective:
             record["state"] = "interrupted"
             self._write(trial.number, record, quiet=True)
             raise
+        except optuna.exceptions.UpdateFinishedTrialError:  # failed by another worker: its retry owns the checkpoint
+            raise
         except BaseException:  # the trial's own failure (bad data, a bug): it is not resumed
             ckpt.unlink(missing_ok=True)
             record["state"] = "failed"

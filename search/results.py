@@ -157,6 +157,6 @@ def open_results(folder: Path, storage: str | None = None, data_root: str | None
             from None
     stored = study.user_attrs.get("fingerprint")
     if stored is not None and stored != cfg.fingerprint():
-        raise UserError(f"'{config}' no longer matches study {name!r} (its budget, rules, space, train or augment "
-                        f"sections changed since the search); restore it")
+        raise UserError(f"'{config}' no longer matches study {name!r} (its data, budget, rules, space, train, augment "
+                        f"or pruning settings changed since the search); restore it")
     return StudyResults(folder, cfg, study, storage)

@@ -104,9 +104,24 @@ def check_config(cfg: "SearchConfig") -> None:
                             f"rules.min_augmentations is {rules.min_augmentations}")
     _check_space_values(cfg)
     _check_budget_reachable(cfg)
+    _check_progressive(cfg)
     from .baselines import check_baselines
 
     check_baselines(cfg)
+
+
+def _check_progressive(cfg: "SearchConfig") -> None:
+    """Every progressive-resizing schedule the space can pick ends at the dataset's image size."""
+    from .config import candidates
+    from .data import dataset_info
+
+    size = dataset_info(cfg.data).image_size
+    for steps in candidates(cfg.train.get("progressive")):
+        if steps:
+            last = sorted(tuple(s) for s in steps)[-1][1]
+            if last != size:
+                raise UserError(f"{cfg.path}: train.progressive {[list(s) for s in steps]} ends at {last}px, not the "
+                                f"dataset's image size {size}px (the last stage trains at the input size)")
 
 
 def _check_space_values(cfg: "SearchConfig") -> None:
@@ -150,6 +165,13 @@ def _check_budget_reachable(cfg: "SearchConfig") -> None:
         raise UserError(f"{cfg.path}: space: the smallest architecture in the space is invalid: {e}") from None
     cx = complexity(spec)
     label = f"stages={spec.stages}, blocks={list(spec.blocks)}, width={spec.width}"
+    from .config import candidates
+
+    fill = max(candidates(cfg.space.get("fill", 1.0)))
+    if cfg.space.get("width") == "solve" and cx.params > fill * cfg.budget.params:  # every sample would be rejected
+        raise UserError(f"{cfg.path}: space.fill: at most {fill:g} x budget.params = {fill * cfg.budget.params:,.0f} "
+                        f"params, below the smallest network in the space ({cx.params:,} params at {label}); "
+                        f"raise fill or the budget, or shrink the space")
     if cx.params > cfg.budget.params:
         raise UserError(f"{cfg.path}: budget.params {cfg.budget.params:,} is below the smallest network in the "
                         f"space ({cx.params:,} params at {label}); raise the budget or shrink the space")

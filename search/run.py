@@ -6,9 +6,23 @@ on several machines makes them all work on one study (see the README, "Many work
 
 from __future__ import annotations
 
+import signal
+import sys
+
+
+def _interrupted_at_start(signum: int, frame: object) -> None:
+    """Ctrl-C while torch and Optuna are still being imported: the usual line, not an import traceback."""
+    print("interrupted: rerun the same command to resume", file=sys.stderr)
+    sys.exit(130)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _interrupted_at_start)
+
+# The imports below come after the handler on purpose: they take seconds.
 import argparse
 import os
-import sys
+import threading
 import time
 from pathlib import Path
 
@@ -72,13 +86,14 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         overrides.append(f"search.n_trials={args.n_trials}")
     if args.timeout is not None:
         overrides.append(f"search.timeout={args.timeout}")
-    if args.study_name:
-        overrides.append(f"search.study_name={args.study_name}")
+    strings = []  # names and paths, taken as typed (`--study-name 2024` is a name, not a number)
+    if args.study_name is not None:
+        strings.append(f"search.study_name={args.study_name}")
     if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
+        strings.append(f"data.root={args.data_root}")
     if args.storage:
-        overrides.append(f"storage={args.storage}")
-    return load_config(args.space, overrides)
+        strings.append(f"storage={args.storage}")
+    return load_config(args.space, overrides, strings)
 
 
 def prepare_results(cfg: SearchConfig, results_root: str) -> Path:
@@ -92,6 +107,28 @@ def prepare_results(cfg: SearchConfig, results_root: str) -> Path:
     except OSError as e:
         raise UserError(f"results folder {results}: cannot write: {e.strerror or e}") from None
     return results
+
+
+def check_data_and_augment(cfg: SearchConfig) -> None:
+    """What needs the dataset, checked before the study is touched: it loads (or downloads), it leaves
+    validation images, and every augmentation policy applies to an image of its size."""
+    from .augment import check_batchable, policy_names, policy_steps, square, train_pipeline
+    from .config import candidates
+    from .data import check_config as check_data, make_loaders
+
+    check_data(cfg.data, f"{cfg.path}: data")
+    loaders = make_loaders(cfg.data, [], 2, seed=0)
+    if loaders.val is None:  # every trial would train, then fail on a NaN accuracy, and not count
+        raise UserError(f"{cfg.path}: data.val_fraction {cfg.data.val_fraction} of {len(loaders.train.dataset)} "
+                        f"training images leaves no validation images; a search needs them to rank trials")
+    size, names = loaders.info.image_size, policy_names(cfg.augment)
+    for name in candidates(cfg.train.get("augment_policy")):
+        if name is not None and name not in names:
+            raise UserError(f"{cfg.path}: train.augment_policy: unknown policy {name!r} (have: {', '.join(names)})")
+    pre = square(size) if cfg.data.dataset == "imagefolder" else []  # as make_loaders does
+    for name in names:
+        where = f"{cfg.path}: augment" + (f".policies.{name}" if isinstance(cfg.augment, dict) else "")
+        check_batchable(train_pipeline(policy_steps(cfg.augment, name), where, pre=pre), size, where)
 
 
 def save_config(cfg: SearchConfig, results: Path) -> None:
@@ -110,10 +147,7 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
     cfg = config_from_args(args)
     results = prepare_results(cfg, args.results_dir)
     storage = cfg.storage or default_storage(results)
-    from .data import check_config as check_data, make_loaders
-
-    check_data(cfg.data, f"{cfg.path}: data")
-    make_loaders(cfg.data, [], 2, seed=0)  # a missing dataset fails (or downloads) here, before the study is touched
+    check_data_and_augment(cfg)
     study = open_study(cfg, storage, args.heartbeat, args.grace)
     try:
         save_config(cfg, results)  # only once the study has accepted this YAML
@@ -206,6 +240,8 @@ def _flops(cfg: SearchConfig) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors, exit status 2 for bad input, 1 for a crashed worker, 130 for Ctrl-C."""
+    if threading.current_thread() is threading.main_thread():  # from here main_guard makes Ctrl-C one line
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parse_args(argv)
     try:
         return main_guard(lambda: run(args))

@@ -123,13 +123,17 @@ def open_study(cfg: SearchConfig, storage_url: str, heartbeat_s: int = HEARTBEAT
     stored = study.user_attrs.get("fingerprint")
     if stored is None:
         study.set_user_attr("fingerprint", cfg.fingerprint())
+        study.set_user_attr("fingerprint_sections", cfg.fingerprint_sections())
         study.set_user_attr("config_path", cfg.path)
         study.set_user_attr("budget_params", cfg.budget.params)
         study.set_user_attr("budget_flops", cfg.budget.flops)
         study.set_user_attr("objectives", list(cfg.search.objectives))
     elif stored != cfg.fingerprint():
+        was = study.user_attrs.get("fingerprint_sections") or {}
+        differ = [k for k, v in cfg.fingerprint_sections().items() if was.get(k) != v]
         raise UserError(f"study {cfg.study_name!r} in {redact_url(storage_url)} was made from a different space "
-                        f"(from {study.user_attrs.get('config_path')}); use another --study-name or the same YAML")
+                        f"({', '.join(differ)} differ{'s' if len(differ) == 1 else ''}; from "
+                        f"{study.user_attrs.get('config_path')}); use another --study-name or the same YAML")
     return study
 
 

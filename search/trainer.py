@@ -73,6 +73,19 @@ class TrainSpec:
             raise ValueError("train.epochs, train.batch_size and train.lr must be positive")
         if spec.ema is not None and not 0.0 < spec.ema < 1.0:
             raise ValueError(f"train.ema {spec.ema!r}: expected a decay per step in (0, 1), or null for none")
+        ranges = [  # what torch.optim and nn.CrossEntropyLoss accept (they fail mid-trial otherwise)
+            (0.0 <= spec.momentum < 1.0, "momentum", "in [0, 1)"),
+            (0.0 <= spec.label_smoothing < 1.0, "label_smoothing", "in [0, 1)"),
+            (spec.weight_decay >= 0.0, "weight_decay", ">= 0"),
+            (0.0 <= spec.warmup_epochs < spec.epochs, "warmup_epochs", "in [0, epochs)"),
+            (spec.cycles >= 1, "cycles", ">= 1"),
+            (math.isfinite(spec.lr), "lr", "finite"),
+        ]
+        for ok, key, expected in ranges:
+            if not ok:
+                raise ValueError(f"train.{key} {getattr(spec, key)!r}: expected {expected}")
+        if any(e < 0 or size < 1 for e, size in spec.progressive or ()):
+            raise ValueError(f"train.progressive {spec.to_dict()['progressive']}: expected [[epoch >= 0, size >= 1], ...]")
         return spec
 
     def to_dict(self) -> dict[str, Any]:

@@ -86,6 +86,10 @@ def run_one(study: optuna.Study, trial: optuna.Trial, objective: Objective, stop
             values, state = objective(trial), S.COMPLETE
         except optuna.TrialPruned:
             state = S.PRUNED
+        except optuna.exceptions.UpdateFinishedTrialError:  # e.g. this process was paused for longer than --grace
+            log(f"[trial {trial.number}] was ended by another worker (no heartbeat for the grace period); "
+                f"its retry continues it")
+            return
         except KeyboardInterrupt as e:  # the one place a stopped trial is recorded as interrupted
             mark_interrupted(trial, stop.reason or str(e) or "SIGINT")
             error = e

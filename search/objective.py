@@ -158,12 +158,10 @@ class Objective:
         except (ResultsWriteError, CheckpointWriteError) as e:
             # The results folder is full or read-only: not the trial's fault, so it resumes like Ctrl-C.
             message = str(e) if isinstance(e, UserError) else f"results folder {self.results}: {e}"
-            mark_interrupted(trial, message)
+            self._interrupted(trial, record, message)
             raise ResultsWriteError(message) from None
         except STORAGE_ERRORS:  # the database failed under the trial: not its fault either
-            mark_interrupted(trial, "study storage failed")
-            record["state"] = "interrupted"
-            self._write(trial.number, record, quiet=True)
+            self._interrupted(trial, record, "study storage failed")
             raise
         except optuna.exceptions.UpdateFinishedTrialError:  # failed by another worker: its retry owns the checkpoint
             raise
@@ -185,6 +183,12 @@ class Objective:
         values = {"val_acc": final, "params": float(cx.params), "flops": float(cx.flops)}
         out = tuple(values[o] for o in cfg.search.objectives)
         return out if multi else out[0]
+
+    def _interrupted(self, trial: optuna.Trial, record: dict, reason: str) -> None:
+        """Mark a trial stopped by something outside it (disk, database) so that a rerun resumes it."""
+        mark_interrupted(trial, reason)
+        record["state"] = "interrupted"
+        self._write(trial.number, record, quiet=True)
 
     def _record(self, trial: optuna.Trial, spec: ArchSpec, train: Any, cx: Any, seed: int) -> dict:
         """The per-trial JSON document (written after every epoch)."""

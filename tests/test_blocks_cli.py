@@ -106,3 +106,11 @@ def test_other_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.Capture
     bad = tmp_path / "bad.yaml"
     bad.write_text("arch:\n  blocks: [2, 2]\n  head: mlp\n")
     assert_one_line_error(run_main(capsys, str(bad)), "bad.yaml: arch", "'head'", "mlp")
+
+
+def test_depth_and_width_are_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    """Specs that overflowed complexity() or never finished building are one line at once."""
+    assert_one_line_error(run_main(capsys, '{"stages": 2000}'), "'stages'", "[1, 16]")
+    assert_one_line_error(run_main(capsys, '{"blocks": [100000000]}'), "'blocks'", "at most 2048")
+    assert_one_line_error(run_main(capsys, '{"blocks": [1, 1], "width": 100000}'), "'width'", "65536")
+    assert_one_line_error(run_main(capsys, '{"blocks": [1, 1], "widths": [8, 70000]}'), "widest layer")

@@ -19,16 +19,17 @@ import sqlalchemy
 import torch
 
 from blocks import ArchSpec, build
-from search import run, storage as storage_mod
+from search import run, storage as storage_mod, workers
 from search.augment import DEFAULT_POLICY, policy_steps
 from search.cli import main_guard
 from search.config import load_config
 from search.data import dataset_info, make_loaders
 from search.objective import RESUMED_FROM, RETRY_OF
-from search.storage import INTERRUPTED, WORKER, make_storage
+from search.storage import INTERRUPTED, WORKER, ask, make_storage
 from search.study import fail_orphans
 from search.trainer import TrainSpec, fit, seed_everything
 from search.stop import Stop, StopRequested
+from tests.fixtures import corrupt_one, make_imagefolder
 from test_workers import FAST_HEARTBEAT, check_finished_study, records, wait_for, write_space
 
 S = optuna.trial.TrialState
@@ -170,12 +171,19 @@ def test_ctrl_c_then_rerun_resumes(tmp_path: Path, capsys: pytest.CaptureFixture
         """With a trial frozen mid-way, Ctrl-C this process (the parent, which forwards it); then thaw it."""
         found, pid = freeze_mid_trial(results)
         seen.update(found)
-        os.kill(os.getpid(), signal.SIGINT)
-        wait_for(lambda: pending(pid, signal.SIGINT), 30, "the parent to forward SIGINT")
-        os.kill(pid, signal.SIGCONT)  # it wakes with the signal queued: the frozen trial is stopped mid-way
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            wait_for(lambda: pending(pid, signal.SIGINT), 60, "the parent to forward SIGINT")
+        finally:
+            os.kill(pid, signal.SIGCONT)  # it wakes with the signal queued: the frozen trial is stopped mid-way
 
-    threading.Thread(target=press_ctrl_c, daemon=True).start()
-    assert run.main(args) == 130
+    # A test process started in the background by a shell ignores SIGINT; the parent must not here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=press_ctrl_c, daemon=True).start()
+        assert run.main(args) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     out, err = capsys.readouterr()
     assert seen, "no trial reached the middle of its epochs"
     assert err.strip().splitlines()[-1] == "interrupted: rerun the same command to resume"
@@ -228,13 +236,14 @@ def test_ctrl_c_inside_a_storage_write_only_sets_the_flag(tmp_path: Path, monkey
 
 
 def test_second_signal_is_ignored_third_stops_at_once() -> None:
+    before = signal.getsignal(signal.SIGINT)
     with Stop() as stop:
         signal.raise_signal(signal.SIGTERM)
         signal.raise_signal(signal.SIGINT)  # the terminal and the parent both deliver one Ctrl-C
         assert stop.reason == "SIGTERM" and stop.count == 2
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
             signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handlers are put back"
+    assert signal.getsignal(signal.SIGINT) is before, "the handlers are put back"
     assert not Stop().wait(0.0), "no request: wait returns False"
 
 
@@ -302,3 +311,117 @@ def test_trial_seed_reproduces_its_metrics(tmp_path: Path) -> None:
     assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 0
     record = records(tmp_path / "r" / "space")[0]
     assert same_metrics(reproduce(space, record), record)
+
+
+def no_running(study: optuna.Study) -> bool:
+    """Whether the study has no trial left RUNNING."""
+    return not study.get_trials(states=(S.RUNNING,))
+
+
+def test_storage_failure_mid_trial_interrupts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """The database fails once under a running trial: one line, exit 1, the trial `interrupted`, then resumed."""
+    space = write_space(tmp_path, {"search": {"n_trials": 1}, "augment": []})
+    results = tmp_path / "r" / "space"
+    args = [str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]
+    report = optuna.trial.Trial.report
+
+    def failing_report(trial: optuna.trial.Trial, value: float, step: int) -> None:
+        if step == 2:
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        report(trial, value, step)
+
+    monkeypatch.setattr(optuna.trial.Trial, "report", failing_report)
+    assert run.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: study storage failed: "), err
+    study = study_at(results)
+    assert no_running(study) and study.trials[0].user_attrs[INTERRUPTED] == "study storage failed"
+    assert (results / "checkpoints" / "trial_0.pt").is_file()
+    monkeypatch.setattr(optuna.trial.Trial, "report", report)
+    assert run.main(args) == 0
+    assert retry_of(study, 0).user_attrs[RESUMED_FROM] == 3  # epochs 1 and 2 were saved
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fill a disk")
+def test_full_disk_at_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """torch.save meets a full disk: one line, exit 2, the trial `interrupted`, no partial file left behind."""
+    space = write_space(tmp_path, {"search": {"n_trials": 1}})
+    results = tmp_path / "r" / "space"
+    (results / "checkpoints").mkdir(parents=True)
+    full = results / "checkpoints" / "trial_0.tmp"
+    full.symlink_to("/dev/full")
+    assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: results folder {results}: cannot write checkpoint "), err
+    trial = study_at(results).trials[0]
+    assert trial.state == S.FAIL and "cannot write checkpoint" in trial.user_attrs[INTERRUPTED]
+    assert not full.exists() and not full.is_symlink(), "the partial checkpoint is removed"
+    assert records(results)[0]["state"] == "interrupted"
+
+
+def test_a_failing_tell_is_written_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database refuses a trial's end once: it is written on the next attempt, never left RUNNING."""
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}"),
+                                direction="maximize")
+    tell = optuna.Study.tell
+    calls: list[int] = []
+
+    def flaky_tell(self: optuna.Study, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+        return tell(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "tell", flaky_tell)
+    objective = type("Half", (), {"__call__": lambda self, trial: 0.5, "gave_up": False})()
+    workers.run_one(study, ask(study, []), objective, Stop(), retry_s=0.0)
+    assert len(calls) == 2 and study.trials[0].state == S.COMPLETE and study.trials[0].value == 0.5
+
+
+def test_a_sampler_that_fails_leaves_no_trial_running(tmp_path: Path) -> None:
+    class Broken(optuna.samplers.RandomSampler):
+        def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            raise OverflowError("Python int too large to convert to C long")
+
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}"),
+                                sampler=Broken())
+    with pytest.raises(OverflowError):
+        ask(study, study.get_trials())
+    assert [t.state for t in study.get_trials()] == [S.FAIL]
+
+
+def test_a_trial_ended_by_another_worker_is_let_go(tmp_path: Path) -> None:
+    """A worker paused past --grace finds its trial failed by another: one line, no `Cannot tell a FAIL trial`."""
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}"))
+    lines: list[str] = []
+
+    def paused_then_resumed(trial: optuna.Trial) -> float:
+        study._storage.set_trial_state_values(trial._trial_id, state=S.FAIL)  # another worker's stale check
+        trial.set_user_attr("val_acc_curve", [0.5])  # the resumed worker's next write
+        return 0.5
+
+    objective = type("Paused", (), {"__call__": lambda self, t: paused_then_resumed(t), "gave_up": False})()
+    workers.run_one(study, ask(study, []), objective, Stop(), log=lines.append)
+    assert study.trials[0].state == S.FAIL and lines == [
+        "[trial 0] was ended by another worker (no heartbeat for the grace period); its retry continues it"]
+
+
+def test_a_trial_that_fails_on_its_data_is_not_resumed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A corrupt image: one line naming it, exit 2, the trial FAIL (not `interrupted`); a rerun adds no retries."""
+    root = make_imagefolder(tmp_path / "images", classes=3, per_class=6, size=(8, 8))
+    bad = corrupt_one(root / "train" / "class_2" / "img_5.png")
+    space = write_space(tmp_path, {"data": {"dataset": "imagefolder", "root": str(root), "val_fraction": 0.2,
+                                            "num_workers": 0}, "search": {"n_trials": 1}})
+    results = tmp_path / "r" / "space"
+    args = [str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]
+    for rerun in range(2):
+        assert run.main(args) == 2
+        out, err = capsys.readouterr()
+        assert err == f"error: cannot read image '{bad}': cannot identify image file\n" or (
+            err.startswith(f"error: cannot read image '{bad}'") and err.count("\n") == 1), err
+        assert "resuming interrupted" not in out
+    trials = study_at(results).get_trials()
+    assert [t.state for t in trials] == [S.FAIL, S.FAIL]
+    assert not any(INTERRUPTED in t.user_attrs or RETRY_OF in t.user_attrs for t in trials)
+    assert records(results)[0]["state"] == "failed"

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from .config import Baseline, Dist, SearchConfig
+from .distributions import Dist
 from .space import MIN_WIDTH, fill_widths, sample_train
+
+if TYPE_CHECKING:
+    from .config import Baseline, SearchConfig
 
 BASELINE = "baseline"  # user attribute: the baseline's name (absent on searched trials)
 

@@ -13,6 +13,7 @@ import yaml
 
 from blocks import ArchSpec
 
+from .distributions import Dist, candidates, parse_value  # noqa: F401 (Dist: re-exported)
 from .errors import UserError
 
 ARCH_KEYS = {f.name for f in dataclasses.fields(ArchSpec)}
@@ -25,65 +26,6 @@ DATASETS = ("cifar10", "tiny_imagenet", "imagefolder", "synthetic")
 NOT_IN_FINGERPRINT = {"search": ("n_trials", "timeout", "study_name", "max_rejections", "sampler", "seed"),
                       "data": ("root", "num_workers", "download")}
 SEED_MAX = 2**32 - 1  # numpy (hence Optuna's samplers) takes seeds below 2**32
-
-
-@dataclass(frozen=True)
-class Dist:
-    """A searched value: `{int: [lo, hi]}`, `{float: [lo, hi]}` (optional step/log) or `{choice: [...]}`."""
-
-    kind: str  # int | float | choice
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    log: bool = False
-    choices: tuple = ()
-
-    def suggest(self, trial: Any, name: str) -> Any:
-        """Ask the Optuna trial for a value under the stable parameter name `name`."""
-        if self.kind == "choice":
-            return trial.suggest_categorical(name, list(self.choices))
-        if self.kind == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
-
-    def values(self) -> list | None:
-        """Every value this distribution can give, when it is a finite choice."""
-        if self.kind == "choice":
-            return list(self.choices)
-        if self.kind == "int" and not self.log:
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        return None
-
-
-def parse_value(v: Any, where: str) -> Any:
-    """A fixed value, or a Dist when `v` is a one-distribution mapping."""
-    if not isinstance(v, Mapping):
-        return v
-    kinds = [k for k in ("int", "float", "choice") if k in v]
-    extra = sorted(set(v) - {"int", "float", "choice", "step", "log"})
-    if len(kinds) != 1 or extra:
-        raise UserError(f"{where}: expected a fixed value or one of {{int: [lo, hi]}}, {{float: [lo, hi]}}, "
-                        f"{{choice: [...]}} (optional step, log), got {dict(v)!r}")
-    kind = kinds[0]
-    arg = v[kind]
-    if kind == "choice":
-        if not isinstance(arg, list) or not arg:
-            raise UserError(f"{where}.choice: expected a non-empty list, got {arg!r}")
-        return Dist("choice", choices=tuple(tuple(a) if isinstance(a, list) else a for a in arg))
-    ok_num = (int,) if kind == "int" else (int, float)
-    if (not isinstance(arg, list) or len(arg) != 2
-            or not all(isinstance(a, ok_num) and not isinstance(a, bool) for a in arg) or arg[0] > arg[1]):
-        raise UserError(f"{where}.{kind}: expected [low, high] {kind}s with low <= high, got {arg!r}")
-    log = v.get("log", False)
-    if not isinstance(log, bool) or (log and arg[0] <= 0):
-        raise UserError(f"{where}.log: expected true/false, and a positive low for log, got {log!r}")
-    step = v.get("step")
-    if step is not None:
-        if kind == "choice" or not isinstance(step, ok_num) or isinstance(step, bool) or step <= 0:
-            raise UserError(f"{where}.step: expected a positive {kind} step of an int or float range, got {step!r}")
-        if log:  # Optuna: "The parameter `step` is not supported when `log` is true."
-            raise UserError(f"{where}: step and log cannot be combined (Optuna samples a log range without steps)")
-    return Dist(kind, low=arg[0], high=arg[1], step=step, log=log)
 
 
 @dataclass(frozen=True)
@@ -322,9 +264,11 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
     validate_augment(augment, f"{path}: augment")
     baselines = _parse_baselines(raw.get("baselines"), TrainSpec, path)
     cfg = SearchConfig(path, data, budget, rules, space, train, augment, search, storage, retrain, raw, baselines)
+    from .baselines import check_baselines
     from .rules import check_config  # rules that fixed values already break are config errors
 
     check_config(cfg)
+    check_baselines(cfg)
     return cfg
 
 
@@ -446,13 +390,6 @@ def _parse_space(d: Any, path: str) -> dict[str, Any]:
         if key in space and not all(ok(c) for c in candidates(space[key])):
             raise UserError(f"{path}: space.{key}: expected {expected}, got {space[key]!r}")
     return space
-
-
-def candidates(value: Any) -> list:
-    """The values a space or train entry can take that bound it: a choice's entries, a range's ends, a fixed value."""
-    if not isinstance(value, Dist):
-        return [value]
-    return list(value.choices) if value.kind == "choice" else [value.low, value.high]
 
 
 def _int(v: Any) -> bool:

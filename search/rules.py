@@ -8,6 +8,7 @@ from torch import nn
 
 from blocks import ArchSpec, Complexity, complexity
 
+from .distributions import Dist, candidates
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -76,7 +77,6 @@ def module_violation(model: nn.Module, cfg: "SearchConfig") -> str | None:
 def check_config(cfg: "SearchConfig") -> None:
     """Config-time checks: rules that fixed values already break, and budgets nothing can meet."""
     from .augment import count_transforms, policy_names, policy_steps
-    from .config import Dist
 
     where, rules, space = cfg.path, cfg.rules, cfg.space
     if rules.head is not None and "head" in space and not isinstance(space["head"], Dist) \
@@ -105,14 +105,10 @@ def check_config(cfg: "SearchConfig") -> None:
     _check_space_values(cfg)
     _check_budget_reachable(cfg)
     _check_progressive(cfg)
-    from .baselines import check_baselines
-
-    check_baselines(cfg)
 
 
 def _check_progressive(cfg: "SearchConfig") -> None:
     """Every progressive-resizing schedule the space can pick ends at the dataset's image size."""
-    from .config import candidates
     from .data import dataset_info
 
     size = dataset_info(cfg.data).image_size
@@ -126,7 +122,6 @@ def _check_progressive(cfg: "SearchConfig") -> None:
 
 def _check_space_values(cfg: "SearchConfig") -> None:
     """Every value a space key can take is valid on its own (an even kernel is a config error, not a rejection)."""
-    from .config import Dist
     from .space import corner_dict
 
     base = corner_dict(cfg, _low)
@@ -144,7 +139,6 @@ def _check_space_values(cfg: "SearchConfig") -> None:
 
 def _low(v: Any) -> Any:
     """The smallest value a space entry can take (a choice's first entry for non-numbers)."""
-    from .config import Dist
 
     if not isinstance(v, Dist):
         return v
@@ -165,7 +159,6 @@ def _check_budget_reachable(cfg: "SearchConfig") -> None:
         raise UserError(f"{cfg.path}: space: the smallest architecture in the space is invalid: {e}") from None
     cx = complexity(spec)
     label = f"stages={spec.stages}, blocks={list(spec.blocks)}, width={spec.width}"
-    from .config import candidates
 
     fill = max(candidates(cfg.space.get("fill", 1.0)))
     if cfg.space.get("width") == "solve" and cx.params > fill * cfg.budget.params:  # every sample would be rejected

@@ -113,8 +113,8 @@ def check_data_and_augment(cfg: SearchConfig) -> None:
     """What needs the dataset, checked before the study is touched: it loads (or downloads), it leaves
     validation images, and every augmentation policy applies to an image of its size."""
     from .augment import check_batchable, policy_names, policy_steps, square, train_pipeline
-    from .config import candidates
     from .data import check_config as check_data, make_loaders
+    from .distributions import candidates
 
     check_data(cfg.data, f"{cfg.path}: data")
     loaders = make_loaders(cfg.data, [], 2, seed=0)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from blocks import ArchSpec, complexity
 
-from .config import Dist
+from .distributions import Dist
 from .trainer import TrainSpec
 
 if TYPE_CHECKING:

@@ -13,7 +13,8 @@ import optuna
 import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from .config import Dist, SearchConfig
+from .config import SearchConfig
+from .distributions import Dist
 from .errors import UserError
 from .storage import (GRACE_S, HEARTBEAT_S, INTERRUPTED, MAX_RETRY, RetryCallback, first_line, make_storage,
                       rdb_storage, redact_url)

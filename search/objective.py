@@ -126,7 +126,11 @@ class Objective:
             trial.set_user_attr(RESUMED_FROM, done + 1)
             self.log(f"[trial {trial.number}] resuming trial {first} from epoch {done + 1} ({ckpt})")
         multi = len(cfg.search.objectives) > 1
-        n_target = cfg.search.n_trials
+        # The log line's place and best-so-far, read once per trial (not a whole-study read per epoch).
+        trials = trial.study.get_trials(deepcopy=False)
+        best = _best_value(trials)
+        place = (f"baseline {trial.user_attrs[BASELINE]}" if is_baseline(trial)
+                 else f"{count_finished(trials) + 1}/{cfg.search.n_trials}")
 
         def on_epoch(r: EpochResult) -> None:
             record["epochs"].append(vars(r).copy())
@@ -135,9 +139,6 @@ class Objective:
             trial.set_user_attr("val_acc_curve", [round(e["val_acc"], 5) for e in record["epochs"]])
             trial.set_user_attr("train_images_per_s", round(r.images_per_s, 1))  # of the latest epoch
             self._write(trial.number, record)
-            best = _best_value(trial.study)
-            place = (f"baseline {trial.user_attrs[BASELINE]}" if is_baseline(trial)
-                     else f"{_finished(trial.study) + 1}/{n_target}")
             self.log(f"[trial {trial.number} ({place})] epoch {r.epoch}/{train.epochs} "
                      f"loss {r.train_loss:.4f} val_acc {r.val_acc:.4f} ({r.image_size}px, {r.time_s:.1f}s)"
                      + (f" best so far {best:.4f}" if best is not None else "")
@@ -271,11 +272,6 @@ def _device_name(device: torch.device) -> str:
     return "cpu"
 
 
-def _finished(study: optuna.Study) -> int:
-    """Trials that count towards n_trials: complete, or pruned by the pruner (not rejected)."""
-    return count_finished(study.get_trials(deepcopy=False))
-
-
 def count_finished(trials: list) -> int:
     """How many of `trials` count towards the n_trials target (baselines do not)."""
     return sum(1 for t in trials if not is_baseline(t) and (
@@ -287,7 +283,7 @@ def count_running(trials: list) -> int:
     return sum(1 for t in trials if t.state == S.RUNNING and REJECTED not in t.user_attrs and not is_baseline(t))
 
 
-def _best_value(study: optuna.Study) -> float | None:
-    """Best finished val_acc so far (first objective), or None."""
-    vals = [t.values[0] for t in study.get_trials(deepcopy=False, states=(S.COMPLETE,)) if t.values]
+def _best_value(trials: list) -> float | None:
+    """Best finished val_acc among `trials` (first objective), or None."""
+    vals = [t.values[0] for t in trials if t.state == S.COMPLETE and t.values]
     return max(vals) if vals else None

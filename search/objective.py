@@ -20,7 +20,7 @@ from .errors import ResultsWriteError, UserError
 from .probe import Probe, cost_attrs, latency_ms
 from .rules import arch_violation, module_violation, train_violation
 from .space import resolve_train, sample
-from .storage import INTERRUPTED, STORAGE_ERRORS, WORKER
+from .storage import INTERRUPTED, STORAGE_ERRORS, WORKER, stored_trial
 from .trainer import CheckpointWriteError, EpochResult, fit, resolve_device, seed_everything
 
 REJECTED = "rejected"  # user attribute holding why a trial was never built
@@ -207,8 +207,7 @@ class Objective:
         """The first trial of this one's retry chain (itself when fresh); links the two in attrs and JSON."""
         from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
 
-        # Optuna 5's Trial no longer exposes system attrs; read the stored FrozenTrial instead.
-        frozen = trial.study._storage.get_trial(trial._trial_id)
+        frozen = stored_trial(trial)
         first, chain = Retry.retried_trial_number(frozen), Retry.retry_history(frozen)
         if first is None:
             return trial.number

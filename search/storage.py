@@ -1,4 +1,8 @@
-"""Where a study lives: SQLite (the embedded default) or any SQLAlchemy URL, with heartbeats and retries."""
+"""Where a study lives: SQLite (the embedded default) or any SQLAlchemy URL, with heartbeats and retries.
+
+The one module that reaches into Optuna's private parts (`study._storage`, `_trial_id`, the
+heartbeat thread), each behind a named function: rdb_storage, trial_id, stored_trial, ask, heartbeat.
+"""
 
 from __future__ import annotations
 
@@ -135,11 +139,21 @@ def ask(study: optuna.Study, known: list[optuna.trial.FrozenTrial]) -> optuna.Tr
         try:
             return study.ask()
         except Exception:
-            seen = {t._trial_id for t in known}
+            seen = {trial_id(t) for t in known}
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                if t._trial_id not in seen:
-                    study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+                if trial_id(t) not in seen:
+                    study._storage.set_trial_state_values(trial_id(t), state=optuna.trial.TrialState.FAIL)
             raise
+
+
+def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The storage's id of a trial (Optuna keeps it private: `_trial_id`)."""
+    return trial._trial_id
+
+
+def stored_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    """A running trial as stored, system attributes included (Optuna 5's Trial no longer exposes them)."""
+    return trial.study._storage.get_trial(trial._trial_id)
 
 
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Any:

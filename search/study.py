@@ -17,7 +17,7 @@ from .config import SearchConfig
 from .distributions import Dist
 from .errors import UserError
 from .storage import (GRACE_S, HEARTBEAT_S, INTERRUPTED, MAX_RETRY, RetryCallback, first_line, make_storage,
-                      rdb_storage, redact_url)
+                      rdb_storage, redact_url, trial_id)
 from .trainer import TrainSpec
 
 S = optuna.trial.TrialState
@@ -215,18 +215,18 @@ def fail_orphans(study: optuna.Study, grace_s: int, now: datetime.datetime | Non
     query = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
         sqlalchemy.bindparam("ids", expanding=True))  # Optuna's own table (optuna.storages._rdb.models)
     with storage.engine.connect() as conn:
-        beating = {row[0] for row in conn.execute(query, {"ids": [t._trial_id for t in running]})}
+        beating = {row[0] for row in conn.execute(query, {"ids": [trial_id(t) for t in running]})}
     now = now or datetime.datetime.now()  # Optuna stores local times without a zone
     out = []
     for t in running:
         started = t.datetime_start
-        if t._trial_id in beating or started is None or (now - started).total_seconds() < grace_s:
+        if trial_id(t) in beating or started is None or (now - started).total_seconds() < grace_s:
             continue
         try:
-            if not storage.set_trial_state_values(t._trial_id, state=S.FAIL):
+            if not storage.set_trial_state_values(trial_id(t), state=S.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
-        RetryCallback(max_retry=MAX_RETRY)(study, storage.get_trial(t._trial_id))
+        RetryCallback(max_retry=MAX_RETRY)(study, storage.get_trial(trial_id(t)))
         out.append(t.number)
     return out

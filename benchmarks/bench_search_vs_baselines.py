@@ -3,7 +3,10 @@
 Run (each phase resumes; results go to --results-dir/<study>):
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py search --data-root /work/data
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py retrain --epochs 6 [search.retrain options]
-  PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py seeds --only winner --epochs 6  # same, seeds in parallel
+  PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py seeds --only winner --epochs 6  # seeds in parallel
+`seeds` calls search.retrain.train_and_test directly: the same run as the CLI's for the retrain of
+commit b053697 (used for BENCHMARKS.md); the later retrain recipe (full data, EMA, TTA) is laid on
+in search.retrain.retrain, so with it use the `retrain` phase.
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py table
 
 `search` runs spaces/cifar10_5m.yaml (its space, training and baselines) shrunk to a shared 2-core

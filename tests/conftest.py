@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# spaces/smoke.yaml shrunk to seconds: 3 trained trials of 2 epochs on 180 generated 16 px images. The
-# receptive-field rule rejects some samples before they are built, so the study also has rejected trials.
+# spaces/smoke.yaml shrunk to seconds: its baseline, then 3 searched trials, 2 epochs each on 180 generated
+# 16 px images. The receptive-field rule rejects some samples before they are built, so the study also has rejected trials.
 SMOKE_OVERRIDES = ["data.synthetic_train=200", "data.synthetic_test=100", "data.synthetic_size=16",
                    "data.num_workers=0", "train.epochs=2", "rules.min_receptive_field=30",
-                   "search.pruner=none"]  # all 3 trained trials complete, whatever their curves
+                   "search.pruner=none"]  # all 4 trained trials complete, whatever their curves
 
 
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """results/smoke/ of a finished search (3 complete trials, some rejected); do not modify it."""
+    """results/smoke/ of a finished search (baseline + 3 complete trials, some rejected); do not modify it."""
     from search import run
 
     root = tmp_path_factory.mktemp("smoke_results")

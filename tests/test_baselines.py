@@ -92,3 +92,25 @@ def test_shipped_baselines_fill_their_budgets() -> None:
             assert reason is None
             params = complexity(ArchSpec.from_dict(arch)).params
             assert 0.97 * cfg.budget.params <= params <= cfg.budget.params
+
+
+def test_report_marks_baselines_on_every_trial_chart() -> None:
+    """History, size trade-off, learning curves, budget and parallel coordinates each single out the baseline."""
+    from search import report_figures as figs
+
+    dist = optuna.distributions.FloatDistribution(0.01, 0.1)
+    study = optuna.create_study(direction="maximize")
+    for n, (acc, attrs) in enumerate([(0.5, {}), (0.4, {BASELINE: "nyu"})]):
+        arch = {"blocks": [1 + n], "width": 8, "kernel": 3 + 2 * n}
+        study.add_trial(optuna.trial.create_trial(
+            value=acc, params={"lr": 0.05}, distributions={"lr": dist}, intermediate_values={1: acc},
+            user_attrs={"params": 1000 * (n + 1), "flops": 5000, "arch": arch, "val_acc_curve": [acc], **attrs}))
+    trials = study.get_trials()
+    names = lambda fig: [t.name for t in fig.data]  # noqa: E731
+    assert "baselines (1)" in names(figs.history(study))
+    assert "baselines (1)" in names(figs.tradeoff(trials, "params", 2000))
+    assert "baseline nyu" in names(figs.learning_curves(trials)[0])
+    budget_fig = figs.budget_use(trials, 2000)[0]
+    assert any("baseline nyu" in (a.text or "") for a in budget_fig.layout.annotations)
+    axes = [d["label"] for d in figs.parallel(trials)[0].data[0].dimensions]
+    assert "design" in axes

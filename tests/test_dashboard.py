@@ -85,7 +85,9 @@ def test_dashboard_serves_trials_and_their_attributes(dashboard: str, smoke_stud
     trials = {t["number"]: t for t in detail["trials"]}
     assert sorted(trials) == [t.number for t in study.trials]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 3 and [t["number"] for t in detail["best_trials"]] == [study.best_trial.number]
+    assert len(complete) == 4 and [t["number"] for t in detail["best_trials"]] == [study.best_trial.number]
+    (base,) = [t for t in complete if "baseline" in t.user_attrs]  # smoke.yaml's hand design, trained first
+    assert attrs(trials[base.number]["user_attrs"])["baseline"] == "plain"  # what the dashboard shows
     for t in complete:
         served = trials[t.number]
         got = attrs(served["user_attrs"])

@@ -123,15 +123,15 @@ class _PersistentLoader(torch.utils.data.DataLoader):
         super().__init__(*args, **{**kw, "persistent_workers": kw.get("num_workers", 0) > 0})
 
 
-@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("workers,augment_on", [(0, "workers"), (1, "workers"), (0, "device")])
 def test_resumed_run_with_augmentation_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           workers: int) -> None:
+                                                           workers: int, augment_on: str) -> None:
     # Issue 8: worker seeding ran once per persistent worker (and never without workers), so the per-epoch
     # reseed never reached the augmentation and a resumed run augmented differently.
     import search.data
 
     monkeypatch.setattr(search.data, "DataLoader", _PersistentLoader)
-    data = DataConfig(**{**DATA.__dict__, "num_workers": workers})
+    data = DataConfig(**{**DATA.__dict__, "num_workers": workers, "augment_on": augment_on})
     steps = [{"PadIfNeeded": {"min_height": 20, "min_width": 20}}, {"RandomCrop": {"height": 16, "width": 16}},
              {"HorizontalFlip": {"p": 0.5}}]
     spec = TrainSpec(epochs=2, batch_size=32, lr=0.05)
@@ -139,7 +139,8 @@ def test_resumed_run_with_augmentation_equals_uninterrupted(tmp_path: Path, monk
     def run(checkpoint: Path | None, stop_after: int | None = None) -> list:
         torch.manual_seed(0)
         loaders = make_loaders(data, steps, spec.batch_size, seed=3)
-        assert loaders.train.persistent_workers == (workers > 0)
+        loader = getattr(loaders.train, "loader", loaders.train)  # the DataLoader under DeviceBatches
+        assert loader.persistent_workers == (workers > 0)
 
         def on_epoch(r) -> None:
             if r.epoch == stop_after:

@@ -125,7 +125,7 @@ class _PersistentLoader(torch.utils.data.DataLoader):
         super().__init__(*args, **{**kw, "persistent_workers": kw.get("num_workers", 0) > 0})
 
 
-@pytest.mark.parametrize("workers, augment_on", [(0, "workers"), (1, "workers"), (1, "auto")])
+@pytest.mark.parametrize("workers, augment_on", [(0, "workers"), (1, "workers"), (1, "auto"), (0, "device")])
 def test_resumed_run_with_augmentation_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            workers: int, augment_on: str) -> None:
     # Issue 8: worker seeding ran once per persistent worker (and never without workers), so the per-epoch

@@ -140,7 +140,8 @@ def open_results(folder: Path, storage: str | None = None, data_root: str | None
     config = folder / "config.yaml"
     if not config.is_file():
         raise UserError(f"'{config}' is missing: '{folder}' is not a results folder of python -m search.run")
-    cfg = load_config(config, [*([f"data.root={data_root}"] if data_root else []), *(overrides or [])])
+    root = [f"data.root={data_root}"] if data_root else []
+    cfg = load_config(config, root)  # checked against the study as saved; retrain's --set comes after
     if storage is None:
         if not (folder / "study.db").is_file():
             raise UserError(f"'{folder / 'study.db'}' is missing (for a study on a server, pass --storage URL)")
@@ -159,4 +160,6 @@ def open_results(folder: Path, storage: str | None = None, data_root: str | None
     if stored is not None and stored != cfg.fingerprint():
         raise UserError(f"'{config}' no longer matches study {name!r} (its data, budget, rules, space, train, augment "
                         f"or pruning settings changed since the search); restore it")
+    if overrides:
+        cfg = load_config(config, [*root, *overrides])
     return StudyResults(folder, cfg, study, storage)

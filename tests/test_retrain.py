@@ -9,6 +9,7 @@ import sqlite3
 import statistics
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ import blocks
 from blocks import ArchSpec
 from search import evaluate as ev
 from search import retrain
+from search.config import load_config
 from search.data import make_loaders
 from search.results import open_results
 from search.trainer import predict
@@ -310,8 +312,10 @@ def test_retrain_drops_the_search_subset_and_takes_set(smoke_copy: Path, capsys:
 
     config = smoke_copy / "config.yaml"
     raw = yaml.safe_load(config.read_text())
-    raw["data"]["subset"] = 100  # as after a search run with --set data.subset=100
+    raw["data"]["subset"] = 100  # as after a search run with --set data.subset=100 ...
     config.write_text(yaml.safe_dump(raw))
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{smoke_copy / 'study.db'}")
+    study.set_user_attr("fingerprint", load_config(config).fingerprint())  # ... which the study then records
     n = quickest(smoke_copy)
     args = [str(smoke_copy), "--trial", str(n), "--epochs", "1", "--no-train-on-val", "--device", "cpu",
             "--set", "retrain.ema=null", "--set", "retrain.tta=false", "--set", "retrain.lr=0.2"]

@@ -80,11 +80,11 @@ def table(args: argparse.Namespace) -> None:
           f"{'test top-1 TTA':>16}")
     for number, label in contenders(args).items():
         seeds = sorted((folder / f"{number:05d}").glob("seed_*/metrics.json"))
-        tests = [json.loads(p.read_text())["test"] for p in seeds]
-        if not tests:
+        docs = [json.loads(p.read_text()) for p in seeds]
+        if not docs:
             continue
-        plain = [t["top1"] for t in tests]
-        tta = [t[k] for t in tests for k in t if "tta" in k and "top1" in k]
+        plain = [d["test"]["top1"] for d in docs]
+        tta = [d["test_tta"]["top1"] for d in docs if "test_tta" in d]  # written by a retrain with tta: true
         rows[label] = plain
         t = trials[number]
         print(f"{label:<20} {number:>5} {t.user_attrs['params']:>8,} {t.values[0]:>10.4f} {len(plain):>5} "

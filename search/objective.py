@@ -18,6 +18,7 @@ from .baselines import BASELINE, is_baseline, sample_baseline
 from .config import SearchConfig
 from .errors import ResultsWriteError, UserError
 from .probe import Probe, cost_attrs, latency_ms
+from .progress import PLAIN_EVERY_S, Progress
 from .rules import arch_violation, module_violation, train_violation
 from .space import resolve_train, sample
 from .storage import INTERRUPTED, STORAGE_ERRORS, WORKER, stored_trial
@@ -34,12 +35,13 @@ class Objective:
 
     def __init__(self, cfg: SearchConfig, results: Path, device: str = "auto",
                  log: Callable[[str], None] = print, probe: Probe | None = None,
-                 stop: Callable[[], bool] | None = None):
+                 stop: Callable[[], bool] | None = None, progress_every_s: float = PLAIN_EVERY_S):
         from .data import dataset_info
 
         self.cfg, self.results, self.log = cfg, results, log
         self.probe = probe or latency_ms  # measures inference ms (injectable: tests never time anything)
         self.stop = stop  # asked between batches (search.stop.Stop in a worker)
+        self.progress_every_s = progress_every_s  # seconds between plain progress lines (not on a terminal)
         self.device = resolve_device(device)
         self.info = dataset_info(cfg.data)
         self.rejections_in_a_row = 0
@@ -128,9 +130,12 @@ class Objective:
         multi = len(cfg.search.objectives) > 1
         # The log line's place and best-so-far, read once per trial (not a whole-study read per epoch).
         trials = trial.study.get_trials(deepcopy=False)
-        best = _best_value(trials)
+        best = _best_trial(trials)
         place = (f"baseline {trial.user_attrs[BASELINE]}" if is_baseline(trial)
                  else f"{count_finished(trials) + 1}/{cfg.search.n_trials}")
+        progress = Progress(f"trial {trial.number}", train.epochs,
+                            later_runs=max(0, cfg.search.n_trials - count_finished(trials) - 1),
+                            log=self.log, every_s=self.progress_every_s)
 
         def on_epoch(r: EpochResult) -> None:
             record["epochs"].append(vars(r).copy())
@@ -139,9 +144,10 @@ class Objective:
             trial.set_user_attr("val_acc_curve", [round(e["val_acc"], 5) for e in record["epochs"]])
             trial.set_user_attr("train_images_per_s", round(r.images_per_s, 1))  # of the latest epoch
             self._write(trial.number, record)
+            progress.close()
             self.log(f"[trial {trial.number} ({place})] epoch {r.epoch}/{train.epochs} "
                      f"loss {r.train_loss:.4f} val_acc {r.val_acc:.4f} ({r.image_size}px, {r.time_s:.1f}s)"
-                     + (f" best so far {best:.4f}" if best is not None else "")
+                     + (f" best so far {best[1]:.4f} (trial {best[0]})" if best is not None else "")
                      + (" [restored from checkpoint]" if r.epoch <= done else ""))
             if not multi and report_epoch(trial, r, self.info.image_size, train.epochs):
                 record["state"] = "pruned"
@@ -151,7 +157,8 @@ class Objective:
 
         try:
             history = fit(model, loaders.train, loaders.val, train, self.device, on_epoch=on_epoch,
-                          checkpoint=ckpt, native_size=self.info.image_size, seed=seed, stop=self.stop)
+                          checkpoint=ckpt, native_size=self.info.image_size, seed=seed, stop=self.stop,
+                          on_batch=progress)
         except KeyboardInterrupt:  # keep the checkpoint: a rerun resumes the trial from its last epoch
             record["state"] = "interrupted"
             self._write(trial.number, record, quiet=True)
@@ -171,6 +178,8 @@ class Objective:
             record["state"] = "failed"
             self._write(trial.number, record, quiet=True)
             raise
+        finally:
+            progress.close()
         ckpt.unlink(missing_ok=True)
         final = history[-1].val_acc
         if not math.isfinite(final):
@@ -282,7 +291,10 @@ def count_running(trials: list) -> int:
     return sum(1 for t in trials if t.state == S.RUNNING and REJECTED not in t.user_attrs and not is_baseline(t))
 
 
-def _best_value(trials: list) -> float | None:
-    """Best finished val_acc among `trials` (first objective), or None."""
-    vals = [t.values[0] for t in trials if t.state == S.COMPLETE and t.values]
-    return max(vals) if vals else None
+def _best_trial(trials: list) -> tuple[int, float] | None:
+    """(number, val_acc) of the best complete trial among `trials` (first objective), or None."""
+    done = [(t.values[0], -t.number) for t in trials if t.state == S.COMPLETE and t.values]
+    if not done:
+        return None
+    value, minus_number = max(done)
+    return -minus_number, value

@@ -12,15 +12,15 @@ from typing import Any, Callable
 import optuna
 import torch
 
-from blocks import ArchSpec, build, complexity
+from blocks import ArchSpec, build
 
 from .baselines import BASELINE, is_baseline, sample_baseline
 from .config import SearchConfig
 from .errors import ResultsWriteError, UserError
 from .probe import Probe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
-from .rules import arch_violation, module_violation, train_violation
-from .space import resolve_train, sample
+from .rules import check_sample, module_violation
+from .space import sample
 from .storage import INTERRUPTED, STORAGE_ERRORS, WORKER, stored_trial
 from .trainer import CheckpointWriteError, EpochResult, fit, resolve_device, seed_everything
 
@@ -45,6 +45,7 @@ class Objective:
         self.device = resolve_device(device)
         self.info = dataset_info(cfg.data)
         self.rejections_in_a_row = 0
+        self.warned_one_step = False  # the one-step-per-epoch note is printed once per process
         self.gave_up = False  # max_rejections samples in a row broke the budget or rules
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
@@ -58,21 +59,14 @@ class Objective:
         arch_d, train_d, reason = pick(trial, cfg, self.info.num_classes, self.info.image_size)
         trial.set_user_attr("arch", arch_d)
         trial.set_user_attr("train", train_d)
-        spec = train = None
-        if reason is None:
-            try:
-                spec, train = ArchSpec.from_dict(arch_d), resolve_train(train_d)
-            except ValueError as e:
-                reason = str(e)
-        if reason is None:
+        spec, train, cx, reason = check_sample(arch_d, train_d, reason, cfg)
+        if cx is not None:
             trial.set_user_attr("arch", spec.to_dict())  # resolved: every key, defaults included
             trial.set_user_attr("train", train.to_dict())
-            cx = complexity(spec)
             trial.set_user_attr("params", cx.params)
             trial.set_user_attr("flops", cx.flops)
             trial.set_user_attr("receptive_field", cx.receptive_field)
             trial.set_user_attr("budget_utilisation", round(cx.params / cfg.budget.params, 4))
-            reason = arch_violation(spec, cx, cfg) or train_violation(spec, train, cfg)
         if reason is not None:
             return self._reject(trial, reason)
         self.rejections_in_a_row = 0
@@ -118,6 +112,11 @@ class Objective:
         loaders = make_loaders(cfg.data, steps, train.batch_size, seed=seed, device=self.device.type,
                                where=f"{cfg.path}: augment")
         record = self._record(trial, spec, train, cx, seed)
+        if len(loaders.train) == 1 and not self.warned_one_step:
+            self.warned_one_step = True
+            self.log(f"note: {len(loaders.train.dataset)} training images at batch {train.batch_size} make one optimiser "
+                     f"step per epoch, so the learning rate recorded per epoch (set after that step) is never one a "
+                     f"step used; use a smaller batch or more images")
         ckpt = self.results / "checkpoints" / f"trial_{first}.pt"
         done = 0  # epochs restored from the checkpoint of the trial this one retries
         if first == trial.number:

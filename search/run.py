@@ -32,12 +32,14 @@ import yaml
 from .baselines import enqueue_baselines
 from .cli import main_guard
 from .config import SearchConfig, load_config
+from .dryrun import Probe, sample_designs, summarise, time_training
 from .errors import UserError
 from .objective import Objective, count_finished
 from .storage import GRACE_S, HEARTBEAT_S, close_storage, default_storage, redact_url
 from .study import StudyLock, open_study, requeue_interrupted
 from .summary import summary_table
 from .stop import Stop
+from .trainer import resolve_device
 from .workers import describe_exit, launch, run_trials
 
 
@@ -66,6 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grace", type=int, default=GRACE_S, metavar="S",
                    help=f"seconds without a heartbeat before a trial's worker counts as dead and the trial is "
                         f"failed and retried (default {GRACE_S}; use one value on every machine)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, draw designs without training and print the space's summary and the expected "
+                        "duration on this device (no study is created or touched)")
+    p.add_argument("--dry-run-samples", type=int, default=1000, metavar="N", help="designs the dry run draws (1000)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers on its children
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override any YAML key, e.g. --set train.epochs=5 (repeatable)")
@@ -145,6 +151,8 @@ def save_config(cfg: SearchConfig, results: Path) -> None:
 def run(args: argparse.Namespace, log=print) -> optuna.Study:
     """Run (or resume) the search the arguments describe and print its summary."""
     cfg = config_from_args(args)
+    if args.dry_run:
+        return dry_run(args, cfg, log)
     results = prepare_results(cfg, args.results_dir)
     storage = cfg.storage or default_storage(results)
     check_data_and_augment(cfg)
@@ -156,6 +164,21 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
         return _run_here(args, cfg, study, results, storage, log)
     finally:
         close_storage(study)  # an SQLite study.db is whole again (its write-ahead log folded in)
+
+
+def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: Probe = time_training) -> None:
+    """Validate, draw designs and print what the space holds and how long its search would take here."""
+    from .data import make_loaders
+
+    if args.dry_run_samples < 1:
+        raise UserError(f"--dry-run-samples {args.dry_run_samples}: expected 1 or more")
+    check_data_and_augment(cfg)
+    loaders = make_loaders(cfg.data, [], 2, seed=0)  # checks the dataset and counts its images
+    designs, rejected = sample_designs(cfg, args.dry_run_samples, loaders.info.num_classes, loaders.info.image_size)
+    n_val = len(loaders.val.dataset) if loaders.val is not None else 0
+    for line in summarise(cfg, designs, rejected, len(loaders.train.dataset), n_val, resolve_device(args.device),
+                          probe):
+        log(line)
 
 
 def _run_here(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, results: Path, storage: str,

@@ -22,7 +22,7 @@ from blocks import ArchSpec, build
 from .config import SearchConfig
 from .rules import check_sample
 from .space import sample
-from .summary import arch_brief, fmt_count
+from .describe import arch_brief, fmt_count
 from .trainer import TrainSpec, make_optimizer
 
 EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (forward only, no backward)

@@ -16,6 +16,8 @@ from blocks import ArchSpec, build
 
 from .baselines import BASELINE, is_baseline, sample_baseline
 from .config import SearchConfig
+from .dashboard import note_rejected, upload
+from .describe import arch_brief
 from .errors import ResultsWriteError, UserError
 from .probe import Probe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
@@ -60,6 +62,7 @@ class Objective:
         trial.set_user_attr("arch", arch_d)
         trial.set_user_attr("train", train_d)
         spec, train, cx, reason = check_sample(arch_d, train_d, reason, cfg)
+        trial.set_user_attr("arch_short", arch_brief(spec.to_dict() if spec is not None else arch_d))  # short, readable
         if cx is not None:
             trial.set_user_attr("arch", spec.to_dict())  # resolved: every key, defaults included
             trial.set_user_attr("train", train.to_dict())
@@ -76,6 +79,7 @@ class Objective:
         """Record why this sample can never be trained, and end the trial without building anything."""
         self.rejections_in_a_row += 1
         trial.set_user_attr(REJECTED, reason)
+        note_rejected(trial, reason)
         self.log(f"[trial {trial.number}] rejected before building: {reason}")
         if self.rejections_in_a_row >= self.cfg.search.max_rejections:
             self.gave_up = True  # the worker loop starts no new trial
@@ -151,6 +155,7 @@ class Objective:
             if not multi and report_epoch(trial, r, self.info.image_size, train.epochs):
                 record["state"] = "pruned"
                 self._write(trial.number, record)
+                self._attach_record(trial)
                 self.log(f"[trial {trial.number}] pruned after epoch {r.epoch}")
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch}")
 
@@ -188,6 +193,7 @@ class Objective:
             trial.set_user_attr(key, value)
         record.update(state="complete", val_acc=final, best_val_acc=max(h.val_acc for h in history), **costs)
         self._write(trial.number, record)
+        self._attach_record(trial)
         trial.set_user_attr("best_val_acc", record["best_val_acc"])
         values = {"val_acc": final, "params": float(cx.params), "flops": float(cx.flops)}
         out = tuple(values[o] for o in cfg.search.objectives)
@@ -198,6 +204,10 @@ class Objective:
         mark_interrupted(trial, reason)
         record["state"] = "interrupted"
         self._write(trial.number, record, quiet=True)
+
+    def _attach_record(self, trial: optuna.Trial) -> None:
+        """Upload the trial's final record as an artifact, so the dashboard opens it from the trial's page."""
+        upload(trial, self.results / "trials" / f"{trial.number:05d}.json", self.results)
 
     def _record(self, trial: optuna.Trial, spec: ArchSpec, train: Any, cx: Any, seed: int) -> dict:
         """The per-trial JSON document (written after every epoch)."""

@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 
 from .baselines import BASELINE, is_baseline
 from .objective import REJECTED
-from .summary import arch_brief
+from .describe import arch_brief
 
 S = optuna.trial.TrialState
 STATE_STYLE = {  # colour and line dash of each kind of trial, the same in every chart

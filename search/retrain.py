@@ -20,6 +20,7 @@ from blocks import ArchSpec, build
 from . import evaluate as ev
 from . import recipe
 from .cli import main_guard
+from .dashboard import attach_retrain
 from .errors import UserError
 from .progress import Progress
 from .results import StudyResults, open_results
@@ -138,6 +139,7 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
         runs[plan.number] = [train_and_test(res, plan, k, on_val, device, folder, unlabeled, args.onnx, log)
                              for k in range(seeds)]
         write_trial_summary(res, plan, runs[plan.number], on_val, folder)
+        attach_retrain(res.study, plan.number, res.folder, folder)  # optuna-dashboard opens them from the trial
     summary = {"trials": {n: _brief(r) for n, r in runs.items()}}
     if len(plans) > 1:
         summary["ensemble"] = write_ensemble(res, runs, out, unlabeled)

@@ -32,6 +32,7 @@ import yaml
 from .baselines import enqueue_baselines
 from .cli import main_guard
 from .config import SearchConfig, load_config
+from .dashboard import dashboard_command
 from .dryrun import Probe, sample_designs, summarise, time_training
 from .errors import UserError
 from .objective import Objective, count_finished
@@ -208,7 +209,7 @@ def _run_here(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, 
         log(f"ran for {time.time() - t0:.0f}s")
     if args.worker_index is None:
         log(summary_table(study, cfg))
-        log(f"review: optuna-dashboard {redact_url(storage)}")
+        log(next_commands(args, results, storage))
     return study
 
 
@@ -230,7 +231,7 @@ def _run_workers(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Stud
     for w in failed:
         log(f"worker {w.index} {describe_exit(w)} (log: {w.log_path})")
     log(summary_table(study, cfg))
-    log(f"review: optuna-dashboard {redact_url(storage)}")
+    log(next_commands(args, results, storage))
     if count_finished(study.get_trials(deepcopy=False)) >= target or not (failed or interrupted):
         return study
     if interrupted or any(w.proc.returncode == 130 for w in failed):
@@ -241,6 +242,15 @@ def _run_workers(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Stud
     why = describe_exit(failed[0])
     hint = "" if "rerun the same command" in why else "; rerun the same command to resume"
     raise WorkerFailed(f"worker {failed[0].index} {why}{hint} (log: {failed[0].log_path})")
+
+
+def next_commands(args: argparse.Namespace, results: Path, storage: str) -> str:
+    """The three commands that follow a search: the report, the dashboard and retraining the winner."""
+    on_server = f" --storage {redact_url(storage)}" if args.storage else ""
+    return "\n".join(["next:",
+                      f"  python -m search.report {results}{on_server}        # one HTML page of charts",
+                      f"  {dashboard_command(storage, results)}        # browse trials and artifacts",
+                      f"  python -m search.retrain {results}{on_server}       # train the best trial to full epochs, then test"])
 
 
 def _without_workers(argv: list[str]) -> list[str]:

@@ -8,30 +8,10 @@ import optuna
 
 from .baselines import BASELINE, is_baseline
 from .config import SearchConfig
+from .describe import arch_brief, fmt_count
 from .objective import REJECTED
 
 S = optuna.trial.TrialState
-
-
-def fmt_count(n: float | int | None) -> str:
-    """1234567 -> '1.23M' (k, M, G)."""
-    if n is None:
-        return "-"
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(int(n))
-
-
-def arch_brief(arch: dict) -> str:
-    """A short one-line description of an architecture dict (W= per-stage widths when filled)."""
-    blocks = arch.get("blocks")
-    width = f"W={arch['widths']}" if arch.get("widths") else f"C={arch.get('width')}"
-    parts = [f"{arch.get('block', 'basic')}", f"B={blocks}", width,
-             f"F={arch.get('kernel', 3)}", f"K={arch.get('skip_kernel', 1)}", f"P={arch.get('pool')}"]
-    if arch.get("separable"):
-        parts.append("sep")
-    return " ".join(parts)
 
 
 def design(t: optuna.trial.FrozenTrial) -> str:
@@ -39,6 +19,7 @@ def design(t: optuna.trial.FrozenTrial) -> str:
     return f"baseline {t.user_attrs[BASELINE]}" if is_baseline(t) else "searched"
 
 
+>>>>>>> fb2e3c4 (Dashboard: metric names (study.set_metric_names), a short 'design' attribute, rejected trials get an optuna-dashboard note ('Rejected before building', Optuna state stays PRUNED so counts are unchanged), artifacts through optuna.artifacts in a FileSystemArtifactStore at results/<study>/artifacts: each finished trial's record, the report page, and retrain's metrics and models (study artifacts named trialN-seed_k-..., since Optuna refuses to change finished trials). The end of a search prints the report, dashboard (with --artifact-dir) and retrain commands. report --output refuses non-.html in one line. fmt_count/arch_brief move to search/describe.py so the objective can use them without an import circle)
 def summary_table(study: optuna.Study, cfg: SearchConfig, top: int = 5) -> str:
     """Counts by state, the `top` best complete trials and every baseline, then searched vs baselines."""
     trials = study.get_trials(deepcopy=False)

@@ -29,6 +29,7 @@ from pathlib import Path
 import optuna
 import yaml
 
+from . import shipped_space
 from .baselines import enqueue_baselines
 from .cli import main_guard
 from .config import SearchConfig, load_config
@@ -52,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; each one overrides its YAML key."""
     p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("space", help="search-space YAML, e.g. spaces/cifar10_5m.yaml")
+    p.add_argument("space", help="search-space YAML, e.g. spaces/cifar10_5m.yaml (or a shipped space's name: smoke, "
+                                 "cifar10_5m, tiny_26m)")
     p.add_argument("--n-trials", type=int, help="target number of finished trials in the study (search.n_trials)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     p.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///results/<study>/study.db); "
@@ -100,7 +102,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         strings.append(f"data.root={args.data_root}")
     if args.storage:
         strings.append(f"storage={args.storage}")
-    return load_config(args.space, overrides, strings)
+    return load_config(shipped_space(args.space), overrides, strings)
 
 
 def prepare_results(cfg: SearchConfig, results_root: str) -> Path:

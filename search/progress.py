@@ -10,7 +10,7 @@ from typing import Callable, TextIO
 from tqdm import tqdm
 
 PLAIN_EVERY_S = 30.0  # seconds between plain progress lines when the output is a file or a pipe
-BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:16}| batch {n_fmt}/{total_fmt} {postfix}"
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:16}| batch {n_fmt}/{total_fmt}{postfix}"  # tqdm puts ", " before the postfix
 
 
 def fmt_s(seconds: float | None) -> str:
@@ -70,8 +70,10 @@ class Progress:
         self.close()
         self.epoch, self.t_epoch, self.t_first, self.images = epoch, now, now, 0
         if self.terminal:
+            wide = _has_width(self.stream)  # a terminal that reports 0 columns would get no bar at all
             self.bar = tqdm(total=n, desc=f"[{self.label}] {self._where(epoch)}", file=self.stream, leave=False,
-                            bar_format=BAR_FORMAT, mininterval=self.refresh_s, dynamic_ncols=_has_width(self.stream))
+                            bar_format=BAR_FORMAT, mininterval=self.refresh_s, dynamic_ncols=wide,
+                            ncols=None if wide else 120, nrows=None if wide else 40)  # tqdm hides bars past row 0
             self.bar.update(1)
 
     def _where(self, epoch: int) -> str:
@@ -108,8 +110,9 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def _has_width(stream: TextIO) -> bool:
-    """Whether the terminal reports its width (a fresh pseudo-terminal says 0 columns: tqdm then uses 80)."""
+    """Whether the terminal reports its size (a fresh pseudo-terminal, e.g. under `script`, says 0 x 0)."""
     try:
-        return os.get_terminal_size(stream.fileno()).columns > 0
+        size = os.get_terminal_size(stream.fileno())
+        return size.columns > 0 and size.lines > 0
     except (OSError, AttributeError, ValueError):
         return False

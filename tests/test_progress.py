@@ -6,6 +6,7 @@ import fcntl
 import os
 import pty
 import re
+import select
 import struct
 import termios
 from pathlib import Path
@@ -27,6 +28,14 @@ class Clock:
         return self.t
 
 
+def read_all(fd: int) -> str:
+    """Everything written to the pseudo-terminal so far (a pty hands it over in chunks of up to 4 kB)."""
+    chunks = []
+    while select.select([fd], [], [], 0.5)[0]:
+        chunks.append(os.read(fd, 65536))
+    return b"".join(chunks).decode()
+
+
 def drive(progress: Progress, clock: Clock, epochs: int, n: int, batch: int, step_s: float) -> None:
     """Feed `epochs` epochs of `n` batches of `batch` images, each taking `step_s` seconds."""
     for e in range(1, epochs + 1):
@@ -44,7 +53,7 @@ def test_terminal_shows_a_bar_with_speed_and_estimates() -> None:
         p = Progress("trial 3", epochs=2, later_runs=4, stream=tty, clock=clock, refresh_s=0)
         drive(p, clock, epochs=1, n=10, batch=50, step_s=0.5)
         tty.flush()
-        out = os.read(master, 65536).decode()
+        out = read_all(master)
     os.close(master)
     assert "[trial 3] epoch 1/2" in out
     assert re.search(r"batch 5/10", out)
@@ -52,6 +61,18 @@ def test_terminal_shows_a_bar_with_speed_and_estimates() -> None:
     assert "100 img/s, epoch ETA 00:02, trial ETA 00:08" in out  # 2.5 s + one more epoch of 5 s (7.5 s)
     assert "study ETA 00:48" in out  # + 4 later trials x 2 epochs x 5 s (47.5 s)
     assert "\r" in out  # redrawn in place, not one line per batch
+
+
+def test_a_terminal_without_a_width_still_gets_the_bar() -> None:
+    master, slave = pty.openpty()  # 0 rows x 0 columns, as under `script` or some CI runners
+    clock = Clock()
+    with os.fdopen(slave, "w") as tty:
+        p = Progress("trial 0", epochs=1, stream=tty, clock=clock, refresh_s=0)
+        drive(p, clock, epochs=1, n=4, batch=10, step_s=1.0)
+        tty.flush()
+        out = read_all(master)
+    os.close(master)
+    assert "batch 3/4, 10 img/s, epoch ETA 00:01" in out
 
 
 def test_log_file_gets_a_plain_line_every_interval(tmp_path: Path) -> None:

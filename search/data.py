@@ -445,7 +445,6 @@ def _loader(ds: Dataset, batch_size: int, info: DatasetInfo, *, train: bool, see
                                                       torch.Generator().manual_seed(seed)))
                 if train else dict(batch_size=batch_size))
     return DataLoader(ds, **batching, num_workers=workers, pin_memory=cuda, persistent_workers=cuda and workers > 0,
->>>>>>> f75eaae (search.run --dry-run: draws designs with Optuna's random sampler in an in-memory study (nothing stored), checks them as the objective does (rules.check_sample, now shared), prints rejected share and reasons, budget utilisation, depth/width/params/FLOPs ranges and the expected duration from a timed probe of the median-size design (injectable). num_workers: auto (the CPU cores; higher values lowered with one note line instead of PyTorch's warnings); data.subset shrinks validation in proportion; the last partial batch is dropped only when under 10% of the images; one note when one optimiser step per epoch makes the recorded lr misleading; the fill-share rejection no longer reads as a broken hard budget)
                       generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
                       collate_fn=collate or augment.NormalizeCollate(info.mean, info.std))
 

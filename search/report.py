@@ -21,7 +21,6 @@ from .errors import UserError
 from .objective import REJECTED
 from .results import StudyResults, open_results
 from .summary import design
->>>>>>> fb2e3c4 (Dashboard: metric names (study.set_metric_names), a short 'design' attribute, rejected trials get an optuna-dashboard note ('Rejected before building', Optuna state stays PRUNED so counts are unchanged), artifacts through optuna.artifacts in a FileSystemArtifactStore at results/<study>/artifacts: each finished trial's record, the report page, and retrain's metrics and models (study artifacts named trialN-seed_k-..., since Optuna refuses to change finished trials). The end of a search prints the report, dashboard (with --artifact-dir) and retrain commands. report --output refuses non-.html in one line. fmt_count/arch_brief move to search/describe.py so the objective can use them without an import circle)
 
 # Runs before plotly: any script error or rejected promise on the page is shown at its top (and read
 # back by the headless-browser test), instead of a chart silently missing.

@@ -25,7 +25,6 @@ STATE_STYLE = {  # colour and line dash of each kind of trial, the same in every
 }
 BASELINE_STYLE = dict(symbol="diamond", size=14, color="#9467bd", line=dict(color="black", width=1))
 FEW_TRIALS = 5  # fewer complete trials than this: parameter importances carry a caveat
->>>>>>> ee55fe2 (Report figures: retrain curves one colour per run in both panels, labels from the folder names (seed_0), per-class accuracy as mean ± std and confusion summed over all seeds, integer ticks on trial/epoch/count/kernel axes, room for the parallel-coordinates title, a caveat on importances from < 5 trials; tests read the figure JSON. predict (search/predict.py): any folder, files or .txt list with a model.pt, a folder of them or an ensemble -> CSV of top-k classes and probabilities. One console entry point resnet-search (run/report/dashboard/retrain/predict/spaces, --version), python -m search, example spaces installed as package data (spaces/ mapped to search/spaces), a shipped space usable by name)
 FLOPS_NOTE = "FLOPs: fvcore convention (one fused multiply-add = one FLOP), batch 1"
 
 
@@ -87,7 +86,6 @@ def history(study: optuna.Study) -> go.Figure:
                              line=dict(color="#d62728", shape="hv")))
     mark_baselines(fig, [(t.number, t.values[0], t) for t in done if is_baseline(t)])
     fig.update_xaxes(**integer_ticks([t.number for t in study.get_trials(deepcopy=False)]))
->>>>>>> ee55fe2 (Report figures: retrain curves one colour per run in both panels, labels from the folder names (seed_0), per-class accuracy as mean ± std and confusion summed over all seeds, integer ticks on trial/epoch/count/kernel axes, room for the parallel-coordinates title, a caveat on importances from < 5 trials; tests read the figure JSON. predict (search/predict.py): any folder, files or .txt list with a model.pt, a folder of them or an ensemble -> CSV of top-k classes and probabilities. One console entry point resnet-search (run/report/dashboard/retrain/predict/spaces, --version), python -m search, example spaces installed as package data (spaces/ mapped to search/spaces), a shipped space usable by name)
     return _layout(fig, "Optimisation history: validation accuracy per trial, best so far",
                    xaxis_title="trial", yaxis_title="val_acc")
 

@@ -142,7 +142,6 @@ def sample_arch(trial: Any, cfg: "SearchConfig", num_classes: int, input_size: i
         return d, (f"even width {MIN_WIDTH} is over the sampled fill share ({fill:.0%} of the budget, "
                    f"{fill * cfg.budget.params:,.0f} params) for this shape; the hard budget itself is not broken")
     return solved, None
->>>>>>> f75eaae (search.run --dry-run: draws designs with Optuna's random sampler in an in-memory study (nothing stored), checks them as the objective does (rules.check_sample, now shared), prints rejected share and reasons, budget utilisation, depth/width/params/FLOPs ranges and the expected duration from a timed probe of the median-size design (injectable). num_workers: auto (the CPU cores; higher values lowered with one note line instead of PyTorch's warnings); data.subset shrinks validation in proportion; the last partial batch is dropped only when under 10% of the images; one note when one optimiser step per epoch makes the recorded lr misleading; the fill-share rejection no longer reads as a broken hard budget)
 
 
 def sample_train(trial: Any, cfg: "SearchConfig") -> dict[str, Any]:

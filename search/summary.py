@@ -19,7 +19,6 @@ def design(t: optuna.trial.FrozenTrial) -> str:
     return f"baseline {t.user_attrs[BASELINE]}" if is_baseline(t) else "searched"
 
 
->>>>>>> fb2e3c4 (Dashboard: metric names (study.set_metric_names), a short 'design' attribute, rejected trials get an optuna-dashboard note ('Rejected before building', Optuna state stays PRUNED so counts are unchanged), artifacts through optuna.artifacts in a FileSystemArtifactStore at results/<study>/artifacts: each finished trial's record, the report page, and retrain's metrics and models (study artifacts named trialN-seed_k-..., since Optuna refuses to change finished trials). The end of a search prints the report, dashboard (with --artifact-dir) and retrain commands. report --output refuses non-.html in one line. fmt_count/arch_brief move to search/describe.py so the objective can use them without an import circle)
 def summary_table(study: optuna.Study, cfg: SearchConfig, top: int = 5) -> str:
     """Counts by state, the `top` best complete trials and every baseline, then searched vs baselines."""
     trials = study.get_trials(deepcopy=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -88,6 +89,7 @@ def test_dashboard_serves_trials_and_their_attributes(dashboard: str, smoke_stud
     assert len(complete) == 4 and [t["number"] for t in detail["best_trials"]] == [study.best_trial.number]
     (base,) = [t for t in complete if "baseline" in t.user_attrs]  # smoke.yaml's hand design, trained first
     assert attrs(trials[base.number]["user_attrs"])["baseline"] == "plain"  # what the dashboard shows
+>>>>>>> 64e7980 (tests: the smoke study's baseline is not one of its 3 searched trials; the partial-batch check reads the batch sampler (main's loaders batch through SeededBatchSampler))
     for t in complete:
         served = trials[t.number]
         got = attrs(served["user_attrs"])
@@ -116,7 +118,7 @@ def test_dashboard_names_the_metric_and_opens_artifacts_and_notes(dashboard: str
     for t in study.trials:
         served = trials[t.number]
         short = attrs(served["user_attrs"])["arch_short"]
-        assert short.startswith("basic B=[") and len(short) < 60 and "{" not in short  # short, not JSON
+        assert re.match(r"\w+ B=\[", short) and len(short) < 70 and "{" not in short  # short, not JSON
         if t.state == optuna.trial.TrialState.COMPLETE:
             (artifact,) = served["artifacts"]
             assert artifact["filename"] == f"{t.number:05d}.json" and artifact["mimetype"] == "application/json"

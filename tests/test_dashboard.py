@@ -89,7 +89,6 @@ def test_dashboard_serves_trials_and_their_attributes(dashboard: str, smoke_stud
     assert len(complete) == 4 and [t["number"] for t in detail["best_trials"]] == [study.best_trial.number]
     (base,) = [t for t in complete if "baseline" in t.user_attrs]  # smoke.yaml's hand design, trained first
     assert attrs(trials[base.number]["user_attrs"])["baseline"] == "plain"  # what the dashboard shows
->>>>>>> 64e7980 (tests: the smoke study's baseline is not one of its 3 searched trials; the partial-batch check reads the batch sampler (main's loaders batch through SeededBatchSampler))
     for t in complete:
         served = trials[t.number]
         got = attrs(served["user_attrs"])

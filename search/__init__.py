@@ -4,3 +4,20 @@ import os
 
 # albumentations asks PyPI for a newer version when imported; searches often run offline.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from pathlib import Path as _Path
+
+# The example spaces: inside the package once installed (pyproject maps spaces/ to search/spaces), else the checkout's.
+SPACES_DIR = next((d for d in (_Path(__file__).parent / "spaces", _Path(__file__).parent.parent / "spaces")
+                   if d.is_dir()), _Path("spaces"))
+
+
+def shipped_space(path: str) -> str:
+    """`path` when it exists, else the shipped example space it names (`smoke`, `spaces/smoke.yaml`)."""
+    if _Path(path).exists():
+        return path
+    name = _Path(path).name
+    for candidate in (SPACES_DIR / name, SPACES_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return str(candidate)
+    return path

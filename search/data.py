@@ -6,6 +6,7 @@ import hashlib
 import os
 import pickle
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -43,8 +44,8 @@ class DataConfig:
     download: bool = True  # download when missing (cifar10, tiny_imagenet)
     val_fraction: float = 0.1  # share of the training images held out for validation (seeded)
     split_seed: int = 0  # seed of the train/val split and of the synthetic images; same for all trials
-    subset: int | None = None  # use only this many training images (taken after the val split, seeded)
-    num_workers: int = 2  # DataLoader worker processes (0 = load in the main process)
+    subset: int | None = None  # use only this many training images (after the val split, seeded); val shrinks in proportion
+    num_workers: int | str = "auto"  # DataLoader worker processes: auto = this machine's CPU cores; 0 = main process
     image_size: int | None = None  # imagefolder: square side in pixels (None = first image's shorter side)
     synthetic_train: int = 2000  # synthetic: training images (before the val split)
     synthetic_test: int = 500
@@ -153,7 +154,8 @@ def check_config(cfg: DataConfig, where: str = "data") -> None:
         (cfg.dataset not in DATASETS, "dataset", f"is not one of {', '.join(DATASETS)}"),
         (not 0.0 <= cfg.val_fraction < 1.0, "val_fraction", "must be in [0, 1)"),
         (cfg.subset is not None and cfg.subset < 1, "subset", "must be at least 1 (or null for all images)"),
-        (cfg.num_workers < 0, "num_workers", "must be 0 or more"),
+        (cfg.num_workers != "auto" and not (type(cfg.num_workers) is int and cfg.num_workers >= 0),
+         "num_workers", "must be auto or a number of processes, 0 or more"),
         (cfg.image_size is not None and cfg.image_size < 1, "image_size", "must be a positive number of pixels"),
         (cfg.synthetic_train < 1, "synthetic_train", "must be at least 1"),
         (cfg.synthetic_test < 1, "synthetic_test", "must be at least 1"),
@@ -350,7 +352,7 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
 
 
 def split_indices(n: int, val_fraction: float, seed: int, subset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded sorted (train, val) indices of n images; `subset` then keeps that many training images."""
+    """Seeded sorted (train, val) indices of n images; `subset` keeps that many training images (and val in proportion)."""
     perm = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * val_fraction))
     val, train = perm[:n_val], perm[n_val:]
@@ -358,6 +360,9 @@ def split_indices(n: int, val_fraction: float, seed: int, subset: int | None = N
         if subset > len(train):
             raise UserError(f"data.subset: {subset} is more than the {len(train)} training images left after the split")
         train = np.random.default_rng([seed, 1]).choice(train, size=subset, replace=False)
+        # validation shrinks in proportion: 500 training images should not be judged on 5,000
+        n_val = min(len(val), max(1, round(subset * val_fraction / (1 - val_fraction)))) if len(val) else 0
+        val = np.random.default_rng([seed, 2]).choice(val, size=n_val, replace=False)
     return np.sort(train), np.sort(val)
 
 
@@ -395,14 +400,48 @@ def _seed_worker(worker_id: int) -> None:
         augment.reseed(info.dataset.transform, seed)
 
 
+def loader_workers(requested: int | str) -> int:
+    """DataLoader workers for data.num_workers: auto = the CPU cores this process may use, and never more.
+
+    More workers than cores only compete for them, and PyTorch then warns twice per loader (three loaders
+    per trial); we lower the value and say so once per process instead.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if requested == "auto":
+        return cores
+    if requested > cores:
+        if requested not in _LOWERED:
+            _LOWERED.add(requested)
+            print(f"note: data.num_workers {requested} is more than the {cores} CPU cores here; using {cores}",
+                  file=sys.stderr)
+        return cores
+    return int(requested)
+
+
+_LOWERED: set[int] = set()  # num_workers values already reported as lowered (one line per process)
+
+
+def drops_little(n: int, batch_size: int) -> bool:
+    """Whether to drop the last partial training batch: only when it holds under DROP_AT_MOST of the images.
+
+    Full batches keep BatchNorm statistics and step times steady, but with a subset (500 images, batch
+    256) dropping the rest would throw away half of the data every epoch.
+    """
+    return n > batch_size and n % batch_size < DROP_AT_MOST * n
+
+
+DROP_AT_MOST = 0.1  # share of the training images an epoch may leave out to keep every batch full
+
+
 def _loader(ds: Dataset, batch_size: int, info: DatasetInfo, *, train: bool, seed: int, device: str,
-            workers: int, collate: Callable | None = None) -> DataLoader:
+            workers: int | str, collate: Callable | None = None) -> DataLoader:
     """A DataLoader of normalised batches with seeded order and workers; pinned memory on CUDA."""
     cuda = str(device).startswith("cuda")
-    # Full training batches only (BatchNorm, steady step times), unless the split is smaller than a batch.
+    workers = loader_workers(workers)
+    # Full training batches (BatchNorm, steady step times), unless that leaves out much (drops_little).
     # The sampler has a generator of its own: the loader draws its workers' base seed from `generator`
     # only when it starts workers, which persistent workers do once, and that must not shift the order.
-    batching = (dict(batch_sampler=SeededBatchSampler(len(ds), batch_size, len(ds) > batch_size,
+    batching = (dict(batch_sampler=SeededBatchSampler(len(ds), batch_size, drops_little(len(ds), batch_size),
                                                       torch.Generator().manual_seed(seed)))
                 if train else dict(batch_size=batch_size))
     return DataLoader(ds, **batching, num_workers=workers, pin_memory=cuda, persistent_workers=cuda and workers > 0,

@@ -12,14 +12,17 @@ from typing import Any, Callable
 import optuna
 import torch
 
-from blocks import ArchSpec, build, complexity
+from blocks import ArchSpec, build
 
 from .baselines import BASELINE, is_baseline, sample_baseline
 from .config import SearchConfig
+from .dashboard import note_rejected, upload
+from .describe import arch_brief
 from .errors import ResultsWriteError, UserError
 from .probe import Probe, cost_attrs, latency_ms
-from .rules import arch_violation, module_violation, train_violation
-from .space import resolve_train, sample
+from .progress import PLAIN_EVERY_S, Progress
+from .rules import check_sample, module_violation
+from .space import sample
 from .storage import INTERRUPTED, STORAGE_ERRORS, WORKER, stored_trial
 from .trainer import CheckpointWriteError, EpochResult, fit, resolve_device, seed_everything
 
@@ -34,15 +37,17 @@ class Objective:
 
     def __init__(self, cfg: SearchConfig, results: Path, device: str = "auto",
                  log: Callable[[str], None] = print, probe: Probe | None = None,
-                 stop: Callable[[], bool] | None = None):
+                 stop: Callable[[], bool] | None = None, progress_every_s: float = PLAIN_EVERY_S):
         from .data import dataset_info
 
         self.cfg, self.results, self.log = cfg, results, log
         self.probe = probe or latency_ms  # measures inference ms (injectable: tests never time anything)
         self.stop = stop  # asked between batches (search.stop.Stop in a worker)
+        self.progress_every_s = progress_every_s  # seconds between plain progress lines (not on a terminal)
         self.device = resolve_device(device)
         self.info = dataset_info(cfg.data)
         self.rejections_in_a_row = 0
+        self.warned_one_step = False  # the one-step-per-epoch note is printed once per process
         self.gave_up = False  # max_rejections samples in a row broke the budget or rules
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
@@ -56,21 +61,15 @@ class Objective:
         arch_d, train_d, reason = pick(trial, cfg, self.info.num_classes, self.info.image_size)
         trial.set_user_attr("arch", arch_d)
         trial.set_user_attr("train", train_d)
-        spec = train = None
-        if reason is None:
-            try:
-                spec, train = ArchSpec.from_dict(arch_d), resolve_train(train_d)
-            except ValueError as e:
-                reason = str(e)
-        if reason is None:
+        spec, train, cx, reason = check_sample(arch_d, train_d, reason, cfg)
+        trial.set_user_attr("arch_short", arch_brief(spec.to_dict() if spec is not None else arch_d))  # short, readable
+        if cx is not None:
             trial.set_user_attr("arch", spec.to_dict())  # resolved: every key, defaults included
             trial.set_user_attr("train", train.to_dict())
-            cx = complexity(spec)
             trial.set_user_attr("params", cx.params)
             trial.set_user_attr("flops", cx.flops)
             trial.set_user_attr("receptive_field", cx.receptive_field)
             trial.set_user_attr("budget_utilisation", round(cx.params / cfg.budget.params, 4))
-            reason = arch_violation(spec, cx, cfg) or train_violation(spec, train, cfg)
         if reason is not None:
             return self._reject(trial, reason)
         self.rejections_in_a_row = 0
@@ -80,6 +79,7 @@ class Objective:
         """Record why this sample can never be trained, and end the trial without building anything."""
         self.rejections_in_a_row += 1
         trial.set_user_attr(REJECTED, reason)
+        note_rejected(trial, reason)
         self.log(f"[trial {trial.number}] rejected before building: {reason}")
         if self.rejections_in_a_row >= self.cfg.search.max_rejections:
             self.gave_up = True  # the worker loop starts no new trial
@@ -116,6 +116,11 @@ class Objective:
         loaders = make_loaders(cfg.data, steps, train.batch_size, seed=seed, device=self.device.type,
                                where=f"{cfg.path}: augment")
         record = self._record(trial, spec, train, cx, seed)
+        if len(loaders.train) == 1 and not self.warned_one_step:
+            self.warned_one_step = True
+            self.log(f"note: {len(loaders.train.dataset)} training images at batch {train.batch_size} make one optimiser "
+                     f"step per epoch, so the learning rate recorded per epoch (set after that step) is never one a "
+                     f"step used; use a smaller batch or more images")
         ckpt = self.results / "checkpoints" / f"trial_{first}.pt"
         done = 0  # epochs restored from the checkpoint of the trial this one retries
         if first == trial.number:
@@ -128,9 +133,12 @@ class Objective:
         multi = len(cfg.search.objectives) > 1
         # The log line's place and best-so-far, read once per trial (not a whole-study read per epoch).
         trials = trial.study.get_trials(deepcopy=False)
-        best = _best_value(trials)
+        best = _best_trial(trials)
         place = (f"baseline {trial.user_attrs[BASELINE]}" if is_baseline(trial)
                  else f"{count_finished(trials) + 1}/{cfg.search.n_trials}")
+        progress = Progress(f"trial {trial.number}", train.epochs,
+                            later_runs=max(0, cfg.search.n_trials - count_finished(trials) - 1),
+                            log=self.log, every_s=self.progress_every_s)
 
         def on_epoch(r: EpochResult) -> None:
             record["epochs"].append(vars(r).copy())
@@ -139,19 +147,22 @@ class Objective:
             trial.set_user_attr("val_acc_curve", [round(e["val_acc"], 5) for e in record["epochs"]])
             trial.set_user_attr("train_images_per_s", round(r.images_per_s, 1))  # of the latest epoch
             self._write(trial.number, record)
+            progress.close()
             self.log(f"[trial {trial.number} ({place})] epoch {r.epoch}/{train.epochs} "
                      f"loss {r.train_loss:.4f} val_acc {r.val_acc:.4f} ({r.image_size}px, {r.time_s:.1f}s)"
-                     + (f" best so far {best:.4f}" if best is not None else "")
+                     + (f" best so far {best[1]:.4f} (trial {best[0]})" if best is not None else "")
                      + (" [restored from checkpoint]" if r.epoch <= done else ""))
             if not multi and report_epoch(trial, r, self.info.image_size, train.epochs):
                 record["state"] = "pruned"
                 self._write(trial.number, record)
+                self._attach_record(trial)
                 self.log(f"[trial {trial.number}] pruned after epoch {r.epoch}")
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch}")
 
         try:
             history = fit(model, loaders.train, loaders.val, train, self.device, on_epoch=on_epoch,
-                          checkpoint=ckpt, native_size=self.info.image_size, seed=seed, stop=self.stop)
+                          checkpoint=ckpt, native_size=self.info.image_size, seed=seed, stop=self.stop,
+                          on_batch=progress)
         except KeyboardInterrupt:  # keep the checkpoint: a rerun resumes the trial from its last epoch
             record["state"] = "interrupted"
             self._write(trial.number, record, quiet=True)
@@ -171,6 +182,8 @@ class Objective:
             record["state"] = "failed"
             self._write(trial.number, record, quiet=True)
             raise
+        finally:
+            progress.close()
         ckpt.unlink(missing_ok=True)
         final = history[-1].val_acc
         if not math.isfinite(final):
@@ -180,6 +193,7 @@ class Objective:
             trial.set_user_attr(key, value)
         record.update(state="complete", val_acc=final, best_val_acc=max(h.val_acc for h in history), **costs)
         self._write(trial.number, record)
+        self._attach_record(trial)
         trial.set_user_attr("best_val_acc", record["best_val_acc"])
         values = {"val_acc": final, "params": float(cx.params), "flops": float(cx.flops)}
         out = tuple(values[o] for o in cfg.search.objectives)
@@ -190,6 +204,10 @@ class Objective:
         mark_interrupted(trial, reason)
         record["state"] = "interrupted"
         self._write(trial.number, record, quiet=True)
+
+    def _attach_record(self, trial: optuna.Trial) -> None:
+        """Upload the trial's final record as an artifact, so the dashboard opens it from the trial's page."""
+        upload(trial, self.results / "trials" / f"{trial.number:05d}.json", self.results)
 
     def _record(self, trial: optuna.Trial, spec: ArchSpec, train: Any, cx: Any, seed: int) -> dict:
         """The per-trial JSON document (written after every epoch)."""
@@ -282,7 +300,10 @@ def count_running(trials: list) -> int:
     return sum(1 for t in trials if t.state == S.RUNNING and REJECTED not in t.user_attrs and not is_baseline(t))
 
 
-def _best_value(trials: list) -> float | None:
-    """Best finished val_acc among `trials` (first objective), or None."""
-    vals = [t.values[0] for t in trials if t.state == S.COMPLETE and t.values]
-    return max(vals) if vals else None
+def _best_trial(trials: list) -> tuple[int, float] | None:
+    """(number, val_acc) of the best complete trial among `trials` (first objective), or None."""
+    done = [(t.values[0], -t.number) for t in trials if t.state == S.COMPLETE and t.values]
+    if not done:
+        return None
+    value, minus_number = max(done)
+    return -minus_number, value

@@ -15,10 +15,12 @@ import plotly.graph_objects as go
 from . import report_figures as figs
 from .baselines import is_baseline
 from .cli import main_guard
+from .dashboard import upload
+from .describe import arch_brief, fmt_count
 from .errors import UserError
 from .objective import REJECTED
 from .results import StudyResults, open_results
-from .summary import arch_brief, design, fmt_count
+from .summary import design
 
 # Runs before plotly: any script error or rejected promise on the page is shown at its top (and read
 # back by the headless-browser test), instead of a chart silently missing.
@@ -230,8 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def run() -> None:
+        if args.output and Path(args.output).suffix.lower() not in (".html", ".htm"):
+            raise UserError(f"--output {args.output}: the report is one HTML page; give a .html path "
+                            f"(a browser's Print > Save as PDF makes a PDF of it)")
         res = open_results(Path(args.results), args.storage)
         path, charts = write_report(res, Path(args.output) if args.output else None)
+        upload(res.study, path, res.folder)  # optuna-dashboard opens it from the study's page
         print(f"wrote {path} ({len(charts)} charts); open it in any browser, offline")
 
     return main_guard(run)

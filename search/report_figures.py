@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import statistics
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import optuna
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .baselines import BASELINE, is_baseline
 from .objective import REJECTED
-from .summary import arch_brief
+from .describe import arch_brief
 
 S = optuna.trial.TrialState
 STATE_STYLE = {  # colour and line dash of each kind of trial, the same in every chart
@@ -21,6 +24,7 @@ STATE_STYLE = {  # colour and line dash of each kind of trial, the same in every
     "rejected": ("#d62728", "dot"), "failed": ("#ff7f0e", "dot"), "running": ("#2ca02c", "dot"),
 }
 BASELINE_STYLE = dict(symbol="diamond", size=14, color="#9467bd", line=dict(color="black", width=1))
+FEW_TRIALS = 5  # fewer complete trials than this: parameter importances carry a caveat
 FLOPS_NOTE = "FLOPs: fvcore convention (one fused multiply-add = one FLOP), batch 1"
 
 
@@ -48,6 +52,17 @@ def curve(t: optuna.trial.FrozenTrial) -> list[float]:
     return [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
 
 
+def integer_ticks(values: list[float], max_ticks: int = 10) -> dict[str, Any]:
+    """Axis settings with ticks on whole numbers only (1, 2 or 5 x 10^k apart): trials, epochs, counts."""
+    span = max(1.0, max(values) - min(values)) if values else 1.0
+    scale = 1
+    while True:
+        for m in (1, 2, 5):
+            if span / (m * scale) <= max_ticks:
+                return dict(tick0=0, dtick=m * scale, tickformat="d")
+        scale *= 10
+
+
 def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
     """The common look: title, white template, fixed height."""
     fig.update_layout(title=title, template="plotly_white", height=kw.pop("height", 440),
@@ -70,6 +85,7 @@ def history(study: optuna.Study) -> go.Figure:
     fig.add_trace(go.Scatter(x=[t.number for t in done], y=ys, mode="lines", name="best so far",
                              line=dict(color="#d62728", shape="hv")))
     mark_baselines(fig, [(t.number, t.values[0], t) for t in done if is_baseline(t)])
+    fig.update_xaxes(**integer_ticks([t.number for t in study.get_trials(deepcopy=False)]))
     return _layout(fig, "Optimisation history: validation accuracy per trial, best so far",
                    xaxis_title="trial", yaxis_title="val_acc")
 
@@ -136,7 +152,9 @@ def importances(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> 
                            hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
     _layout(fig, f"Parameter importances for val_acc ({len(done)} complete trials)", xaxis_title="importance",
             height=max(300, 60 + 28 * len(names)))
-    return fig, (f"Optuna warned: {note}" if note else "")
+    caveat = (f"Only {len(done)} complete trials: a rough hint, not a ranking to rely on (importances settle "
+              f"with {FEW_TRIALS} or more). " if len(done) < FEW_TRIALS else "")
+    return fig, caveat + (f"Optuna warned: {note}" if note else "")
 
 
 ARCH_AXES = ("stages", "depth", "width", "kernel", "skip_kernel", "pool", "block", "separable", "shortcut",
@@ -159,7 +177,10 @@ def parallel(trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure | None, 
         values = [r.get(key) for r in rows]
         if len({repr(v) for v in values}) < 2:
             continue  # a key every trial shares says nothing here
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            ticks = sorted(set(values))  # kernel 3 and 5, never 4.5
+            dims.append(dict(label=key, values=values, tickvals=ticks if len(ticks) <= 12 else None))
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             dims.append(dict(label=key, values=values))
         else:
             cats = sorted({str(v) for v in values})
@@ -174,7 +195,9 @@ def parallel(trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure | None, 
     fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(color=acc, colorscale="Viridis", showscale=True,
                                                              colorbar=dict(title="val_acc"))))
     note = "" if len(dims) > 2 else "No architecture key varies between the complete trials."
-    return _layout(fig, f"Architecture of the {len(done)} complete trials"), note
+    _layout(fig, f"Architecture of the {len(done)} complete trials")
+    fig.update_layout(margin=dict(l=60, r=30, t=120, b=40), title=dict(y=0.97, yanchor="top"))  # axis labels sit above the plot
+    return fig, note
 
 
 def learning_curves(trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure | None, str]:
@@ -203,6 +226,7 @@ def learning_curves(trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure |
         shown.add(state)
     if not shown:
         return None, "No trial trained for an epoch yet."
+    fig.update_xaxes(**integer_ticks([1, max(len(curve(t)) for t in trials)]))
     return _layout(fig, "Learning curves of every trial", xaxis_title="epoch", yaxis_title="val_acc"), ""
 
 
@@ -222,61 +246,69 @@ def budget_use(trials: list[optuna.trial.FrozenTrial], budget: float) -> tuple[g
         fig.add_vline(x=t.user_attrs["params"] / budget, line=dict(color=BASELINE_STYLE["color"], dash="dashdot"),
                       annotation_text=f"baseline {t.user_attrs[BASELINE]}", annotation_position="top left")
     fig.update_xaxes(tickformat=".0%")
+    stacked = Counter(int(t.user_attrs["params"] / budget // 0.05) for t in trials if "params" in t.user_attrs)
+    fig.update_yaxes(**integer_ticks([0, max(stacked.values())]))
     return _layout(fig, f"Budget utilisation (params / {budget:,.0f})", barmode="stack",
                    xaxis_title="share of the parameter budget", yaxis_title="trials"), ""
 
 
 def _seed_docs(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The per-seed metrics.json files next to a trial's retrain summary."""
+    """The per-seed metrics.json files next to a trial's retrain summary, each with `run` = its folder name."""
     out = []
     for path in sorted(Path(doc["folder"]).glob("seed_*/metrics.json")):
         try:
-            out.append(json.loads(path.read_text()))
+            out.append({**json.loads(path.read_text()), "run": path.parent.name})
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
     return out
 
 
 def retrain_curves(docs: list[dict[str, Any]]) -> go.Figure | None:
-    """Training loss and validation (or training) accuracy per epoch of every retrained seed."""
+    """Training loss and validation (or training) accuracy per epoch of every retrained seed, one colour per run."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "accuracy (val; train with train+val)"))
-    drawn = False
+    epochs, runs, palette = [], 0, plotly.colors.qualitative.Plotly
     for doc in (d for d in docs if "trial" in d):
         for s in _seed_docs(doc):
             h = s.get("history") or []
             if not h:
                 continue
-            drawn = True
-            name = f"trial {doc['trial']} seed {s.get('seed')}"
+            name = f"trial {doc['trial']} {s['run']}"  # as the folder says: seed_0, seed_1
+            color, runs = palette[runs % len(palette)], runs + 1
             xs = [e["epoch"] for e in h]
+            epochs += xs
             fig.add_trace(go.Scatter(x=xs, y=[e["train_loss"] for e in h], name=name, legendgroup=name,
-                                     mode="lines+markers"), row=1, col=1)
+                                     mode="lines+markers", line=dict(color=color)), row=1, col=1)
             on_val = doc.get("train_on_val") or all(e.get("val_acc") is None for e in h)
             ys = [e["train_acc"] if on_val else e["val_acc"] for e in h]
             fig.add_trace(go.Scatter(x=xs, y=ys, name=name, legendgroup=name, showlegend=False,
-                                     mode="lines+markers"), row=1, col=2)
-    if not drawn:
+                                     mode="lines+markers", line=dict(color=color)), row=1, col=2)
+    if not epochs:
         return None
+    fig.update_xaxes(**integer_ticks(epochs))
     return _layout(fig, "Retrain learning curves", xaxis_title="epoch", xaxis2_title="epoch")
 
 
 def retrain_classes(doc: dict[str, Any]) -> tuple[go.Figure | None, go.Figure | None]:
-    """Per-class test accuracy and the confusion matrix of one retrained trial (its first seed)."""
-    seeds = _seed_docs(doc)
-    if not seeds or "confusion" not in seeds[0]:
+    """Per-class test accuracy (mean and spread over seeds) and the confusion matrix summed over seeds."""
+    seeds = [s for s in _seed_docs(doc) if "confusion" in s]
+    if not seeds:
         return None, None
-    first = seeds[0]
-    rows = first["per_class"]
-    names = [r["name"] for r in rows]
+    names = [r["name"] for r in seeds[0]["per_class"]]
     label = f"trial {doc['trial']}" if "trial" in doc else f"ensemble of {doc.get('members')}"
-    bars = go.Figure(go.Bar(x=names, y=[r["accuracy"] for r in rows], marker_color="#1f77b4",
+    runs = ", ".join(s["run"] for s in seeds)
+    acc = [[s["per_class"][c]["accuracy"] for s in seeds] for c in range(len(names))]
+    spread = [statistics.stdev(a) for a in acc] if len(seeds) > 1 else None
+    bars = go.Figure(go.Bar(x=names, y=[statistics.mean(a) for a in acc], marker_color="#1f77b4",
+                            error_y=dict(type="data", array=spread, visible=spread is not None),
                             hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
-    _layout(bars, f"Per-class test accuracy, {label}, seed {first.get('seed', first.get('seed_index'))}",
-            yaxis_title="accuracy", yaxis_range=[0, 1])
-    heat = go.Figure(go.Heatmap(z=first["confusion"], x=names, y=names, colorscale="Blues",
+    over = f"mean ± std over {len(seeds)} seeds ({runs})" if len(seeds) > 1 else runs
+    _layout(bars, f"Per-class test accuracy, {label}, {over}", yaxis_title="accuracy", yaxis_range=[0, 1])
+    total = [[sum(s["confusion"][i][j] for s in seeds) for j in range(len(names))] for i in range(len(names))]
+    heat = go.Figure(go.Heatmap(z=total, x=names, y=names, colorscale="Blues",
                                 hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>"))
     side = min(900, max(420, 14 * len(names)))
-    _layout(heat, f"Confusion matrix, {label}", xaxis_title="predicted", yaxis_title="true", height=side,
+    summed = f"summed over {len(seeds)} seeds ({runs})" if len(seeds) > 1 else runs
+    _layout(heat, f"Confusion matrix, {label}, {summed}", xaxis_title="predicted", yaxis_title="true", height=side,
             yaxis_autorange="reversed")
     return bars, heat
 

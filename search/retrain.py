@@ -20,7 +20,9 @@ from blocks import ArchSpec, build
 from . import evaluate as ev
 from . import recipe
 from .cli import main_guard
+from .dashboard import attach_retrain
 from .errors import UserError
+from .progress import Progress
 from .results import StudyResults, open_results
 from .trainer import EpochResult, TrainSpec, fit, predict, resolve_device, seed_everything
 
@@ -137,6 +139,7 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
         runs[plan.number] = [train_and_test(res, plan, k, on_val, device, folder, unlabeled, args.onnx, log)
                              for k in range(seeds)]
         write_trial_summary(res, plan, runs[plan.number], on_val, folder)
+        attach_retrain(res.study, plan.number, res.folder, folder)  # optuna-dashboard opens them from the trial
     summary = {"trials": {n: _brief(r) for n, r in runs.items()}}
     if len(plans) > 1:
         summary["ensemble"] = write_ensemble(res, runs, out, unlabeled)
@@ -184,8 +187,10 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
             log(f"{tag} epoch {r.epoch}/{train.epochs} loss {r.train_loss:.4f} train_acc {r.train_acc:.4f}{val} "
                 f"({r.image_size}px, {r.time_s:.1f}s)")
 
+        progress = Progress(tag[1:-1], train.epochs, run_name="run", log=log)
         results = fit(model, loaders.train, None if on_val else loaders.val, train, device,
-                      on_epoch=on_epoch, checkpoint=state, native_size=loaders.info.image_size, seed=seed)
+                      on_epoch=lambda r: (progress.close(), on_epoch(r)), checkpoint=state,
+                      native_size=loaders.info.image_size, seed=seed, on_batch=progress)
         history = [dataclasses.asdict(h) for h in results]
         info = loaders.info
         blocks.save(model_path, model, spec, extra={
@@ -193,7 +198,7 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
             "train": train.to_dict(), "dataset": cfg.data.dataset, "class_names": list(info.class_names),
             "mean": list(info.mean), "std": list(info.std), "image_size": info.image_size, "history": history})
         state.unlink(missing_ok=True)  # the finished model is the result; the optimizer state is not needed
-    probs, labels = predict(model, loaders.test, device, train.amp)
+    probs, labels = _test(model, loaders.test, device, train.amp, run_dir, tag, log)
     metrics = ev.classification_metrics(probs, labels, loaders.info.class_names)
     run = SeedRun(run_dir, seed, metrics, probs, labels, history=history)
     if cfg.retrain.tta:
@@ -215,6 +220,20 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
     tta = f"; flip TTA top-1 {run.tta['top1']:.4f}" if run.tta else ""
     log(f"{tag} test top-1 (plain) {metrics['top1']:.4f}{top5}{tta} -> {run_dir}")
     return run
+
+
+def _test(model: torch.nn.Module, loader: Any, device: torch.device, amp: bool, run_dir: Path, tag: str,
+          log: Callable[[str], None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test-set softmax and labels; reused from test_probs.pt when it is newer than model.pt (nothing new to test)."""
+    cache, model_path = run_dir / "test_probs.pt", run_dir / "model.pt"
+    if cache.is_file() and model_path.is_file() and cache.stat().st_mtime >= model_path.stat().st_mtime:
+        stored = torch.load(cache, map_location="cpu", weights_only=True)
+        if len(stored["labels"]) == len(loader.dataset):
+            log(f"{tag} reusing the stored test results ({cache})")
+            return stored["probs"], stored["labels"]
+    probs, labels = predict(model, loader, device, amp, on_batch=Progress(tag[1:-1], 0, log=log))
+    torch.save({"probs": probs, "labels": labels}, cache)
+    return probs, labels
 
 
 def _claim(run_dir: Path, settings: dict[str, Any]) -> None:

@@ -42,6 +42,21 @@ def arch_violation(spec: ArchSpec, cx: Complexity, cfg: "SearchConfig") -> str |
     return None
 
 
+def check_sample(arch_d: dict, train_d: dict, reason: str | None,
+                 cfg: "SearchConfig") -> tuple[ArchSpec | None, "TrainSpec | None", Complexity | None, str | None]:
+    """A sampled design resolved and checked: (spec, train, complexity, None), or why it cannot be trained."""
+    from .trainer import TrainSpec
+
+    if reason is not None:
+        return None, None, None, reason
+    try:
+        spec, train = ArchSpec.from_dict(arch_d), TrainSpec.from_dict(train_d)
+    except ValueError as e:
+        return None, None, None, str(e)
+    cx = complexity(spec)
+    return spec, train, cx, arch_violation(spec, cx, cfg) or train_violation(spec, train, cfg)
+
+
 def train_violation(spec: ArchSpec, train: "TrainSpec", cfg: "SearchConfig") -> str | None:
     """Why these training settings cannot run with this architecture, or None."""
     if cfg.rules.max_epochs is not None and train.epochs > cfg.rules.max_epochs:

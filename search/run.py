@@ -29,15 +29,19 @@ from pathlib import Path
 import optuna
 import yaml
 
+from . import shipped_space
 from .baselines import enqueue_baselines
 from .cli import main_guard
 from .config import SearchConfig, load_config
+from .dashboard import dashboard_command
+from .dryrun import Probe, sample_designs, summarise, time_training
 from .errors import UserError
 from .objective import Objective, count_finished
 from .storage import GRACE_S, HEARTBEAT_S, close_storage, default_storage, redact_url
 from .study import StudyLock, open_study, requeue_interrupted
 from .summary import summary_table
 from .stop import Stop
+from .trainer import resolve_device
 from .workers import describe_exit, launch, run_trials
 
 
@@ -49,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; each one overrides its YAML key."""
     p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("space", help="search-space YAML, e.g. spaces/cifar10_5m.yaml")
+    p.add_argument("space", help="search-space YAML, e.g. spaces/cifar10_5m.yaml (or a shipped space's name: smoke, "
+                                 "cifar10_5m, tiny_26m)")
     p.add_argument("--n-trials", type=int, help="target number of finished trials in the study (search.n_trials)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     p.add_argument("--storage", help="SQLAlchemy URL (default: sqlite:///results/<study>/study.db); "
@@ -66,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grace", type=int, default=GRACE_S, metavar="S",
                    help=f"seconds without a heartbeat before a trial's worker counts as dead and the trial is "
                         f"failed and retried (default {GRACE_S}; use one value on every machine)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, draw designs without training and print the space's summary and the expected "
+                        "duration on this device (no study is created or touched)")
+    p.add_argument("--dry-run-samples", type=int, default=1000, metavar="N", help="designs the dry run draws (1000)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers on its children
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override any YAML key, e.g. --set train.epochs=5 (repeatable)")
@@ -93,7 +102,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         strings.append(f"data.root={args.data_root}")
     if args.storage:
         strings.append(f"storage={args.storage}")
-    return load_config(args.space, overrides, strings)
+    return load_config(shipped_space(args.space), overrides, strings)
 
 
 def prepare_results(cfg: SearchConfig, results_root: str) -> Path:
@@ -145,6 +154,8 @@ def save_config(cfg: SearchConfig, results: Path) -> None:
 def run(args: argparse.Namespace, log=print) -> optuna.Study:
     """Run (or resume) the search the arguments describe and print its summary."""
     cfg = config_from_args(args)
+    if args.dry_run:
+        return dry_run(args, cfg, log)
     results = prepare_results(cfg, args.results_dir)
     storage = cfg.storage or default_storage(results)
     check_data_and_augment(cfg)
@@ -156,6 +167,21 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
         return _run_here(args, cfg, study, results, storage, log)
     finally:
         close_storage(study)  # an SQLite study.db is whole again (its write-ahead log folded in)
+
+
+def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: Probe = time_training) -> None:
+    """Validate, draw designs and print what the space holds and how long its search would take here."""
+    from .data import make_loaders
+
+    if args.dry_run_samples < 1:
+        raise UserError(f"--dry-run-samples {args.dry_run_samples}: expected 1 or more")
+    check_data_and_augment(cfg)
+    loaders = make_loaders(cfg.data, [], 2, seed=0)  # checks the dataset and counts its images
+    designs, rejected = sample_designs(cfg, args.dry_run_samples, loaders.info.num_classes, loaders.info.image_size)
+    n_val = len(loaders.val.dataset) if loaders.val is not None else 0
+    for line in summarise(cfg, designs, rejected, len(loaders.train.dataset), n_val, resolve_device(args.device),
+                          probe):
+        log(line)
 
 
 def _run_here(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, results: Path, storage: str,
@@ -185,7 +211,7 @@ def _run_here(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, 
         log(f"ran for {time.time() - t0:.0f}s")
     if args.worker_index is None:
         log(summary_table(study, cfg))
-        log(f"review: optuna-dashboard {redact_url(storage)}")
+        log(next_commands(args, results, storage))
     return study
 
 
@@ -207,7 +233,7 @@ def _run_workers(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Stud
     for w in failed:
         log(f"worker {w.index} {describe_exit(w)} (log: {w.log_path})")
     log(summary_table(study, cfg))
-    log(f"review: optuna-dashboard {redact_url(storage)}")
+    log(next_commands(args, results, storage))
     if count_finished(study.get_trials(deepcopy=False)) >= target or not (failed or interrupted):
         return study
     if interrupted or any(w.proc.returncode == 130 for w in failed):
@@ -218,6 +244,15 @@ def _run_workers(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Stud
     why = describe_exit(failed[0])
     hint = "" if "rerun the same command" in why else "; rerun the same command to resume"
     raise WorkerFailed(f"worker {failed[0].index} {why}{hint} (log: {failed[0].log_path})")
+
+
+def next_commands(args: argparse.Namespace, results: Path, storage: str) -> str:
+    """The three commands that follow a search: the report, the dashboard and retraining the winner."""
+    on_server = f" --storage {redact_url(storage)}" if args.storage else ""
+    return "\n".join(["next:",
+                      f"  python -m search.report {results}{on_server}        # one HTML page of charts",
+                      f"  {dashboard_command(storage, results)}        # browse trials and artifacts",
+                      f"  python -m search.retrain {results}{on_server}       # train the best trial to full epochs, then test"])
 
 
 def _without_workers(argv: list[str]) -> list[str]:

@@ -137,7 +137,10 @@ def sample_arch(trial: Any, cfg: "SearchConfig", num_classes: int, input_size: i
         return d, str(e)
     solved = fill_widths(d, fill * cfg.budget.params, cfg.budget.flops, cfg.rules.widening_1x1)
     if solved is None:
-        return d, f"even width {MIN_WIDTH} is over {fill:.0%} of the budget for this shape"
+        if fill_widths(d, cfg.budget.params, cfg.budget.flops, cfg.rules.widening_1x1) is None:
+            return d, f"even width {MIN_WIDTH} is over the hard budget for this shape"
+        return d, (f"even width {MIN_WIDTH} is over the sampled fill share ({fill:.0%} of the budget, "
+                   f"{fill * cfg.budget.params:,.0f} params) for this shape; the hard budget itself is not broken")
     return solved, None
 
 

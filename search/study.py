@@ -14,6 +14,7 @@ import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from .config import SearchConfig
+from .dashboard import name_metrics
 from .distributions import Dist
 from .errors import UserError
 from .storage import (GRACE_S, HEARTBEAT_S, INTERRUPTED, MAX_RETRY, RetryCallback, first_line, make_storage,
@@ -129,6 +130,7 @@ def open_study(cfg: SearchConfig, storage_url: str, heartbeat_s: int = HEARTBEAT
         study.set_user_attr("budget_params", cfg.budget.params)
         study.set_user_attr("budget_flops", cfg.budget.flops)
         study.set_user_attr("objectives", list(cfg.search.objectives))
+        name_metrics(study, cfg.search.objectives)
     elif stored != cfg.fingerprint():
         was = study.user_attrs.get("fingerprint_sections") or {}
         differ = [k for k, v in cfg.fingerprint_sections().items() if was.get(k) != v]

@@ -8,30 +8,10 @@ import optuna
 
 from .baselines import BASELINE, is_baseline
 from .config import SearchConfig
+from .describe import arch_brief, fmt_count
 from .objective import REJECTED
 
 S = optuna.trial.TrialState
-
-
-def fmt_count(n: float | int | None) -> str:
-    """1234567 -> '1.23M' (k, M, G)."""
-    if n is None:
-        return "-"
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(int(n))
-
-
-def arch_brief(arch: dict) -> str:
-    """A short one-line description of an architecture dict (W= per-stage widths when filled)."""
-    blocks = arch.get("blocks")
-    width = f"W={arch['widths']}" if arch.get("widths") else f"C={arch.get('width')}"
-    parts = [f"{arch.get('block', 'basic')}", f"B={blocks}", width,
-             f"F={arch.get('kernel', 3)}", f"K={arch.get('skip_kernel', 1)}", f"P={arch.get('pool')}"]
-    if arch.get("separable"):
-        parts.append("sep")
-    return " ".join(parts)
 
 
 def design(t: optuna.trial.FrozenTrial) -> str:

@@ -19,6 +19,7 @@ from .ema import make_ema
 from .stop import StopRequested
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+BatchHook = Callable[[int, int, int, int], None]  # (epoch, batch i, batches N, images in the batch)
 SCHEDULES = ("cosine", "onecycle", "cyclic", "step", "constant")
 AMP_CHOICES = ("auto", True, False)
 # CPU flags of native bf16 arithmetic (Linux /proc/cpuinfo names): AVX512-BF16 (Zen 4, Cooper Lake)
@@ -237,22 +238,27 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool
 
 
 def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: bool | str = "auto",
-            tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax probabilities (N, classes) and labels (N,) over `loader`, on the CPU (flip-averaged with `tta`)."""
+            tta: bool = False, on_batch: BatchHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities (N, classes) and labels (N,) over `loader`, on the CPU (flip-averaged with `tta`).
+
+    `on_batch(0, i, N, images)` is called after every batch (e.g. a search.progress.Progress).
+    """
     model.eval()
     probs, labels = [], []
     with torch.no_grad(), _autocast(device, amp):
-        for x, y in loader:
+        for i, (x, y) in enumerate(loader, 1):
             x, y = _to(x, y, device)
             probs.append(log_probs(model, x, tta).exp().cpu())
             labels.append(y.cpu())
+            if on_batch is not None:
+                on_batch(0, i, len(loader), y.numel())
     return torch.cat(probs), torch.cat(labels)
 
 
 def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, device: torch.device, *,
         on_epoch: Callable[[EpochResult], None] | None = None, checkpoint: Path | None = None,
         native_size: int | None = None, seed: int | None = None,
-        stop: Callable[[], bool] | None = None) -> list[EpochResult]:
+        stop: Callable[[], bool] | None = None, on_batch: BatchHook | None = None) -> list[EpochResult]:
     """Train for spec.epochs, evaluating every epoch; `on_epoch` may raise to stop (e.g. pruning).
 
     With spec.ema, validation scores the EMA weights, and the model ends holding them.
@@ -260,6 +266,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
     `stop` is asked between batches; once it says yes, fit raises StopRequested (the checkpoint of
     the last finished epoch is kept, so the run resumes from there).
 
+    `on_batch(epoch, i, N, images)` is called after every training step (1-based epoch and batch i of N),
+    e.g. a search.progress.Progress that shows speed and time estimates.
     With `checkpoint`, the state is saved after every epoch and a rerun resumes from it. With
     `seed`, every epoch reseeds torch and the loader's shuffling and augmentation from (seed, epoch),
     so a resumed run sees the same batches as an uninterrupted one.
@@ -298,7 +306,7 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         correct = torch.zeros((), device=device, dtype=torch.long)
         n = 0
-        for x, y in train_loader:
+        for i, (x, y) in enumerate(train_loader, 1):
             if stop is not None and stop():
                 raise StopRequested("stop requested")
             x, y = _to(x, y, device)
@@ -315,6 +323,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
             loss_sum += loss.detach() * y.numel()
             correct += (logits.argmax(1) == y).sum()
             n += y.numel()
+            if on_batch is not None:
+                on_batch(epoch + 1, i, steps, y.numel())
         loss_sum, correct = loss_sum.item(), correct.item()  # waits for the device: the loop's time is complete
         speed = n / max(1e-9, time.perf_counter() - t0)
         if not math.isfinite(loss_sum):

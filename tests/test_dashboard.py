@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -42,7 +43,7 @@ def dashboard(smoke_study: Path, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log = open(tmp_path / "dashboard.log", "w+")
     proc = subprocess.Popen([DASHBOARD, f"sqlite:///{smoke_study / 'study.db'}", "--host", HOST, "--port",
-                             str(port), "--server", "wsgiref"], stdout=log, stderr=subprocess.STDOUT)
+                             str(port), "--server", "wsgiref", "--artifact-dir", str(smoke_study / "artifacts")], stdout=log, stderr=subprocess.STDOUT)
     base = f"http://{HOST}:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -105,3 +106,26 @@ def test_dashboard_serves_trials_and_their_attributes(dashboard: str, smoke_stud
         assert attrs(served["user_attrs"])["rejected"] == t.user_attrs["rejected"]
     reasons = [t.user_attrs["rejected"] for t in rejected]
     assert any(r.startswith("receptive field") for r in reasons), reasons  # the rule conftest sets
+
+
+def test_dashboard_names_the_metric_and_opens_artifacts_and_notes(dashboard: str, smoke_study: Path) -> None:
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{smoke_study / 'study.db'}")
+    (summary,) = [s for s in get(f"{dashboard}/api/studies")["study_summaries"] if s["study_name"] == "smoke"]
+    detail = get(f"{dashboard}/api/studies/{summary['study_id']}")
+    assert detail["objective_names"] == ["val_acc"] and study.metric_names == ["val_acc"]
+    trials = {t["number"]: t for t in detail["trials"]}
+    for t in study.trials:
+        served = trials[t.number]
+        short = attrs(served["user_attrs"])["arch_short"]
+        assert re.match(r"\w+ B=\[", short) and len(short) < 70 and "{" not in short  # short, not JSON
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            (artifact,) = served["artifacts"]
+            assert artifact["filename"] == f"{t.number:05d}.json" and artifact["mimetype"] == "application/json"
+            url = f"{dashboard}/artifacts/{summary['study_id']}/{served['trial_id']}/{artifact['artifact_id']}"
+            with urllib.request.urlopen(url, timeout=10) as r:
+                record = json.loads(r.read())
+            assert record["number"] == t.number and record["state"] == "complete"
+            assert record["val_acc"] == t.values[0]
+        elif "rejected" in t.user_attrs:
+            assert served["note"]["body"].startswith("**Rejected before building**")
+            assert t.user_attrs["rejected"] in served["note"]["body"] and served["artifacts"] == []

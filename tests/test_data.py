@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,10 @@ from search.data import (
     CIFAR10_MEAN,
     DataConfig,
     _CIFAR10Files,
+    check_config,
     dataset_info,
+    drops_little,
+    loader_workers,
     make_loaders,
     make_predict_loader,
     split_indices,
@@ -110,7 +114,9 @@ def test_split_is_seeded_disjoint_and_subset_sized() -> None:
     assert np.array_equal(val, split_indices(1000, 0.1, seed=3)[1])  # the same split for every trial
     assert not np.array_equal(val, split_indices(1000, 0.1, seed=4)[1])
     sub, val2 = split_indices(1000, 0.1, seed=3, subset=50)
-    assert len(sub) == 50 and set(sub) <= set(train) and np.array_equal(val, val2)
+    assert len(sub) == 50 and set(sub) <= set(train)
+    assert len(val2) == 6 and set(val2) <= set(val)  # validation shrinks in proportion: 50 x 0.1 / 0.9
+    assert np.array_equal(val2, split_indices(1000, 0.1, seed=3, subset=50)[1])
     with pytest.raises(UserError, match="data.subset: 901"):
         split_indices(1000, 0.1, seed=3, subset=901)
 
@@ -118,7 +124,7 @@ def test_split_is_seeded_disjoint_and_subset_sized() -> None:
 def test_subset_and_train_on_val_sizes(cifar_root: Path) -> None:
     cfg = DataConfig("cifar10", str(cifar_root), download=False, val_fraction=0.2, subset=30, num_workers=0)
     loaders = make_loaders(cfg, [], 8, seed=0)
-    assert len(loaders.train.dataset) == 30 and len(loaders.val.dataset) == 20
+    assert len(loaders.train.dataset) == 30 and len(loaders.val.dataset) == 8  # 30 x 0.2 / 0.8 = 7.5
     full = make_loaders(DataConfig("cifar10", str(cifar_root), download=False, val_fraction=0.2, num_workers=0),
                         [], 8, seed=0, train_on_val=True)
     assert len(full.train.dataset) == 100 and full.val is None and full.test is None
@@ -266,7 +272,7 @@ def test_transforms_in_a_policy_draw_independently() -> None:
 
 
 def test_cuda_loader_settings() -> None:
-    cfg = DataConfig(synthetic_train=40, synthetic_size=8, num_workers=1, augment_on="workers")
+    cfg = DataConfig(synthetic_train=44, synthetic_size=8, num_workers=1, augment_on="workers")  # 40 training images: 5 full batches
     loaders = make_loaders(cfg, [], 8, seed=0, device="cuda")  # settings only: nothing is iterated
     on_device = make_loaders(replace(cfg, augment_on="auto"), [], 8, seed=0, device="cuda").train
     assert on_device.loader.pin_memory and on_device.loader.batch_sampler.drop_last and on_device.device.type == "cuda"
@@ -299,3 +305,23 @@ def test_synthetic_is_deterministic_and_learnable() -> None:
         x, y = _all(loaders.val)
         acc = (net(x).argmax(1) == y).float().mean().item()
     assert acc > 0.5, acc  # chance is 0.1
+
+
+def test_last_partial_batch_is_dropped_only_when_it_is_small() -> None:
+    assert not drops_little(500, 256)  # a subset of 500 at batch 256 would lose 244 images an epoch
+    assert drops_little(45_000, 256)  # CIFAR-10's training split loses 200 images (0.4%)
+    assert not drops_little(200, 256)  # smaller than a batch: one partial batch
+    loaders = make_loaders(DataConfig(synthetic_train=556, synthetic_size=8, num_workers=0), [], 256, seed=0)
+    assert len(loaders.train.dataset) == 500 and len(loaders.train) == 2 and not loaders.train.batch_sampler.drop_last
+
+
+def test_num_workers_auto_and_above_the_cores(capsys: pytest.CaptureFixture) -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert DataConfig().num_workers == "auto" and loader_workers("auto") == cores
+    assert loader_workers(0) == 0 and loader_workers(1) == 1
+    assert loader_workers(cores + 7) == cores and loader_workers(cores + 7) == cores
+    err = capsys.readouterr().err
+    assert err == f"note: data.num_workers {cores + 7} is more than the {cores} CPU cores here; using {cores}\n"
+    for bad in (-1, "many", True):
+        with pytest.raises(UserError, match="data.num_workers: .* must be auto or a number"):
+            check_config(DataConfig(num_workers=bad))

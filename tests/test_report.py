@@ -59,6 +59,34 @@ def test_report_is_self_contained_and_complete(smoke_retrained: Path) -> None:
     assert "ensemble [" in page and "rejected" in page and "fvcore convention" in page
 
 
+def test_report_and_retrain_files_are_artifacts_of_the_study(smoke_retrained: Path) -> None:
+    """Read back through Optuna's artifact API (what optuna-dashboard lists and opens)."""
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
+
+    assert report.main([str(smoke_retrained)]) == 0
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{smoke_retrained / 'study.db'}")
+    store = FileSystemArtifactStore(str(smoke_retrained / "artifacts"))
+    pages = [m for m in get_all_artifact_meta(study) if m.filename == "report.html"]
+    assert pages and all(m.mimetype == "text/html" for m in pages)
+    got = []
+    for i, m in enumerate(pages):  # one per report written; the one just written is among them
+        download_artifact(artifact_store=store, artifact_id=m.artifact_id, file_path=str(smoke_retrained / f"got{i}"))
+        got.append((smoke_retrained / f"got{i}").read_bytes())
+        (smoke_retrained / f"got{i}").unlink()
+    assert (smoke_retrained / "report.html").read_bytes() in got
+    names = [m.filename for m in get_all_artifact_meta(study)]
+    retrained = sorted(int(p.name) for p in (smoke_retrained / "retrain").glob("0*"))
+    assert len(retrained) == 2
+    for n in retrained:
+        assert {f"trial{n}-metrics.json", f"trial{n}-seed_0-model.pt", f"trial{n}-seed_0-metrics.json"} <= set(names)
+        assert get_all_artifact_meta(study.trials[n], storage=study._storage)[0].filename == f"{n:05d}.json"
+
+
+def test_report_refuses_a_pdf_path_in_one_line(smoke_study: Path, capsys: pytest.CaptureFixture) -> None:
+    assert report.main([str(smoke_study), "--output", str(smoke_study / "x.pdf")]) == 2
+    assert capsys.readouterr().err.startswith("error: --output ") and not (smoke_study / "x.pdf").exists()
+
+
 @needs_chromium
 def test_report_draws_every_chart_in_headless_chromium(smoke_retrained: Path, tmp_path: Path) -> None:
     path, charts = report.write_report(open_results(smoke_retrained), tmp_path / "report.html")

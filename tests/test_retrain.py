@@ -226,8 +226,16 @@ def test_interrupted_retrain_resumes_and_finished_seeds_are_reused(
     assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "3"]) == 2  # other settings
     assert "pass --fresh to start over" in capsys.readouterr().err
 
+    top1_seed0 = json.loads((run_dir / "metrics.json").read_text())["test"]["top1"]
+    monkeypatch.setattr(retrain, "predict", None)  # seed 0's stored test results must be reused, not recomputed
+    with pytest.raises(TypeError):  # seed 1 is new: it trains and tests (and meets the missing predict)
+        retrain.retrain(retrain.parse_args([str(smoke_copy), "--trial", str(n), "--epochs", "2", "--seeds", "2"]))
+    out = capsys.readouterr().out
+    assert f"[trial {n} seed 0] already trained" in out and f"[trial {n} seed 0] reusing the stored test results" in out
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["top1"] == top1_seed0
+    monkeypatch.undo()
     assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2", "--seeds", "2"]) == 0
-    assert f"[trial {n} seed 0] already trained" in capsys.readouterr().out
+    assert f"[trial {n} seed 0] reusing the stored test results" in capsys.readouterr().out
     summary = json.loads((run_dir.parent / "metrics.json").read_text())
     top1 = summary["test"]["top1"]
     assert len(top1["values"]) == 2 and len({s["seed"] for s in summary["seeds"]}) == 2

@@ -1,0 +1,91 @@
+"""`resnet-search COMMAND ...` (or `python -m search COMMAND ...`): one entry point for every command."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from . import SPACES_DIR
+
+USAGE = """usage: resnet-search COMMAND [ARGS...]   (or: python -m search COMMAND [ARGS...])
+
+commands:
+  run SPACE.yaml       search a space under its budget (SPACE may name a shipped space: smoke, cifar10_5m, tiny_26m)
+  report RESULTS       write the HTML report of a study
+  dashboard RESULTS    open optuna-dashboard on a study, with its artifacts
+  retrain RESULTS      train the best trial(s) to full length, then test
+  predict MODEL... --images DIR|FILE...   label new images with retrained model(s), as a CSV
+  spaces               list the shipped example spaces and where they are
+
+`resnet-search COMMAND --help` describes each; `resnet-search --version` prints the version."""
+
+
+def version() -> str:
+    """The installed distribution's version (or `unknown` in a bare checkout)."""
+    try:
+        return metadata.version("resnet-budget-search")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def dashboard(argv: list[str]) -> int:
+    """Run optuna-dashboard on results/<study> (its study and artifacts); unknown options go to optuna-dashboard."""
+    from .dashboard import artifact_dir
+    from .storage import default_storage
+
+    p = argparse.ArgumentParser(prog="resnet-search dashboard", description=dashboard.__doc__)
+    p.add_argument("results", help="results/<study> folder")
+    p.add_argument("--storage", help="the study's URL when it is on a server (default: RESULTS/study.db)")
+    args, rest = p.parse_known_args(argv)
+    results = Path(args.results)
+    exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).with_name("optuna-dashboard"))
+    if not Path(exe).is_file():
+        print("error: optuna-dashboard is not installed (pip install 'resnet-budget-search[dashboard]')",
+              file=sys.stderr)
+        return 2
+    if args.storage is None and not (results / "study.db").is_file():
+        print(f"error: '{results / 'study.db'}' is missing (for a study on a server, add --storage URL)",
+              file=sys.stderr)
+        return 2
+    return subprocess.call([exe, args.storage or default_storage(results), "--artifact-dir",
+                            str(artifact_dir(results)), *rest])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to the command's own main()."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"resnet-budget-search {version()}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        from .run import main as run
+        return run(rest)
+    if command == "report":
+        from .report import main as report
+        return report(rest)
+    if command == "retrain":
+        from .retrain import main as retrain
+        return retrain(rest)
+    if command == "predict":
+        from .predict import main as predict
+        return predict(rest)
+    if command == "dashboard":
+        return dashboard(rest)
+    if command == "spaces":
+        for path in sorted(SPACES_DIR.glob("*.yaml")):
+            print(f"{path.stem:<12} {path}")
+        return 0
+    print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

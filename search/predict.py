@@ -1,0 +1,143 @@
+"""`resnet-search predict MODEL... --images DIR|FILE...`: label new images with retrained models, as a CSV.
+
+A MODEL is a retrained `model.pt`, or a folder holding some (`results/<study>/retrain/00012` = all its
+seeds); several models are an ensemble (the mean of their softmax, as retrain's ensembles). Each image is
+read as RGB, its shorter side resized to the model's input size and the centre square kept, then
+normalised with the statistics the model was trained with (stored in model.pt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+import blocks
+
+from . import augment
+from .cli import main_guard
+from .data import ImageDataset, _Split, loader_workers
+from .errors import UserError
+from .evaluate import ensemble_probs
+from .progress import Progress
+from .trainer import predict, resolve_device
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(prog="resnet-search predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", help="model.pt files or folders holding them (several = an ensemble)")
+    p.add_argument("--images", nargs="+", required=True,
+                   help="image folders (searched recursively), image files, or .txt files listing one path a line")
+    p.add_argument("--output", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image, most probable first (default 5)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return p.parse_args(argv)
+
+
+def model_paths(args: list[str]) -> list[Path]:
+    """model.pt files named or found under the given folders."""
+    out = []
+    for a in args:
+        path = Path(a)
+        found = sorted(path.rglob("model.pt")) if path.is_dir() else [path] if path.is_file() else []
+        if not found:
+            raise UserError(f"{a}: no model.pt there (give a retrained model.pt or a folder holding some)")
+        out += found
+    return out
+
+
+def image_paths(args: list[str]) -> list[Path]:
+    """Image files from folders (recursively), files, and .txt lists of paths, in a stable order."""
+    out: list[Path] = []
+    for a in args:
+        path = Path(a)
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        elif path.is_file() and path.suffix.lower() == ".txt":
+            listed = [Path(line.strip()) for line in path.read_text().splitlines() if line.strip()]
+            missing = next((p for p in listed if not p.is_file()), None)
+            if missing is not None:
+                raise UserError(f"{a}: lists '{missing}', which is not a file")
+            out += listed
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise UserError(f"--images {a}: no such file or folder")
+    if not out:
+        raise UserError(f"--images {' '.join(args)}: no image files found ({', '.join(IMG_EXTENSIONS[:4])} ...)")
+    return out
+
+
+def load_models(paths: list[Path], device: torch.device) -> list[torch.nn.Module]:
+    """The models, checked to agree on classes, input size and normalisation."""
+    models = []
+    for p in paths:
+        try:
+            models.append(blocks.load(p, device))
+        except (ValueError, FileNotFoundError) as e:
+            raise UserError(str(e)) from None
+    first = models[0].extra
+    for p, m in zip(paths[1:], models[1:]):
+        for key in ("class_names", "image_size", "mean", "std"):
+            if m.extra.get(key) != first.get(key):
+                raise UserError(f"{p}: its {key} differs from {paths[0]}'s; an ensemble needs models of one dataset")
+    return models
+
+
+def run(args: argparse.Namespace, log=print) -> Path:
+    """Predict and write the CSV; returns its path."""
+    if args.top_k < 1 or args.batch_size < 1:
+        raise UserError(f"--top-k {args.top_k} --batch-size {args.batch_size}: expected 1 or more")
+    device = resolve_device(args.device)
+    paths = model_paths(args.models)
+    models = load_models(paths, device)
+    files = image_paths(args.images)
+    extra = models[0].extra
+    names = extra.get("class_names") or [str(c) for c in range(models[0].spec.num_classes)]
+    size = int(extra.get("image_size") or models[0].spec.input_size)
+    ds = ImageDataset(_Split(np.arange(len(files)), paths=files), augment.eval_pipeline(pre=augment.square(size)))
+    loader = DataLoader(ds, batch_size=args.batch_size, num_workers=min(loader_workers("auto"), 4),
+                        collate_fn=augment.NormalizeCollate(extra["mean"], extra["std"]))
+    log(f"predicting {len(files):,} images with {len(models)} model{'s' if len(models) > 1 else ''} "
+        f"({size}px, {len(names)} classes) on {device}")
+    probs = ensemble_probs([predict(m, loader, device, on_batch=Progress(f"model {k}", 0, log=log))[0]
+                            for k, m in enumerate(models)])
+    out = Path(args.output)
+    write_csv(out, files, probs, names, args.top_k)
+    log(f"wrote {out} ({len(files):,} rows, top {min(args.top_k, len(names))} classes each)")
+    return out
+
+
+def write_csv(path: Path, files: list[Path], probs: torch.Tensor, names: list[str], k: int) -> None:
+    """One row per image: file, then class_i and prob_i for the k most probable classes."""
+    k = min(k, probs.shape[1])
+    top = probs.topk(k, dim=1)
+    header = ["file"] + [f"{c}_{i}" for i in range(1, k + 1) for c in ("class", "prob")]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            for file, p, idx in zip(files, top.values.tolist(), top.indices.tolist()):
+                w.writerow([str(file)] + [v for j in range(k) for v in (names[idx[j]], f"{p[j]:.6f}")])
+    except OSError as e:
+        raise UserError(f"cannot write '{path}': {e.strerror or e}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one-line errors and exit status 2 for bad input."""
+    args = parse_args(argv)
+    return main_guard(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

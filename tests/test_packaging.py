@@ -1,0 +1,40 @@
+"""Packaging: one console entry point, `python -m search`, the example spaces shipped with the package."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from search import SPACES_DIR, shipped_space
+from search.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_lists_every_package_and_ships_the_spaces() -> None:
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    tools = cfg["tool"]["setuptools"]
+    found = {str(p.parent.relative_to(ROOT)).replace("/", ".") for top in ("blocks", "search")
+             for p in (ROOT / top).rglob("__init__.py")}
+    assert found <= set(tools["packages"]), "a new sub-package must be added to [tool.setuptools] packages"
+    assert tools["package-dir"]["search.spaces"] == "spaces" and "*.yaml" in tools["package-data"]["search.spaces"]
+    assert cfg["project"]["scripts"]["resnet-search"] == "search.__main__:main"
+
+
+def test_python_m_search_version_and_commands(capsys) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "search", "--version"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.startswith("resnet-budget-search ")
+    assert main(["spaces"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert {"smoke", "cifar10_5m", "tiny_26m"} <= set(listed)
+    assert main(["nonsense"]) == 2 and "unknown command 'nonsense'" in capsys.readouterr().err
+    assert shipped_space("smoke") == str(SPACES_DIR / "smoke.yaml") and shipped_space("x/y.yaml") == "x/y.yaml"
+
+
+def test_dashboard_command_refuses_a_folder_without_a_study(tmp_path: Path, capsys) -> None:
+    assert main(["dashboard", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: '{tmp_path / 'study.db'}' is missing")

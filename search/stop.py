@@ -4,12 +4,21 @@ Training checks it between batches (search.trainer.fit), the worker loop between
 waits. Nothing is raised from inside a signal handler, so a stop never cuts Optuna's bookkeeping or a
 database call in half (an exception raised mid-way through SQLAlchemy can leave an SQLite connection
 holding the write lock). A third signal still stops at once, for a process stuck somewhere.
+
+Waiting is a self-pipe (`signal.set_wakeup_fd`): the interpreter's C-level handler writes a byte to it in
+whichever thread the kernel delivered the signal to, so a `wait` in the main thread wakes even when the
+signal landed in another thread (a blocking system call in the main thread, such as `waitpid`, would
+sleep through that). The handlers take no lock: a Python handler that sets a `threading.Event` can
+deadlock on the lock the interrupted main thread holds inside `Event.wait`.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import threading
+import weakref
 from typing import Any
 
 
@@ -17,56 +26,105 @@ class StopRequested(KeyboardInterrupt):
     """Raised at a safe point after a stop was requested; its message is the signal's name."""
 
 
-class Stop:
-    """The stop flag of one process; truthy once requested. `with Stop() as stop:` installs the handlers."""
+class Signals:
+    """SIGINT/SIGTERM counted, and a `wait` that any of them (or `wake`) ends. `with` installs the handlers."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.event = threading.Event()
-        self.reason = ""  # the name of the signal that asked to stop (SIGINT, SIGTERM)
         self.count = 0  # signals received
+        self.last = ""  # the name of the last one (SIGINT, SIGTERM)
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)  # a wakeup fd must not block: a full pipe already means "wake"
+        weakref.finalize(self, _close, self._read, self._write)
         self._previous: dict[int, Any] = {}
+        self._previous_fd: int | None = None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        """The Python-level handler: count the signal (the wakeup byte is already written)."""
+        self.count += 1
+        self.last = signal.Signals(signum).name
+
+    def wake(self) -> None:
+        """End a `wait` in progress, or the next one (callable from any thread)."""
+        try:
+            os.write(self._write, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wakeups already
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, waking early on a signal or a `wake`."""
+        select.select([self._read], [], [], seconds)
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass  # drained
+
+    def __enter__(self) -> "Signals":
+        if threading.current_thread() is threading.main_thread():  # handlers can only live there
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self.handle)
+            self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous_fd is not None:
+            signal.set_wakeup_fd(self._previous_fd)
+            self._previous_fd = None
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+class Stop(Signals):
+    """The stop flag of one process; truthy once requested. `with Stop() as stop:` installs the handlers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requested = False
+        self.reason = ""  # the name of the signal that asked to stop (SIGINT, SIGTERM)
 
     def __bool__(self) -> bool:
-        return self.event.is_set()
+        return self.requested
 
     def __call__(self) -> bool:
         """Whether a stop was requested (the form fit() takes)."""
-        return self.event.is_set()
+        return self.requested
 
     def request(self, reason: str) -> None:
-        """Ask every loop that checks this flag to stop at its next safe point."""
-        if not self.event.is_set():
+        """Ask every loop that checks this flag to stop at its next safe point (callable from any thread)."""
+        if not self.requested:
             self.reason = reason
-            self.event.set()
+            self.requested = True
+        self.wake()
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`, waking early on a stop request; returns whether one came."""
-        return self.event.wait(seconds)
+        if not self.requested:
+            super().wait(seconds)
+        return self.requested
 
     def check(self) -> None:
         """Raise StopRequested if a stop was requested."""
-        if self.event.is_set():
+        if self.requested:
             raise StopRequested(self.reason)
 
     def handle(self, signum: int, frame: Any) -> None:
         """First signal: request a stop; second: ignored; third: stop now."""
-        self.count += 1
-        name = signal.Signals(signum).name
+        super().handle(signum, frame)
         if self.count == 1:
             # Ctrl-C in a terminal reaches every worker and the parent forwards it too: one stop per press.
-            self.request(name)
+            self.request(self.last)
         elif self.count >= 3:
-            raise KeyboardInterrupt(self.reason or name)
+            raise KeyboardInterrupt(self.reason or self.last)
 
-    def __enter__(self) -> "Stop":
-        if threading.current_thread() is threading.main_thread():  # handlers can only live there
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self.handle)
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+def _close(*fds: int) -> None:
+    """Close the pipe of a Signals that is gone."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

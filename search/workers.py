@@ -22,7 +22,7 @@ from typing import Any, Callable
 import optuna
 
 from .objective import Objective, count_finished, count_running, mark_interrupted
-from .stop import Stop
+from .stop import Signals, Stop
 from .storage import STORAGE_ERRORS, ask, heartbeat
 from .study import StudyLock, fail_orphans
 
@@ -31,6 +31,7 @@ S = optuna.trial.TrialState
 CATCH = (FloatingPointError,)  # a diverged trial fails and the search goes on; anything else stops the worker
 TELL_ATTEMPTS = 3  # a trial's end is written this many times before the storage error is let through
 TELL_RETRY_S = 10.0  # seconds between those attempts (a database briefly locked or restarting)
+POLL_S = 1.0  # the parent looks at its workers at least this often (a signal or a worker's exit wakes it)
 
 
 def run_trials(study: optuna.Study, objective: Objective, target: int, lock: StudyLock, stop: Stop, *,
@@ -172,37 +173,33 @@ def launch(argv: list[str], n: int, results: Path, device: str,
         workers.append(Worker(i, proc, log_path))
         where = f"GPU {gpus[i % len(gpus)]}" if gpus else "CPU"
         echo(f"worker {i}: pid {proc.pid} on {where}, log {log_path}")
-    pumps = [threading.Thread(target=_pump, args=(w, echo), daemon=True) for w in workers]
-    for t in pumps:
-        t.start()
-    interrupted = False
-    main = threading.current_thread() is threading.main_thread()  # only it may set handlers
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None
-    try:
+    with Signals() as signals:  # Ctrl-C / SIGTERM here are forwarded to the workers as SIGINT, once each
+        pumps = [threading.Thread(target=_pump, args=(w, echo, signals.wake), daemon=True) for w in workers]
+        for t in pumps:
+            t.start()
+        forwarded = 0
         while any(w.proc.poll() is None for w in workers):
-            try:
-                for w in workers:
-                    w.proc.wait()
-            except KeyboardInterrupt:
-                interrupted = True
+            signals.wait(POLL_S)  # a signal, or a worker's output ending, wakes it early
+            while forwarded < signals.count:
+                forwarded += 1
                 for w in workers:
                     if w.proc.poll() is None:
                         w.proc.send_signal(signal.SIGINT)
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
     for t in pumps:
         t.join(timeout=5)
-    return workers, interrupted
+    return workers, signals.count > 0
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM on the parent: stop the workers as Ctrl-C would."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+def _pump(worker: Worker, echo: Callable[[str], None], done: Callable[[], None]) -> None:
+    """Copy a worker's output to its log file and, prefixed with `[wI]`, to ours; call `done` at its end."""
+    try:
+        _copy_output(worker, echo)
+    finally:
+        done()
 
 
-def _pump(worker: Worker, echo: Callable[[str], None]) -> None:
-    """Copy a worker's output to its log file and, prefixed with `[wI]`, to ours."""
+def _copy_output(worker: Worker, echo: Callable[[str], None]) -> None:
+    """Copy a worker's output, line by line, until the worker closes it (it exits)."""
     with open(worker.log_path, "a") as f:
         f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {worker.proc.pid}\n")
         for line in worker.proc.stdout:

@@ -28,7 +28,7 @@ from search.objective import RESUMED_FROM, RETRY_OF
 from search.storage import INTERRUPTED, WORKER, ask, make_storage
 from search.study import fail_orphans
 from search.trainer import TrainSpec, fit, seed_everything
-from search.stop import Stop, StopRequested
+from search.stop import Signals, Stop, StopRequested
 from tests.fixtures import corrupt_one, make_imagefolder
 from test_workers import FAST_HEARTBEAT, check_finished_study, records, wait_for, write_space
 
@@ -167,15 +167,20 @@ def test_trial_killed_before_its_first_heartbeat_is_retried(tmp_path: Path) -> N
 def test_ctrl_c_then_rerun_resumes(tmp_path: Path, capsys: pytest.CaptureFixture, reap: None) -> None:
     space = write_space(tmp_path, LONG)
     results = tmp_path / "r" / "space"
-    args = [str(space), "--workers", "2", "--results-dir", str(tmp_path / "r"), "--device", "cpu"]
+    # A grace period longer than any wait here: the frozen trial is never failed as stale while frozen.
+    args = [str(space), "--workers", "2", "--results-dir", str(tmp_path / "r"), "--device", "cpu", "--grace", "3600"]
     seen: dict = {}
 
     def press_ctrl_c() -> None:
-        """With a trial frozen mid-way, Ctrl-C this process (the parent, which forwards it); then thaw it."""
+        """With a trial frozen mid-way, Ctrl-C this process (the parent, which forwards it); then thaw it.
+
+        The signal goes to this helper thread, not to the main thread blocked waiting for the workers:
+        the kernel may deliver a process's signal to any of its threads, and the parent must act on it.
+        """
         found, pid = freeze_mid_trial(results)
         seen.update(found)
         try:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
             wait_for(lambda: pending(pid, signal.SIGINT), WAIT_S, "the parent to forward SIGINT")
         finally:
             os.kill(pid, signal.SIGCONT)  # it wakes with the signal queued: the frozen trial is stopped mid-way
@@ -248,6 +253,26 @@ def test_second_signal_is_ignored_third_stops_at_once() -> None:
             signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before, "the handlers are put back"
     assert not Stop().wait(0.0), "no request: wait returns False"
+
+
+def test_a_signal_caught_by_another_thread_wakes_the_main_threads_wait() -> None:
+    """The kernel may hand a process's SIGINT to any thread; a wait in the main thread still ends at once."""
+    with Signals() as signals:
+        other = threading.Thread(target=lambda: signal.pthread_kill(threading.get_ident(), signal.SIGINT))
+        other.start()
+        other.join()
+        t0 = time.monotonic()
+        signals.wait(WAIT_S)
+        assert time.monotonic() - t0 < WAIT_S / 2, "woken by the signal, not by the timeout"
+        assert signals.count == 1 and signals.last == "SIGINT"
+
+
+def test_a_stop_requested_from_another_thread_wakes_its_wait() -> None:
+    stop = Stop()
+    threading.Thread(target=stop.request, args=("test",)).start()
+    assert stop.wait(WAIT_S) and stop.reason == "test"
+    with pytest.raises(StopRequested, match="test"):
+        stop.check()
 
 
 def test_a_storage_failure_mid_run_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

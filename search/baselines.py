@@ -17,17 +17,10 @@ import optuna
 
 from .distributions import Dist
 from .space import MIN_WIDTH, fill_widths, sample_train
+from .trials import BASELINE
 
 if TYPE_CHECKING:
     from .config import Baseline, SearchConfig
-
-BASELINE = "baseline"  # user attribute: the baseline's name (absent on searched trials)
-
-
-def is_baseline(t: Any) -> bool:
-    """Whether a trial (live or frozen) is a baseline."""
-    return BASELINE in t.user_attrs
-
 
 def baseline_arch(cfg: SearchConfig, b: Baseline, num_classes: int, input_size: int) -> tuple[dict, str | None]:
     """The baseline's ArchSpec dict (fixed space keys as defaults, width solved to fill the budget) and a reason."""

@@ -14,7 +14,7 @@ import torch
 
 from blocks import ArchSpec, build
 
-from .baselines import BASELINE, is_baseline, sample_baseline
+from .baselines import sample_baseline
 from .config import SearchConfig
 from .dashboard import note_rejected, upload
 from .describe import arch_brief
@@ -23,12 +23,11 @@ from .probe import Probe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
 from .rules import check_sample, module_violation
 from .space import sample
-from .storage import INTERRUPTED, STORAGE_ERRORS, WORKER, stored_trial
+from .storage import STORAGE_ERRORS, stored_trial
 from .trainer import CheckpointWriteError, EpochResult, fit, resolve_device, seed_everything
+from .trials import (BASELINE, INTERRUPTED, REJECTED, RESUMED_FROM, RETRY_OF, WORKER, count_finished,
+                     is_baseline, ranked)
 
-REJECTED = "rejected"  # user attribute holding why a trial was never built
-RETRY_OF = "retry_of"  # user attribute: the trial this one retries (first of the chain), same params and seed
-RESUMED_FROM = "resumed_from_epoch"  # user attribute: first epoch trained after loading the checkpoint
 S = optuna.trial.TrialState
 
 
@@ -133,7 +132,7 @@ class Objective:
         multi = len(cfg.search.objectives) > 1
         # The log line's place and best-so-far, read once per trial (not a whole-study read per epoch).
         trials = trial.study.get_trials(deepcopy=False)
-        best = _best_trial(trials)
+        best = next(iter(ranked(trials)), None)
         place = (f"baseline {trial.user_attrs[BASELINE]}" if is_baseline(trial)
                  else f"{count_finished(trials) + 1}/{cfg.search.n_trials}")
         progress = Progress(f"trial {trial.number}", train.epochs,
@@ -150,7 +149,7 @@ class Objective:
             progress.close()
             self.log(f"[trial {trial.number} ({place})] epoch {r.epoch}/{train.epochs} "
                      f"loss {r.train_loss:.4f} val_acc {r.val_acc:.4f} ({r.image_size}px, {r.time_s:.1f}s)"
-                     + (f" best so far {best[1]:.4f} (trial {best[0]})" if best is not None else "")
+                     + (f" best so far {best.values[0]:.4f} (trial {best.number})" if best is not None else "")
                      + (" [restored from checkpoint]" if r.epoch <= done else ""))
             if not multi and report_epoch(trial, r, self.info.image_size, train.epochs):
                 record["state"] = "pruned"
@@ -287,23 +286,3 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return "cpu"
-
-
-def count_finished(trials: list) -> int:
-    """How many of `trials` count towards the n_trials target (baselines do not)."""
-    return sum(1 for t in trials if not is_baseline(t) and (
-        t.state == S.COMPLETE or (t.state == S.PRUNED and REJECTED not in t.user_attrs)))
-
-
-def count_running(trials: list) -> int:
-    """Trials in flight that may still count towards the target (RUNNING, not rejected)."""
-    return sum(1 for t in trials if t.state == S.RUNNING and REJECTED not in t.user_attrs and not is_baseline(t))
-
-
-def _best_trial(trials: list) -> tuple[int, float] | None:
-    """(number, val_acc) of the best complete trial among `trials` (first objective), or None."""
-    done = [(t.values[0], -t.number) for t in trials if t.state == S.COMPLETE and t.values]
-    if not done:
-        return None
-    value, minus_number = max(done)
-    return -minus_number, value

@@ -13,14 +13,13 @@ from typing import Any
 import plotly.graph_objects as go
 
 from . import report_figures as figs
-from .baselines import is_baseline
 from .cli import main_guard
 from .dashboard import upload
 from .describe import arch_brief, fmt_count
 from .errors import UserError
-from .objective import REJECTED
 from .results import StudyResults, open_results
 from .summary import design
+from .trials import KINDS, REJECTED, completed, count_kinds, is_baseline
 
 # Runs before plotly: any script error or rejected promise on the page is shown at its top (and read
 # back by the headless-browser test), instead of a chart silently missing.
@@ -112,10 +111,10 @@ def _pm(stats: dict[str, Any] | None) -> str:
 def overview(page: Page, res: StudyResults) -> None:
     """Counts by kind of trial, the budget and the best trials."""
     trials = res.trials
-    counts = Counter(figs.kind(t) for t in trials)
+    counts = count_kinds(trials)
     budget = res.cfg.budget
     flops = f", {budget.flops:,} FLOPs" if budget.flops else ""
-    page.raw(f"<p>{len(trials)} trials: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    page.raw(f"<p>{len(trials)} trials: " + ", ".join(f"{counts[k]} {k}" for k in KINDS if counts[k])
              + f". Hard budget: {budget.params:,} parameters{flops}. Objectives: "
              + html.escape(", ".join(res.cfg.search.objectives)) + f". {figs.FLOPS_NOTE}.</p>")
     done = res.complete()
@@ -181,7 +180,7 @@ def build_report(res: StudyResults) -> Page:
              f"written {time.strftime('%Y-%m-%d %H:%M')}</p>")
     overview(page, res)
     page.section("Optimisation history", "Validation accuracy of each complete trial and the best so far.")
-    if any(t.state == figs.S.COMPLETE for t in trials):
+    if completed(trials):
         page.figure(figs.history(study), "history")
     else:
         page.note("No complete trial yet.")

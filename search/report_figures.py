@@ -14,25 +14,18 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .baselines import BASELINE, is_baseline
-from .objective import REJECTED
 from .describe import arch_brief
+from .trials import BASELINE, completed, is_baseline, kind
 
 S = optuna.trial.TrialState
 STATE_STYLE = {  # colour and line dash of each kind of trial, the same in every chart
     "complete": ("#1f77b4", "solid"), "pruned": ("#999999", "dash"),
     "rejected": ("#d62728", "dot"), "failed": ("#ff7f0e", "dot"), "running": ("#2ca02c", "dot"),
+    "waiting": ("#bbbbbb", "dot"),
 }
 BASELINE_STYLE = dict(symbol="diamond", size=14, color="#9467bd", line=dict(color="black", width=1))
 FEW_TRIALS = 5  # fewer complete trials than this: parameter importances carry a caveat
 FLOPS_NOTE = "FLOPs: fvcore convention (one fused multiply-add = one FLOP), batch 1"
-
-
-def kind(t: optuna.trial.FrozenTrial) -> str:
-    """complete | pruned | rejected (never built: over budget or a rule) | failed | running."""
-    if t.state == S.PRUNED:
-        return "rejected" if REJECTED in t.user_attrs else "pruned"
-    return {S.COMPLETE: "complete", S.FAIL: "failed"}.get(t.state, "running")
 
 
 def mark_baselines(fig: go.Figure, points: list[tuple[Any, float, optuna.trial.FrozenTrial]]) -> None:
@@ -76,8 +69,7 @@ def history(study: optuna.Study) -> go.Figure:
 
     fig = plot_optimization_history(study, target=lambda t: t.values[0], target_name="val_acc")
     # With a target Optuna draws no best-so-far line (it cannot know the direction); val_acc is maximised.
-    done = sorted((t for t in study.get_trials(deepcopy=False, states=(S.COMPLETE,)) if t.values),
-                  key=lambda t: t.number)
+    done = completed(study.get_trials(deepcopy=False))
     best, ys = float("-inf"), []
     for t in done:
         best = max(best, t.values[0])
@@ -131,7 +123,7 @@ def tradeoff(trials: list[optuna.trial.FrozenTrial], key: str, budget: float | N
 
 def importances(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure | None, str]:
     """Optuna's parameter importances for val_acc as a bar chart, or None and why they cannot be computed."""
-    done = [t for t in trials if t.state == S.COMPLETE and t.values]
+    done = completed(trials)
     if len(done) < 2:
         return None, f"Parameter importances need at least 2 complete trials; this study has {len(done)}."
     varying = {p for t in done for p in t.params if len({repr(u.params.get(p)) for u in done}) > 1}
@@ -163,7 +155,7 @@ ARCH_AXES = ("stages", "depth", "width", "kernel", "skip_kernel", "pool", "block
 
 def parallel(trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure | None, str]:
     """Parallel coordinates of the architecture keys that vary, with params and val_acc, complete trials."""
-    done = [t for t in trials if t.state == S.COMPLETE and t.values and "arch" in t.user_attrs]
+    done = [t for t in completed(trials) if "arch" in t.user_attrs]
     if not done:
         return None, "No complete trial to draw."
     rows = []
@@ -203,7 +195,7 @@ def parallel(trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure | None, 
 def learning_curves(trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure | None, str]:
     """Every trained trial's validation accuracy per epoch; pruned ones dashed grey, ending in an x."""
     fig, shown = go.Figure(), set()
-    done = [t for t in trials if t.state == S.COMPLETE and t.values]
+    done = completed(trials)
     best = max(done, key=lambda t: t.values[0]).number if done else None
     for t in sorted(trials, key=lambda t: t.number == best):  # the best drawn last, on top
         ys, state = curve(t), kind(t)

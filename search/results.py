@@ -15,8 +15,8 @@ from blocks import ArchSpec, build
 
 from .config import SearchConfig, load_config
 from .errors import UserError
-from .objective import REJECTED
 from .storage import default_storage, make_storage, redact_url
+from .trials import REJECTED, ranked
 
 S = optuna.trial.TrialState
 
@@ -42,8 +42,7 @@ class StudyResults:
 
     def complete(self) -> list[optuna.trial.FrozenTrial]:
         """Complete trials, best first (highest val_acc, then fewest parameters)."""
-        done = [t for t in self.trials if t.state == S.COMPLETE and t.values]
-        return sorted(done, key=lambda t: (-t.values[0], t.user_attrs.get("params", 0), t.number))
+        return ranked(self.trials)
 
     def trial(self, number: int) -> optuna.trial.FrozenTrial:
         """Trial `number`, or a UserError naming the trials there are."""

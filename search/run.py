@@ -36,12 +36,13 @@ from .config import SearchConfig, load_config
 from .dashboard import dashboard_command
 from .dryrun import Probe, sample_designs, summarise, time_training
 from .errors import UserError
-from .objective import Objective, count_finished
+from .objective import Objective
 from .storage import GRACE_S, HEARTBEAT_S, close_storage, default_storage, redact_url
 from .study import StudyLock, open_study, requeue_interrupted
 from .summary import summary_table
 from .stop import Stop
 from .trainer import resolve_device
+from .trials import count_finished
 from .workers import describe_exit, launch, run_trials
 
 

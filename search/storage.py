@@ -20,6 +20,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from .errors import UserError
+from .trials import INTERRUPTED, WORKER
 
 # Heartbeats, trial grouping and retry are marked experimental by Optuna; they are what we rely on.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -27,8 +28,6 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 HEARTBEAT_S = 30  # a running trial writes a heartbeat this often (--heartbeat)
 GRACE_S = 120  # a trial silent for this long belongs to a dead worker: failed, then retried (--grace)
 MAX_RETRY = 3  # retries of one trial killed with its worker
-WORKER = "worker"  # user attribute: host:pid of the process running the trial, set as the objective starts
-INTERRUPTED = "interrupted"  # user attribute: why a trial stopped early (SIGINT, SIGTERM, disk full); it resumes
 STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)  # the database failed
 SQLITE_TIMEOUT_S = 60  # a writer waits this long for the SQLite file lock instead of failing
 SCHEMES = "sqlite:///FILE, postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE or mysql://..."

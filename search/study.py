@@ -17,9 +17,10 @@ from .config import SearchConfig
 from .dashboard import name_metrics
 from .distributions import Dist
 from .errors import UserError
-from .storage import (GRACE_S, HEARTBEAT_S, INTERRUPTED, MAX_RETRY, RetryCallback, first_line, make_storage,
+from .storage import (GRACE_S, HEARTBEAT_S, MAX_RETRY, RetryCallback, first_line, make_storage,
                       rdb_storage, redact_url, trial_id)
 from .trainer import TrainSpec
+from .trials import INTERRUPTED
 
 S = optuna.trial.TrialState
 

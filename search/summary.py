@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import optuna
 
-from .baselines import BASELINE, is_baseline
 from .config import SearchConfig
 from .describe import arch_brief, fmt_count
-from .objective import REJECTED
-
-S = optuna.trial.TrialState
+from .trials import BASELINE, KINDS, count_kinds, is_baseline, ranked
 
 
 def design(t: optuna.trial.FrozenTrial) -> str:
@@ -22,17 +17,14 @@ def design(t: optuna.trial.FrozenTrial) -> str:
 def summary_table(study: optuna.Study, cfg: SearchConfig, top: int = 5) -> str:
     """Counts by state, the `top` best complete trials and every baseline, then searched vs baselines."""
     trials = study.get_trials(deepcopy=False)
-    states = Counter()
-    for t in trials:
-        states["rejected" if t.state == S.PRUNED and REJECTED in t.user_attrs else t.state.name.lower()] += 1
+    kinds = count_kinds(trials)
     n_base = sum(1 for t in trials if is_baseline(t))
-    lines = [f"study {study.study_name!r}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    lines = [f"study {study.study_name!r}: " + ", ".join(f"{kinds[k]} {k}" for k in KINDS if kinds[k])
              + (f" ({n_base} of them baselines, not counted in n_trials)" if n_base else "")]
-    done = [t for t in trials if t.state == S.COMPLETE and t.values]
+    done = ranked(trials)
     if not done:
         lines.append("no complete trial yet")
         return "\n".join(lines)
-    done.sort(key=lambda t: -t.values[0])
     shown = done[:top] + [t for t in done[top:] if is_baseline(t)]
     budget = cfg.budget.params
     lines.append("FLOPs: fvcore convention (one multiply-add = one FLOP), batch 1")

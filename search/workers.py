@@ -21,10 +21,11 @@ from typing import Any, Callable
 
 import optuna
 
-from .objective import Objective, count_finished, count_running, mark_interrupted
+from .objective import Objective, mark_interrupted
 from .stop import Signals, Stop
 from .storage import STORAGE_ERRORS, ask, heartbeat
 from .study import StudyLock, fail_orphans
+from .trials import count_finished, count_running
 
 S = optuna.trial.TrialState
 

@@ -10,9 +10,10 @@ import pytest
 
 from blocks import ArchSpec, complexity
 from search import run
-from search.baselines import BASELINE, baseline_arch
+from search.baselines import baseline_arch
 from search.config import load_config
 from search.data import dataset_info
+from search.trials import BASELINE
 from test_search import PRUNING_SPACE, write_space
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,10 +24,10 @@ from search.augment import DEFAULT_POLICY, policy_steps
 from search.cli import main_guard
 from search.config import load_config
 from search.data import dataset_info, make_loaders
-from search.objective import RESUMED_FROM, RETRY_OF
-from search.storage import INTERRUPTED, WORKER, ask, make_storage
+from search.storage import ask, make_storage
 from search.study import fail_orphans
 from search.trainer import TrainSpec, fit, seed_everything
+from search.trials import INTERRUPTED, RESUMED_FROM, RETRY_OF, WORKER
 from search.stop import Signals, Stop, StopRequested
 from tests.fixtures import corrupt_one, make_imagefolder
 from test_workers import FAST_HEARTBEAT, check_finished_study, records, wait_for, write_space

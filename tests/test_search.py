@@ -15,9 +15,9 @@ import yaml
 from blocks import ArchSpec, complexity
 from search import run
 from search.config import load_config
-from search.objective import REJECTED
 from search.rules import arch_violation, module_violation
 from search.space import MIN_WIDTH, fill_widths, sample, solve_width
+from search.trials import REJECTED
 
 ROOT = Path(__file__).resolve().parents[1]
 S = optuna.trial.TrialState

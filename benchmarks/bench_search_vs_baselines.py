@@ -2,11 +2,11 @@
 
 Run (each phase resumes; results go to --results-dir/<study>):
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py search --data-root /work/data
-  PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py retrain --epochs 6 [search.retrain options]
+  PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py retrain --epochs 6 [retrain options]
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py seeds --only winner --epochs 6  # seeds in parallel
-`seeds` calls search.retrain.train_and_test directly: the same run as the CLI's for the retrain of
+`seeds` calls search.review.retrain.train_and_test directly: the same run as the CLI's for the retrain of
 commit b053697 (used for BENCHMARKS.md); the later retrain recipe (full data, EMA, TTA) is laid on
-in search.retrain.retrain, so with it use the `retrain` phase.
+in search.review.retrain.retrain, so with it use the `retrain` phase.
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py table
 
 `search` runs spaces/cifar10_5m.yaml (its space, training and baselines) shrunk to a shared 2-core
@@ -99,11 +99,11 @@ def table(args: argparse.Namespace) -> None:
 
 
 def seed_run(args: argparse.Namespace) -> None:
-    """Seed run k of one contender through search.retrain's own train_and_test (train + val images, CPU)."""
+    """Seed run k of one contender through search.review.retrain's own train_and_test (train + val images, CPU)."""
     import torch
 
-    from search.results import open_results
-    from search.retrain import make_plans, train_and_test
+    from search.review.results import open_results
+    from search.review.retrain import make_plans, train_and_test
 
     res = open_results(Path(args.results_dir) / args.study)
     number = next(n for n, label in contenders(args).items()
@@ -139,7 +139,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=6, help="retrain epochs")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--only", help="retrain only: winner | baselines | a baseline's name (to run them in parallel)")
-    args, extra = p.parse_known_args()  # unknown options go to search.retrain (e.g. --train-on-val)
+    args, extra = p.parse_known_args()  # unknown options go to retrain (e.g. --train-on-val)
     print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
     py = sys.executable
     if args.phase == "search":
@@ -159,7 +159,7 @@ def main() -> None:
             wanted = {None: True, "winner": label == "search winner", "baselines": label.startswith("baseline")}
             if not wanted.get(args.only, label == f"baseline {args.only}"):
                 continue
-            run([py, "-m", "search.retrain", str(Path(args.results_dir) / args.study), "--trial", str(number),
+            run([py, "-m", "search", "retrain", str(Path(args.results_dir) / args.study), "--trial", str(number),
                  "--seeds", str(args.seeds), "--epochs", str(args.epochs), *extra])
     table(args)
 

@@ -4,7 +4,7 @@
     PYTHONPATH=. python benchmarks/bench_workers.py search [--workers 1 2 4] [--trials 12] [--set KEY=VALUE]
     PYTHONPATH=. python benchmarks/bench_workers.py ctrl-c [--rounds 40] [--unsafe]
 
-`storage` runs 1 and 4 processes through the real worker loop (search.workers.run_trials: study lock,
+`storage` runs 1 and 4 processes through the real worker loop (search.study.trial_loop.run_trials: study lock,
 heartbeat thread, stale-trial check, ask/tell) with an objective that only does the storage calls a
 real trial makes (8 params, 12 user attributes, 3 epoch reports), so the time per trial is the storage
 overhead. `search` times `python -m search.run spaces/smoke.yaml --workers N` end to end on the CPU.
@@ -12,7 +12,7 @@ overhead. `search` times `python -m search.run spaces/smoke.yaml --workers N` en
 talks to SQLite and checks the stop flag between its "batches" (as search.trainer.fit does), gets SIGINT
 at a random moment, and must record the trial as interrupted and exit; it also prints the time from the
 signal to the exit. `--unsafe` lets the signal raise anywhere (Python's default handler) instead of
-setting the flag, as before search.stop.
+setting the flag, as before search.study.stop.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def open_storage(kind: str, where: str) -> Any:
     from optuna.storages import RDBStorage
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from search.storage import make_storage
+    from search.study.storage import make_storage
 
     if kind == "journal":  # no heartbeats: Optuna implements them for RDB storages only
         return JournalStorage(JournalFileBackend(str(Path(where) / "journal.log")))
@@ -76,9 +76,9 @@ def _worker(kind: str, where: str, name: str, target: int, out: Any) -> None:
     """One process: run the loop until the study has `target` trials; report its trial times and errors."""
     import optuna
 
-    from search.stop import Stop
-    from search.study import StudyLock
-    from search.workers import run_trials
+    from search.study.stop import Stop
+    from search.study.study import StudyLock
+    from search.study.trial_loop import run_trials
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     t0 = time.perf_counter()
@@ -160,7 +160,7 @@ class StorageHeavy(StorageOnly):
         self.stop = stop
 
     def __call__(self, trial: Any) -> float:
-        from search.stop import StopRequested
+        from search.study.stop import StopRequested
 
         print("ready", flush=True)
         epoch = 0
@@ -179,14 +179,14 @@ def _ctrl_c_child(db: str, unsafe: bool) -> None:
     """One worker process for `ctrl-c`: run a StorageHeavy trial until SIGINT; exit 130 once it is recorded."""
     import optuna
 
-    import search.storage
-    from search.stop import Stop
-    from search.study import StudyLock
-    from search.workers import run_trials
+    import search.study.storage
+    from search.study.stop import Stop
+    from search.study.study import StudyLock
+    from search.study.trial_loop import run_trials
 
     optuna.logging.set_verbosity(optuna.logging.CRITICAL)
-    search.storage.SQLITE_TIMEOUT_S = 3  # a lock left behind shows in 3 s instead of 60
-    study = optuna.create_study(storage=search.storage.make_storage(f"sqlite:///{db}"), study_name="s")
+    search.study.storage.SQLITE_TIMEOUT_S = 3  # a lock left behind shows in 3 s instead of 60
+    study = optuna.create_study(storage=search.study.storage.make_storage(f"sqlite:///{db}"), study_name="s")
     stop = Stop()
     try:
         if unsafe:  # the signal raises KeyboardInterrupt wherever it lands

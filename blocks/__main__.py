@@ -18,6 +18,7 @@ import yaml
 
 from .resnet import Complexity, complexity
 from .spec import ArchSpec
+from .text import one_line, short_count
 
 EXIT_USAGE = 2  # bad input, as argparse and the search CLIs use
 FILE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -25,11 +26,6 @@ FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
 class CliError(Exception):
     """Bad input: printed as one `error: ...` line, exit status 2."""
-
-
-def _one_line(text: str) -> str:
-    """Collapse a (possibly multi-line) message to one line."""
-    return " ".join(str(text).split())
 
 
 def _is_file(path: Path) -> bool:
@@ -50,7 +46,7 @@ def _parse(text: str, where: str, try_json: bool) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise CliError(f"{where}: not valid JSON or YAML ({_one_line(getattr(e, 'problem', None) or e)})") from None
+        raise CliError(f"{where}: not valid JSON or YAML ({one_line(getattr(e, 'problem', None) or e)})") from None
 
 
 def load_arch(arg: str) -> tuple[dict[str, Any], str]:
@@ -79,20 +75,12 @@ def load_arch(arg: str) -> tuple[dict[str, Any], str]:
     return data, where
 
 
-def human(n: float, unit: str = "") -> str:
-    """A short figure: 11689512 -> '11.69M', 1.82e9 with unit ' FLOPs' -> '1.82 GFLOPs'."""
-    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{' ' if unit else ''}{prefix}{unit.strip()}"
-    return f"{n:g}{unit}"
-
-
 def report(spec: ArchSpec, cx: Complexity) -> str:
     """The human-readable sizing of `spec`."""
     size = spec.input_size
     lines = [
-        f"params:             {cx.params} ({human(cx.params)})",
-        f"FLOPs:              {cx.flops} ({human(cx.flops, ' FLOPs')}; fvcore convention: one multiply-add "
+        f"params:             {cx.params} ({short_count(cx.params)})",
+        f"FLOPs:              {cx.flops} ({short_count(cx.flops, ' FLOPs')}; fvcore convention: one multiply-add "
         f"= one FLOP, batch 1, {spec.in_channels}x{size}x{size} input)",
         f"receptive field:    {cx.receptive_field} px (one location of the last stage's feature map)",
         f"widening 1x1 convs: {cx.widening_1x1} (1x1 convs with more output than input channels)",
@@ -131,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             spec = ArchSpec.from_dict(arch)
         except (ValueError, TypeError) as e:
-            raise CliError(f"{where}: {_one_line(e)}") from None
+            raise CliError(f"{where}: {one_line(e)}") from None
         cx = complexity(spec)
     except (CliError, OSError, UnicodeDecodeError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     try:
         print(to_json(cx) if args.json else report(spec, cx))

@@ -35,7 +35,7 @@ def version() -> str:
 def dashboard(argv: list[str]) -> int:
     """Run optuna-dashboard on results/<study> (its study and artifacts); unknown options go to optuna-dashboard."""
     from .dashboard import artifact_dir
-    from .storage import default_storage
+    from .study.storage import default_storage
 
     p = argparse.ArgumentParser(prog="resnet-search dashboard", description=dashboard.__doc__)
     p.add_argument("results", help="results/<study> folder")
@@ -69,13 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         from .run import main as run
         return run(rest)
     if command == "report":
-        from .report import main as report
+        from .review.report import main as report
         return report(rest)
     if command == "retrain":
-        from .retrain import main as retrain
+        from .review.retrain import main as retrain
         return retrain(rest)
     if command == "predict":
-        from .predict import main as predict
+        from .review.predict import main as predict
         return predict(rest)
     if command == "dashboard":
         return dashboard(rest)

@@ -18,6 +18,7 @@ import torch  # noqa: E402
 from albumentations.core.composition import BaseCompose  # noqa: E402
 from albumentations.core.transforms_interface import BasicTransform  # noqa: E402
 
+from blocks.text import one_line  # noqa: E402
 from search.errors import UserError  # noqa: E402
 
 DEFAULT_POLICY = "default"  # the name of the single pipeline when `augment` is a plain list
@@ -85,12 +86,6 @@ def _condense(exc: BaseException) -> str:
                 return f"missing required argument '{arg}'"
             return f"argument '{arg}' = {same[0].get('input')!r}: {msgs}"
     return one_line(exc)
-
-
-def one_line(exc: BaseException) -> str:
-    """The first non-blank line of an exception's message (or its type name)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def _build_one(item: Any, loc: str) -> BasicTransform | BaseCompose:

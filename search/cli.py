@@ -8,18 +8,9 @@ from typing import Any, Callable
 import optuna
 import sqlalchemy
 
+from blocks.text import one_line
+
 from .errors import UserError
-from .storage import first_line
-
-
-def one_line(message: str) -> str:
-    """The last non-empty line (a DataLoader worker wraps errors in a multi-line traceback)."""
-    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
-    if not lines:
-        return "unknown error"
-    last = lines[-1]
-    prefix = "search.errors.UserError: "
-    return last[len(prefix):] if last.startswith(prefix) else last
 
 
 def main_guard(fn: Callable[[], Any]) -> int:
@@ -31,14 +22,14 @@ def main_guard(fn: Callable[[], Any]) -> int:
     try:
         fn()
     except UserError as e:
-        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
         cause = e.__cause__ or e  # Optuna wraps the database's own error in a generic message
-        print(f"error: study storage failed: {first_line(cause)}; rerun the same command to resume",
+        print(f"error: study storage failed: {one_line(cause)}; rerun the same command to resume",
               file=sys.stderr)
         return 1
     except OSError as e:

@@ -19,8 +19,8 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.datasets.utils import download_and_extract_archive
 
+from blocks.text import one_line
 from search import augment, batch_augment, batches, decode_cache
-from search.augment import one_line as _one_line
 from search.errors import UserError
 
 DATASETS = ("cifar10", "tiny_imagenet", "imagefolder", "synthetic")
@@ -144,7 +144,7 @@ def read_image(path: Path | str) -> np.ndarray:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"))
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
-        reason = _one_line(exc).replace(f" '{path}'", "").rstrip(": ")  # PIL and OSError repeat the path
+        reason = one_line(exc).replace(f" '{path}'", "").rstrip(": ")  # PIL and OSError repeat the path
         raise UserError(f"cannot read image '{path}': {reason}") from None
 
 
@@ -193,12 +193,12 @@ def _cifar10(cfg: DataConfig, train: bool) -> _Split:
         try:
             _CIFAR10Files(str(root), train=train, download=True)
         except Exception as exc:  # URLError, OSError, RuntimeError (md5) ...
-            raise UserError(f"cannot download cifar10 into '{root}': {_one_line(exc)}") from None
+            raise UserError(f"cannot download cifar10 into '{root}': {one_line(exc)}") from None
     try:
         ds = _CIFAR10Files(str(root), train=train, download=False)
     except Exception as exc:  # UnpicklingError, EOFError, KeyError, ValueError (reshape) ...
         bad = next((folder / n for n in names if not _unpickles(folder / n)), folder)
-        raise UserError(f"cannot read cifar10 file '{bad}': {_one_line(exc)}") from None
+        raise UserError(f"cannot read cifar10 file '{bad}': {one_line(exc)}") from None
     return _Split(np.asarray(ds.targets, dtype=np.int64), images=ds.data)
 
 
@@ -226,7 +226,7 @@ def _tiny_dir(cfg: DataConfig) -> Path:
     try:
         download_and_extract_archive(TINY_URL, str(root), filename=f"{TINY_DIR}.zip", md5=TINY_MD5)
     except Exception as exc:  # URLError, OSError, RuntimeError (md5), BadZipFile ...
-        raise UserError(f"cannot download tiny_imagenet into '{root}': {_one_line(exc)}") from None
+        raise UserError(f"cannot download tiny_imagenet into '{root}': {one_line(exc)}") from None
     if not (folder / "wnids.txt").is_file():
         raise UserError(f"tiny_imagenet: the downloaded archive has no '{folder}/wnids.txt'")
     return folder
@@ -303,7 +303,7 @@ def _folder_split(folder: Path, class_to_idx: dict[str, int] | None = None) -> _
             raise UserError(f"imagefolder: class folder '{folder / unknown[0]}' is not among the training classes")
         samples = make_dataset(str(folder), class_to_idx or found, extensions=IMG_EXTENSIONS)
     except FileNotFoundError as exc:  # no class folders, or a class folder without images
-        raise UserError(f"imagefolder: {_one_line(exc)} (in '{folder}')") from None
+        raise UserError(f"imagefolder: {one_line(exc)} (in '{folder}')") from None
     return _Split(np.asarray([y for _, y in samples], dtype=np.int64), paths=[Path(p) for p, _ in samples])
 
 
@@ -347,7 +347,7 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
             with Image.open(first) as img:  # reads the header only
                 size = min(img.size)
         except Exception as exc:
-            raise UserError(f"cannot read image '{first}': {_one_line(exc)}") from None
+            raise UserError(f"cannot read image '{first}': {one_line(exc)}") from None
     return DatasetInfo(len(classes), size, IMAGENET_MEAN, IMAGENET_STD, tuple(classes))
 
 

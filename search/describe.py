@@ -1,16 +1,6 @@
-"""Short readable text for counts and architectures (the summary, the report, the dashboard, the dry run)."""
+"""A short readable architecture (the summary, the report, the dashboard, the dry run); counts: blocks.text."""
 
 from __future__ import annotations
-
-
-def fmt_count(n: float | int | None) -> str:
-    """1234567 -> '1.23M' (k, M, G)."""
-    if n is None:
-        return "-"
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(int(n))
 
 
 def arch_brief(arch: dict) -> str:

@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from blocks import ArchSpec, build
+from blocks.text import short_count
 
 from .config import SearchConfig
+from .describe import arch_brief
 from .rules import check_sample
 from .space import sample
-from .describe import arch_brief, fmt_count
 from .trainer import TrainSpec, make_optimizer
 
 EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (forward only, no backward)
@@ -97,14 +98,14 @@ def summarise(cfg: SearchConfig, designs: list[Design], rejected: Counter, n_tra
             lines.append(f"  {lo:>3}-{lo + 10}%  {'#' * max(1, round(40 * share)):<40}  {share:.1%}")
     lines.append(_range("depth (blocks)", [sum(d.spec.blocks) for d in designs], str))
     lines.append(_range("width C", [d.spec.width for d in designs], str))
-    lines.append(_range("params", [d.params for d in designs], fmt_count))
-    lines.append(_range("FLOPs", [d.flops for d in designs], fmt_count) + "  (fvcore: one multiply-add = one FLOP)")
+    lines.append(_range("params", [d.params for d in designs], short_count))
+    lines.append(_range("FLOPs", [d.flops for d in designs], short_count) + "  (fvcore: one multiply-add = one FLOP)")
     typical = sorted(designs, key=lambda d: d.params)[len(designs) // 2]
     s_per_img = probe(typical.spec, typical.train, device)
     epochs = statistics.median(d.train.epochs for d in designs)
     trial_s = epochs * (n_train + EVAL_COST * n_val) * s_per_img
     total = cfg.search.n_trials * trial_s
-    lines.append(f"probe: a typical design ({arch_brief(typical.spec.to_dict())}, {fmt_count(typical.params)} params) "
+    lines.append(f"probe: a typical design ({arch_brief(typical.spec.to_dict())}, {short_count(typical.params)} params) "
                  f"trains at {1 / s_per_img:,.0f} img/s on {device} (batch {typical.train.batch_size})")
     lines.append(f"expected duration: {cfg.search.n_trials} trials x {epochs:g} epochs x ({n_train:,} training + "
                  f"{n_val:,} validation images) = about {_hours(total)} on this device without pruning "

@@ -23,7 +23,7 @@ from .probe import Probe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
 from .rules import check_sample, module_violation
 from .space import sample
-from .storage import STORAGE_ERRORS, stored_trial
+from .study.storage import STORAGE_ERRORS, stored_trial
 from .trainer import CheckpointWriteError, EpochResult, fit, resolve_device, seed_everything
 from .trials import (BASELINE, INTERRUPTED, REJECTED, RESUMED_FROM, RETRY_OF, WORKER, count_finished,
                      is_baseline, ranked)
@@ -41,7 +41,7 @@ class Objective:
 
         self.cfg, self.results, self.log = cfg, results, log
         self.probe = probe or latency_ms  # measures inference ms (injectable: tests never time anything)
-        self.stop = stop  # asked between batches (search.stop.Stop in a worker)
+        self.stop = stop  # asked between batches (search.study.stop.Stop in a worker)
         self.progress_every_s = progress_every_s  # seconds between plain progress lines (not on a terminal)
         self.device = resolve_device(device)
         self.info = dataset_info(cfg.data)

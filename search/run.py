@@ -37,13 +37,14 @@ from .dashboard import dashboard_command
 from .dryrun import Probe, sample_designs, summarise, time_training
 from .errors import UserError
 from .objective import Objective
-from .storage import GRACE_S, HEARTBEAT_S, close_storage, default_storage, redact_url
-from .study import StudyLock, open_study, requeue_interrupted
-from .summary import summary_table
-from .stop import Stop
+from .review.summary import summary_table
+from .study.stop import Stop
+from .study.storage import GRACE_S, HEARTBEAT_S, close_storage, default_storage, redact_url
+from .study.study import StudyLock, open_study, requeue_interrupted
+from .study.supervisor import describe_exit, launch
+from .study.trial_loop import run_trials
 from .trainer import resolve_device
 from .trials import count_finished
-from .workers import describe_exit, launch, run_trials
 
 
 class WorkerFailed(Exception):
@@ -251,9 +252,9 @@ def next_commands(args: argparse.Namespace, results: Path, storage: str) -> str:
     """The three commands that follow a search: the report, the dashboard and retraining the winner."""
     on_server = f" --storage {redact_url(storage)}" if args.storage else ""
     return "\n".join(["next:",
-                      f"  python -m search.report {results}{on_server}        # one HTML page of charts",
+                      f"  python -m search report {results}{on_server}        # one HTML page of charts",
                       f"  {dashboard_command(storage, results)}        # browse trials and artifacts",
-                      f"  python -m search.retrain {results}{on_server}       # train the best trial to full epochs, then test"])
+                      f"  python -m search retrain {results}{on_server}       # train the best trial to full epochs, then test"])
 
 
 def _without_workers(argv: list[str]) -> list[str]:

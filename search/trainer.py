@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ema import make_ema
-from .stop import StopRequested
+from .study.stop import StopRequested
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 BatchHook = Callable[[int, int, int, int], None]  # (epoch, batch i, batches N, images in the batch)

@@ -97,7 +97,7 @@ def test_shipped_baselines_fill_their_budgets() -> None:
 
 def test_report_marks_baselines_on_every_trial_chart() -> None:
     """History, size trade-off, learning curves, budget and parallel coordinates each single out the baseline."""
-    from search import report_figures as figs
+    from search.review import report_figures as figs
 
     dist = optuna.distributions.FloatDistribution(0.01, 0.1)
     study = optuna.create_study(direction="maximize")

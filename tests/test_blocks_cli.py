@@ -114,3 +114,17 @@ def test_depth_and_width_are_bounded(capsys: pytest.CaptureFixture[str]) -> None
     assert_one_line_error(run_main(capsys, '{"blocks": [100000000]}'), "'blocks'", "at most 2048")
     assert_one_line_error(run_main(capsys, '{"blocks": [1, 1], "width": 100000}'), "'width'", "65536")
     assert_one_line_error(run_main(capsys, '{"blocks": [1, 1], "widths": [8, 70000]}'), "widest layer")
+
+
+def test_one_line_and_short_count() -> None:
+    """The one text helper both CLIs print errors and counts with."""
+    from blocks.text import one_line, short_count
+
+    assert one_line(ValueError("bad value\nSELECT ... (SQL appended by SQLAlchemy)")) == "bad value"
+    wrapped = ("Caught UserError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+               '  File "x.py", line 1, in f\nsearch.errors.UserError: cannot read image \'a.jpg\'\n')
+    assert one_line(RuntimeError(wrapped)) == "cannot read image 'a.jpg'"
+    assert one_line(RuntimeError("Traceback (most recent call last):\nValueError: x")) == "ValueError: x"
+    assert one_line(KeyError()) == "KeyError" and one_line("  \n") == "unknown error"
+    assert [short_count(n) for n in (None, 999, 1450, 11_689_512, 2.5e12)] == ["-", "999", "1.45k", "11.69M", "2.50T"]
+    assert short_count(1.82e9, " FLOPs") == "1.82 GFLOPs"

@@ -13,7 +13,7 @@ import pytest
 from search import run
 from search.config import load_config
 from search.space import sample
-from search.study import make_sampler, open_study
+from search.study.study import make_sampler, open_study
 from test_workers import ROOT, write_space
 
 BAD = {  # name: (--set values, what the one line must say)

@@ -19,16 +19,17 @@ import sqlalchemy
 import torch
 
 from blocks import ArchSpec, build
-from search import run, storage as storage_mod, workers
+from search import run
+from search.study import storage as storage_mod, trial_loop
 from search.augment import DEFAULT_POLICY, policy_steps
 from search.cli import main_guard
 from search.config import load_config
 from search.data import dataset_info, make_loaders
-from search.storage import ask, make_storage
-from search.study import fail_orphans
+from search.study.storage import ask, make_storage
+from search.study.study import fail_orphans
 from search.trainer import TrainSpec, fit, seed_everything
 from search.trials import INTERRUPTED, RESUMED_FROM, RETRY_OF, WORKER
-from search.stop import Signals, Stop, StopRequested
+from search.study.stop import Signals, Stop, StopRequested
 from tests.fixtures import corrupt_one, make_imagefolder
 from test_workers import FAST_HEARTBEAT, check_finished_study, records, wait_for, write_space
 
@@ -403,7 +404,7 @@ def test_a_failing_tell_is_written_again(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(optuna.Study, "tell", flaky_tell)
     objective = type("Half", (), {"__call__": lambda self, trial: 0.5, "gave_up": False})()
-    workers.run_one(study, ask(study, []), objective, Stop(), retry_s=0.0)
+    trial_loop.run_one(study, ask(study, []), objective, Stop(), retry_s=0.0)
     assert len(calls) == 2 and study.trials[0].state == S.COMPLETE and study.trials[0].value == 0.5
 
 
@@ -430,7 +431,7 @@ def test_a_trial_ended_by_another_worker_is_let_go(tmp_path: Path) -> None:
         return 0.5
 
     objective = type("Paused", (), {"__call__": lambda self, t: paused_then_resumed(t), "gave_up": False})()
-    workers.run_one(study, ask(study, []), objective, Stop(), log=lines.append)
+    trial_loop.run_one(study, ask(study, []), objective, Stop(), log=lines.append)
     assert study.trials[0].state == S.FAIL and lines == [
         "[trial 0] was ended by another worker (no heartbeat for the grace period); its retry continues it"]
 

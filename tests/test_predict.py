@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import blocks
-from search import predict
+from search.review import predict
 from search.__main__ import main as entry
 
 

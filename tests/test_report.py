@@ -11,9 +11,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search import report
+from search.review import report
 from search.config import load_config
-from search.results import StudyResults, open_results
+from search.review.results import StudyResults, open_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

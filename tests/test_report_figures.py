@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from search import report_figures as figs
+from search.review import report_figures as figs
 
 
 def trial(number: int, acc: float, kernel: int, epochs: int = 3) -> optuna.trial.FrozenTrial:

@@ -15,11 +15,11 @@ import torch
 
 import blocks
 from blocks import ArchSpec
-from search import evaluate as ev
-from search import retrain
+from search.review import evaluate as ev
+from search.review import retrain
 from search.config import load_config
 from search.data import make_loaders
-from search.results import open_results
+from search.review.results import open_results
 from search.trainer import predict
 
 from tests.fixtures import make_tiny_imagenet

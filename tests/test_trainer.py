@@ -9,7 +9,7 @@ import torch
 
 from blocks import ArchSpec, build
 from search.data import DataConfig, make_loaders
-from search.stop import StopRequested
+from search.study.stop import StopRequested
 from search.trainer import TrainSpec, compiled, fit, make_optimizer, make_schedule, native_bf16, use_amp
 
 SPEC = ArchSpec.from_dict({"stages": 2, "blocks": [1, 1], "width": 8, "num_classes": 4, "input_size": 16})

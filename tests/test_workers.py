@@ -20,8 +20,8 @@ import yaml
 from search import run
 from search.config import load_config
 from search.space import sample
-from search.storage import make_storage, redact_url
-from search.study import StudyLock, make_sampler
+from search.study.storage import make_storage, redact_url
+from search.study.study import StudyLock, make_sampler
 from search.trials import REJECTED, WORKER, count_finished
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import optuna
 
-from .config import SearchConfig
-from .describe import arch_brief, fmt_count
-from .trials import BASELINE, KINDS, count_kinds, is_baseline, ranked
+from blocks.text import short_count
+
+from ..config import SearchConfig
+from ..describe import arch_brief
+from ..trials import BASELINE, KINDS, count_kinds, is_baseline, ranked
 
 
 def design(t: optuna.trial.FrozenTrial) -> str:
@@ -35,8 +37,8 @@ def summary_table(study: optuna.Study, cfg: SearchConfig, top: int = 5) -> str:
     for t in shown:
         a = t.user_attrs
         util = a.get("params", 0) / budget
-        lines.append(f"{t.number:>5}  {t.values[0]:>7.4f}  {fmt_count(a.get('params')):>8}  {util:>6.1%}  "
-                     f"{fmt_count(a.get('flops')):>8}  {a.get('receptive_field', '-'):>4}  "
+        lines.append(f"{t.number:>5}  {t.values[0]:>7.4f}  {short_count(a.get('params')):>8}  {util:>6.1%}  "
+                     f"{short_count(a.get('flops')):>8}  {a.get('receptive_field', '-'):>4}  "
                      f"{len(a.get('epoch_times_s', [])):>6}  {design(t):<18}  {arch_brief(a.get('arch', {}))}")
     searched = [t for t in done if not is_baseline(t)]
     bases = [t for t in done if is_baseline(t)]

@@ -20,13 +20,13 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 import blocks
 
-from . import augment
-from .cli import main_guard
-from .data import ImageDataset, _Split, loader_workers
-from .errors import UserError
+from .. import augment
+from ..cli import main_guard
+from ..data import ImageDataset, _Split, loader_workers
+from ..errors import UserError
+from ..progress import Progress
+from ..trainer import predict, resolve_device
 from .evaluate import ensemble_probs
-from .progress import Progress
-from .trainer import predict, resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

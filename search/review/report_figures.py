@@ -14,8 +14,8 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .describe import arch_brief
-from .trials import BASELINE, completed, is_baseline, kind
+from ..describe import arch_brief
+from ..trials import BASELINE, completed, is_baseline, kind
 
 S = optuna.trial.TrialState
 STATE_STYLE = {  # colour and line dash of each kind of trial, the same in every chart

@@ -1,4 +1,4 @@
-"""`python -m search.retrain results/<study>`: train chosen trials to full epochs, then test them once."""
+"""`python -m search retrain results/<study>`: train chosen trials to full epochs, then test them once."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ import torch
 import blocks
 from blocks import ArchSpec, build
 
+from ..cli import main_guard
+from ..dashboard import attach_retrain
+from ..errors import UserError
+from ..progress import Progress
+from ..trainer import EpochResult, TrainSpec, fit, predict, resolve_device, seed_everything
 from . import evaluate as ev
 from . import recipe
-from .cli import main_guard
-from .dashboard import attach_retrain
-from .errors import UserError
-from .progress import Progress
 from .results import StudyResults, open_results
-from .trainer import EpochResult, TrainSpec, fit, predict, resolve_device, seed_everything
 
 SEED_STRIDE = 1000  # retrain seed k of a trial trains with the trial's search seed + k * SEED_STRIDE
 TEST_SETS = {"cifar10": "CIFAR-10 test batch", "tiny_imagenet": "Tiny ImageNet official val",
@@ -33,7 +33,7 @@ TEST_SETS = {"cifar10": "CIFAR-10 test batch", "tiny_imagenet": "Tiny ImageNet o
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; unset ones default to the YAML's retrain section."""
-    p = argparse.ArgumentParser(prog="python -m search.retrain", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m search retrain", description=__doc__)
     p.add_argument("results", help="the study's results folder, e.g. results/cifar10_5m")
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--trial", type=int, action="append", metavar="N",
@@ -94,7 +94,7 @@ def full_length(train: TrainSpec, epochs: int) -> TrainSpec:
 
 def make_plans(res: StudyResults, numbers: list[int], epochs: int) -> list[Plan]:
     """Rebuild and verify every chosen trial before anything trains; the retrain recipe is laid over its settings."""
-    from .rules import train_violation
+    from ..rules import train_violation
 
     plans = []
     for n in numbers:
@@ -150,8 +150,8 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
 def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: torch.device, folder: Path,
                    unlabeled: list[Path] | None, onnx: bool, log: Callable[[str], None]) -> SeedRun:
     """Train (or resume, or reuse) seed run k of one trial, test it and write its files."""
-    from .augment import DEFAULT_POLICY, policy_steps
-    from .data import make_loaders, make_predict_loader
+    from ..augment import DEFAULT_POLICY, policy_steps
+    from ..data import make_loaders, make_predict_loader
 
     cfg, spec, train = res.cfg, plan.spec, plan.train
     seed = plan.seed + k * SEED_STRIDE
@@ -350,7 +350,7 @@ def _need_onnx() -> None:
 
 def _unlabeled_paths(cfg: Any) -> list[Path]:
     """The unlabeled test images for --predict (Tiny ImageNet's test/images), or a UserError."""
-    from .data import tiny_imagenet_unlabeled_test
+    from ..data import tiny_imagenet_unlabeled_test
 
     if cfg.data.dataset != "tiny_imagenet":
         raise UserError(f"--predict: dataset {cfg.data.dataset!r} has no unlabeled test split (only "

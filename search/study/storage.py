@@ -19,8 +19,10 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from .errors import UserError
-from .trials import INTERRUPTED, WORKER
+from blocks.text import one_line
+
+from ..errors import UserError
+from ..trials import INTERRUPTED, WORKER
 
 # Heartbeats, trial grouping and retry are marked experimental by Optuna; they are what we rely on.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -76,7 +78,7 @@ def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
         raise UserError(f"storage {redact_url(given)!r}: unknown database {parsed.drivername!r} "
                         f"(expected {SCHEMES})") from None
     except Exception as e:  # unreachable server, wrong password, unwritable file
-        raise UserError(f"storage {redact_url(given)!r}: cannot open: {first_line(e)}") from None
+        raise UserError(f"storage {redact_url(given)!r}: cannot open: {one_line(e)}") from None
     if backend == "sqlite":
         _begin_immediate(storage.engine)
     return storage
@@ -200,12 +202,6 @@ class RetryCallback(RetryHeartbeatStaleTrialCallback):
         trial = copy.deepcopy(trial)
         trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (WORKER, INTERRUPTED)}
         super().__call__(study, trial)
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (SQLAlchemy appends SQL and a docs link)."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def redact_url(url: str) -> str:

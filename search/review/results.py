@@ -13,10 +13,10 @@ import optuna
 
 from blocks import ArchSpec, build
 
-from .config import SearchConfig, load_config
-from .errors import UserError
-from .storage import default_storage, make_storage, redact_url
-from .trials import REJECTED, ranked
+from ..config import SearchConfig, load_config
+from ..errors import UserError
+from ..study.storage import default_storage, make_storage, redact_url
+from ..trials import REJECTED, ranked
 
 S = optuna.trial.TrialState
 
@@ -113,7 +113,7 @@ class StudyResults:
 
     def class_names(self, num_classes: int) -> tuple[str, ...]:
         """The dataset's class names (numbers when it has none)."""
-        from .data import dataset_info
+        from ..data import dataset_info
 
         names = dataset_info(self.cfg.data).class_names
         return tuple(names) if len(names) == num_classes else tuple(str(k) for k in range(num_classes))

@@ -1,38 +1,31 @@
-"""Workers on one study: the trial loop that never overshoots n_trials, clean Ctrl-C, and N local processes.
+"""The trial loop of one worker: trials asked under the study lock, so n_trials is never overshot.
 
 Exact count: every worker takes the study lock (study.StudyLock), counts finished + running trials,
 and only then asks Optuna for a new trial, still under the lock; a running trial holds its place until
 it ends. So finished + running never exceeds the target, and workers whose places are all taken wait
 (failing stale trials of dead workers, whose retries then get the place) until the study is done.
+A stop request (stop.py) is checked between trials and while waiting; a trial it cuts short ends
+as `interrupted`, and no trial is ever left RUNNING by an error this process survives.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import optuna
 
-from .objective import Objective, mark_interrupted
-from .stop import Signals, Stop
+from ..objective import Objective, mark_interrupted
+from ..trials import count_finished, count_running
+from .stop import Stop
 from .storage import STORAGE_ERRORS, ask, heartbeat
 from .study import StudyLock, fail_orphans
-from .trials import count_finished, count_running
 
 S = optuna.trial.TrialState
 
 CATCH = (FloatingPointError,)  # a diverged trial fails and the search goes on; anything else stops the worker
 TELL_ATTEMPTS = 3  # a trial's end is written this many times before the storage error is let through
 TELL_RETRY_S = 10.0  # seconds between those attempts (a database briefly locked or restarting)
-POLL_S = 1.0  # the parent looks at its workers at least this often (a signal or a worker's exit wakes it)
 
 
 def run_trials(study: optuna.Study, objective: Objective, target: int, lock: StudyLock, stop: Stop, *,
@@ -114,107 +107,3 @@ def tell(study: optuna.Study, trial: optuna.Trial, state: S, values: Any, retry_
             if attempt == TELL_ATTEMPTS - 1:
                 raise  # left RUNNING: its heartbeat stops, so a rerun fails and retries it after the grace period
             time.sleep(retry_s)
-
-
-@dataclass
-class Worker:
-    """One worker process started by `launch`."""
-
-    index: int
-    proc: subprocess.Popen
-    log_path: Path
-    last_error: str = ""  # its last `error: ...` line
-
-
-def visible_gpus(device: str) -> list[str]:
-    """The GPU ids workers are spread over (CUDA_VISIBLE_DEVICES when set); empty on the CPU."""
-    if device == "cpu":
-        return []
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    given = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if given:
-        return [g.strip() for g in given.split(",") if g.strip()]
-    return [str(i) for i in range(torch.cuda.device_count())]
-
-
-def worker_env(index: int, n: int, gpus: list[str]) -> dict[str, str]:
-    """Environment of worker `index`: its own GPU (round robin), or a share of the CPU cores."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-    elif "OMP_NUM_THREADS" not in os.environ:  # N workers each using every core slow each other down
-        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // n))
-    return env
-
-
-def _die_with_parent() -> None:
-    """Linux: a worker gets SIGTERM (a clean stop) when the process that started it dies."""
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def launch(argv: list[str], n: int, results: Path, device: str,
-           echo: Callable[[str], None] = print) -> tuple[list[Worker], bool]:
-    """Run `python -m search.run ARGV --worker-index i` for i < n; prefix and log their output; wait.
-
-    Returns the workers and whether this process was interrupted (Ctrl-C is forwarded to them).
-    """
-    gpus = visible_gpus(device)
-    workers = []
-    for i in range(n):
-        log_path = results / f"worker{i}.log"
-        cmd = [sys.executable, "-m", "search.run", *argv, "--worker-index", str(i)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                env=worker_env(i, n, gpus), preexec_fn=_die_with_parent)
-        workers.append(Worker(i, proc, log_path))
-        where = f"GPU {gpus[i % len(gpus)]}" if gpus else "CPU"
-        echo(f"worker {i}: pid {proc.pid} on {where}, log {log_path}")
-    with Signals() as signals:  # Ctrl-C / SIGTERM here are forwarded to the workers as SIGINT, once each
-        pumps = [threading.Thread(target=_pump, args=(w, echo, signals.wake), daemon=True) for w in workers]
-        for t in pumps:
-            t.start()
-        forwarded = 0
-        while any(w.proc.poll() is None for w in workers):
-            signals.wait(POLL_S)  # a signal, or a worker's output ending, wakes it early
-            while forwarded < signals.count:
-                forwarded += 1
-                for w in workers:
-                    if w.proc.poll() is None:
-                        w.proc.send_signal(signal.SIGINT)
-    for t in pumps:
-        t.join(timeout=5)
-    return workers, signals.count > 0
-
-
-def _pump(worker: Worker, echo: Callable[[str], None], done: Callable[[], None]) -> None:
-    """Copy a worker's output to its log file and, prefixed with `[wI]`, to ours; call `done` at its end."""
-    try:
-        _copy_output(worker, echo)
-    finally:
-        done()
-
-
-def _copy_output(worker: Worker, echo: Callable[[str], None]) -> None:
-    """Copy a worker's output, line by line, until the worker closes it (it exits)."""
-    with open(worker.log_path, "a") as f:
-        f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {worker.proc.pid}\n")
-        for line in worker.proc.stdout:
-            f.write(line)
-            f.flush()
-            line = line.rstrip("\n")
-            if line.startswith("error: "):
-                worker.last_error = line[len("error: "):]
-            echo(f"[w{worker.index}] {line}")
-
-
-def describe_exit(worker: Worker) -> str:
-    """`exited with status 2: <its error>` / `was killed by SIGKILL`."""
-    rc = worker.proc.returncode
-    if rc is not None and rc < 0:
-        return f"was killed by {signal.Signals(-rc).name}"
-    return f"exited with status {rc}" + (f": {worker.last_error}" if worker.last_error else "")

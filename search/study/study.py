@@ -13,14 +13,16 @@ import optuna
 import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from .config import SearchConfig
-from .dashboard import name_metrics
-from .distributions import Dist
-from .errors import UserError
-from .storage import (GRACE_S, HEARTBEAT_S, MAX_RETRY, RetryCallback, first_line, make_storage,
+from blocks.text import one_line
+
+from ..config import SearchConfig
+from ..dashboard import name_metrics
+from ..distributions import Dist
+from ..errors import UserError
+from ..trainer import TrainSpec
+from ..trials import INTERRUPTED
+from .storage import (GRACE_S, HEARTBEAT_S, MAX_RETRY, RetryCallback, make_storage,
                       rdb_storage, redact_url, trial_id)
-from .trainer import TrainSpec
-from .trials import INTERRUPTED
 
 S = optuna.trial.TrialState
 
@@ -122,7 +124,7 @@ def open_study(cfg: SearchConfig, storage_url: str, heartbeat_s: int = HEARTBEAT
     except ValueError as e:  # e.g. directions differ from the stored study
         raise UserError(f"study {cfg.study_name!r} in {redact_url(storage_url)}: {e}") from None
     except sqlalchemy.exc.SQLAlchemyError as e:  # e.g. a read-only database file
-        raise UserError(f"storage {redact_url(storage_url)!r}: {first_line(e)}") from None
+        raise UserError(f"storage {redact_url(storage_url)!r}: {one_line(e)}") from None
     stored = study.user_attrs.get("fingerprint")
     if stored is None:
         study.set_user_attr("fingerprint", cfg.fingerprint())

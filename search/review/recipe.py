@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from .config import RetrainConfig
-from .errors import UserError
-from .trainer import TrainSpec
+from ..config import RetrainConfig
+from ..errors import UserError
+from ..trainer import TrainSpec
 
-RETRAIN_SETTABLE = ("data.", "retrain.")  # what `search.retrain --set` may change (not what was searched)
+RETRAIN_SETTABLE = ("data.", "retrain.")  # what `python -m search retrain --set` may change (not what was searched)
 
 
 def check_overrides(overrides: list[str]) -> None:

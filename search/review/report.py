@@ -1,4 +1,4 @@
-"""`python -m search.report results/<study>`: one self-contained HTML page of what the search learned."""
+"""`python -m search report results/<study>`: one self-contained HTML page of what the search learned."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from blocks.text import short_count
+
+from ..cli import main_guard
+from ..dashboard import upload
+from ..describe import arch_brief
+from ..errors import UserError
+from ..trials import KINDS, REJECTED, completed, count_kinds, is_baseline
 from . import report_figures as figs
-from .cli import main_guard
-from .dashboard import upload
-from .describe import arch_brief, fmt_count
-from .errors import UserError
 from .results import StudyResults, open_results
 from .summary import design
-from .trials import KINDS, REJECTED, completed, count_kinds, is_baseline
 
 # Runs before plotly: any script error or rejected promise on the page is shown at its top (and read
 # back by the headless-browser test), instead of a chart silently missing.
@@ -44,7 +46,7 @@ td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } td.l, th
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="python -m search.report", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m search report", description=__doc__)
     p.add_argument("results", help="the study's results folder, e.g. results/cifar10_5m")
     p.add_argument("--storage", help="the study's SQLAlchemy URL (default: sqlite:///<results>/study.db)")
     p.add_argument("--output", help="where to write the page (default: <results>/report.html)")
@@ -119,8 +121,8 @@ def overview(page: Page, res: StudyResults) -> None:
              + html.escape(", ".join(res.cfg.search.objectives)) + f". {figs.FLOPS_NOTE}.</p>")
     done = res.complete()
     shown = done[:10] + [t for t in done[10:] if is_baseline(t)]  # every baseline, for comparison
-    rows = [[t.number, f"{t.values[0]:.4f}", fmt_count(t.user_attrs.get("params")),
-             f"{t.user_attrs.get('params', 0) / budget.params:.1%}", fmt_count(t.user_attrs.get("flops")),
+    rows = [[t.number, f"{t.values[0]:.4f}", short_count(t.user_attrs.get("params")),
+             f"{t.user_attrs.get('params', 0) / budget.params:.1%}", short_count(t.user_attrs.get("flops")),
              t.user_attrs.get("receptive_field", "-"), design(t), arch_brief(t.user_attrs.get("arch", {}))]
             for t in shown]
     if rows:
@@ -133,13 +135,13 @@ def overview(page: Page, res: StudyResults) -> None:
 
 
 def retrain_section(page: Page, res: StudyResults) -> None:
-    """Test results of `python -m search.retrain`, when there are any."""
+    """Test results of `python -m search retrain`, when there are any."""
     docs = res.retrain_metrics()
     page.section("Retrain results", "Test-set accuracy of the trials retrained to full length "
-                 "(python -m search.retrain); the test set is used only here. 'plain' is one pass, 'flip TTA' "
+                 "(python -m search retrain); the test set is used only here. 'plain' is one pass, 'flip TTA' "
                  "the mean softmax of each image and its horizontal mirror.")
     if not docs:
-        page.note("No retrain results yet: run python -m search.retrain " + str(res.folder))
+        page.note("No retrain results yet: run python -m search retrain " + str(res.folder))
         return
     rows = []
     for d in docs:
@@ -153,7 +155,7 @@ def retrain_section(page: Page, res: StudyResults) -> None:
             label = f"trial {d['trial']}" + (f" ({design(t)})" if t is not None and is_baseline(t) else "")
             rows.append([label, f"{d['val_acc']:.4f}" if d.get("val_acc") is not None else "-",
                          _pm(test.get("top1")), _pm(tta.get("top1")), _pm(test.get("top5")),
-                         fmt_count(d.get("params")), d.get("epochs"), _trained_on(d), d.get("test_set", "")])
+                         short_count(d.get("params")), d.get("epochs"), _trained_on(d), d.get("test_set", "")])
     page.raw(table(["model", "search val_acc", "test top-1 plain", "test top-1 flip TTA", "test top-5 plain",
                     "params", "epochs", "trained on", "test set / members"], rows, left=(0, 7, 8)))
     page.figure(figs.retrain_curves(docs), "retrain-curves")

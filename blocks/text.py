@@ -1,0 +1,31 @@
+"""Short text for the command lines of blocks and search: a count as `1.23M`, an error as one line."""
+
+from __future__ import annotations
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def short_count(n: float | int | None, unit: str = "") -> str:
+    """11689512 -> '11.69M'; 1.82e9 with unit ' FLOPs' -> '1.82 GFLOPs'; None -> '-'."""
+    if n is None:
+        return "-"
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{' ' if unit else ''}{prefix}{unit.strip()}"
+    return f"{n:g}{unit}"
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error message as one line: its first non-blank line, or the type name when it has none.
+
+    A message that carries a traceback (a DataLoader worker wraps the worker's error that way) gives
+    its last line, the error itself, without the exception's dotted class name.
+    """
+    text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__ if isinstance(error, BaseException) else "unknown error"
+    if TRACEBACK not in text:
+        return lines[0]
+    name, sep, message = lines[-1].partition(": ")
+    return message if sep and "." in name and " " not in name else lines[-1]

@@ -41,11 +41,13 @@ def decoded(paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray]
         raise UserError(f"cannot write the decoded-image cache in '{cache_dir}': {exc.strerror or exc}; "
                         f"set data.cache_dir to a writable folder") from None
     try:
-        for i, p in enumerate(tqdm(paths, desc=f"decoding {name} once", unit="img", mininterval=2.0)):
-            image = read(p)
-            if image.shape != (size, size, 3):
-                raise UserError(f"image '{p}' is {image.shape[1]}x{image.shape[0]}, expected {size}x{size}")
-            out[i] = image
+        # leave=False: the bar is wiped when it closes, so an `error:` line after it stands on a line of its own.
+        with tqdm(paths, desc=f"decoding {name} once", unit="img", mininterval=2.0, leave=False) as bar:
+            for i, p in enumerate(bar):
+                image = read(p)
+                if image.shape != (size, size, 3):
+                    raise UserError(f"image '{p}' is {image.shape[1]}x{image.shape[0]}, expected {size}x{size}")
+                out[i] = image
         out.flush()
         del out
         os.replace(tmp, path)

@@ -12,6 +12,7 @@ from PIL import Image
 from search import data
 from search.batches import ArrayBatches
 from search.data import DataConfig, make_loaders
+from search.errors import UserError
 from tests.fixtures import make_imagefolder, make_tiny_imagenet
 
 
@@ -74,3 +75,22 @@ def test_unwritable_cache_is_one_line(tmp_path: Path) -> None:
     cfg = DataConfig("imagefolder", str(root), num_workers=0, cache_dir=str(blocker / "sub"))
     with pytest.raises(data.UserError, match=r"^cannot write the decoded-image cache in .*data.cache_dir"):
         make_loaders(cfg, [], 2, seed=0)
+
+
+def test_a_bad_image_while_decoding_leaves_no_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The progress bar is wiped when decoding stops, so the `error:` line that follows stands alone."""
+    from search.decode_cache import decoded
+
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for p in paths:
+        p.write_bytes(b"")  # the cache key reads their sizes and times; `read` below stands for decoding
+
+    def read(p: Path) -> np.ndarray:
+        return np.zeros((4, 4, 3) if p == paths[1] else (8, 8, 3), np.uint8)
+
+    with pytest.raises(UserError, match=r"is 4x4, expected 8x8"):
+        decoded(paths, 8, read, tmp_path / "cache", "x")
+    err = capsys.readouterr().err
+    assert "decoding x once" in err, "the bar was shown"
+    assert err.rsplit("\r", 1)[-1].strip() == "" and "\n" not in err, "and wiped: nothing of it is left on a line"
+    assert not list((tmp_path / "cache").glob("*")), "no partial cache file"

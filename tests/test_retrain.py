@@ -15,10 +15,10 @@ import torch
 
 import blocks
 from blocks import ArchSpec
-from search.review import evaluate as ev
-from search.review import retrain
 from search.config import load_config
 from search.data import make_loaders
+from search.review import evaluate as ev
+from search.review import retrain
 from search.review.results import open_results
 from search.trainer import predict
 
@@ -355,3 +355,21 @@ def test_flip_tta_test_accuracy_is_recorded_next_to_plain(smoke_retrained: Path)
     summary = json.loads((folder / "metrics.json").read_text())
     assert summary["test_tta"]["top1"]["values"] == [m["test_tta"]["top1"]]
     assert summary["test"]["top1"]["values"] == [m["test"]["top1"]]
+
+
+def test_retrain_eta_counts_every_run_still_to_come(smoke_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 trials x 2 seeds: the first run's total ETA covers 3 more runs, the last run's none."""
+    later: list[tuple[str, int]] = []
+
+    class Recording(retrain.Progress):
+        def __init__(self, label: str, epochs: int, **kw) -> None:  # type: ignore[no-untyped-def]
+            if epochs:  # a training run (a test pass has 0 epochs)
+                later.append((label, kw.get("later_runs", 0)))
+            super().__init__(label, epochs, **kw)
+
+    monkeypatch.setattr(retrain, "Progress", Recording)
+    a, b = best(smoke_copy, 2)
+    args = [str(smoke_copy), "--trial", str(a), "--trial", str(b), "--seeds", "2", "--epochs", "1", "--device", "cpu"]
+    assert retrain.main(args) == 0
+    assert later == [(f"trial {a} seed 0", 3), (f"trial {a} seed 1", 2), (f"trial {b} seed 0", 1),
+                     (f"trial {b} seed 1", 0)]

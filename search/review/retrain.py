@@ -132,11 +132,12 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
         f"{res.name!r}: {epochs} epoch{'s' if epochs > 1 else ''}, {seeds} seed{'s' if seeds > 1 else ''}, "
         f"{'train + val' if on_val else 'train'} images, on {device} -> {out}")
     runs: dict[int, list[SeedRun]] = {}
-    for plan in plans:
+    for i, plan in enumerate(plans):
         folder = out / f"{plan.number:05d}"
         if args.fresh:
             shutil.rmtree(folder, ignore_errors=True)
-        runs[plan.number] = [train_and_test(res, plan, k, on_val, device, folder, unlabeled, args.onnx, log)
+        runs[plan.number] = [train_and_test(res, plan, k, on_val, device, folder, unlabeled, args.onnx, log,
+                                            later_runs=(len(plans) - i) * seeds - k - 1)
                              for k in range(seeds)]
         write_trial_summary(res, plan, runs[plan.number], on_val, folder)
         attach_retrain(res.study, plan.number, res.folder, folder)  # optuna-dashboard opens them from the trial
@@ -148,8 +149,12 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
 
 
 def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: torch.device, folder: Path,
-                   unlabeled: list[Path] | None, onnx: bool, log: Callable[[str], None]) -> SeedRun:
-    """Train (or resume, or reuse) seed run k of one trial, test it and write its files."""
+                   unlabeled: list[Path] | None, onnx: bool, log: Callable[[str], None],
+                   later_runs: int = 0) -> SeedRun:
+    """Train (or resume, or reuse) seed run k of one trial, test it and write its files.
+
+    `later_runs`: seed runs still to come after this one (every trial's), for the total ETA.
+    """
     from ..augment import DEFAULT_POLICY, policy_steps
     from ..data import make_loaders, make_predict_loader
 
@@ -187,7 +192,8 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
             log(f"{tag} epoch {r.epoch}/{train.epochs} loss {r.train_loss:.4f} train_acc {r.train_acc:.4f}{val} "
                 f"({r.image_size}px, {r.time_s:.1f}s)")
 
-        progress = Progress(tag[1:-1], train.epochs, run_name="run", log=log)
+        progress = Progress(tag[1:-1], train.epochs, run_name="run", total_name="retrain", later_runs=later_runs,
+                            log=log)
         results = fit(model, loaders.train, None if on_val else loaders.val, train, device,
                       on_epoch=lambda r: (progress.close(), on_epoch(r)), checkpoint=state,
                       native_size=loaders.info.image_size, seed=seed, on_batch=progress)

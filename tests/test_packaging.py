@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_pyproject_lists_every_package_and_ships_the_spaces() -> None:
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
     tools = cfg["tool"]["setuptools"]
-    found = {str(p.parent.relative_to(ROOT)).replace("/", ".") for top in ("blocks", "search")
-             for p in (ROOT / top).rglob("__init__.py")}
+    folders = {p.parent for top in ("blocks", "search") for p in (ROOT / top).rglob("*.py")}
+    assert not [f for f in folders if not (f / "__init__.py").is_file()], "a folder of modules without __init__.py"
+    found = {str(f.relative_to(ROOT)).replace("/", ".") for f in folders}
+    assert {"search.study", "search.review"} <= found
     assert found <= set(tools["packages"]), "a new sub-package must be added to [tool.setuptools] packages"
     assert tools["package-dir"]["search.spaces"] == "spaces" and "*.yaml" in tools["package-data"]["search.spaces"]
     assert cfg["project"]["scripts"]["resnet-search"] == "search.__main__:main"

@@ -11,6 +11,7 @@ multiply-add = one FLOP) for the model; GFLOP/s are real FLOP/s (2 per multiply-
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import platform
 import statistics
@@ -28,6 +29,7 @@ from blocks import ArchSpec, build, complexity  # noqa: E402
 from search import augment  # noqa: E402
 from search.batch_augment import BatchAugment, split_policy  # noqa: E402
 from search.batches import ArrayBatches, DeviceBatches, as_is  # noqa: E402
+from search.progress import Progress  # noqa: E402
 from search.trainer import TrainSpec, _autocast, fit, make_optimizer, prepare_model, use_amp  # noqa: E402
 
 DENSE = {"stages": 3, "blocks": [2, 2, 2], "width": 64}  # 2.78M params, 422M FLOPs at 32 px
@@ -219,6 +221,30 @@ def compile_table(device: torch.device, args: argparse.Namespace) -> None:
           f"{compile_s:.0f} | {breakeven} |")
 
 
+def progress_table(device: torch.device, args: argparse.Namespace) -> None:
+    """The per-batch progress hook (search.progress.Progress): its cost per batch against one training step."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    calls = 20_000
+    cost = {}
+    for name, stream in (("log file or pipe (a plain line every 30 s)", io.StringIO()),
+                         ("terminal (tqdm bar, redrawn every 0.5 s)", Terminal())):
+        hook = Progress("bench", calls // 1000, later_runs=5, stream=stream)
+        t0 = time.perf_counter()
+        for i in range(calls):  # 1,000 batches an epoch
+            hook(1 + i // 1000, i % 1000 + 1, 1000, args.batch)
+        cost[name] = (time.perf_counter() - t0) / calls
+    step_s = args.batch / step_rate(DENSE, device, use_amp("auto", device), True, args.batch, args.steps)()
+    print(f"\n## progress hook, per batch, against one training step (dense, new path, batch {args.batch}: "
+          f"{step_s * 1e3:.0f} ms)")
+    print("| output | µs per batch | of a training step |\n|---|---|---|")
+    for name, s in cost.items():
+        print(f"| {name} | {s * 1e6:.1f} | {s / step_s:.4%} |")
+
+
 def main() -> None:
     """Print the tables."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -229,14 +255,15 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternating timings per path (the median is shown)")
     p.add_argument("--data-images", type=int, default=8192)
     p.add_argument("--data-batch", type=int, default=256, help="batch of the data-path table")
-    p.add_argument("--only", nargs="*", default=["train", "data", "loop", "compile"])
+    p.add_argument("--only", nargs="*", default=["train", "data", "loop", "compile", "progress"])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, {device.type} ({name}), {torch.get_num_threads()} thread(s), "
           f"{os.cpu_count()} CPUs, bf16 native: {use_amp('auto', device)}, load average {os.getloadavg()[0]:.1f}")
-    tables = {"train": training_table, "data": data_table, "loop": loop_table, "compile": compile_table}
+    tables = {"train": training_table, "data": data_table, "loop": loop_table, "compile": compile_table,
+              "progress": progress_table}
     for key in args.only:
         tables[key](device, args)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")

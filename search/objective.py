@@ -28,8 +28,6 @@ from .trainer import CheckpointWriteError, EpochResult, fit, resolve_device, see
 from .trials import (BASELINE, INTERRUPTED, REJECTED, RESUMED_FROM, RETRY_OF, WORKER, count_finished,
                      is_baseline, ranked)
 
-S = optuna.trial.TrialState
-
 
 class Objective:
     """Callable handed to study.optimize; one instance per worker process."""

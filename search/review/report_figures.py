@@ -17,7 +17,6 @@ from plotly.subplots import make_subplots
 from ..describe import arch_brief
 from ..trials import BASELINE, completed, is_baseline, kind
 
-S = optuna.trial.TrialState
 STATE_STYLE = {  # colour and line dash of each kind of trial, the same in every chart
     "complete": ("#1f77b4", "solid"), "pruned": ("#999999", "dash"),
     "rejected": ("#d62728", "dot"), "failed": ("#ff7f0e", "dot"), "running": ("#2ca02c", "dot"),

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The fault and worker tests N times in a row with every core kept busy by a spinning shell loop: the
+# check that they do not depend on wall-clock luck (issue 11). Prints one line per run and the tally.
+#
+#   benchmarks/fault_loop.sh [RUNS=20]
+#   TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:PORT/postgres benchmarks/fault_loop.sh 20
+#
+# Without TEST_POSTGRES_URL the PostgreSQL tests skip (pytest says so in the run's log).
+set -u
+cd "$(dirname "$0")/.."
+runs=${1:-20}
+logs=$(mktemp -d /tmp/fault-loop.XXXX)
+busy=()
+for _ in $(seq "$(nproc)"); do ( while :; do :; done ) & busy+=($!); done
+trap 'kill "${busy[@]}" 2>/dev/null' EXIT
+passed=0
+for i in $(seq "$runs"); do
+  start=$(date +%s)
+  if .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_faults.py tests/test_workers.py > "$logs/run_$i.log" 2>&1; then
+    result=pass; passed=$((passed + 1))
+  else
+    result=FAIL
+  fi
+  echo "run $i $result $(( $(date +%s) - start ))s: $(tail -1 "$logs/run_$i.log"), load average $(cut -d' ' -f1 /proc/loadavg)"
+done
+echo "$passed of $runs runs passed (logs in $logs)"
+[ "$passed" = "$runs" ]

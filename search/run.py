@@ -39,7 +39,7 @@ from .errors import UserError
 from .objective import Objective
 from .review.summary import summary_table
 from .study.stop import Stop
-from .study.storage import GRACE_S, HEARTBEAT_S, close_storage, default_storage, redact_url
+from .study.storage import GRACE_S, HEARTBEAT_S, check_url, close_storage, default_storage, redact_url
 from .study.study import StudyLock, open_study, requeue_interrupted
 from .study.supervisor import describe_exit, launch
 from .study.trial_loop import run_trials
@@ -156,6 +156,8 @@ def save_config(cfg: SearchConfig, results: Path) -> None:
 def run(args: argparse.Namespace, log=print) -> optuna.Study:
     """Run (or resume) the search the arguments describe and print its summary."""
     cfg = config_from_args(args)
+    if cfg.storage:  # a URL the run would refuse is refused by the dry run too, before anything is written
+        check_url(cfg.storage)
     if args.dry_run:
         return dry_run(args, cfg, log)
     results = prepare_results(cfg, args.results_dir)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import fcntl
 import hashlib
 import importlib.util
 import sqlite3
@@ -53,13 +54,28 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def check_url(url: str) -> sqlalchemy.engine.URL:
+    """The storage URL parsed, its database known and its driver installed; opens and creates nothing."""
+    given = url
+    try:
+        parsed = sqlalchemy.engine.make_url(normalize_url(url))
+    except sqlalchemy.exc.ArgumentError:
+        raise UserError(f"storage {redact_url(given)!r}: not a database URL (expected {SCHEMES})") from None
+    try:
+        parsed.get_dialect().import_dbapi()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise UserError(f"storage {redact_url(given)!r}: unknown database {parsed.drivername!r} "
+                        f"(expected {SCHEMES})") from None
+    except ImportError:
+        extra = " (pip install 'resnet-budget-search[postgres]')" if parsed.get_backend_name() == "postgresql" else ""
+        raise UserError(f"storage {redact_url(given)!r}: no database driver for {parsed.drivername}{extra}") from None
+    return parsed
+
+
 def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> RDBStorage:
     """An RDB storage (SQLite or PostgreSQL) with heartbeats and retry of trials of dead workers."""
     given, url = url, normalize_url(url)
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise UserError(f"storage {redact_url(given)!r}: not a database URL (expected {SCHEMES})") from None
+    parsed = check_url(given)
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
     if backend == "sqlite":
@@ -68,15 +84,9 @@ def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
     elif backend == "postgresql":  # fail fast on an unreachable server; survive connections the server dropped
         kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     try:
-        with _schema_lock(url, backend, kwargs):
+        with _schema_lock(url, parsed, kwargs):
             storage = RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s,
                                  heartbeat_stale_trial_callback=RetryCallback(max_retry=MAX_RETRY))
-    except ImportError:
-        extra = " (pip install 'resnet-budget-search[postgres]')" if backend == "postgresql" else ""
-        raise UserError(f"storage {redact_url(given)!r}: no database driver for {parsed.drivername}{extra}") from None
-    except sqlalchemy.exc.NoSuchModuleError:
-        raise UserError(f"storage {redact_url(given)!r}: unknown database {parsed.drivername!r} "
-                        f"(expected {SCHEMES})") from None
     except Exception as e:  # unreachable server, wrong password, unwritable file
         raise UserError(f"storage {redact_url(given)!r}: cannot open: {one_line(e)}") from None
     if backend == "sqlite":
@@ -85,13 +95,19 @@ def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
 
 
 @contextlib.contextmanager
-def _schema_lock(url: str, backend: str, engine_kwargs: dict[str, Any]) -> Iterator[None]:
-    """PostgreSQL: one worker at a time creates or checks Optuna's tables.
+def _schema_lock(url: str, parsed: sqlalchemy.engine.URL, engine_kwargs: dict[str, Any]) -> Iterator[None]:
+    """One process at a time creates or checks Optuna's tables.
 
-    Workers started together on an empty database otherwise race in CREATE TABLE, and all but one
-    fail with `duplicate key value violates unique constraint "pg_type_typname_nsp_index"`.
-    SQLite needs nothing: its file lock already serialises the creation.
+    Runs started together on an empty database otherwise race between checking for a table and
+    creating it: SQLite fails with `table studies already exists` or a UNIQUE constraint on
+    alembic_version, PostgreSQL with `duplicate key value violates unique constraint
+    "pg_type_typname_nsp_index"`. SQLite takes a lock file beside the database, PostgreSQL an advisory lock.
     """
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        with _lock_file(parsed.database):
+            yield
+        return
     if backend != "postgresql":
         yield
         return
@@ -106,6 +122,21 @@ def _schema_lock(url: str, backend: str, engine_kwargs: dict[str, Any]) -> Itera
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def _lock_file(database: str | None) -> Iterator[None]:
+    """Hold `DATABASE.schema.lock` exclusively (a file apart from the study lock's: neither waits on the other)."""
+    try:
+        f = open(f"{database}.schema.lock", "a") if database and database != ":memory:" else None
+    except OSError:  # a read-only folder holds an existing study (RDBStorage reports anything else)
+        f = None
+    if f is None:
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # freed by the OS when the holder dies
+        yield
 
 
 def _sqlite_wal(database: str | None) -> None:

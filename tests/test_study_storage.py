@@ -1,0 +1,89 @@
+"""Where a study lives: concurrent creation of a new SQLite study, and storage URLs checked without opening them."""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import threading
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.storages._rdb import models
+
+from search import run
+from search.errors import UserError
+from search.study import storage
+from search import SPACES_DIR
+
+
+def test_two_runs_creating_one_sqlite_study_both_succeed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second run arrives while the first is between checking for Optuna's tables and creating them.
+
+    The second is started from inside the first one's creation (SQLAlchemy's before_create event of
+    the `studies` table), and the first goes on once the second has either finished (no lock: it
+    creates the tables under the first one's feet) or is about to wait for the schema lock.
+    """
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    arrived, errors, second = threading.Event(), [], []
+    real_flock = fcntl.flock
+
+    def flock(f, op):  # the second run says it reached the lock, then waits for it as usual
+        if threading.current_thread() in second:
+            arrived.set()
+        return real_flock(f, op)
+
+    def open_second() -> None:
+        try:
+            optuna.create_study(study_name="s", storage=storage.make_storage(url), load_if_exists=True)
+        except Exception as e:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(e)
+        finally:
+            arrived.set()
+
+    def before_create(target, connection, **kw) -> None:
+        if second:
+            return  # only the first run's creation lets another in
+        second.append(threading.Thread(target=open_second))
+        second[0].start()
+        arrived.wait()
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    sqlalchemy.event.listen(models.StudyModel.__table__, "before_create", before_create)
+    try:
+        optuna.create_study(study_name="s", storage=storage.make_storage(url), load_if_exists=True)
+    finally:
+        sqlalchemy.event.remove(models.StudyModel.__table__, "before_create", before_create)
+        for t in second:
+            t.join()
+    assert not errors, errors
+    assert [s.study_name for s in storage.make_storage(url).get_all_studies()] == ["s"]
+
+
+@pytest.mark.parametrize("url, message", [
+    ("foo://bar", "storage 'foo://bar': unknown database 'foo'"),
+    ("not a url", "storage 'not a url': not a database URL"),
+    ("mysql://u:secret@host/db", "storage 'mysql://u:***@host/db': no database driver for mysql"),
+])
+def test_dry_run_checks_the_storage_url(tmp_path: Path, url: str, message: str,
+                                        capsys: pytest.CaptureFixture) -> None:
+    """--dry-run refuses a storage URL the real run would refuse, and creates nothing."""
+    if "mysql" in url and importlib.util.find_spec("MySQLdb") is not None:
+        pytest.skip("a MySQL driver is installed here")
+    before = set(tmp_path.iterdir())
+    code = run.main([str(SPACES_DIR / "smoke.yaml"), "--dry-run", "--dry-run-samples", "2",
+                     "--storage", url, "--results-dir", str(tmp_path / "results"), "--set", "data.synthetic_train=40",
+                     "--set", "data.synthetic_test=10", "--set", "data.num_workers=0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_check_url_opens_nothing(tmp_path: Path) -> None:
+    """A valid SQLite URL is accepted by the check without creating its file."""
+    db = tmp_path / "study.db"
+    assert storage.check_url(f"sqlite:///{db}").get_backend_name() == "sqlite"
+    assert not db.exists()
+    with pytest.raises(UserError, match="unknown database"):
+        storage.check_url("foo://bar")

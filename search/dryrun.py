@@ -84,6 +84,9 @@ def summarise(cfg: SearchConfig, designs: list[Design], rejected: Counter, n_tra
     budget = cfg.budget.params
     lines = [f"dry run of {cfg.path}: {n:,} designs drawn at random (seed {cfg.search.seed}); nothing trained, "
              f"no study created or touched"]
+    if cfg.budget.latency_ms is not None:  # a measurement of the trial's own device, not a count: not drawn here
+        lines.append(f"latency budget: {cfg.budget.latency_ms:g} ms per forward pass at batch "
+                     f"{cfg.budget.latency_batch}, measured on each trial's model before it trains (not in this dry run)")
     lines.append(f"rejected before building: {sum(rejected.values()) / n:.1%} ({sum(rejected.values()):,})")
     lines += [f"  {count:>6,}  {reason}" for reason, count in rejected.most_common()]
     if not designs:

@@ -69,7 +69,6 @@ class Objective:
             trial.set_user_attr("budget_utilisation", round(cx.params / cfg.budget.params, 4))
         if reason is not None:
             return self._reject(trial, reason)
-        self.rejections_in_a_row = 0
         return self._train(trial, spec, train, cx)
 
     def _reject(self, trial: optuna.Trial, reason: str) -> Any:
@@ -106,6 +105,7 @@ class Objective:
             if ms > cfg.budget.latency_ms:
                 return self._reject(trial, f"latency {ms:.2f} ms at batch {cfg.budget.latency_batch} is over "
                                            f"the budget of {cfg.budget.latency_ms} ms")
+        self.rejections_in_a_row = 0  # within every budget: only now does the run of rejections end
         trial.set_user_attr("seed", seed)
         from .augment import DEFAULT_POLICY, policy_steps
 

@@ -125,12 +125,13 @@ class SearchConfig:
 
     def fingerprint_sections(self) -> dict[str, str]:
         """A hash per section of what a trial means: its data, budget, rules, space, training, augmentation,
-        objectives and pruning; not how many trials, how long, where (paths, storage) or how fast it runs."""
+        baselines, objectives and pruning; not how many trials, how long, where (paths, storage) or how fast
+        it runs. What the data is (its classes, their size) is search.study.identity's data identity."""
         search = {k: v for k, v in dataclasses.asdict(self.search).items() if k not in NOT_IN_FINGERPRINT["search"]}
         data = {k: v for k, v in dataclasses.asdict(self.data).items() if k not in NOT_IN_FINGERPRINT["data"]}
         parts = {"data": data, "budget": dataclasses.asdict(self.budget), "rules": dataclasses.asdict(self.rules),
                  "space": self.raw.get("space"), "train": self.raw.get("train"), "augment": self.raw.get("augment"),
-                 "search": search}
+                 "search": search, "baselines": [dataclasses.asdict(b) for b in self.baselines]}
         return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:16]
                 for k, v in parts.items()}
 

@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import yaml
@@ -39,12 +40,16 @@ from .errors import UserError
 from .objective import Objective
 from .review.summary import summary_table
 from .study.stop import Stop
+from .study.identity import check_folder, data_identity
 from .study.storage import GRACE_S, HEARTBEAT_S, check_url, close_storage, default_storage, redact_url
 from .study.study import StudyLock, open_study, requeue_interrupted
 from .study.supervisor import describe_exit, launch
 from .study.trial_loop import run_trials
 from .trainer import resolve_device
 from .trials import count_finished
+
+if TYPE_CHECKING:
+    from .data import DatasetInfo  # imported when used: it pulls in torchvision
 
 
 class WorkerFailed(Exception):
@@ -110,6 +115,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 def prepare_results(cfg: SearchConfig, results_root: str) -> Path:
     """Create results/<study>/ and check that it can be written, before any study is touched."""
     results = Path(results_root) / cfg.study_name
+    check_folder(results, cfg.study_name)  # e.g. a link to another study's folder: nothing of it is overwritten
     probe = results / f".write-test.{os.getpid()}"
     try:
         results.mkdir(parents=True, exist_ok=True)
@@ -120,9 +126,9 @@ def prepare_results(cfg: SearchConfig, results_root: str) -> Path:
     return results
 
 
-def check_data_and_augment(cfg: SearchConfig) -> None:
+def check_data_and_augment(cfg: SearchConfig) -> DatasetInfo:
     """What needs the dataset, checked before the study is touched: it loads (or downloads), it leaves
-    validation images, and every augmentation policy applies to an image of its size."""
+    validation images, and every augmentation policy applies to an image of its size; returns what it is."""
     from .augment import check_batchable, policy_names, policy_steps, square, train_pipeline
     from .data import check_config as check_data, make_loaders
     from .distributions import candidates
@@ -140,13 +146,15 @@ def check_data_and_augment(cfg: SearchConfig) -> None:
     for name in names:
         where = f"{cfg.path}: augment" + (f".policies.{name}" if isinstance(cfg.augment, dict) else "")
         check_batchable(train_pipeline(policy_steps(cfg.augment, name), where, pre=pre), size, where)
+    return loaders.info
 
 
 def save_config(cfg: SearchConfig, results: Path) -> None:
     """Save the resolved config beside the study (atomically: workers write it at the same time)."""
     tmp = results / f".config.yaml.{os.getpid()}.tmp"
+    raw = {**cfg.raw, "search": {**(cfg.raw.get("search") or {}), "study_name": cfg.study_name}}  # whose folder this is
     try:
-        tmp.write_text(yaml.safe_dump(cfg.raw, sort_keys=False))
+        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
         tmp.replace(results / "config.yaml")
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -162,8 +170,8 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
         return dry_run(args, cfg, log)
     results = prepare_results(cfg, args.results_dir)
     storage = cfg.storage or default_storage(results)
-    check_data_and_augment(cfg)
-    study = open_study(cfg, storage, args.heartbeat, args.grace)
+    data = data_identity(cfg.data.dataset, check_data_and_augment(cfg))
+    study = open_study(cfg, storage, args.heartbeat, args.grace, data)
     try:
         save_config(cfg, results)  # only once the study has accepted this YAML
         if args.workers > 1 and args.worker_index is None:

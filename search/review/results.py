@@ -15,10 +15,12 @@ from blocks import ArchSpec, build
 
 from ..config import SearchConfig, load_config
 from ..errors import UserError
+from ..study.identity import DATA_ATTR, config_difference, data_difference, data_identity
 from ..study.storage import default_storage, make_storage, redact_url
 from ..trials import REJECTED, ranked
 
 S = optuna.trial.TrialState
+MAX_NAME, MAX_LISTED = 60, 10  # characters of a study name, and names, that a message quotes
 
 
 @dataclass
@@ -118,6 +120,19 @@ class StudyResults:
         names = dataset_info(self.cfg.data).class_names
         return tuple(names) if len(names) == num_classes else tuple(str(k) for k in range(num_classes))
 
+    def check_data(self, specs: list[ArchSpec]) -> None:
+        """Refuse data (moved, or changed by --set) that is not what the study searched on: other classes or size."""
+        from ..data import dataset_info
+
+        now = data_identity(self.cfg.data.dataset, dataset_info(self.cfg.data))
+        recorded = [self.study.user_attrs.get(DATA_ATTR)]  # absent in a study from before it was recorded ...
+        recorded += [{"num_classes": s.num_classes, "image_size": s.input_size} for s in specs]  # ... not these
+        why = next((w for r in recorded if (w := data_difference(r, now))), None)
+        if why:
+            raise UserError(f"the data is not what study {self.name!r} searched on: {why} (data.root "
+                            f"{self.cfg.data.root!r}); a retrain trains on the search's data: --set data.* may "
+                            f"change how much of it is used and how it loads, --data-root where it lies")
+
     def retrain_metrics(self) -> list[dict[str, Any]]:
         """Every retrain/<trial>/metrics.json and retrain/ensemble_*/metrics.json, trials first."""
         folder = self.folder / "retrain"
@@ -132,7 +147,7 @@ class StudyResults:
 
 
 def open_results(folder: Path, storage: str | None = None, data_root: str | None = None,
-                 overrides: list[str] | None = None) -> StudyResults:
+                 overrides: list[str] | None = None, study_name: str | None = None) -> StudyResults:
     """Load results/<study>/ (config.yaml, `--set` overrides, the study); every missing piece is a one-line UserError."""
     if not folder.is_dir():
         raise UserError(f"results folder '{folder}' does not exist (python -m search.run writes results/<study>/)")
@@ -145,20 +160,35 @@ def open_results(folder: Path, storage: str | None = None, data_root: str | None
         if not (folder / "study.db").is_file():
             raise UserError(f"'{folder / 'study.db'}' is missing (for a study on a server, pass --storage URL)")
         storage = default_storage(folder)
-    name = cfg.search.study_name or folder.resolve().name  # run.py names the folder after the study
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     rdb = make_storage(storage)
-    try:
-        study = optuna.load_study(study_name=name, storage=rdb)
-    except KeyError:
-        names = [s.study_name for s in rdb.get_all_studies()]
-        raise UserError(f"study {name!r} not found in {redact_url(storage)} (it holds: {', '.join(names) or 'none'})") \
-            from None
-    stored = study.user_attrs.get("fingerprint")
-    if stored is not None and stored != cfg.fingerprint():
-        raise UserError(f"'{config}' no longer matches study {name!r} (its data, budget, rules, space, train, augment "
-                        f"or pruning settings changed since the search); restore it")
+    name = _study_name(rdb, storage, study_name, cfg, folder)
+    study = optuna.load_study(study_name=name, storage=rdb)
+    differ = config_difference(study.user_attrs, cfg)
+    if differ:
+        raise UserError(f"'{config}' no longer matches study {name!r} ({', '.join(differ)} "
+                        f"differ{'s' if len(differ) == 1 else ''} since the search); restore it")
     if overrides:
         cfg = load_config(config, [*root, *overrides])
     return StudyResults(folder, cfg, study, storage)
+
+
+def _study_name(rdb: Any, url: str, chosen: str | None, cfg: SearchConfig, folder: Path) -> str:
+    """The study of a results folder: --study-name, else the one its config names or its database holds."""
+    names = [s.study_name for s in rdb.get_all_studies()]
+    held = ", ".join(repr(n[:MAX_NAME]) for n in names[:MAX_LISTED]) or "none"
+    held += f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
+    if chosen is not None:
+        if chosen in names:
+            return chosen
+        raise UserError(f"--study-name {chosen[:MAX_NAME]!r}: no such study in {redact_url(url)} (it holds: {held})")
+    if cfg.search.study_name in names:  # the folder's config names its study (run.py records it)
+        return cfg.search.study_name
+    if len(names) == 1:  # a folder copied or renamed: its database's one study is the folder's
+        return names[0]
+    if folder.resolve().name in names:  # run.py names the folder after the study
+        return folder.resolve().name
+    if not names:
+        raise UserError(f"{redact_url(url)} holds no study")
+    raise UserError(f"{redact_url(url)} holds {len(names)} studies ({held}): choose one with --study-name")

@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="override a data.* or retrain.* key of the search's YAML, e.g. --set retrain.ema=null")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
     p.add_argument("--storage", help="the study's SQLAlchemy URL (default: sqlite:///<results>/study.db)")
+    p.add_argument("--study-name", help="the study, when its database holds several (default: the folder's own)")
     p.add_argument("--data-root", help="dataset folder, when it moved since the search (data.root)")
     p.add_argument("--onnx", action="store_true", help="also export model.onnx (needs the onnx package)")
     p.add_argument("--predict", action="store_true",
@@ -108,13 +109,14 @@ def make_plans(res: StudyResults, numbers: list[int], epochs: int) -> list[Plan]
             raise UserError(f"--epochs {epochs}: {why} (in {res.cfg.path})")
         seed = res.trial(n).user_attrs.get("seed", res.cfg.search.seed + n)
         plans.append(Plan(n, spec, train, int(seed), record))
+    res.check_data([p.spec for p in plans])  # before anything trains or is written
     return plans
 
 
 def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Retrain, test and ensemble what the arguments choose; returns the summary written to disk."""
     recipe.check_overrides(args.overrides)
-    res = open_results(Path(args.results), args.storage, args.data_root, args.overrides)
+    res = open_results(Path(args.results), args.storage, args.data_root, args.overrides, args.study_name)
     res.cfg = cfg = dataclasses.replace(res.cfg, data=recipe.final_data(res.cfg.data, args.overrides, log))
     epochs = args.epochs if args.epochs is not None else cfg.retrain.epochs
     seeds = args.seeds if args.seeds is not None else cfg.retrain.seeds

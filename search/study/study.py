@@ -7,7 +7,7 @@ import fcntl
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import optuna
 import sqlalchemy
@@ -21,6 +21,7 @@ from ..distributions import Dist
 from ..errors import UserError
 from ..trainer import TrainSpec
 from ..trials import INTERRUPTED
+from .identity import check_and_record
 from .storage import (GRACE_S, HEARTBEAT_S, MAX_RETRY, RetryCallback, make_storage,
                       rdb_storage, redact_url, trial_id)
 
@@ -112,8 +113,8 @@ def max_train_epochs(cfg: SearchConfig) -> int:
 
 
 def open_study(cfg: SearchConfig, storage_url: str, heartbeat_s: int = HEARTBEAT_S,
-               grace_s: int = GRACE_S) -> optuna.Study:
-    """Create the study, or load it to resume; refuse a study that was made from a different space."""
+               grace_s: int = GRACE_S, data: Mapping[str, Any] | None = None) -> optuna.Study:
+    """Create the study, or load it to resume; refuse one made from another space or other `data` (identity.py)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     storage = make_storage(storage_url, heartbeat_s, grace_s)
@@ -125,21 +126,13 @@ def open_study(cfg: SearchConfig, storage_url: str, heartbeat_s: int = HEARTBEAT
         raise UserError(f"study {cfg.study_name!r} in {redact_url(storage_url)}: {e}") from None
     except sqlalchemy.exc.SQLAlchemyError as e:  # e.g. a read-only database file
         raise UserError(f"storage {redact_url(storage_url)!r}: {one_line(e)}") from None
-    stored = study.user_attrs.get("fingerprint")
-    if stored is None:
-        study.set_user_attr("fingerprint", cfg.fingerprint())
-        study.set_user_attr("fingerprint_sections", cfg.fingerprint_sections())
+    if study.user_attrs.get("fingerprint") is None:  # a new study
         study.set_user_attr("config_path", cfg.path)
         study.set_user_attr("budget_params", cfg.budget.params)
         study.set_user_attr("budget_flops", cfg.budget.flops)
         study.set_user_attr("objectives", list(cfg.search.objectives))
         name_metrics(study, cfg.search.objectives)
-    elif stored != cfg.fingerprint():
-        was = study.user_attrs.get("fingerprint_sections") or {}
-        differ = [k for k, v in cfg.fingerprint_sections().items() if was.get(k) != v]
-        raise UserError(f"study {cfg.study_name!r} in {redact_url(storage_url)} was made from a different space "
-                        f"({', '.join(differ)} differ{'s' if len(differ) == 1 else ''}; from "
-                        f"{study.user_attrs.get('config_path')}); use another --study-name or the same YAML")
+    check_and_record(study, cfg, redact_url(storage_url), data)
     return study
 
 

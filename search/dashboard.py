@@ -7,6 +7,7 @@ so `optuna-dashboard STORAGE --artifact-dir results/<study>/artifacts` lists and
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 import warnings
 from pathlib import Path
@@ -55,8 +56,9 @@ def note_rejected(trial: optuna.Trial, reason: str) -> None:
 
 
 def dashboard_command(storage_url: str, results: Path) -> str:
-    """The optuna-dashboard command line for this study, with its artifacts."""
-    return f"optuna-dashboard {redact_url(storage_url)} --artifact-dir {artifact_dir(results)}"
+    """The optuna-dashboard command line for this study, with its artifacts, quoted for a POSIX shell."""
+    url, artifacts = shlex.quote(redact_url(storage_url)), shlex.quote(str(artifact_dir(results)))
+    return f"optuna-dashboard {url} --artifact-dir {artifacts}"
 
 
 def attach_retrain(study: optuna.Study, number: int, results: Path, folder: Path) -> int:

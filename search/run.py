@@ -22,6 +22,7 @@ if __name__ == "__main__":
 # The imports below come after the handler on purpose: they take seconds.
 import argparse
 import os
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -259,12 +260,13 @@ def _run_workers(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Stud
 
 
 def next_commands(args: argparse.Namespace, results: Path, storage: str) -> str:
-    """The three commands that follow a search: the report, the dashboard and retraining the winner."""
-    on_server = f" --storage {redact_url(storage)}" if args.storage else ""
+    """The three commands that follow a search, quoted for a POSIX shell: the report, the dashboard, the retrain."""
+    on_server = f" --storage {shlex.quote(redact_url(storage))}" if args.storage else ""
+    folder = shlex.quote(str(results))
     return "\n".join(["next:",
-                      f"  python -m search report {results}{on_server}        # one HTML page of charts",
+                      f"  python -m search report {folder}{on_server}        # one HTML page of charts",
                       f"  {dashboard_command(storage, results)}        # browse trials and artifacts",
-                      f"  python -m search retrain {results}{on_server}       # train the best trial to full epochs, then test"])
+                      f"  python -m search retrain {folder}{on_server}       # train the best trial to full epochs, then test"])
 
 
 def _without_workers(argv: list[str]) -> list[str]:

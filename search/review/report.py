@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import shlex
 import sys
 import time
 from collections import Counter
@@ -142,7 +143,7 @@ def retrain_section(page: Page, res: StudyResults) -> None:
                  "(python -m search retrain); the test set is used only here. 'plain' is one pass, 'flip TTA' "
                  "the mean softmax of each image and its horizontal mirror.")
     if not docs:
-        page.note("No retrain results yet: run python -m search retrain " + str(res.folder))
+        page.note("No retrain results yet: run python -m search retrain " + shlex.quote(str(res.folder)))
         return
     rows = []
     for d in docs:

@@ -135,7 +135,10 @@ def _lock_file(database: str | None) -> Iterator[None]:
         yield
         return
     with f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # freed by the OS when the holder dies
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)  # freed by the OS when the holder dies
+        except OSError:  # a file system without locks (some NFS mounts): as unserialised as before
+            pass
         yield
 
 

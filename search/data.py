@@ -146,10 +146,7 @@ class SeededBatchSampler(torch.utils.data.Sampler):
 def read_image(path: Path | str) -> np.ndarray:
     """An image file as an RGB HWC uint8 array (greyscale, palette, CMYK... converted); at most MAX_PIXELS."""
     try:
-        with warnings.catch_warnings():  # PIL's DecompressionBombWarning: the size is checked below instead
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-        with img:
+        with _open_image(path) as img:
             if img.width * img.height > MAX_PIXELS:  # read from the header: nothing decoded yet
                 raise UserError(f"image '{path}' is {img.width:,}x{img.height:,} pixels, over the limit of "
                                 f"{MAX_PIXELS / 1e6:.0f} megapixels (resize it first)")
@@ -162,6 +159,13 @@ def read_image(path: Path | str) -> np.ndarray:
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
         reason = one_line(exc).replace(f" '{path}'", "").rstrip(": ")  # PIL and OSError repeat the path
         raise UserError(f"cannot read image '{path}': {reason}") from None
+
+
+def _open_image(path: Path | str) -> Image.Image:
+    """PIL's lazy open (the header only), without its DecompressionBombWarning: MAX_PIXELS is checked instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 def check_config(cfg: DataConfig, where: str = "data") -> None:
@@ -365,7 +369,7 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
         if first is None:
             raise UserError(f"imagefolder: no images in the class folders of '{train}'")
         try:
-            with Image.open(first) as img:  # reads the header only
+            with _open_image(first) as img:
                 size = min(img.size)
         except Exception as exc:
             raise UserError(f"cannot read image '{first}': {one_line(exc)}") from None
@@ -385,11 +389,11 @@ class Survey:
 def survey(cfg: DataConfig) -> Survey:
     """The dataset's shape and counts, its layout checked; a built-in one not on disk is never downloaded."""
     info = dataset_info(cfg)
-    if cfg.dataset in OFFICIAL_TRAIN and not _on_disk(cfg):
+    if cfg.dataset in OFFICIAL_TRAIN and cfg.download and not _on_disk(cfg):  # without download: not found
         n = OFFICIAL_TRAIN[cfg.dataset]
-        skipped = (f"{cfg.dataset} is not in '{cfg.root}' and a dry run downloads nothing: its official shape is "
-                   f"used ({info.num_classes} classes at {info.image_size} px, {n:,} training images); skipped: "
-                   f"the files' presence and readability")
+        skipped = (f"{cfg.dataset} is not in '{cfg.root}' (a search downloads it; a dry run downloads nothing): "
+                   f"its official shape is used ({info.num_classes} classes at {info.image_size} px, {n:,} "
+                   f"training images); skipped: the files' presence and readability")
     else:
         n, skipped = len(_load(replace(cfg, download=False), test=False)[0].labels), None
     train, val = split_indices(n, cfg.val_fraction, cfg.split_seed, cfg.subset)

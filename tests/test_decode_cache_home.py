@@ -17,7 +17,10 @@ def tree(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size if p.is_file() else 0 for p in root.rglob("*")}
 
 
-def test_a_read_only_dataset_is_cached_in_the_user_cache_folder(tmp_path: Path, cache_home: Path) -> None:
+def test_a_read_only_dataset_is_cached_in_the_user_cache_folder(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    cache_home = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
     root = make_imagefolder(tmp_path / "shared", classes=2, per_class=3, size=(12, 12))
     before = tree(root)
     folders = [root, *(p for p in root.rglob("*") if p.is_dir())]

@@ -10,7 +10,7 @@ import torch
 from blocks import ArchSpec
 from search import data, decode_cache, dryrun, run
 from search.trainer import TrainSpec
-from tests.fixtures import make_imagefolder
+from tests.fixtures import make_cifar10, make_imagefolder
 from tests.test_search import PRUNING_SPACE, write_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,13 +59,23 @@ def test_a_builtin_dataset_not_on_disk_is_not_downloaded(space: str, counts: str
     monkeypatch.setattr(data, "download_and_extract_archive", no_download)
     lines = dry(ROOT / "spaces" / space, "--data-root", str(tmp_path / "data"), "--set", "search.n_trials=1")
     name = space.split("_")[0].replace("tiny", "tiny_imagenet")
-    assert lines[1].startswith(f"note: {name} is not in '{tmp_path / 'data'}' and a dry run downloads nothing")
+    assert lines[1].startswith(f"note: {name} is not in '{tmp_path / 'data'}' (a search downloads it; a dry run "
+                               f"downloads nothing): its official shape is used")
     assert lines[1].endswith("skipped: the files' presence and readability")
     assert counts in lines[-1]
     assert not (tmp_path / "data").exists()
+    with pytest.raises(run.UserError, match=f"^{name} not found in '{tmp_path / 'data'}'"):  # as the search says
+        dry(ROOT / "spaces" / space, "--data-root", str(tmp_path / "data"), "--set", "data.download=false")
 
 
-def test_the_dry_run_writes_no_decoded_image_cache(tmp_path: Path) -> None:
+def test_a_builtin_dataset_on_disk_is_counted(tmp_path: Path) -> None:
+    root = make_cifar10(tmp_path / "data")  # 5 batches of 20 training images
+    lines = dry(ROOT / "spaces" / "cifar10_5m.yaml", "--data-root", str(root), "--set", "search.n_trials=1")
+    assert not any(line.startswith("note:") for line in lines) and "(90 training + 10 validation" in lines[-1]
+
+
+def test_the_dry_run_writes_no_decoded_image_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     root = make_imagefolder(tmp_path / "images", classes=2, per_class=6, size=(12, 12))
     space = {**PRUNING_SPACE, "data": {"dataset": "imagefolder", "root": str(root), "num_workers": 0,
                                        "val_fraction": 0.25}}

@@ -93,10 +93,11 @@ def activation_bytes(spec: ArchSpec) -> int:
 def time_training(spec: ArchSpec, train: TrainSpec, device: torch.device, *, clock: Clock = time.perf_counter,
                   limit_s: float = PROBE_S) -> Timing:
     """Seconds per training image of `spec` on random images, at its batch size or at a bounded part of it."""
-    most = min(train.batch_size, PROBE_BYTES // activation_bytes(spec))
-    if most < 1:
-        raise ProbeRefused(f"one image needs about {activation_bytes(spec) / 1e9:.1f} GB of activations, over "
-                           f"the probe's {PROBE_BYTES / 1e9:.1f} GB")
+    fit = PROBE_BYTES // activation_bytes(spec)
+    if fit < min(2, train.batch_size):
+        raise ProbeRefused(f"one image needs about {activation_bytes(spec) / 1e9:.1f} GB of activations; the "
+                           f"probe's bound is {PROBE_BYTES / 1e9:.1f} GB for two")
+    most = min(train.batch_size, fit)
     model = build(spec).to(device).train()
     step = _stepper(model, make_optimizer(model, train), spec, device, clock)
     small = min(2, most)  # two images: BatchNorm on a 1x1 map cannot train on one

@@ -34,7 +34,7 @@ from .baselines import enqueue_baselines
 from .cli import main_guard
 from .config import SearchConfig, load_config
 from .dashboard import dashboard_command
-from .dryrun import Probe, sample_designs, summarise, time_training
+from .dryrun import Clock, Probe, sample_designs, summarise, time_training
 from .errors import UserError
 from .objective import Objective
 from .review.summary import summary_table
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
 
 
 def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: Probe = time_training,
-            clock=time.monotonic) -> None:
+            clock: Clock = time.monotonic) -> None:
     """Validate, draw designs and print what the space holds and how long its search would take here."""
     from .data import check_config as check_data, survey
 

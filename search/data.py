@@ -57,7 +57,7 @@ class DataConfig:
     synthetic_classes: int = 10
     synthetic_size: int = 32  # synthetic: image side in pixels
     augment_on: str = "auto"  # auto | device | workers: where batched twins of the policy's steps run
-    cache_dir: str | None = None  # decoded-image cache of tiny_imagenet/imagefolder (None = per user, see decode_cache)
+    cache_dir: str | None = None  # decoded-image cache of tiny_imagenet/imagefolder (None = a per-user folder)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ import os
 import pickle
 import random
 import sys
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +30,10 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 # ImageNet's training set (torchvision's pretrained weights); used for Tiny ImageNet and image folders.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SYNTHETIC_MEAN, SYNTHETIC_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+NORMALISATION = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "tiny_imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+                 "imagefolder": (IMAGENET_MEAN, IMAGENET_STD), "synthetic": (SYNTHETIC_MEAN, SYNTHETIC_STD)}
+OFFICIAL_TRAIN = {"cifar10": 50_000, "tiny_imagenet": 100_000}  # training images of the official releases
+MAX_PIXELS = 50_000_000  # largest image read (about 8,700 x 5,800): decoding peaks near 18 bytes a pixel
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_DIR, TINY_DIR = "cifar-10-batches-py", "tiny-imagenet-200"
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -52,7 +57,7 @@ class DataConfig:
     synthetic_classes: int = 10
     synthetic_size: int = 32  # synthetic: image side in pixels
     augment_on: str = "auto"  # auto | device | workers: where batched twins of the policy's steps run
-    cache_dir: str | None = None  # decoded-image cache of tiny_imagenet/imagefolder (None = <root>/.decoded)
+    cache_dir: str | None = None  # decoded-image cache of tiny_imagenet/imagefolder (None = a per-user folder)
 
 
 @dataclass(frozen=True)
@@ -139,13 +144,28 @@ class SeededBatchSampler(torch.utils.data.Sampler):
 
 
 def read_image(path: Path | str) -> np.ndarray:
-    """An image file as an RGB HWC uint8 array (greyscale, palette, CMYK... converted)."""
+    """An image file as an RGB HWC uint8 array (greyscale, palette, CMYK... converted); at most MAX_PIXELS."""
     try:
-        with Image.open(path) as img:
+        with _open_image(path) as img:
+            if img.width * img.height > MAX_PIXELS:  # read from the header: nothing decoded yet
+                raise UserError(f"image '{path}' is {img.width:,}x{img.height:,} pixels, over the limit of "
+                                f"{MAX_PIXELS / 1e6:.0f} megapixels (resize it first)")
             return np.asarray(img.convert("RGB"))
+    except UserError:
+        raise
+    except Image.DecompressionBombError:  # over twice PIL's own limit: refused by Image.open itself
+        raise UserError(f"image '{path}' is over the limit of {MAX_PIXELS / 1e6:.0f} megapixels (resize it first)"
+                        ) from None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
         reason = one_line(exc).replace(f" '{path}'", "").rstrip(": ")  # PIL and OSError repeat the path
         raise UserError(f"cannot read image '{path}': {reason}") from None
+
+
+def _open_image(path: Path | str) -> Image.Image:
+    """PIL's lazy open (the header only), without its DecompressionBombWarning: MAX_PIXELS is checked instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 def check_config(cfg: DataConfig, where: str = "data") -> None:
@@ -181,12 +201,9 @@ class _CIFAR10Files(CIFAR10):
 
 def _cifar10(cfg: DataConfig, train: bool) -> _Split:
     """One official CIFAR-10 split through torchvision, downloading it when missing and allowed."""
-    root = Path(cfg.root)
-    if root.name == CIFAR_DIR and (root / "batches.meta").is_file():
-        root = root.parent  # --data-root pointed at the batches folder itself
+    root, files = _cifar10_files(Path(cfg.root))
     folder = root / CIFAR_DIR
-    names = [n for n, _ in _CIFAR10Files.train_list + _CIFAR10Files.test_list] + ["batches.meta"]
-    if not all((folder / n).is_file() for n in names):
+    if not all(p.is_file() for p in files):
         if not cfg.download:
             hint = "set data.download: true or pass --data-root"
             raise UserError(f"cifar10 not found in '{cfg.root}' (expected {folder}/); {hint}")
@@ -197,9 +214,17 @@ def _cifar10(cfg: DataConfig, train: bool) -> _Split:
     try:
         ds = _CIFAR10Files(str(root), train=train, download=False)
     except Exception as exc:  # UnpicklingError, EOFError, KeyError, ValueError (reshape) ...
-        bad = next((folder / n for n in names if not _unpickles(folder / n)), folder)
+        bad = next((p for p in files if not _unpickles(p)), folder)
         raise UserError(f"cannot read cifar10 file '{bad}': {one_line(exc)}") from None
     return _Split(np.asarray(ds.targets, dtype=np.int64), images=ds.data)
+
+
+def _cifar10_files(root: Path) -> tuple[Path, list[Path]]:
+    """The root torchvision expects (the batches folder's parent) and the CIFAR-10 files under it."""
+    if root.name == CIFAR_DIR and (root / "batches.meta").is_file():
+        root = root.parent  # --data-root pointed at the batches folder itself
+    names = [n for n, _ in _CIFAR10Files.train_list + _CIFAR10Files.test_list] + ["batches.meta"]
+    return root, [root / CIFAR_DIR / n for n in names]
 
 
 def _unpickles(path: Path) -> bool:
@@ -344,11 +369,42 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
         if first is None:
             raise UserError(f"imagefolder: no images in the class folders of '{train}'")
         try:
-            with Image.open(first) as img:  # reads the header only
+            with _open_image(first) as img:
                 size = min(img.size)
         except Exception as exc:
             raise UserError(f"cannot read image '{first}': {one_line(exc)}") from None
     return DatasetInfo(len(classes), size, IMAGENET_MEAN, IMAGENET_STD, tuple(classes))
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What a dry run needs of a dataset: its shape and image counts, found without decoding or writing."""
+
+    info: DatasetInfo
+    n_train: int  # after the validation split and data.subset
+    n_val: int
+    skipped: str | None = None  # the checks left out, when a built-in dataset is not on disk
+
+
+def survey(cfg: DataConfig) -> Survey:
+    """The dataset's shape and counts, its layout checked; a built-in one not on disk is never downloaded."""
+    info = dataset_info(cfg)
+    if cfg.dataset in OFFICIAL_TRAIN and cfg.download and not _on_disk(cfg):  # without download: not found
+        n = OFFICIAL_TRAIN[cfg.dataset]
+        skipped = (f"{cfg.dataset} is not in '{cfg.root}' (a search downloads it; a dry run downloads nothing): "
+                   f"its official shape is used ({info.num_classes} classes at {info.image_size} px, {n:,} "
+                   f"training images); skipped: the files' presence and readability")
+    else:
+        n, skipped = len(_load(replace(cfg, download=False), test=False)[0].labels), None
+    train, val = split_indices(n, cfg.val_fraction, cfg.split_seed, cfg.subset)
+    return Survey(info, len(train), len(val), skipped)
+
+
+def _on_disk(cfg: DataConfig) -> bool:
+    """Whether the built-in dataset's files are in its root (else a loader would download them)."""
+    if cfg.dataset == "tiny_imagenet":
+        return (_tiny_folder(cfg.root) / "wnids.txt").is_file()
+    return all(p.is_file() for p in _cifar10_files(Path(cfg.root))[1])
 
 
 def split_indices(n: int, val_fraction: float, seed: int, subset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -478,8 +534,8 @@ def _decoded(cfg: DataConfig, info: DatasetInfo, split: _Split | None, name: str
     if split is None or split.paths is None:
         return split
     prepare = augment.eval_pipeline(pre=augment.square(info.image_size))  # images of a folder may differ in size
-    folder = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.root) / ".decoded"
-    root = hashlib.sha256(str(Path(cfg.root).resolve()).encode()).hexdigest()[:8]  # roots may share a cache_dir
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else decode_cache.default_dir()
+    root = hashlib.sha256(str(Path(cfg.root).resolve()).encode()).hexdigest()[:8]  # roots share the cache folder
     images = decode_cache.decoded(split.paths, info.image_size, lambda p: prepare(image=read_image(p))["image"],
                                   folder, f"{cfg.dataset}-{name}-{root}", prepare="square")
     return _Split(split.labels, images=images)

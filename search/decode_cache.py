@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TextIO
 
 import numpy as np
 from tqdm import tqdm
 
 from search.errors import UserError
+from search.progress import is_terminal
 
 FORMAT = "decoded-v1"  # bump when what is stored changes (a new key re-decodes every cache)
+APP = "resnet-budget-search"  # the folder of this tool's caches under the user's cache folder
+
+
+def default_dir() -> Path:
+    """The per-user cache folder of decoded images: $XDG_CACHE_HOME/resnet-budget-search/decoded (~/.cache/...)."""
+    # Not beside the images: shared and cluster datasets are often read-only (the XDG base directory spec
+    # ignores a relative XDG_CACHE_HOME).
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / APP / "decoded"
 
 
 def cache_key(paths: Sequence[Path], size: int, prepare: str) -> str:
@@ -25,10 +36,11 @@ def cache_key(paths: Sequence[Path], size: int, prepare: str) -> str:
 
 
 def decoded(paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray], cache_dir: Path, name: str,
-            prepare: str = "") -> np.ndarray:
+            prepare: str = "", stream: TextIO | None = None) -> np.ndarray:
     """(N, size, size, 3) uint8 images of `paths`, from `cache_dir` or decoded now (with progress) and stored there.
 
     `read` gives one image already at size x size (decoded and prepared); `prepare` names what it does, for the key.
+    Progress goes to `stream` (stderr): a bar on a terminal, one plain line otherwise.
     """
     path = Path(cache_dir) / f"{name}-{cache_key(paths, size, prepare)}.npy"
     if path.is_file():
@@ -41,13 +53,7 @@ def decoded(paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray]
         raise UserError(f"cannot write the decoded-image cache in '{cache_dir}': {exc.strerror or exc}; "
                         f"set data.cache_dir to a writable folder") from None
     try:
-        # leave=False: the bar is wiped when it closes, so an `error:` line after it stands on a line of its own.
-        with tqdm(paths, desc=f"decoding {name} once", unit="img", mininterval=2.0, leave=False) as bar:
-            for i, p in enumerate(bar):
-                image = read(p)
-                if image.shape != (size, size, 3):
-                    raise UserError(f"image '{p}' is {image.shape[1]}x{image.shape[0]}, expected {size}x{size}")
-                out[i] = image
+        _decode_into(out, paths, size, read, f"decoding {name} once", sys.stderr if stream is None else stream)
         out.flush()
         del out
         os.replace(tmp, path)
@@ -58,3 +64,24 @@ def decoded(paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray]
         if stale != path:
             stale.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
+
+
+def _decode_into(out: np.ndarray, paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray], desc: str,
+                 stream: TextIO) -> None:
+    """Fill `out` with the images of `paths`, showing progress on `stream`."""
+    if is_terminal(stream):
+        # leave=False: the bar is wiped when it closes, so an `error:` line after it stands on a line of its own.
+        images = tqdm(paths, desc=desc, unit="img", mininterval=2.0, leave=False, file=stream)
+    else:  # a log file or a pipe: a bar's carriage returns would run into the next line
+        print(f"{desc}: {len(paths):,} images", file=stream, flush=True)
+        images = paths
+    try:
+        for i, p in enumerate(images):
+            image = read(p)
+            if image.shape != (size, size, 3):
+                raise UserError(f"image '{p}' is {image.shape[1]}x{image.shape[0]}, expected {size}x{size}")
+            out[i] = image
+    finally:
+        if isinstance(images, tqdm):
+            images.close()
+

@@ -2,7 +2,9 @@
 
 Designs are drawn by Optuna's random sampler from an in-memory study (nothing is written, no study is
 created or touched), resolved and checked exactly as the objective does, and summarised. A short timed
-probe of a typical design (the one of median size) gives the expected duration on this device.
+probe of a typical design (the one of median size) gives the expected duration on this device. Both are
+bounded: drawing stops after DRAW_S seconds, and the probe times a smaller batch than the training one
+when that one would need over PROBE_BYTES of activations or a step would take over a share of PROBE_S.
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Callable, NamedTuple, Sequence
 
 import optuna
 import torch
 import torch.nn.functional as F
 
-from blocks import ArchSpec, build
+from blocks import ArchSpec, build, complexity
 from blocks.text import short_count
 
 from .config import SearchConfig
@@ -27,7 +29,26 @@ from .space import sample
 from .trainer import TrainSpec, make_optimizer
 
 EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (forward only, no backward)
-Probe = Callable[[ArchSpec, TrainSpec, torch.device], float]  # seconds per training image
+DRAW_S = 30.0  # seconds drawing may take; the designs drawn by then are summarised
+PROBE_S = 20.0  # seconds the timing probe may take after its first one-image steps
+PROBE_STEPS = 2  # timed steps at the probe's batch (after one warm-up step)
+PROBE_BYTES = 2 * 1024**3  # activations the probe may allocate; a larger training batch is timed in part
+SAVED_PER_OUTPUT = 8  # float32 tensors of a block's output size kept for backward (conv, BN, ReLU, sum; rough)
+Clock = Callable[[], float]
+
+
+class Timing(NamedTuple):
+    """What the probe measured."""
+
+    s_per_img: float  # seconds per training image
+    batch: int  # images per timed step: the training batch, or fewer to bound memory and time
+
+
+class ProbeRefused(Exception):
+    """The probe will not time this design (it would need more memory than PROBE_BYTES allows)."""
+
+
+Probe = Callable[[ArchSpec, TrainSpec, torch.device], Timing]
 
 
 @dataclass
@@ -40,13 +61,17 @@ class Design:
     flops: int
 
 
-def sample_designs(cfg: SearchConfig, n: int, num_classes: int, input_size: int) -> tuple[list[Design], Counter]:
-    """n random draws from the space: the buildable designs and a count of rejection reasons."""
+def sample_designs(cfg: SearchConfig, n: int, num_classes: int, input_size: int, *, clock: Clock = time.monotonic,
+                   limit_s: float = DRAW_S) -> tuple[list[Design], Counter]:
+    """Up to n random draws from the space, as many as `limit_s` allows: the buildable ones and rejection counts."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=cfg.search.seed),
                                 direction="maximize")  # in memory: nothing is stored
     designs, rejected = [], Counter()
+    deadline = clock() + limit_s
     for _ in range(n):
+        if clock() > deadline:
+            break
         trial = study.ask()
         arch_d, train_d, reason = sample(trial, cfg, num_classes, input_size)
         spec, train, cx, reason = check_sample(arch_d, train_d, reason, cfg)
@@ -58,32 +83,69 @@ def sample_designs(cfg: SearchConfig, n: int, num_classes: int, input_size: int)
     return designs, rejected
 
 
-def time_training(spec: ArchSpec, train: TrainSpec, device: torch.device, steps: int = 2) -> float:
-    """Seconds per training image of `spec` at its batch size on random images (after one warm-up step)."""
+def activation_bytes(spec: ArchSpec) -> int:
+    """Rough bytes of activations one training image keeps for backward (float32), from the stage shapes."""
+    shapes = complexity(spec).stage_shapes
+    outputs = sum(depth * c * h * w for depth, (c, h, w) in zip(spec.blocks, shapes))
+    return 4 * (SAVED_PER_OUTPUT * outputs + spec.in_channels * spec.input_size ** 2)
+
+
+def time_training(spec: ArchSpec, train: TrainSpec, device: torch.device, *, clock: Clock = time.perf_counter,
+                  limit_s: float = PROBE_S) -> Timing:
+    """Seconds per training image of `spec` on random images, at its batch size or at a bounded part of it."""
+    fit = PROBE_BYTES // activation_bytes(spec)
+    if fit < min(2, train.batch_size):
+        raise ProbeRefused(f"one image needs about {activation_bytes(spec) / 1e9:.1f} GB of activations; the "
+                           f"probe's bound is {PROBE_BYTES / 1e9:.1f} GB for two")
+    most = min(train.batch_size, fit)
     model = build(spec).to(device).train()
-    opt = make_optimizer(model, train)
-    x = torch.randn(train.batch_size, 3, spec.input_size, spec.input_size, device=device)
-    y = torch.randint(0, spec.num_classes, (train.batch_size,), device=device)
-    for i in range(steps + 1):
-        if i == 1:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
+    step = _stepper(model, make_optimizer(model, train), spec, device, clock)
+    small = min(2, most)  # two images: BatchNorm on a 1x1 map cannot train on one
+    step(small)  # warm-up: first calls allocate and pick kernels
+    per_img = step(small) / small
+    batch = max(small, min(most, int(limit_s / (PROBE_STEPS + 1) / max(per_img, 1e-9))))  # each step in a share
+    if batch == small:
+        return Timing(per_img, small)
+    step(batch)  # warm-up at the new shape
+    deadline, times = clock() + limit_s, []
+    while len(times) < PROBE_STEPS and (not times or clock() < deadline):
+        times.append(step(batch))
+    return Timing(statistics.fmean(times) / batch, batch)
+
+
+def _stepper(model: torch.nn.Module, opt: torch.optim.Optimizer, spec: ArchSpec, device: torch.device,
+             clock: Clock) -> Callable[[int], float]:
+    """A function that trains one step on `b` random images and returns its seconds."""
+    def step(b: int) -> float:
+        x = torch.randn(b, spec.in_channels, spec.input_size, spec.input_size, device=device)
+        y = torch.randint(0, spec.num_classes, (b,), device=device)
+        _sync(device)
+        t0 = clock()
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
+        _sync(device)
+        return clock() - t0
+    return step
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that the clock measures it."""
     if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / (steps * train.batch_size)
+        torch.cuda.synchronize(device)
 
 
 def summarise(cfg: SearchConfig, designs: list[Design], rejected: Counter, n_train: int, n_val: int,
-              device: torch.device, probe: Probe = time_training) -> list[str]:
-    """The dry run's report lines."""
+              device: torch.device, probe: Probe = time_training, notes: Sequence[str] = (),
+              asked: int | None = None) -> list[str]:
+    """The dry run's report lines; `notes` (what was skipped or bounded) follow the first; `asked`: draws wanted."""
     n = len(designs) + sum(rejected.values())
-    budget = cfg.budget.params
     lines = [f"dry run of {cfg.path}: {n:,} designs drawn at random (seed {cfg.search.seed}); nothing trained, "
              f"no study created or touched"]
+    if asked is not None and n < asked:
+        notes = [*notes, f"drawing stopped at its {DRAW_S:.0f} s limit after {n:,} of {asked:,} designs "
+                         f"(--dry-run-samples); the figures below are from those"]
+    lines += [f"note: {note}" for note in notes]
     if cfg.budget.latency_ms is not None:  # a measurement of the trial's own device, not a count: not drawn here
         lines.append(f"latency budget: {cfg.budget.latency_ms:g} ms per forward pass at batch "
                      f"{cfg.budget.latency_batch}, measured on each trial's model before it trains (not in this dry run)")
@@ -92,9 +154,15 @@ def summarise(cfg: SearchConfig, designs: list[Design], rejected: Counter, n_tra
     if not designs:
         lines.append("no design of this space can be trained: widen the space or raise the budget")
         return lines
+    return lines + _space_lines(cfg, designs) + _duration_lines(cfg, designs, n_train, n_val, device, probe)
+
+
+def _space_lines(cfg: SearchConfig, designs: list[Design]) -> list[str]:
+    """Budget utilisation (a histogram) and the ranges of depth, width, params and FLOPs."""
+    budget = cfg.budget.params
     util = sorted(d.params / budget for d in designs)
-    lines.append(f"budget utilisation (params / {budget:,}) of the {len(designs):,} buildable designs: "
-                 + "  ".join(f"{name} {q:.1%}" for name, q in _quantiles(util)))
+    lines = [f"budget utilisation (params / {budget:,}) of the {len(designs):,} buildable designs: "
+             + "  ".join(f"{name} {q:.1%}" for name, q in _quantiles(util))]
     for lo in range(0, 100, 10):
         share = sum(lo <= 100 * u < lo + 10 or (lo == 90 and u >= 1.0) for u in util) / len(util)
         if share:
@@ -103,17 +171,31 @@ def summarise(cfg: SearchConfig, designs: list[Design], rejected: Counter, n_tra
     lines.append(_range("width C", [d.spec.width for d in designs], str))
     lines.append(_range("params", [d.params for d in designs], short_count))
     lines.append(_range("FLOPs", [d.flops for d in designs], short_count) + "  (fvcore: one multiply-add = one FLOP)")
+    return lines
+
+
+def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_val: int, device: torch.device,
+                    probe: Probe) -> list[str]:
+    """The probe of the typical design (the one of median size) and the expected duration at its speed."""
     typical = sorted(designs, key=lambda d: d.params)[len(designs) // 2]
-    s_per_img = probe(typical.spec, typical.train, device)
+    what = f"a typical design ({arch_brief(typical.spec.to_dict())}, {short_count(typical.params)} params)"
+    batch = typical.train.batch_size
+    try:
+        s_per_img, timed = probe(typical.spec, typical.train, device)
+    except ProbeRefused as e:
+        return [f"probe: {what} not timed: {e}; no duration estimate"]
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError and the CPU allocator's are RuntimeErrors
+        if not isinstance(e, MemoryError) and "memory" not in str(e):
+            raise
+        return [f"probe: {what} cannot be trained in the memory of {device}; no duration estimate"]
+    at = f"batch {batch:,}" if timed == batch else f"timed at batch {timed:,} of {batch:,}, scaled per image"
     epochs = statistics.median(d.train.epochs for d in designs)
     trial_s = epochs * (n_train + EVAL_COST * n_val) * s_per_img
     total = cfg.search.n_trials * trial_s
-    lines.append(f"probe: a typical design ({arch_brief(typical.spec.to_dict())}, {short_count(typical.params)} params) "
-                 f"trains at {1 / s_per_img:,.0f} img/s on {device} (batch {typical.train.batch_size})")
-    lines.append(f"expected duration: {cfg.search.n_trials} trials x {epochs:g} epochs x ({n_train:,} training + "
-                 f"{n_val:,} validation images) = about {_hours(total)} on this device without pruning "
-                 f"(one trial about {_hours(trial_s)}; pruned trials stop early)")
-    return lines
+    return [f"probe: {what} trains at {1 / s_per_img:,.0f} img/s on {device} ({at})",
+            f"expected duration: {cfg.search.n_trials} trials x {epochs:g} epochs x ({n_train:,} training + "
+            f"{n_val:,} validation images) = about {_hours(total)} on this device without pruning "
+            f"(one trial about {_hours(trial_s)}; pruned trials stop early)"]
 
 
 def _quantiles(values: list[float]) -> list[tuple[str, float]]:

@@ -38,7 +38,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stdout
         self.log = log or (lambda line: print(line, file=self.stream, flush=True))
         self.every_s, self.clock, self.refresh_s = every_s, clock, refresh_s
-        self.terminal = _isatty(self.stream)
+        self.terminal = is_terminal(self.stream)
         self.bar: tqdm | None = None
         self.epoch = -1
         self.t_first = self.t_epoch = self.t_line = self.clock()
@@ -101,7 +101,7 @@ class Progress:
             self.bar = None
 
 
-def _isatty(stream: TextIO) -> bool:
+def is_terminal(stream: TextIO) -> bool:
     """Whether `stream` is a terminal (a closed or odd stream is not)."""
     try:
         return stream.isatty()

@@ -36,7 +36,7 @@ from .baselines import enqueue_baselines
 from .cli import main_guard
 from .config import SearchConfig, load_config
 from .dashboard import dashboard_command
-from .dryrun import Probe, sample_designs, summarise, time_training
+from .dryrun import Clock, Probe, sample_designs, summarise, time_training
 from .errors import UserError
 from .objective import Objective
 from .review.summary import summary_table
@@ -130,16 +130,28 @@ def prepare_results(cfg: SearchConfig, results_root: str) -> Path:
 def check_data_and_augment(cfg: SearchConfig) -> DatasetInfo:
     """What needs the dataset, checked before the study is touched: it loads (or downloads), it leaves
     validation images, and every augmentation policy applies to an image of its size; returns what it is."""
-    from .augment import check_batchable, policy_names, policy_steps, square, train_pipeline
     from .data import check_config as check_data, make_loaders
-    from .distributions import candidates
 
     check_data(cfg.data, f"{cfg.path}: data")
     loaders = make_loaders(cfg.data, [], 2, seed=0)
-    if loaders.val is None:  # every trial would train, then fail on a NaN accuracy, and not count
-        raise UserError(f"{cfg.path}: data.val_fraction {cfg.data.val_fraction} of {len(loaders.train.dataset)} "
+    check_validation(cfg, len(loaders.train.dataset), 0 if loaders.val is None else len(loaders.val.dataset))
+    check_augment(cfg, loaders.info.image_size)
+    return loaders.info
+
+
+def check_validation(cfg: SearchConfig, n_train: int, n_val: int) -> None:
+    """A search needs validation images to rank its trials."""
+    if n_val == 0:  # every trial would train, then fail on a NaN accuracy, and not count
+        raise UserError(f"{cfg.path}: data.val_fraction {cfg.data.val_fraction} of {n_train} "
                         f"training images leaves no validation images; a search needs them to rank trials")
-    size, names = loaders.info.image_size, policy_names(cfg.augment)
+
+
+def check_augment(cfg: SearchConfig, size: int) -> None:
+    """Every augmentation policy the space may pick exists and applies to an image of `size` pixels."""
+    from .augment import check_batchable, policy_names, policy_steps, square, train_pipeline
+    from .distributions import candidates
+
+    names = policy_names(cfg.augment)
     for name in candidates(cfg.train.get("augment_policy")):
         if name is not None and name not in names:
             raise UserError(f"{cfg.path}: train.augment_policy: unknown policy {name!r} (have: {', '.join(names)})")
@@ -147,7 +159,6 @@ def check_data_and_augment(cfg: SearchConfig) -> DatasetInfo:
     for name in names:
         where = f"{cfg.path}: augment" + (f".policies.{name}" if isinstance(cfg.augment, dict) else "")
         check_batchable(train_pipeline(policy_steps(cfg.augment, name), where, pre=pre), size, where)
-    return loaders.info
 
 
 def save_config(cfg: SearchConfig, results: Path) -> None:
@@ -182,18 +193,22 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
         close_storage(study)  # an SQLite study.db is whole again (its write-ahead log folded in)
 
 
-def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: Probe = time_training) -> None:
+def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: Probe = time_training,
+            clock: Clock = time.monotonic) -> None:
     """Validate, draw designs and print what the space holds and how long its search would take here."""
-    from .data import make_loaders
+    from .data import check_config as check_data, survey
 
     if args.dry_run_samples < 1:
         raise UserError(f"--dry-run-samples {args.dry_run_samples}: expected 1 or more")
-    check_data_and_augment(cfg)
-    loaders = make_loaders(cfg.data, [], 2, seed=0)  # checks the dataset and counts its images
-    designs, rejected = sample_designs(cfg, args.dry_run_samples, loaders.info.num_classes, loaders.info.image_size)
-    n_val = len(loaders.val.dataset) if loaders.val is not None else 0
-    for line in summarise(cfg, designs, rejected, len(loaders.train.dataset), n_val, resolve_device(args.device),
-                          probe):
+    check_data(cfg.data, f"{cfg.path}: data")
+    found = survey(cfg.data)  # counts the images: nothing decoded, downloaded or written
+    check_validation(cfg, found.n_train, found.n_val)
+    check_augment(cfg, found.info.image_size)
+    designs, rejected = sample_designs(cfg, args.dry_run_samples, found.info.num_classes, found.info.image_size,
+                                       clock=clock)
+    notes = [found.skipped] if found.skipped else []
+    for line in summarise(cfg, designs, rejected, found.n_train, found.n_val, resolve_device(args.device), probe,
+                          notes, asked=args.dry_run_samples):
         log(line)
 
 

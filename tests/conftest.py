@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE_OVERRIDES = ["data.synthetic_train=200", "data.synthetic_test=100", "data.synthetic_size=16",
                    "data.num_workers=0", "train.epochs=2", "rules.min_receptive_field=30",
                    "search.pruner=none"]  # all 4 trained trials complete, whatever their curves
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """XDG_CACHE_HOME for the session: decoded-image caches go to a throwaway folder, never the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        home = tmp_path_factory.mktemp("cache_home")
+        mp.setenv("XDG_CACHE_HOME", str(home))
+        yield home
 
 
 @pytest.fixture(scope="session")

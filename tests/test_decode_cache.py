@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pty
+import select
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from search import data
+from search import data, decode_cache
 from search.batches import ArrayBatches
 from search.data import DataConfig, make_loaders
 from search.errors import UserError
@@ -17,8 +20,9 @@ from tests.fixtures import make_imagefolder, make_tiny_imagenet
 
 
 def cached(root: Path) -> list[Path]:
-    """The cache files of the training split under root/.decoded."""
-    return sorted((root / ".decoded").glob("*-train-*.npy"))
+    """The cache files of the training split of the data under root, in the default cache folder."""
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    return sorted(decode_cache.default_dir().glob(f"*-train-{key}-*.npy"))
 
 
 def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
@@ -77,8 +81,8 @@ def test_unwritable_cache_is_one_line(tmp_path: Path) -> None:
         make_loaders(cfg, [], 2, seed=0)
 
 
-def test_a_bad_image_while_decoding_leaves_no_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """The progress bar is wiped when decoding stops, so the `error:` line that follows stands alone."""
+def test_a_bad_image_while_decoding_leaves_no_progress_bar(tmp_path: Path) -> None:
+    """On a terminal the progress bar is wiped when decoding stops, so the `error:` line that follows stands alone."""
     from search.decode_cache import decoded
 
     paths = [tmp_path / f"{i}.png" for i in range(3)]
@@ -88,9 +92,16 @@ def test_a_bad_image_while_decoding_leaves_no_progress_bar(tmp_path: Path, capsy
     def read(p: Path) -> np.ndarray:
         return np.zeros((4, 4, 3) if p == paths[1] else (8, 8, 3), np.uint8)
 
-    with pytest.raises(UserError, match=r"is 4x4, expected 8x8"):
-        decoded(paths, 8, read, tmp_path / "cache", "x")
-    err = capsys.readouterr().err
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w") as tty:
+        with pytest.raises(UserError, match=r"is 4x4, expected 8x8"):
+            decoded(paths, 8, read, tmp_path / "cache", "x", stream=tty)
+        tty.flush()
+        chunks = []
+        while select.select([master], [], [], 0.5)[0]:
+            chunks.append(os.read(master, 65536))
+    os.close(master)
+    err = b"".join(chunks).decode()
     assert "decoding x once" in err, "the bar was shown"
     assert err.rsplit("\r", 1)[-1].strip() == "" and "\n" not in err, "and wiped: nothing of it is left on a line"
     assert not list((tmp_path / "cache").glob("*")), "no partial cache file"

@@ -277,7 +277,7 @@ def test_dry_run_summarises_the_space_without_a_study(tmp_path: Path, capsys: py
 
     def probe(spec: ArchSpec, train, device) -> float:
         probed.append(complexity(spec).params)
-        return 0.002  # seconds per training image
+        return dryrun.Timing(0.002, train.batch_size)  # seconds per training image
 
     lines = []
     run.dry_run(args, cfg, lines.append, probe=probe)

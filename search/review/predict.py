@@ -2,14 +2,16 @@
 
 A MODEL is a retrained `model.pt`, or a folder holding some (`results/<study>/retrain/00012` = all its
 seeds); several models are an ensemble (the mean of their softmax, as retrain's ensembles). Each image is
-read as RGB, its shorter side resized to the model's input size and the centre square kept, then
-normalised with the statistics the model was trained with (stored in model.pt).
+read as RGB (at most data.MAX_PIXELS), its shorter side resized to the model's input size and the centre
+square kept, then normalised with the statistics the model was trained with (stored in model.pt; a
+model.pt without them needs --mean/--std, or names a dataset whose defaults are used with a note).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import blocks
 
 from .. import augment
 from ..cli import main_guard
-from ..data import ImageDataset, _Split, loader_workers
+from ..data import NORMALISATION, ImageDataset, _Split, loader_workers
 from ..errors import UserError
 from ..progress import Progress
 from ..trainer import predict, resolve_device
@@ -40,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=5, help="classes per image, most probable first (default 5)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="per-channel mean of the training images, pixels in [0, 1] (default: saved in model.pt)")
+    p.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="per-channel standard deviation, as --mean (default: saved in model.pt)")
     return p.parse_args(argv)
 
 
@@ -63,10 +69,11 @@ def image_paths(args: list[str]) -> list[Path]:
         if path.is_dir():
             out += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
         elif path.is_file() and path.suffix.lower() == ".txt":
-            listed = [Path(line.strip()) for line in path.read_text().splitlines() if line.strip()]
-            missing = next((p for p in listed if not p.is_file()), None)
+            listed = [Path(line.strip()) for line in _text_lines(path) if line.strip()]
+            missing = next((p for p in listed if not _is_file(p)), None)
             if missing is not None:
-                raise UserError(f"{a}: lists '{missing}', which is not a file")
+                shown = str(missing) if len(str(missing)) <= 200 else f"{str(missing)[:200]}..."  # a whole line
+                raise UserError(f"{a}: lists '{shown}', which is not a file")
             out += listed
         elif path.is_file():
             out.append(path)
@@ -75,6 +82,49 @@ def image_paths(args: list[str]) -> list[Path]:
     if not out:
         raise UserError(f"--images {' '.join(args)}: no image files found ({', '.join(IMG_EXTENSIONS[:4])} ...)")
     return out
+
+
+def _text_lines(path: Path) -> list[str]:
+    """The lines of a list of image paths, which must be UTF-8 text."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a text list of image paths (byte {e.start} is not UTF-8)") from None
+    if "\0" in text:  # a NUL cannot be in a path
+        raise UserError(f"{path}: not a text list of image paths (byte {raw.index(0)} is a NUL)")
+    return text.splitlines()
+
+
+def _is_file(path: Path) -> bool:
+    """Whether path names a file (a name too long for the file system names none)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def normalisation(args: argparse.Namespace, extra: dict, where: Path, log=print) -> tuple[list, list]:
+    """Mean and std of the inputs: --mean/--std, else model.pt's, else its dataset's defaults (with a note)."""
+    if (args.mean is None) != (args.std is None):
+        raise UserError("--mean and --std go together: give both (3 values each) or neither")
+    if args.mean is not None:
+        if not all(math.isfinite(v) for v in args.mean) or not all(math.isfinite(v) and v > 0 for v in args.std):
+            raise UserError(f"--mean {args.mean} --std {args.std}: expected finite values, std above 0")
+        return list(args.mean), list(args.std)
+    if "mean" in extra and "std" in extra:
+        return extra["mean"], extra["std"]
+    dataset = extra.get("dataset")
+    if dataset in NORMALISATION:
+        mean, std = NORMALISATION[dataset]
+        log(f"note: {where} has no mean/std saved with it; using {dataset}'s: mean {list(mean)} std {list(std)}")
+        return list(mean), list(std)
+    raise UserError(f"{where}: no normalisation saved with the model (mean/std; e.g. a model.pt written by "
+                    f"blocks.save without them): pass --mean R G B --std R G B, the per-channel statistics of "
+                    f"the images it was trained on (pixels in [0, 1])")
 
 
 def load_models(paths: list[Path], device: torch.device) -> list[torch.nn.Module]:
@@ -104,9 +154,10 @@ def run(args: argparse.Namespace, log=print) -> Path:
     extra = models[0].extra
     names = extra.get("class_names") or [str(c) for c in range(models[0].spec.num_classes)]
     size = int(extra.get("image_size") or models[0].spec.input_size)
+    mean, std = normalisation(args, extra, paths[0], log)
     ds = ImageDataset(_Split(np.arange(len(files)), paths=files), augment.eval_pipeline(pre=augment.square(size)))
     loader = DataLoader(ds, batch_size=args.batch_size, num_workers=min(loader_workers("auto"), 4),
-                        collate_fn=augment.NormalizeCollate(extra["mean"], extra["std"]))
+                        collate_fn=augment.NormalizeCollate(mean, std))
     log(f"predicting {len(files):,} images with {len(models)} model{'s' if len(models) > 1 else ''} "
         f"({size}px, {len(names)} classes) on {device}")
     probs = ensemble_probs([predict(m, loader, device, on_batch=Progress(f"model {k}", 0, log=log))[0]

@@ -1,0 +1,128 @@
+"""The dry run downloads nothing, writes nothing, and bounds what its drawing and its timing probe cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from blocks import ArchSpec
+from search import data, decode_cache, dryrun, run
+from search.trainer import TrainSpec
+from tests.fixtures import make_cifar10, make_imagefolder
+from tests.test_search import PRUNING_SPACE, write_space
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ArchSpec(stages=2, blocks=(1, 1), width=8, input_size=12)
+
+
+class Clock:
+    """A clock that moves by `step` seconds each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        self.t, self.step, self.reads = 0.0, step, 0
+
+    def __call__(self) -> float:
+        self.t += self.step
+        self.reads += 1
+        return self.t
+
+
+def fixed_probe(spec: ArchSpec, train: TrainSpec, device: torch.device) -> dryrun.Timing:
+    """2 ms per training image at the training batch."""
+    return dryrun.Timing(0.002, train.batch_size)
+
+
+def dry(space: Path | str, *extra: str, probe: dryrun.Probe = fixed_probe, clock=None) -> list[str]:
+    """The dry run's lines for a space (few draws)."""
+    args = run.parse_args([str(space), "--dry-run", "--dry-run-samples", "20", *extra])
+    lines: list[str] = []
+    run.dry_run(args, run.config_from_args(args), lines.append, probe=probe,
+                **({"clock": clock} if clock else {}))
+    return lines
+
+
+def files_under(*folders: Path) -> list[Path]:
+    """Every file under the folders (that exist)."""
+    return [p for f in folders if f.exists() for p in f.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("space, counts", [("cifar10_5m.yaml", "45,000 training + 5,000 validation"),
+                                           ("tiny_26m.yaml", "90,000 training + 10,000 validation")])
+def test_a_builtin_dataset_not_on_disk_is_not_downloaded(space: str, counts: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_download(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise AssertionError("the dry run tried to download")
+
+    monkeypatch.setattr(data._CIFAR10Files, "download", no_download)
+    monkeypatch.setattr(data, "download_and_extract_archive", no_download)
+    lines = dry(ROOT / "spaces" / space, "--data-root", str(tmp_path / "data"), "--set", "search.n_trials=1")
+    name = space.split("_")[0].replace("tiny", "tiny_imagenet")
+    assert lines[1].startswith(f"note: {name} is not in '{tmp_path / 'data'}' (a search downloads it; a dry run "
+                               f"downloads nothing): its official shape is used")
+    assert lines[1].endswith("skipped: the files' presence and readability")
+    assert counts in lines[-1]
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(run.UserError, match=f"^{name} not found in '{tmp_path / 'data'}'"):  # as the search says
+        dry(ROOT / "spaces" / space, "--data-root", str(tmp_path / "data"), "--set", "data.download=false")
+
+
+def test_a_builtin_dataset_on_disk_is_counted(tmp_path: Path) -> None:
+    root = make_cifar10(tmp_path / "data")  # 5 batches of 20 training images
+    lines = dry(ROOT / "spaces" / "cifar10_5m.yaml", "--data-root", str(root), "--set", "search.n_trials=1")
+    assert not any(line.startswith("note:") for line in lines) and "(90 training + 10 validation" in lines[-1]
+
+
+def test_the_dry_run_writes_no_decoded_image_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    root = make_imagefolder(tmp_path / "images", classes=2, per_class=6, size=(12, 12))
+    space = {**PRUNING_SPACE, "data": {"dataset": "imagefolder", "root": str(root), "num_workers": 0,
+                                       "val_fraction": 0.25}}
+    before = files_under(root)
+    lines = dry(write_space(tmp_path, space))
+    assert "(9 training + 3 validation images)" in lines[-1]  # counted without decoding
+    assert files_under(root) == before and files_under(decode_cache.default_dir()) == []
+
+
+def test_drawing_stops_at_its_time_limit_with_a_note(tmp_path: Path) -> None:
+    clock = Clock(step=dryrun.DRAW_S / 5)  # each draw reads the clock once: 5 draws fit in the limit
+    lines = dry(write_space(tmp_path, PRUNING_SPACE), clock=clock)
+    assert lines[0].startswith(f"dry run of {tmp_path / 'space.yaml'}: 5 designs drawn at random")
+    assert lines[1] == (f"note: drawing stopped at its {dryrun.DRAW_S:.0f} s limit after 5 of 20 designs "
+                        f"(--dry-run-samples); the figures below are from those")
+
+
+def test_a_huge_training_batch_is_timed_in_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dryrun, "PROBE_BYTES", 40 * dryrun.activation_bytes(SMALL))  # 40 images' worth
+    timing = dryrun.time_training(SMALL, TrainSpec(batch_size=20_000_000), torch.device("cpu"),
+                                  clock=Clock(step=1e-4))
+    assert timing.batch == 40 and timing.s_per_img > 0
+    lines = dry(write_space(tmp_path, PRUNING_SPACE), "--set", "train.batch_size=20000000",
+                probe=lambda s, t, d: dryrun.Timing(0.002, 40))
+    assert lines[-2].endswith("on cpu (timed at batch 40 of 20,000,000, scaled per image)")
+
+
+def test_a_slow_step_is_timed_once_at_two_images() -> None:
+    clock = Clock(step=100.0)  # every step "takes" 100 s: far over the probe's limit
+    timing = dryrun.time_training(SMALL, TrainSpec(batch_size=64), torch.device("cpu"), clock=clock)
+    assert timing == dryrun.Timing(50.0, 2) and clock.reads == 4  # the warm-up and one timed step
+
+
+@pytest.mark.parametrize("failure, said", [
+    ("estimate", "not timed: one image needs about"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"), "cannot be trained in the memory"),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 61440000000 bytes"),
+     "cannot be trained in the memory"),
+    (MemoryError(), "cannot be trained in the memory")])
+def test_a_design_the_probe_cannot_run_is_one_line(failure: object, said: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def probe(spec: ArchSpec, train: TrainSpec, device: torch.device) -> dryrun.Timing:
+        if failure == "estimate":
+            monkeypatch.setattr(dryrun, "PROBE_BYTES", 1)
+            return dryrun.time_training(spec, train, device)
+        raise failure
+
+    lines = dry(write_space(tmp_path, PRUNING_SPACE), probe=probe)
+    assert lines[-1].startswith("probe: a typical design (") and said in lines[-1]
+    assert lines[-1].endswith("; no duration estimate") and not any("expected duration" in ln for ln in lines)

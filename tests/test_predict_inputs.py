@@ -1,0 +1,89 @@
+"""`predict` on odd inputs: a binary list, a model.pt without normalisation, an image too large to decode."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import blocks
+from blocks import ArchSpec
+from search import data
+from search.review import predict
+
+SPEC = ArchSpec(stages=2, blocks=(1, 1), width=8, input_size=12, num_classes=3)
+
+
+def model_pt(path: Path, **extra: object) -> Path:
+    """A small untrained model saved by blocks.save with the given extra entries."""
+    return blocks.save(path, blocks.build(SPEC), extra=extra)
+
+
+def image(path: Path, size: tuple[int, int] = (20, 16)) -> Path:
+    """A small RGB PNG."""
+    Image.fromarray(np.full((size[1], size[0], 3), 90, np.uint8)).save(path)
+    return path
+
+
+def png_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header says width x height, with the data of a 1x1 image (nothing large is written)."""
+    Image.new("RGB", (1, 1)).save(path)
+    raw = bytearray(path.read_bytes())
+    ihdr = raw[12:29]  # b"IHDR" + 13 bytes of header data, after the 8-byte signature and the chunk length
+    ihdr[4:12] = struct.pack(">II", width, height)
+    raw[12:33] = ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def one_error(capfd: pytest.CaptureFixture, code: int) -> str:
+    """The single `error:` line predict printed (from any process), checked to be all of stderr."""
+    err = capfd.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    return err.strip()
+
+
+def test_a_binary_list_of_images_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(bytes(range(256)))
+    code = predict.main([str(model_pt(tmp_path / "m.pt", mean=[0.5] * 3, std=[0.5] * 3)), "--images", str(listing)])
+    assert one_error(capfd, code) == f"error: {listing}: not a text list of image paths (byte 128 is not UTF-8)"
+    listing.write_bytes(b"a.png\n\x00\x01\x02\n")  # valid UTF-8, but a NUL cannot be in a path
+    code = predict.main([str(tmp_path / "m.pt"), "--images", str(listing)])
+    assert one_error(capfd, code) == f"error: {listing}: not a text list of image paths (byte 6 is a NUL)"
+    listing.write_text("x" * 5000 + "\n")  # a name too long for the file system
+    code = predict.main([str(tmp_path / "m.pt"), "--images", str(listing)])
+    assert one_error(capfd, code) == f"error: {listing}: lists '{'x' * 200}...', which is not a file"
+
+
+def test_a_model_without_normalisation(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    bare, img, out = model_pt(tmp_path / "bare.pt"), image(tmp_path / "a.png"), tmp_path / "p.csv"
+    base = ["--images", str(img), "--output", str(out), "--device", "cpu"]
+    err = one_error(capfd, predict.main([str(bare), *base]))
+    assert err.startswith(f"error: {bare}: no normalisation saved with the model") and "--mean R G B --std R G B" in err
+    assert not out.exists()
+    assert predict.main([str(bare), *base, "--mean", "0.5", "0.5", "0.5", "--std", "0.25", "0.25", "0.25"]) == 0
+    assert out.is_file() and len(out.read_text().splitlines()) == 2
+    assert "--mean and --std go together" in one_error(capfd, predict.main([str(bare), *base, "--mean", "0", "0", "0"]))
+    named = model_pt(tmp_path / "named.pt", dataset="cifar10")  # names its dataset: that dataset's statistics
+    logged: list[str] = []
+    predict.run(predict.parse_args([str(named), *base]), log=logged.append)
+    assert logged[0] == (f"note: {named} has no mean/std saved with it; using cifar10's: "
+                         f"mean {list(data.CIFAR10_MEAN)} std {list(data.CIFAR10_STD)}")
+
+
+@pytest.mark.parametrize("width, height", [(10_000, 10_000), (20_000, 10_000)])  # PIL warns, then refuses
+def test_an_image_over_the_size_limit_is_refused_before_decoding(width: int, height: int, tmp_path: Path,
+                                                                 capfd: pytest.CaptureFixture) -> None:
+    big = png_claiming(tmp_path / "big.png", width, height)
+    code = predict.main([str(model_pt(tmp_path / "m.pt", mean=[0.5] * 3, std=[0.5] * 3)), "--images", str(big),
+                         "--output", str(tmp_path / "p.csv"), "--device", "cpu"])
+    err = capfd.readouterr().err
+    assert code == 2 and "DecompressionBomb" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"error: image '{big}' is ") and "over the limit of 50 megapixels" in err
+    with pytest.raises(data.UserError, match=r"over the limit of 50 megapixels \(resize it first\)$"):
+        data.read_image(big)

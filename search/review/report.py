@@ -190,6 +190,7 @@ def build_report(res: StudyResults) -> Page:
                  "epoch); the dashed line is the hard budget, the stars the Pareto front.")
     page.figure(figs.tradeoff(trials, "params", res.cfg.budget.params), "params")
     page.figure(figs.tradeoff(trials, "flops", res.cfg.budget.flops), "flops")
+    page.figure(figs.tradeoff(trials, "peak_activations", res.cfg.budget.peak_activations), "peak")
     page.figure(figs.accuracy_vs_speed(trials), "speed")  # measured: FLOPs do not predict speed (BENCHMARKS.md)
     page.section("Parameter importances", "How much each searched parameter explains val_acc "
                  "(optuna.importance.get_param_importances).")

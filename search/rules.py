@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from .trainer import TrainSpec
 
 MAX_PEAK_CORNERS = 512  # combinations of categorical choices tried for the smallest peak activation memory
+# Choices that can lower the peak in either direction (kernels cannot: 'same' padding keeps every map's size)
+PEAK_KEYS = ("stem", "strides", "widths", "block", "expansion", "separable", "shortcut", "pool", "head")
 
 
 def min_receptive_field(rules: Any, input_size: int) -> int | None:
@@ -199,11 +201,10 @@ def _check_peak_reachable(cfg: "SearchConfig", smallest: dict[str, Any]) -> None
     """Raise when every design of the space is over budget.peak_activations.
 
     The peak is not smallest at the params corner (a strided stem or a separable conv can lower it), so
-    every combination of the space's choices is tried at the smallest numbers, up to MAX_PEAK_CORNERS.
+    every combination of the choices in PEAK_KEYS is tried at the smallest numbers, up to MAX_PEAK_CORNERS.
     """
     budget = cfg.budget.peak_activations
-    keys = [k for k, v in cfg.space.items() if isinstance(v, Dist) and v.kind == "choice"
-            and k not in ("stages", "blocks", "width", "fill")]
+    keys = [k for k in PEAK_KEYS if isinstance(cfg.space.get(k), Dist) and cfg.space[k].kind == "choice"]
     best: tuple[int, str] | None = None
     for values in itertools.islice(itertools.product(*(cfg.space[k].choices for k in keys)), MAX_PEAK_CORNERS):
         d = {**smallest, **{k: list(v) if isinstance(v, tuple) else v for k, v in zip(keys, values)}}

@@ -116,6 +116,8 @@ def overview(page: Page, res: StudyResults) -> None:
     counts = count_kinds(trials)
     budget = res.cfg.budget
     flops = f", {budget.flops:,} FLOPs" if budget.flops else ""
+    if budget.peak_activations:
+        flops += f", {budget.peak_activations:,} peak activation elements (batch 1)"
     page.raw(f"<p>{len(trials)} trials: " + ", ".join(f"{counts[k]} {k}" for k in KINDS if counts[k])
              + f". Hard budget: {budget.params:,} parameters{flops}. Objectives: "
              + html.escape(", ".join(res.cfg.search.objectives)) + f". {figs.FLOPS_NOTE}.</p>")

@@ -41,6 +41,10 @@ class Cx:
     peak: int = 0  # the largest number of elements live at once so far
     keep: bool = False  # the current map stays live after the next layer (a block input kept for its shortcut)
 
+    def __post_init__(self) -> None:
+        if not self.live:  # a fresh state: its feature map (the network's input) is the one live tensor
+            self.live = self.peak = self.size
+
     @property
     def size(self) -> int:
         """Elements of the current feature map."""

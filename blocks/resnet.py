@@ -198,8 +198,7 @@ def build(spec: ArchSpec) -> ResNet:
 def complexity(spec: ArchSpec) -> Complexity:
     """Params, FLOPs, receptive field, stage shapes and peak activation memory of `spec`, without building it."""
     spec.validate()
-    cx = Cx(h=spec.input_size, w=spec.input_size, c=spec.in_channels)
-    cx.live = cx.peak = cx.size  # the input image is live until the stem has read it
+    cx = Cx(h=spec.input_size, w=spec.input_size, c=spec.in_channels)  # the input image is live until read
     Stem.complexity(cx, spec.stem, spec.stem_width)
     block, e, shapes, peaks = BLOCKS[spec.block], spec.block_expansion, [], []
     for width, depth, stride in zip(spec.stage_widths, spec.blocks, spec.stage_strides):

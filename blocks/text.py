@@ -1,4 +1,4 @@
-"""Short text for the command lines of blocks and search: a count as `1.23M`, bytes as `48 KiB`, an error as one line."""
+"""Short text for the command lines of blocks and search: counts (`1.23M`), bytes (`48 KiB`), one-line errors."""
 
 from __future__ import annotations
 

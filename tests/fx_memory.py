@@ -61,6 +61,7 @@ def fx_peak_activations(model: nn.Module, in_channels: int, size: int) -> tuple[
     profile = live_profile(model, in_channels, size)
     stage_peaks = []
     for i in range(len(model.stages)):
-        span = [k for k, (n, _) in enumerate(profile) if n.op == "call_module" and str(n.target).startswith(f"stages.{i}.")]
+        span = [k for k, (n, _) in enumerate(profile)
+                if n.op == "call_module" and str(n.target).startswith(f"stages.{i}.")]
         stage_peaks.append(max(live for _, live in profile[span[0]:span[-1] + 1]))
     return max(live for _, live in profile), tuple(stage_peaks)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from blocks import ArchSpec, build, complexity
+from blocks.layers import Cx, bn_cx, conv_cx
 from tests.fx_memory import fx_peak_activations
-from tests.test_blocks import SPECS, _spec_id
+from tests.test_blocks import SPECS
 
 FX_SPECS = SPECS[:120]  # the seeded random specs of test_blocks.py: every option, >= 100 of them
 
@@ -34,7 +35,8 @@ def test_fx_specs_cover_every_option() -> None:
     assert any(s.strides is not None and 1 in s.stage_strides[1:] for s in FX_SPECS)
 
 
-@pytest.mark.parametrize("spec", FX_SPECS, ids=[f"{i:03d}-{_spec_id(s)}" for i, s in enumerate(FX_SPECS)])
+@pytest.mark.parametrize("spec", FX_SPECS,
+                         ids=[f"{i:03d}-{s.stem}-{s.block}-{s.shortcut}" for i, s in enumerate(FX_SPECS)])
 def test_analytic_peak_equals_fx_walk(spec: ArchSpec) -> None:
     """The analytic peak, in the whole network and within each stage, equals the fx graph walk's."""
     cx = complexity(spec)
@@ -51,6 +53,12 @@ def test_resnet8_peak_by_hand() -> None:
     assert cx.peak_bytes(4) == 192 * 1024
     # stage 2: conv2's 32x16x16 output beside the kept 16x32x32 input and conv1's output (16,384 + 2 x 8,192)
     assert cx.stage_peaks == (49_152, 32_768, 16_384)
+
+
+def test_a_layer_twin_counts_its_input_and_output() -> None:
+    """A layer's twin on a fresh state: the input and the output are live together."""
+    assert conv_cx(Cx(32, 32, 3), 16, 3).peak == 3 * 32 * 32 + 16 * 32 * 32
+    assert conv_cx(bn_cx(Cx(8, 8, 4)), 4, 1).live == 4 * 8 * 8  # BN folded: no tensor of its own
 
 
 def test_separable_and_zero_pad_tensors_by_hand() -> None:

@@ -1,7 +1,8 @@
 """Size one fixed design by hand: `python -m blocks '{"blocks": [2,2,2,2], "width": 64}'` or a YAML file.
 
-Prints exact parameters, FLOPs (fvcore's convention), receptive field, the count of 1x1 convs that
-widen the channels and a per-stage table, all from `complexity(spec)` without building the model.
+Prints exact parameters, FLOPs (fvcore's convention), peak activation memory, receptive field, the count
+of 1x1 convs that widen the channels and a per-stage table, all from `complexity(spec)` without building
+the model.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from .resnet import Complexity, complexity
+from .resnet import ACTIVATION_BYTES, Complexity, complexity
 from .spec import ArchSpec
-from .text import one_line, short_count
+from .text import one_line, short_bytes, short_count
 
 EXIT_USAGE = 2  # bad input, as argparse and the search CLIs use
 FILE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -82,21 +83,25 @@ def report(spec: ArchSpec, cx: Complexity) -> str:
         f"params:             {cx.params} ({short_count(cx.params)})",
         f"FLOPs:              {cx.flops} ({short_count(cx.flops, ' FLOPs')}; fvcore convention: one multiply-add "
         f"= one FLOP, batch 1, {spec.in_channels}x{size}x{size} input)",
+        f"peak activations:   {cx.peak_activations} elements ({short_bytes(cx.peak_bytes())} at int8, "
+        f"{ACTIVATION_BYTES} byte per element; batch 1, layers in order, BN folded, ReLU in place)",
         f"receptive field:    {cx.receptive_field} px (one location of the last stage's feature map)",
         f"widening 1x1 convs: {cx.widening_1x1} (1x1 convs with more output than input channels)",
         "",
-        f"{'stage':>5}  {'blocks':>6}  {'width':>5}  {'stride':>6}  output C x H x W",
+        f"{'stage':>5}  {'blocks':>6}  {'width':>5}  {'stride':>6}  {'peak':>10}  output C x H x W",
     ]
-    rows = zip(spec.blocks, spec.stage_widths, spec.stage_strides, cx.stage_shapes)
-    for i, (depth, width, stride, (c, h, w)) in enumerate(rows, start=1):
-        lines.append(f"{i:>5}  {depth:>6}  {width:>5}  {stride:>6}  {c} x {h} x {w}")
+    rows = zip(spec.blocks, spec.stage_widths, spec.stage_strides, cx.stage_peaks, cx.stage_shapes)
+    for i, (depth, width, stride, peak, (c, h, w)) in enumerate(rows, start=1):
+        lines.append(f"{i:>5}  {depth:>6}  {width:>5}  {stride:>6}  {peak:>10}  {c} x {h} x {w}")
     return "\n".join(lines)
 
 
 def to_json(cx: Complexity) -> str:
-    """The Complexity as a JSON object (stage_shapes as lists of [C, H, W])."""
+    """The Complexity as a JSON object (stage_shapes as lists of [C, H, W]; peak bytes at int8)."""
     d = dataclasses.asdict(cx)
     d["stage_shapes"] = [list(s) for s in cx.stage_shapes]
+    d["stage_peaks"] = list(cx.stage_peaks)
+    d["peak_activation_bytes"] = cx.peak_bytes()
     return json.dumps(d, indent=2)
 
 
@@ -104,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, size the spec and print it; return the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m blocks",
-        description="Exact params, FLOPs (fvcore convention: one multiply-add = one FLOP, batch 1), receptive "
-                    "field and stage shapes of one ResNet spec, computed without building it.",
+        description="Exact params, FLOPs (fvcore convention: one multiply-add = one FLOP, batch 1), peak "
+                    "activation memory, receptive field and stage shapes of one ResNet spec, computed without "
+                    "building it.",
         epilog="examples: python -m blocks '{\"blocks\": [2,2,2,2], \"width\": 64}'   "
                "python -m blocks '{blocks: [3,4,6,3], block: bottleneck, stem: imagenet, input_size: 224}'   "
                "python -m blocks arch.yaml",

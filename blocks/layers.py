@@ -5,6 +5,15 @@ one fused multiply-add is one FLOP; convolutions count N * C_out * C_in/groups *
 (bias not counted); a linear layer counts in * out; eval-mode BatchNorm with affine counts 2 per
 element; adaptive average pooling counts 1 per input element. Activations, additions, max and
 fixed-kernel average pooling, padding and slicing count 0 (fvcore ignores or skips them).
+
+Peak activation memory (`Cx.peak`, elements at batch 1) is the largest total size of the tensors that
+must be live at the same time when the network runs its layers in order, as a deployed int8 network
+does (TFLite Micro's planner, MLPerf Tiny): each layer's input and output are live together; a block's
+input stays live until its shortcut has used it (the shortcut runs after the main branch); the
+residual add's two inputs and its output are live together. BatchNorm (folded into the conv before
+it), ReLU (in place), dropout and flatten are no extra tensor. Every other layer writes a new tensor:
+each conv (a separable conv's depthwise output is an intermediate tensor), a projection shortcut, a
+zero-pad shortcut's strided subsampling and its padding, each pooling layer and the linear layer.
 """
 
 from __future__ import annotations
@@ -28,6 +37,18 @@ class Cx:
     rf: int = 1  # receptive field of one location of the current feature map, in input pixels
     jump: int = 1  # distance in input pixels between neighbouring locations of the current map
     widening_1x1: int = 0  # 1x1 convolutions whose output has more channels than their input
+    live: int = 0  # elements of the tensors live now, the current map included
+    peak: int = 0  # the largest number of elements live at once so far
+    keep: bool = False  # the current map stays live after the next layer (a block input kept for its shortcut)
+
+    def __post_init__(self) -> None:
+        if not self.live:  # a fresh state: its feature map (the network's input) is the one live tensor
+            self.live = self.peak = self.size
+
+    @property
+    def size(self) -> int:
+        """Elements of the current feature map."""
+        return self.c * self.h * self.w
 
     def branch(self) -> "Cx":
         """Same feature map, zero totals: for counting the other branch of a residual block."""
@@ -42,6 +63,15 @@ class Cx:
         return self
 
 
+def new_tensor(cx: Cx, freed: int) -> Cx:
+    """Memory twin of a layer that has just written the current map: it was live together with the
+    layer's input, which then frees `freed` elements (none when the input is kept)."""
+    cx.peak = max(cx.peak, cx.live + cx.size)
+    cx.live += cx.size - (0 if cx.keep else freed)
+    cx.keep = False
+    return cx
+
+
 def out_size(size: int, kernel: int, stride: int) -> int:
     """Output size of a conv/pool with padding kernel // 2 (odd kernel)."""
     pad = kernel // 2
@@ -50,7 +80,7 @@ def out_size(size: int, kernel: int, stride: int) -> int:
 
 def conv_cx(cx: Cx, c_out: int, k: int, stride: int = 1, groups: int = 1, bias: bool = False) -> Cx:
     """Twin of nn.Conv2d(cx.c, c_out, k, stride, padding=k // 2, groups, bias)."""
-    h, w = out_size(cx.h, k, stride), out_size(cx.w, k, stride)
+    h, w, freed = out_size(cx.h, k, stride), out_size(cx.w, k, stride), cx.size
     weights = c_out * (cx.c // groups) * k * k
     cx.params += weights + (c_out if bias else 0)
     cx.flops += weights * h * w
@@ -59,11 +89,11 @@ def conv_cx(cx: Cx, c_out: int, k: int, stride: int = 1, groups: int = 1, bias: 
     if k == 1 and c_out > cx.c:
         cx.widening_1x1 += 1
     cx.h, cx.w, cx.c = h, w, c_out
-    return cx
+    return new_tensor(cx, freed)
 
 
 def bn_cx(cx: Cx) -> Cx:
-    """Twin of nn.BatchNorm2d(cx.c) in eval mode: weight + bias, 2 FLOPs per element."""
+    """Twin of nn.BatchNorm2d(cx.c) in eval mode: weight + bias, 2 FLOPs per element (folded: no tensor)."""
     cx.params += 2 * cx.c
     cx.flops += 2 * cx.c * cx.h * cx.w
     return cx
@@ -71,10 +101,11 @@ def bn_cx(cx: Cx) -> Cx:
 
 def pool_cx(cx: Cx, k: int, stride: int) -> Cx:
     """Twin of a max-pool with padding k // 2: moves the map, no params, no counted FLOPs."""
+    freed = cx.size
     cx.h, cx.w = out_size(cx.h, k, stride), out_size(cx.w, k, stride)
     cx.rf += (k - 1) * cx.jump
     cx.jump *= stride
-    return cx
+    return new_tensor(cx, freed)
 
 
 def conv(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -130,10 +161,18 @@ class ZeroPadShortcut(nn.Module):
 
     @staticmethod
     def complexity(cx: Cx, c_out: int, stride: int) -> Cx:
-        """Twin: subsampling is a 1x1 window with this stride; padding adds nothing counted."""
-        cx.h, cx.w = out_size(cx.h, 1, stride), out_size(cx.w, 1, stride)
-        cx.jump *= stride
-        cx.c = c_out
+        """Twin: subsampling is a 1x1 window with this stride; padding adds nothing counted.
+
+        Memory: the subsampled copy and the padded copy are each a new tensor, as in forward().
+        """
+        if stride > 1:
+            freed = cx.size
+            cx.h, cx.w = out_size(cx.h, 1, stride), out_size(cx.w, 1, stride)
+            cx.jump *= stride
+            new_tensor(cx, freed)
+        if c_out > cx.c:
+            freed, cx.c = cx.size, c_out
+            new_tensor(cx, freed)
         return cx
 
 
@@ -165,3 +204,14 @@ def shortcut_cx(cx: Cx, kind: str, c_out: int, k: int, stride: int) -> Cx:
     if kind == "zero_pad":
         return ZeroPadShortcut.complexity(cx, c_out, stride)
     return ProjectionShortcut.complexity(cx, c_out, k, stride)
+
+
+def residual_add_cx(cx: Cx, x: Cx, kind: str, k: int, stride: int) -> Cx:
+    """Twin of `main + make_shortcut(kind, x.c, cx.c, k, stride)(x)` once the main branch (`cx`, run from
+    `x` with `keep` set) is done: the shortcut runs now, then the add's inputs and output are live together."""
+    main = cx.size
+    x.live, x.peak = cx.live, cx.peak
+    shortcut_cx(x, kind, cx.c, k, stride)
+    cx.join(x)
+    cx.live, cx.peak = x.live, x.peak
+    return new_tensor(cx, main + x.size)

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .layers import Cx, bn_cx, block_conv, block_conv_cx, conv, conv_cx, make_shortcut, pool_cx, shortcut_cx
+from .layers import (Cx, bn_cx, block_conv, block_conv_cx, conv, conv_cx, make_shortcut, new_tensor, pool_cx,
+                     residual_add_cx)
 from .spec import ArchSpec
+
+ACTIVATION_BYTES = 1  # bytes per activation element: int8, as MLPerf Tiny and TFLite Micro deploy
 
 
 class BasicBlock(nn.Module):
@@ -31,10 +34,10 @@ class BasicBlock(nn.Module):
     def complexity(cx: Cx, width: int, c_out: int, stride: int, spec: ArchSpec) -> Cx:
         """Twin of BasicBlock(cx.c, width, c_out, stride, spec)."""
         k, sep = spec.kernel, spec.separable
-        skip = shortcut_cx(cx.branch(), spec.shortcut, c_out, spec.skip_kernel, stride)
+        x, cx.keep = cx.branch(), True  # the block input stays live until the shortcut has read it
         bn_cx(block_conv_cx(cx, width, k, stride, sep))
         bn_cx(block_conv_cx(cx, c_out, k, 1, sep))
-        return cx.join(skip)
+        return residual_add_cx(cx, x, spec.shortcut, spec.skip_kernel, stride)
 
 
 class Bottleneck(nn.Module):
@@ -58,11 +61,11 @@ class Bottleneck(nn.Module):
     @staticmethod
     def complexity(cx: Cx, width: int, c_out: int, stride: int, spec: ArchSpec) -> Cx:
         """Twin of Bottleneck(cx.c, width, c_out, stride, spec)."""
-        skip = shortcut_cx(cx.branch(), spec.shortcut, c_out, spec.skip_kernel, stride)
+        x, cx.keep = cx.branch(), True  # the block input stays live until the shortcut has read it
         bn_cx(conv_cx(cx, width, 1))
         bn_cx(block_conv_cx(cx, width, spec.kernel, stride, spec.separable))
         bn_cx(conv_cx(cx, c_out, 1))
-        return cx.join(skip)
+        return residual_add_cx(cx, x, spec.shortcut, spec.skip_kernel, stride)
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -107,12 +110,14 @@ class Head(nn.Module):
 
     @staticmethod
     def complexity(cx: Cx, kind: str, pool: int | None, num_classes: int) -> Cx:
-        """Twin of Head(kind, cx.c, cx.h, pool, num_classes, dropout)."""
+        """Twin of Head(kind, cx.c, cx.h, pool, num_classes, dropout); dropout and flatten are no tensor."""
+        freed = cx.size
         if pool is None:
             cx.flops += cx.c * cx.h * cx.w  # fvcore: adaptive_avg_pool2d, 1 per input element
             cx.h = cx.w = 1
         else:
             cx.h, cx.w = (cx.h - pool) // pool + 1, (cx.w - pool) // pool + 1
+        new_tensor(cx, freed)
         if kind == "linear":
             features = cx.c * cx.h * cx.w
             cx.params += features * num_classes + num_classes
@@ -120,8 +125,9 @@ class Head(nn.Module):
         else:
             conv_cx(cx, num_classes, 1, bias=True)
             cx.flops += cx.c * cx.h * cx.w
+        freed = cx.size
         cx.c, cx.h, cx.w = num_classes, 1, 1
-        return cx
+        return new_tensor(cx, freed)
 
 
 class ResNet(nn.Module):
@@ -173,6 +179,14 @@ class Complexity:
     receptive_field: int  # of one location of the last stage's feature map, in input pixels
     widening_1x1: int  # 1x1 convs (shortcuts and head included) that increase the channel count
     stage_shapes: tuple[tuple[int, int, int], ...] = field(default=())  # (C, H, W) after each stage
+    # Peak activation memory in elements (see blocks/layers.py): the largest total size of the tensors
+    # live at once when the layers run in order, the input image included; BN folded, ReLU in place.
+    peak_activations: int = 0
+    stage_peaks: tuple[int, ...] = field(default=())  # the same peak within each stage's layers
+
+    def peak_bytes(self, bytes_per_element: int = ACTIVATION_BYTES) -> int:
+        """Peak activation memory in bytes at this precision (default int8, as MLPerf Tiny deploys)."""
+        return self.peak_activations * bytes_per_element
 
 
 def build(spec: ArchSpec) -> ResNet:
@@ -182,15 +196,18 @@ def build(spec: ArchSpec) -> ResNet:
 
 
 def complexity(spec: ArchSpec) -> Complexity:
-    """Params, FLOPs, receptive field and stage shapes of `spec`, computed without building it."""
+    """Params, FLOPs, receptive field, stage shapes and peak activation memory of `spec`, without building it."""
     spec.validate()
-    cx = Cx(h=spec.input_size, w=spec.input_size, c=spec.in_channels)
+    cx = Cx(h=spec.input_size, w=spec.input_size, c=spec.in_channels)  # the input image is live until read
     Stem.complexity(cx, spec.stem, spec.stem_width)
-    block, e, shapes = BLOCKS[spec.block], spec.block_expansion, []
+    block, e, shapes, peaks = BLOCKS[spec.block], spec.block_expansion, [], []
     for width, depth, stride in zip(spec.stage_widths, spec.blocks, spec.stage_strides):
+        before, cx.peak = cx.peak, 0
         for i in range(depth):
             block.complexity(cx, width, width * e, stride if i == 0 else 1, spec)
         shapes.append((cx.c, cx.h, cx.w))
+        peaks.append(cx.peak)
+        cx.peak = max(before, cx.peak)
     rf = cx.rf
     Head.complexity(cx, spec.head, spec.pool, spec.num_classes)
-    return Complexity(cx.params, cx.flops, rf, cx.widening_1x1, tuple(shapes))
+    return Complexity(cx.params, cx.flops, rf, cx.widening_1x1, tuple(shapes), cx.peak, tuple(peaks))

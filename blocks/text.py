@@ -1,4 +1,4 @@
-"""Short text for the command lines of blocks and search: a count as `1.23M`, an error as one line."""
+"""Short text for the command lines of blocks and search: counts (`1.23M`), bytes (`48 KiB`), one-line errors."""
 
 from __future__ import annotations
 
@@ -13,6 +13,16 @@ def short_count(n: float | int | None, unit: str = "") -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f}{' ' if unit else ''}{prefix}{unit.strip()}"
     return f"{n:g}{unit}"
+
+
+def short_bytes(n: float | int | None) -> str:
+    """49152 -> '48 KiB'; 1.5 * 2**20 -> '1.5 MiB'; 100 -> '100 B'; None -> '-' (binary units, as SRAM sizes)."""
+    if n is None:
+        return "-"
+    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(n) >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{n:g} B"
 
 
 def one_line(error: BaseException | str) -> str:

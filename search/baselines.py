@@ -40,7 +40,7 @@ def baseline_arch(cfg: SearchConfig, b: Baseline, num_classes: int, input_size: 
         ArchSpec.from_dict({**d, "width": MIN_WIDTH})
     except ValueError as e:
         return d, str(e)
-    solved = fill_widths(d, cfg.budget.params, cfg.budget.flops, cfg.rules.widening_1x1)
+    solved = fill_widths(d, cfg.budget.params, cfg.budget.flops, cfg.rules.widening_1x1, cfg.budget.peak_activations)
     if solved is None:
         return d, f"even width {MIN_WIDTH} is over the budget for baseline {b.name!r}"
     return solved, None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,6 +37,10 @@ class BudgetConfig:
     flops: int | None = None  # fvcore FLOPs (one multiply-add = one FLOP) at batch 1
     latency_ms: float | None = None  # measured inference ms per forward pass at latency_batch, on the trial's device
     latency_batch: int = 1  # batch size of the latency budget's probe
+    # Peak activation memory at batch 1 (blocks' count: tensors live at once, BN folded, ReLU in place), in
+    # elements; a YAML string with a unit ("64KiB") is bytes, parsed into elements at activation_bytes each.
+    peak_activations: int | str | None = None
+    activation_bytes: int = 1  # bytes per activation element: 1 = int8, as MLPerf Tiny and TFLite Micro deploy
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,10 @@ class SearchConfig:
         it runs. What the data is (its classes, their size) is search.study.identity's data identity."""
         search = {k: v for k, v in dataclasses.asdict(self.search).items() if k not in NOT_IN_FINGERPRINT["search"]}
         data = {k: v for k, v in dataclasses.asdict(self.data).items() if k not in NOT_IN_FINGERPRINT["data"]}
-        parts = {"data": data, "budget": dataclasses.asdict(self.budget), "rules": dataclasses.asdict(self.rules),
+        # the peak budget is in elements by now; without one, the budget hashes as it did before it existed
+        budget = {k: v for k, v in dataclasses.asdict(self.budget).items()
+                  if k != "activation_bytes" and (k != "peak_activations" or v is not None)}
+        parts = {"data": data, "budget": budget, "rules": dataclasses.asdict(self.rules),
                  "space": self.raw.get("space"), "train": self.raw.get("train"), "augment": self.raw.get("augment"),
                  "search": search, "baselines": [dataclasses.asdict(b) for b in self.baselines]}
         return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -241,6 +249,7 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
         raise UserError(f"{path}: budget: params and flops must be positive")
     if (budget.latency_ms is not None and budget.latency_ms <= 0) or budget.latency_batch < 1:
         raise UserError(f"{path}: budget: latency_ms must be positive and latency_batch at least 1")
+    budget = _parse_peak_budget(budget, path)
     rules = _typed(RulesConfig, raw.get("rules"), f"{path}: rules")
     if rules.head not in (None, "conv", "linear"):
         raise UserError(f"{path}: rules.head: expected conv or linear, got {rules.head!r}")
@@ -271,6 +280,29 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
     check_config(cfg)
     check_baselines(cfg)
     return cfg
+
+
+BYTE_UNITS = {"b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
+
+
+def _parse_peak_budget(budget: BudgetConfig, path: str) -> BudgetConfig:
+    """budget.peak_activations as whole elements: a unit string ("64KiB") divided by activation_bytes."""
+    value, per = budget.peak_activations, budget.activation_bytes
+    where = f"{path}: budget.peak_activations"
+    if per < 1:
+        raise UserError(f"{path}: budget.activation_bytes: expected bytes per element >= 1 (1 = int8), got {per}")
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([a-zA-Z]+)\s*", value)
+        if m is None or m.group(2).lower() not in BYTE_UNITS:
+            raise UserError(f"{where}: {value!r} is not a positive number of elements or a byte size such as "
+                            f"64KiB or 256kB (units: B, kB, KiB, MB, MiB, GB, GiB)")
+        value = int(float(m.group(1)) * BYTE_UNITS[m.group(2).lower()] // per)
+        if value <= 0:
+            raise UserError(f"{where}: {budget.peak_activations!r} at budget.activation_bytes {per} is less than "
+                            f"one element; expected a positive size")
+    elif value is not None and value <= 0:
+        raise UserError(f"{where}: expected a positive number of elements or a byte size such as 64KiB, got {value}")
+    return dataclasses.replace(budget, peak_activations=value)
 
 
 def _check_train(train: dict[str, Any], spec_cls: type, where: str) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from blocks import ArchSpec, build, complexity
-from blocks.text import short_count
+from blocks.text import short_bytes, short_count
 
 from .config import SearchConfig
 from .describe import arch_brief
@@ -59,6 +59,7 @@ class Design:
     train: TrainSpec
     params: int
     flops: int
+    peak: int = 0  # peak activation memory, elements at batch 1
 
 
 def sample_designs(cfg: SearchConfig, n: int, num_classes: int, input_size: int, *, clock: Clock = time.monotonic,
@@ -76,7 +77,7 @@ def sample_designs(cfg: SearchConfig, n: int, num_classes: int, input_size: int,
         arch_d, train_d, reason = sample(trial, cfg, num_classes, input_size)
         spec, train, cx, reason = check_sample(arch_d, train_d, reason, cfg)
         if reason is None:
-            designs.append(Design(spec, train, cx.params, cx.flops))
+            designs.append(Design(spec, train, cx.params, cx.flops, cx.peak_activations))
         else:
             rejected[reason.split(" (")[0]] += 1  # the kind of reason, without its per-sample figures
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -171,6 +172,10 @@ def _space_lines(cfg: SearchConfig, designs: list[Design]) -> list[str]:
     lines.append(_range("width C", [d.spec.width for d in designs], str))
     lines.append(_range("params", [d.params for d in designs], short_count))
     lines.append(_range("FLOPs", [d.flops for d in designs], short_count) + "  (fvcore: one multiply-add = one FLOP)")
+    peak, per = cfg.budget.peak_activations, cfg.budget.activation_bytes
+    lines.append(_range("peak memory", [d.peak for d in designs], short_count) + "  (activation elements live at "
+                 "once, batch 1" + (f"; budget {peak:,} = {short_bytes(peak * per)} at {per} byte(s) each)"
+                                    if peak is not None else ")"))
     return lines
 
 

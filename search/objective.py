@@ -65,6 +65,7 @@ class Objective:
             trial.set_user_attr("train", train.to_dict())
             trial.set_user_attr("params", cx.params)
             trial.set_user_attr("flops", cx.flops)
+            trial.set_user_attr("peak_activations", cx.peak_activations)  # elements, batch 1 (bytes at int8)
             trial.set_user_attr("receptive_field", cx.receptive_field)
             trial.set_user_attr("budget_utilisation", round(cx.params / cfg.budget.params, 4))
         if reason is not None:
@@ -210,7 +211,8 @@ class Objective:
         """The per-trial JSON document (written after every epoch)."""
         record = {"number": trial.number, "study": self.cfg.study_name, "state": "running",
                   "arch": spec.to_dict(), "train": train.to_dict(), "seed": seed,
-                  "params": cx.params, "flops": cx.flops, "receptive_field": cx.receptive_field,
+                  "params": cx.params, "flops": cx.flops, "peak_activations": cx.peak_activations,
+                  "receptive_field": cx.receptive_field,
                   "budget_params": self.cfg.budget.params, "device": _device_name(self.device),
                   "threads": torch.get_num_threads(), "host": os.uname().nodename, "worker": worker_id(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "epochs": []}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -14,6 +15,10 @@ from .errors import UserError
 if TYPE_CHECKING:
     from .config import SearchConfig
     from .trainer import TrainSpec
+
+MAX_PEAK_CORNERS = 512  # combinations of categorical choices tried for the smallest peak activation memory
+# Choices that can lower the peak in either direction (kernels cannot: 'same' padding keeps every map's size)
+PEAK_KEYS = ("stem", "strides", "widths", "block", "expansion", "separable", "shortcut", "pool", "head")
 
 
 def min_receptive_field(rules: Any, input_size: int) -> int | None:
@@ -30,6 +35,8 @@ def arch_violation(spec: ArchSpec, cx: Complexity, cfg: "SearchConfig") -> str |
         return f"params {cx.params:,} > budget {budget.params:,}"
     if budget.flops is not None and cx.flops > budget.flops:
         return f"FLOPs {cx.flops:,} > budget {budget.flops:,}"
+    if budget.peak_activations is not None and cx.peak_activations > budget.peak_activations:
+        return f"peak activations {cx.peak_activations:,} > budget {budget.peak_activations:,} elements"
     if rules.head is not None and spec.head != rules.head:
         return f"head {spec.head!r} breaks rules.head: {rules.head}"
     if not rules.dropout and spec.dropout > 0:
@@ -164,7 +171,7 @@ def _low(v: Any) -> Any:
 
 
 def _check_budget_reachable(cfg: "SearchConfig") -> None:
-    """Raise when even the smallest corner of the space is over the params/FLOPs budget."""
+    """Raise when even the smallest corner of the space is over the params/FLOPs/peak-memory budget."""
     from .space import corner_dict
 
     d = corner_dict(cfg, _low)
@@ -186,3 +193,27 @@ def _check_budget_reachable(cfg: "SearchConfig") -> None:
     if cfg.budget.flops is not None and cx.flops > cfg.budget.flops:
         raise UserError(f"{cfg.path}: budget.flops {cfg.budget.flops:,} is below the smallest network in the "
                         f"space ({cx.flops:,} FLOPs at {label}); raise the budget or shrink the space")
+    if cfg.budget.peak_activations is not None:
+        _check_peak_reachable(cfg, d)
+
+
+def _check_peak_reachable(cfg: "SearchConfig", smallest: dict[str, Any]) -> None:
+    """Raise when every design of the space is over budget.peak_activations.
+
+    The peak is not smallest at the params corner (a strided stem or a separable conv can lower it), so
+    every combination of the choices in PEAK_KEYS is tried at the smallest numbers, up to MAX_PEAK_CORNERS.
+    """
+    budget = cfg.budget.peak_activations
+    keys = [k for k in PEAK_KEYS if isinstance(cfg.space.get(k), Dist) and cfg.space[k].kind == "choice"]
+    best: tuple[int, str] | None = None
+    for values in itertools.islice(itertools.product(*(cfg.space[k].choices for k in keys)), MAX_PEAK_CORNERS):
+        d = {**smallest, **{k: list(v) if isinstance(v, tuple) else v for k, v in zip(keys, values)}}
+        try:
+            peak = complexity(ArchSpec.from_dict(d)).peak_activations
+        except ValueError:
+            continue
+        if best is None or peak < best[0]:
+            best = (peak, ", ".join(f"{k}={d[k]}" for k in ("stages", "blocks", "width", *keys)))
+    if best is not None and best[0] > budget:
+        raise UserError(f"{cfg.path}: budget.peak_activations {budget:,} elements is below the smallest peak of "
+                        f"any design in the space ({best[0]:,} at {best[1]}); raise the budget or shrink the space")

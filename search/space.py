@@ -48,15 +48,16 @@ def corner_dict(cfg: "SearchConfig", pick: Callable[[Any], Any]) -> dict[str, An
     return d
 
 
-def solve_width(d: dict[str, Any], max_params: float, max_flops: float | None) -> int | None:
+def solve_width(d: dict[str, Any], max_params: float, max_flops: float | None,
+                max_peak: int | None = None) -> int | None:
     """The largest multiple of MIN_WIDTH whose network fits the limits, or None if even MIN_WIDTH does not."""
-    fits = _fits(d, max_params, max_flops)
+    fits = _fits(d, max_params, max_flops, max_peak=max_peak)
     hi = _largest(lambda k: fits({"width": k * MIN_WIDTH}), MAX_WIDTH // MIN_WIDTH)
     return None if hi == 0 else hi * MIN_WIDTH
 
 
 def fill_widths(d: dict[str, Any], max_params: float, max_flops: float | None,
-                widening_1x1: bool = True) -> dict[str, Any] | None:
+                widening_1x1: bool = True, max_peak: int | None = None) -> dict[str, Any] | None:
     """Solve C (doubling per stage), then widen stages from the last in steps of MIN_WIDTH while it fits.
 
     Doubling alone leaves up to a quarter of the budget unused (C moves in steps of 8 and the last
@@ -64,13 +65,14 @@ def fill_widths(d: dict[str, Any], max_params: float, max_flops: float | None,
     widest first, keeps the widths non-decreasing and lands within one step of the first stage.
     With `widening_1x1` false (a rule), no widening may add a 1x1 conv that increases the channel
     count: separable convs then keep whole width ratios between stages, so those designs stay doubled.
+    `max_peak` caps the peak activation memory (elements) too: a stage widens only while every limit holds.
     Returns the dict with `width` and per-stage `widths`, or None when even width MIN_WIDTH does not fit.
     """
-    c = solve_width(d, max_params, max_flops)
+    c = solve_width(d, max_params, max_flops, max_peak)
     if c is None:
         return None
     base = None if widening_1x1 else complexity(ArchSpec.from_dict({**d, "width": c})).widening_1x1
-    fits = _fits(d, max_params, max_flops, base)
+    fits = _fits(d, max_params, max_flops, base, max_peak)
     widths = [c * 2**i for i in range(int(d["stages"]))]
     for i in reversed(range(len(widths))):
         def widened(k: int, i: int = i) -> dict[str, Any]:
@@ -82,8 +84,8 @@ def fill_widths(d: dict[str, Any], max_params: float, max_flops: float | None,
     return {**d, "width": widths[0], "widths": widths}
 
 
-def _fits(d: dict[str, Any], max_params: float, max_flops: float | None,
-          max_widening: int | None = None) -> Callable[[dict[str, Any]], bool]:
+def _fits(d: dict[str, Any], max_params: float, max_flops: float | None, max_widening: int | None = None,
+          max_peak: int | None = None) -> Callable[[dict[str, Any]], bool]:
     """A test of whether `d` with some keys changed fits the limits (and widening 1x1 cap), analytically."""
 
     def fits(changes: dict[str, Any]) -> bool:
@@ -92,7 +94,8 @@ def _fits(d: dict[str, Any], max_params: float, max_flops: float | None,
         except ValueError:  # e.g. zero_pad shortcuts need widths that never shrink
             return False
         return (cx.params <= max_params and (max_flops is None or cx.flops <= max_flops)
-                and (max_widening is None or cx.widening_1x1 <= max_widening))
+                and (max_widening is None or cx.widening_1x1 <= max_widening)
+                and (max_peak is None or cx.peak_activations <= max_peak))
 
     return fits
 
@@ -135,9 +138,10 @@ def sample_arch(trial: Any, cfg: "SearchConfig", num_classes: int, input_size: i
         ArchSpec.from_dict({**d, "width": MIN_WIDTH})
     except ValueError as e:
         return d, str(e)
-    solved = fill_widths(d, fill * cfg.budget.params, cfg.budget.flops, cfg.rules.widening_1x1)
+    budget = cfg.budget
+    solved = fill_widths(d, fill * budget.params, budget.flops, cfg.rules.widening_1x1, budget.peak_activations)
     if solved is None:
-        if fill_widths(d, cfg.budget.params, cfg.budget.flops, cfg.rules.widening_1x1) is None:
+        if fill_widths(d, budget.params, budget.flops, cfg.rules.widening_1x1, budget.peak_activations) is None:
             return d, f"even width {MIN_WIDTH} is over the hard budget for this shape"
         return d, (f"even width {MIN_WIDTH} is over the sampled fill share ({fill:.0%} of the budget, "
                    f"{fill * cfg.budget.params:,.0f} params) for this shape; the hard budget itself is not broken")

@@ -254,13 +254,18 @@ GOLDEN_ARCHS: dict[str, dict[str, Any]] = {
                           "num_classes": 1000},
     "wide_k7_strides": {"blocks": [2, 2, 2], "widths": [48, 96, 96], "kernel": 7, "strides": [1, 2, 1], "pool": 4,
                         "dropout": 0.2},
+    # MLPerf Tiny's ResNet-8 (mlcommons/tiny, image_classification/keras_model.py) in our builder
+    "mlperf_tiny_resnet8": {"stages": 3, "blocks": [1, 1, 1], "width": 16},
 }
 
 
 def write_golden() -> None:
-    """Pin params (sum of numel), FLOPs (fvcore) and measured receptive fields for GOLDEN_ARCHS."""
+    """Pin params (sum of numel), FLOPs (fvcore), measured receptive fields and the fx-walk peak for GOLDEN_ARCHS."""
+    from tests.fx_memory import fx_peak_activations
+
     table: dict[str, Any] = {"_about": "params: sum(p.numel()); flops: fvcore, batch 1, one multiply-add = one "
-                             "FLOP; receptive_field: measured from gradients. Written by "
+                             "FLOP; receptive_field: measured from gradients; peak_activations: elements, "
+                             "batch 1, from the torch.fx walk in tests/fx_memory.py. Written by "
                              "`PYTHONPATH=. python tests/test_blocks.py --write-golden`."}
     for name, arch in GOLDEN_ARCHS.items():
         spec = ArchSpec.from_dict(arch)
@@ -268,7 +273,9 @@ def write_golden() -> None:
         rf_spec = spec.replace(width=4, widths=None, pool=None)  # the receptive field ignores widths
         table[name] = {"arch": arch, "params": sum(p.numel() for p in model.parameters()),
                        "flops": fvcore_flops(model, spec.in_channels, spec.input_size),
-                       "receptive_field": measured_rf(rf_spec, size=spec.input_size)}
+                       "receptive_field": measured_rf(rf_spec, size=spec.input_size),
+                       **dict(zip(("peak_activations", "stage_peaks"),
+                                  fx_peak_activations(model, spec.in_channels, spec.input_size)))}
         print(name, table[name])
     GOLDEN.write_text(json.dumps(table, indent=2) + "\n")
 
@@ -279,7 +286,8 @@ def test_complexity_matches_pinned_table(name: str) -> None:
     row = json.loads(GOLDEN.read_text())[name]
     assert row["arch"] == GOLDEN_ARCHS[name]
     cx = complexity(ArchSpec.from_dict(row["arch"]))
-    assert (cx.params, cx.flops, cx.receptive_field) == (row["params"], row["flops"], row["receptive_field"])
+    assert (cx.params, cx.flops, cx.receptive_field, cx.peak_activations, list(cx.stage_peaks)) == (
+        row["params"], row["flops"], row["receptive_field"], row["peak_activations"], row["stage_peaks"])
 
 
 # ---- invalid specs ------------------------------------------------------------------------------

@@ -54,12 +54,14 @@ def test_resnet18_report_has_exact_numbers_and_stage_table() -> None:
     assert "1819065856 (1.82 GFLOPs" in out and "one multiply-add = one FLOP, batch 1" in out
     assert "receptive field:    435 px" in out
     assert "widening 1x1 convs: 3" in out  # the three 1x1 projection shortcuts
+    # the stem's 64x112x112 conv output and its 64x56x56 max-pool output are live together
+    assert "peak activations:   1003520 elements (980 KiB at int8, 1 byte per element" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert rows == [
-        ["1", "2", "64", "1", "64", "x", "56", "x", "56"],
-        ["2", "2", "128", "2", "128", "x", "28", "x", "28"],
-        ["3", "2", "256", "2", "256", "x", "14", "x", "14"],
-        ["4", "2", "512", "2", "512", "x", "7", "x", "7"],
+        ["1", "2", "64", "1", "602112", "64", "x", "56", "x", "56"],
+        ["2", "2", "128", "2", "401408", "128", "x", "28", "x", "28"],
+        ["3", "2", "256", "2", "200704", "256", "x", "14", "x", "14"],
+        ["4", "2", "512", "2", "100352", "512", "x", "7", "x", "7"],
     ]
 
 
@@ -70,6 +72,7 @@ def test_json_output_from_inline_yaml(capsys: pytest.CaptureFixture[str]) -> Non
     assert json.loads(proc.stdout) == {
         "params": 11173962, "flops": 556659712, "receptive_field": 109, "widening_1x1": 3,
         "stage_shapes": [[64, 32, 32], [128, 16, 16], [256, 8, 8], [512, 4, 4]],
+        "peak_activations": 196608, "stage_peaks": [196608, 131072, 65536, 32768], "peak_activation_bytes": 196608,
     }
 
 

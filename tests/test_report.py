@@ -18,8 +18,8 @@ from search.review.results import StudyResults, open_results
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
-CHARTS = ["history", "params", "flops", "speed", "importances", "parallel", "curves", "budget", "retrain-curves",
-          "retrain-classes", "retrain-confusion"]
+CHARTS = ["history", "params", "flops", "peak", "speed", "importances", "parallel", "curves", "budget",
+          "retrain-curves", "retrain-classes", "retrain-confusion"]
 
 
 def render(page: Path, tmp: Path) -> str:

@@ -118,6 +118,8 @@ def overview(page: Page, res: StudyResults) -> None:
     counts = count_kinds(trials)
     budget = res.cfg.budget
     flops = f", {budget.flops:,} FLOPs" if budget.flops else ""
+    if budget.peak_activations:
+        flops += f", {budget.peak_activations:,} peak activation elements (batch 1)"
     page.raw(f"<p>{len(trials)} trials: " + ", ".join(f"{counts[k]} {k}" for k in KINDS if counts[k])
              + f". Hard budget: {budget.params:,} parameters{flops}. Objectives: "
              + html.escape(", ".join(res.cfg.search.objectives)) + f". {figs.FLOPS_NOTE}.</p>")
@@ -192,6 +194,7 @@ def build_report(res: StudyResults) -> Page:
                  "epoch); the dashed line is the hard budget, the stars the Pareto front.")
     page.figure(figs.tradeoff(trials, "params", res.cfg.budget.params), "params")
     page.figure(figs.tradeoff(trials, "flops", res.cfg.budget.flops), "flops")
+    page.figure(figs.tradeoff(trials, "peak_activations", res.cfg.budget.peak_activations), "peak")
     page.figure(figs.accuracy_vs_speed(trials), "speed")  # measured: FLOPs do not predict speed (BENCHMARKS.md)
     page.section("Parameter importances", "How much each searched parameter explains val_acc "
                  "(optuna.importance.get_param_importances).")

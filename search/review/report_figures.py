@@ -25,6 +25,8 @@ STATE_STYLE = {  # colour and line dash of each kind of trial, the same in every
 BASELINE_STYLE = dict(symbol="diamond", size=14, color="#9467bd", line=dict(color="black", width=1))
 FEW_TRIALS = 5  # fewer complete trials than this: parameter importances carry a caveat
 FLOPS_NOTE = "FLOPs: fvcore convention (one fused multiply-add = one FLOP), batch 1"
+SIZE_LABELS = {"params": "parameters", "flops": "FLOPs", "peak_activations": "peak activation memory"}
+PEAK_NOTE = "activation elements live at once, batch 1, BN folded, ReLU in place"
 
 
 def mark_baselines(fig: go.Figure, points: list[tuple[Any, float, optuna.trial.FrozenTrial]]) -> None:
@@ -92,8 +94,8 @@ def pareto_front(points: list[tuple[float, float, int]]) -> list[tuple[float, fl
 
 
 def tradeoff(trials: list[optuna.trial.FrozenTrial], key: str, budget: float | None) -> go.Figure:
-    """Validation accuracy against params or FLOPs: the budget line and the Pareto front marked."""
-    label = "parameters" if key == "params" else "FLOPs"
+    """Validation accuracy against params, FLOPs or peak activation memory: the budget line and the Pareto front."""
+    label = SIZE_LABELS[key]
     fig = go.Figure()
     for state in ("complete", "pruned"):
         ts = [t for t in trials if kind(t) == state and key in t.user_attrs and curve(t)]
@@ -116,7 +118,8 @@ def tradeoff(trials: list[optuna.trial.FrozenTrial], key: str, budget: float | N
     if budget:
         fig.add_vline(x=budget, line=dict(color="#d62728", dash="dash"),
                       annotation_text=f"budget {budget:,.0f}", annotation_position="top left")
-    xtitle = label + (" (" + FLOPS_NOTE.split(": ")[1] + ")" if key == "flops" else "")
+    note = {"flops": FLOPS_NOTE.split(": ")[1], "peak_activations": PEAK_NOTE}.get(key)
+    xtitle = label + (f" ({note})" if note else "")
     return _layout(fig, f"Validation accuracy against {label}", xaxis_title=xtitle, yaxis_title="val_acc")
 
 

@@ -30,15 +30,17 @@ def summary_table(study: optuna.Study, cfg: SearchConfig, top: int = 5) -> str:
     shown = done[:top] + [t for t in done[top:] if is_baseline(t)]
     budget = cfg.budget.params
     lines.append("FLOPs: fvcore convention (one multiply-add = one FLOP), batch 1")
-    header = (f"{'trial':>5}  {'val_acc':>7}  {'params':>8}  {'budget':>6}  {'FLOPs':>8}  {'RF':>4}  {'epochs':>6}  "
-              f"{'design':<18}  arch")
+    lines.append("peak: activation elements live at once during one inference (batch 1, BN folded, ReLU in place)")
+    header = (f"{'trial':>5}  {'val_acc':>7}  {'params':>8}  {'budget':>6}  {'FLOPs':>8}  {'peak':>8}  {'RF':>4}  "
+              f"{'epochs':>6}  {'design':<18}  arch")
     lines.append(header)
     lines.append("-" * len(header))
     for t in shown:
         a = t.user_attrs
         util = a.get("params", 0) / budget
         lines.append(f"{t.number:>5}  {t.values[0]:>7.4f}  {short_count(a.get('params')):>8}  {util:>6.1%}  "
-                     f"{short_count(a.get('flops')):>8}  {a.get('receptive_field', '-'):>4}  "
+                     f"{short_count(a.get('flops')):>8}  {short_count(a.get('peak_activations')):>8}  "
+                     f"{a.get('receptive_field', '-'):>4}  "
                      f"{len(a.get('epoch_times_s', [])):>6}  {design(t):<18}  {arch_brief(a.get('arch', {}))}")
     searched = [t for t in done if not is_baseline(t)]
     bases = [t for t in done if is_baseline(t)]

@@ -130,6 +130,7 @@ def open_study(cfg: SearchConfig, storage_url: str, heartbeat_s: int = HEARTBEAT
         study.set_user_attr("config_path", cfg.path)
         study.set_user_attr("budget_params", cfg.budget.params)
         study.set_user_attr("budget_flops", cfg.budget.flops)
+        study.set_user_attr("budget_peak_activations", cfg.budget.peak_activations)
         study.set_user_attr("objectives", list(cfg.search.objectives))
         name_metrics(study, cfg.search.objectives)
     check_and_record(study, cfg, redact_url(storage_url), data)

@@ -16,6 +16,7 @@ from blocks import ArchSpec, build
 from blocks.atomic import atomic_write_text
 
 from .baselines import sample_baseline
+from .checkpoint import CheckpointWriteError
 from .config import SearchConfig
 from .dashboard import note_rejected, upload
 from .describe import arch_brief
@@ -25,7 +26,6 @@ from .progress import PLAIN_EVERY_S, Progress
 from .rules import check_sample, module_violation
 from .space import sample
 from .study.storage import STORAGE_ERRORS, stored_trial
-from .checkpoint import CheckpointWriteError
 from .trainer import EpochResult, fit, resolve_device, resumable_epochs, seed_everything
 from .trials import (BASELINE, INTERRUPTED, REJECTED, RESUMED_FROM, RETRY_OF, WORKER, count_finished,
                      is_baseline, ranked)

@@ -22,7 +22,7 @@ from blocks.atomic import atomic_write_text
 from search import run
 from search.checkpoint import UnreadableCheckpoint
 from search.data import DataConfig, make_loaders
-from search.review import predict, report, retrain
+from search.review import folder_lock, predict, report, retrain
 from search.study.stop import StopRequested
 from search.trainer import TrainSpec, fit, resumable_epochs
 from search.trials import RESUMED_FROM
@@ -151,7 +151,7 @@ def test_a_broken_retrain_state_restarts_the_seed(smoke_copy: Path, marker: Path
     assert len(said) == 1 and said[0].startswith(f"[trial {n} seed 0] cannot "), said
     assert said[0].endswith("; kept as train_state.pt.unreadable; training restarts from epoch 1")
     assert (run_dir / "model.pt").is_file() and not (run_dir / "train_state.pt").exists()
-    with open(run_dir.parent / retrain.LOCK) as f:  # the run released its lock
+    with open(run_dir.parent / folder_lock.LOCK) as f:  # the run released its lock
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
@@ -241,7 +241,7 @@ def test_a_second_retrain_of_a_trial_is_refused_in_one_line(smoke_copy: Path, ca
     first, second = best(smoke_copy, 2)
     folder = smoke_copy / "retrain" / f"{second:05d}"
     folder.mkdir(parents=True)
-    with open(folder / retrain.LOCK, "w") as held:
+    with open(folder / folder_lock.LOCK, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.write("process 1 on elsewhere")
         held.flush()
@@ -249,4 +249,4 @@ def test_a_second_retrain_of_a_trial_is_refused_in_one_line(smoke_copy: Path, ca
     assert capsys.readouterr().err == (f"error: {folder} is being retrained by process 1 on elsewhere: one retrain "
                                        f"of a trial at a time; wait for that run to end, or stop it\n")
     assert not (smoke_copy / "retrain" / f"{first:05d}" / "seed_0").exists()  # refused before anything trained
-    assert [p.name for p in folder.iterdir()] == [retrain.LOCK]
+    assert [p.name for p in folder.iterdir()] == [folder_lock.LOCK]

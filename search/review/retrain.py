@@ -6,10 +6,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
-import fcntl
 import json
-import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +26,9 @@ from ..progress import Progress
 from ..trainer import EpochResult, TrainSpec, fit, predict, resolve_device, resumable_epochs, seed_everything
 from . import evaluate as ev
 from . import recipe
+from .folder_lock import clear_folder, lock_folder
 from .results import StudyResults, open_results
 
-LOCK = ".retrain.lock"  # in each trial's retrain folder, held (flock) by the one retrain run using it
 SEED_STRIDE = 1000  # retrain seed k of a trial trains with the trial's search seed + k * SEED_STRIDE
 TEST_SETS = {"cifar10": "CIFAR-10 test batch", "tiny_imagenet": "Tiny ImageNet official val",
              "synthetic": "synthetic test split", "imagefolder": "image folder test/ (or val/)"}
@@ -155,36 +152,6 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
         summary["ensemble"] = write_ensemble(res, runs, out, unlabeled)
     log(summary_lines(res, plans, runs, summary.get("ensemble")))
     return summary
-
-
-def lock_folder(folder: Path, locks: contextlib.ExitStack) -> None:
-    """Hold `folder`'s retrain lock until `locks` closes; a UserError when another retrain run holds it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK
-    try:  # O_NOFOLLOW: a link planted at the lock's name is refused, never opened
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
-    except OSError as e:
-        raise UserError(f"cannot open the retrain lock {path}: {e.strerror or e}") from None
-    locks.callback(os.close, fd)  # closing the file releases the lock, as the process's end does
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-        raise UserError(f"{folder} is being retrained by {holder}: one retrain of a trial at a time; "
-                        f"wait for that run to end, or stop it") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"process {os.getpid()} on {os.uname().nodename}".encode(), 0)
-
-
-def clear_folder(folder: Path) -> None:
-    """--fresh: remove a trial's earlier retrain output, all but the lock this run holds in it."""
-    for entry in folder.iterdir():
-        if entry.name == LOCK:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
 
 
 def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: torch.device, folder: Path,

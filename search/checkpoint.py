@@ -53,19 +53,27 @@ def _problem(state: Any, model: nn.Module, ema: bool) -> str | None:
     missing = [k for k in KEYS + (("ema",) if ema else ()) if k not in state]
     if missing:
         return f"it has no {', '.join(missing)}"
-    weights = state["model"]
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        return "its model entry is not a set of weights"
-    if {k: v.shape for k, v in weights.items()} != {k: v.shape for k, v in model.state_dict().items()}:
+    if not all(isinstance(state[k], dict) for k in ("model", "optimizer", "schedule") + (("ema",) if ema else ())):
+        return "its model, optimiser, schedule or EMA entry is not a saved state"
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    if _shapes(state["model"]) != shapes:
         return "it holds the weights of another architecture"
-    if not all(isinstance(state[k], dict) for k in ("optimizer", "schedule") + (("ema",) if ema else ())):
-        return "its optimiser, schedule or EMA entry is not a saved state"
+    # AveragedModel's state: the model's under "module.", and its update count
+    if ema and _shapes(state["ema"]) != {**{f"module.{k}": v for k, v in shapes.items()}, "n_averaged": torch.Size([])}:
+        return "its EMA holds the weights of another architecture"
     if not isinstance(state["history"], list) or not all(isinstance(h, dict) for h in state["history"]):
         return "its history is not a list of epochs"
     rng = state["rng"]
     if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
         return "its random-number state is not a byte tensor"
     return None
+
+
+def _shapes(weights: dict[str, Any]) -> dict[str, Any] | None:
+    """Each tensor's shape by name, or None when an entry is not a tensor."""
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        return None
+    return {k: v.shape for k, v in weights.items()}
 
 
 def set_aside(path: Path) -> Path:

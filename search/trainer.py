@@ -266,7 +266,9 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
 
     `on_batch(epoch, i, N, images)` is called after every training step (1-based epoch and batch i of N),
     e.g. a search.progress.Progress that shows speed and time estimates.
-    With `checkpoint`, the state is saved after every epoch and a rerun resumes from it. With
+    With `checkpoint`, the state is saved after every epoch and a rerun resumes from it (one that cannot
+    be read or does not fit raises UnreadableCheckpoint before anything is loaded: resumable_epochs
+    checks it first, setting it aside). With
     `seed`, every epoch reseeds torch and the loader's shuffling and augmentation from (seed, epoch),
     so a resumed run sees the same batches as an uninterrupted one.
     """

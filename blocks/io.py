@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .atomic import atomic_write
 from .resnet import ResNet, build
 from .spec import ArchSpec
+from .text import one_line
 
 FORMAT = "blocks.resnet/1"  # bumped when the file layout changes
 
@@ -24,10 +29,37 @@ def save(path: str | os.PathLike, model: nn.Module, spec: ArchSpec | None = None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": FORMAT, "arch": spec.to_dict(), "state_dict": state, "extra": dict(extra or {})}, tmp)
-    tmp.replace(path)  # a kill mid-write leaves the previous file, never half of one
-    return path
+    data = {"format": FORMAT, "arch": spec.to_dict(), "state_dict": state, "extra": dict(extra or {})}
+    return atomic_write(path, lambda f: torch.save(data, f))  # a kill mid-write leaves the previous file
+
+
+class UnreadableFile(ValueError):
+    """A file torch.load cannot read safely: its one-line reason (empty, truncated, or holding code)."""
+
+
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load of tensors and plain data only, so loading a file never runs code from it; UnreadableFile else."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the one line below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # the disk's error (permission, I/O), not the file's content: the caller names it
+    except Exception as e:  # UnpicklingError, RuntimeError (a truncated zip), EOFError (empty), KeyError ...
+        raise UnreadableFile(_why(e, path)) from None
+
+
+def _why(e: Exception, path: Path) -> str:
+    """Why torch.load refused `path`, in one short line."""
+    if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
+        what = re.search(r"GLOBAL (\S+)", str(e))  # the class or function the file asked to call
+        return (f"it holds objects other than tensors and plain data{f' ({what[1]})' if what else ''}, "
+                f"which could run code, so it was not loaded")
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    first = one_line(e).split(". ")[0][:200]  # PyTorch's first sentence; the rest is advice for developers
+    return f"it is truncated or not a PyTorch file ({type(e).__name__}: {first})"
 
 
 def read(path: str | os.PathLike) -> dict[str, Any]:
@@ -36,10 +68,9 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at '{path}'")
     try:
-        # weights_only: tensors and plain data only, so loading a file never runs code from it
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError, RuntimeError (truncated zip) ...
-        raise ValueError(f"'{path}' is not a readable checkpoint: {str(e).splitlines()[0]}") from None
+        data = safe_load(path)
+    except (UnreadableFile, OSError) as e:
+        raise ValueError(f"'{path}' is not a readable checkpoint: {getattr(e, 'strerror', None) or e}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"'{path}' is not a blocks checkpoint (format {found!r}, expected {FORMAT!r})")

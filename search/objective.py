@@ -13,8 +13,10 @@ import optuna
 import torch
 
 from blocks import ArchSpec, build
+from blocks.atomic import atomic_write_text
 
 from .baselines import sample_baseline
+from .checkpoint import CheckpointWriteError
 from .config import SearchConfig
 from .dashboard import note_rejected, upload
 from .describe import arch_brief
@@ -24,7 +26,7 @@ from .progress import PLAIN_EVERY_S, Progress
 from .rules import check_sample, module_violation
 from .space import sample
 from .study.storage import STORAGE_ERRORS, stored_trial
-from .trainer import CheckpointWriteError, EpochResult, fit, resolve_device, seed_everything
+from .trainer import EpochResult, fit, resolve_device, resumable_epochs, seed_everything
 from .trials import (BASELINE, INTERRUPTED, REJECTED, RESUMED_FROM, RETRY_OF, WORKER, count_finished,
                      is_baseline, ranked)
 
@@ -123,8 +125,10 @@ class Objective:
         done = 0  # epochs restored from the checkpoint of the trial this one retries
         if first == trial.number:
             ckpt.unlink(missing_ok=True)  # a fresh trial never resumes (a left-over of a deleted study)
-        elif ckpt.exists():
-            done = len(torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["history"])
+        else:  # an unreadable checkpoint is set aside with one line, and the trial trains from the start
+            done = resumable_epochs(ckpt, model, train, lambda why: self.log(
+                f"[trial {trial.number}] {why}; trial {first} restarts from epoch 1"))
+        if done:
             record[RESUMED_FROM] = done + 1
             trial.set_user_attr(RESUMED_FROM, done + 1)
             self.log(f"[trial {trial.number}] resuming trial {first} from epoch {done + 1} ({ckpt})")
@@ -242,14 +246,13 @@ class Objective:
     def _write(self, number: int, record: dict, quiet: bool = False) -> None:
         """Write results/<study>/trials/<number>.json atomically; `quiet` ignores a failed write."""
         folder = self.results / "trials"
-        tmp = folder / f".{number:05d}.json.tmp"
+        path = folder / f"{number:05d}.json"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(record, indent=1))
-            tmp.replace(folder / f"{number:05d}.json")
+            atomic_write_text(path, json.dumps(record, indent=1))
         except OSError as e:
             if not quiet:
-                raise ResultsWriteError(f"results folder {self.results}: cannot write {tmp.name}: "
+                raise ResultsWriteError(f"results folder {self.results}: cannot write {path.name}: "
                                 f"{e.strerror or e}") from None
 
 

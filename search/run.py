@@ -21,8 +21,8 @@ if __name__ == "__main__":
 
 # The imports below come after the handler on purpose: they take seconds.
 import argparse
-import os
 import shlex
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import optuna
 import yaml
+
+from blocks.atomic import atomic_write_text
 
 from . import shipped_space
 from .baselines import enqueue_baselines
@@ -117,11 +119,10 @@ def prepare_results(cfg: SearchConfig, results_root: str) -> Path:
     """Create results/<study>/ and check that it can be written, before any study is touched."""
     results = Path(results_root) / cfg.study_name
     check_folder(results, cfg.study_name)  # e.g. a link to another study's folder: nothing of it is overwritten
-    probe = results / f".write-test.{os.getpid()}"
     try:
         results.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=results) as probe:  # a new file of a random name: never a planted link
+            probe.write(b"ok")
     except OSError as e:
         raise UserError(f"results folder {results}: cannot write: {e.strerror or e}") from None
     return results
@@ -163,13 +164,10 @@ def check_augment(cfg: SearchConfig, size: int) -> None:
 
 def save_config(cfg: SearchConfig, results: Path) -> None:
     """Save the resolved config beside the study (atomically: workers write it at the same time)."""
-    tmp = results / f".config.yaml.{os.getpid()}.tmp"
     raw = {**cfg.raw, "search": {**(cfg.raw.get("search") or {}), "study_name": cfg.study_name}}  # whose folder this is
     try:
-        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
-        tmp.replace(results / "config.yaml")
+        atomic_write_text(results / "config.yaml", yaml.safe_dump(raw, sort_keys=False))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise UserError(f"results folder {results}: cannot write config.yaml: {e.strerror or e}") from None
 
 

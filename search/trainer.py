@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checkpoint as ckpt_io
+from .checkpoint import UnreadableCheckpoint
 from .ema import make_ema
 from .study.stop import StopRequested
 
@@ -25,10 +27,6 @@ AMP_CHOICES = ("auto", True, False)
 # CPU flags of native bf16 arithmetic (Linux /proc/cpuinfo names): AVX512-BF16 (Zen 4, Cooper Lake)
 # and AMX-BF16 (Sapphire Rapids). Without them oneDNN emulates bf16 and autocast is slower than fp32.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-class CheckpointWriteError(OSError):
-    """The checkpoint could not be written (a full or read-only disk): not the trial's fault."""
 
 
 @dataclass(frozen=True)
@@ -268,7 +266,9 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
 
     `on_batch(epoch, i, N, images)` is called after every training step (1-based epoch and batch i of N),
     e.g. a search.progress.Progress that shows speed and time estimates.
-    With `checkpoint`, the state is saved after every epoch and a rerun resumes from it. With
+    With `checkpoint`, the state is saved after every epoch and a rerun resumes from it (one that cannot
+    be read or does not fit raises UnreadableCheckpoint before anything is loaded: resumable_epochs
+    checks it first, setting it aside). With
     `seed`, every epoch reseeds torch and the loader's shuffling and augmentation from (seed, epoch),
     so a resumed run sees the same batches as an uninterrupted one.
     """
@@ -283,14 +283,13 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
     history: list[EpochResult] = []
     start = 0
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state, history = load_checkpoint(checkpoint, model, spec, device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        history = [EpochResult(**h) for h in state["history"]]
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
         start = len(history)
         for result in history:  # replay to the caller (pruner reports) what was already done
             if on_epoch is not None:
@@ -355,17 +354,31 @@ def reseed_loader(loader: Any, seed: int) -> None:
 
 def _save(path: Path, model: nn.Module, opt: Any, schedule: Any, history: list[EpochResult],
           ema: nn.Module | None = None) -> None:
-    """Write the resumable state atomically (a kill mid-write leaves the previous checkpoint)."""
-    tmp = path.with_suffix(".tmp")
+    """Write the resumable state atomically, in types torch.load(weights_only=True) reads back."""
+    ckpt_io.save(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
+                        "history": [dataclasses.asdict(h) for h in history], "rng": torch.get_rng_state(),
+                        **({"ema": ema.state_dict()} if ema is not None else {})})
+
+
+def load_checkpoint(path: Path, model: nn.Module, spec: TrainSpec,
+                    device: torch.device | str = "cpu") -> tuple[dict[str, Any], list[EpochResult]]:
+    """The state fit saved at `path` and its epochs, checked to resume `model` under `spec`; UnreadableCheckpoint else."""
+    state = ckpt_io.read(path, model, spec.ema is not None, device)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
-                    "history": [dataclasses.asdict(h) for h in history], "rng": torch.get_rng_state(),
-                    **({"ema": ema.state_dict()} if ema is not None else {})}, tmp)
-        tmp.replace(path)
-    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError of its zip writer
-        tmp.unlink(missing_ok=True)  # a partial file on a full disk would also stop the study's own writes
-        raise CheckpointWriteError(f"cannot write checkpoint {path}: {getattr(e, 'strerror', None) or e}") from None
+        return state, [EpochResult(**h) for h in state["history"]]
+    except TypeError:  # fields missing or unknown
+        raise UnreadableCheckpoint(f"cannot resume from checkpoint {path}: its history is not fit's") from None
+
+
+def resumable_epochs(path: Path, model: nn.Module, spec: TrainSpec, note: Callable[[str], None]) -> int:
+    """Epochs the checkpoint at `path` resumes (0 without one); an unreadable one is set aside after one `note` line."""
+    if not path.exists():
+        return 0
+    try:
+        return len(load_checkpoint(path, model, spec)[1])
+    except UnreadableCheckpoint as e:
+        note(f"{e}; kept as {ckpt_io.set_aside(path).name}")
+        return 0
 
 
 def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:

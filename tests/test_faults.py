@@ -31,6 +31,7 @@ from search.trainer import TrainSpec, fit, seed_everything
 from search.trials import INTERRUPTED, RESUMED_FROM, RETRY_OF, WORKER
 from search.study.stop import Signals, Stop, StopRequested
 from tests.fixtures import corrupt_one, make_imagefolder
+from tests.hostile import full_disk_at
 from test_workers import FAST_HEARTBEAT, check_finished_study, records, wait_for, write_space
 
 S = optuna.trial.TrialState
@@ -294,12 +295,11 @@ def test_a_storage_failure_mid_run_is_one_line(tmp_path: Path, monkeypatch: pyte
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fill a disk")
-def test_full_disk_stops_cleanly_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_full_disk_stops_cleanly_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     space = write_space(tmp_path, {"search": {"n_trials": 2}, "augment": []})
     results = tmp_path / "r" / "space"
-    (results / "trials").mkdir(parents=True)
-    full = results / "trials" / ".00000.json.tmp"
-    full.symlink_to("/dev/full")  # trial 0's first record write meets a full disk
+    full_disk_at(monkeypatch, "00000.json")  # trial 0's first record write meets a full disk
     args = [str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]
     assert run.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -307,7 +307,8 @@ def test_full_disk_stops_cleanly_and_resumes(tmp_path: Path, capsys: pytest.Capt
     study = study_at(results)
     trials = study.get_trials()
     assert [t.state for t in trials] == [S.FAIL] and "No space left" in trials[0].user_attrs[INTERRUPTED]
-    full.unlink()
+    assert not list(results.glob("trials/.*")), "the partial record is removed"
+    monkeypatch.undo()
     assert run.main(args) == 0
     check_finished_study(study, 2, results)
     retry = retry_of(study, 0)
@@ -373,19 +374,18 @@ def test_storage_failure_mid_trial_interrupts_it(tmp_path: Path, monkeypatch: py
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fill a disk")
-def test_full_disk_at_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_full_disk_at_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.save meets a full disk: one line, exit 2, the trial `interrupted`, no partial file left behind."""
     space = write_space(tmp_path, {"search": {"n_trials": 1}})
     results = tmp_path / "r" / "space"
-    (results / "checkpoints").mkdir(parents=True)
-    full = results / "checkpoints" / "trial_0.tmp"
-    full.symlink_to("/dev/full")
+    full_disk_at(monkeypatch, "trial_0.pt")
     assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: results folder {results}: cannot write checkpoint "), err
     trial = study_at(results).trials[0]
     assert trial.state == S.FAIL and "cannot write checkpoint" in trial.user_attrs[INTERRUPTED]
-    assert not full.exists() and not full.is_symlink(), "the partial checkpoint is removed"
+    assert not list((results / "checkpoints").iterdir()), "the partial checkpoint is removed"
     assert records(results)[0]["state"] == "interrupted"
 
 

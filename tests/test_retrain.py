@@ -210,7 +210,7 @@ def test_interrupted_retrain_resumes_and_finished_seeds_are_reused(
     monkeypatch.setattr(retrain, "fit", fit_then_ctrl_c)
     assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2"]) == 130
     assert "rerun the same command to resume" in capsys.readouterr().err
-    state = torch.load(run_dir / "train_state.pt", weights_only=False)
+    state = torch.load(run_dir / "train_state.pt", weights_only=True)
     assert len(state["history"]) == 1 and not (run_dir / "model.pt").exists()
     monkeypatch.setattr(retrain, "fit", real_fit)
 

@@ -75,7 +75,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
     steps = len(make_loaders(DATA, [], spec.batch_size, seed=0).train)
     with pytest.raises(StopRequested):
         run(ckpt, stop_at_batch=steps + 2)  # mid-way through epoch 2
-    assert ckpt.is_file() and len(torch.load(ckpt, weights_only=False)["history"]) == 1
+    assert ckpt.is_file() and len(torch.load(ckpt, weights_only=True)["history"]) == 1
     resumed = run(ckpt)
     assert len(resumed) == 3
     flat = [v for h in straight for v in (h.train_loss, h.val_acc, h.lr)]
@@ -220,7 +220,7 @@ def test_ema_run_validates_the_ema_weights_and_resumes_exactly(tmp_path: Path) -
     assert evaluate(model, loaders.val, torch.device("cpu"), tta=True) == (straight[-1].val_loss, straight[-1].val_acc)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "c.pt", stop_after=1)
-    assert "ema" in torch.load(tmp_path / "c.pt", weights_only=False)
+    assert "ema" in torch.load(tmp_path / "c.pt", weights_only=True)
     resumed, again = run(tmp_path / "c.pt")
     assert [(h.train_loss, h.val_loss) for h in resumed] == [(h.train_loss, h.val_loss) for h in straight]
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))

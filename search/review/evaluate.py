@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from blocks.atomic import atomic_text
+
 TOP5_MIN_CLASSES = 100  # top-5 is reported where it is informative (Tiny ImageNet's 200 classes), not for 10
 
 
@@ -76,7 +78,7 @@ def write_per_class_csv(path: Path, tables: Sequence[list[dict[str, Any]]]) -> N
     fields = ["class", "name", "support", "correct", "accuracy", "precision"]
     if len(tables) > 1:
         fields = ["class", "name", "support", "accuracy", "accuracy_std"]
-    with open(path, "w", newline="") as f:
+    with atomic_text(path) as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for k, row in enumerate(first):
@@ -90,7 +92,7 @@ def write_per_class_csv(path: Path, tables: Sequence[list[dict[str, Any]]]) -> N
 
 def write_confusion_csv(path: Path, cm: np.ndarray, names: Sequence[str]) -> None:
     """The confusion matrix as CSV: a header of predicted class names, one row per true class."""
-    with open(path, "w", newline="") as f:
+    with atomic_text(path) as f:
         w = csv.writer(f)
         w.writerow(["true \\ predicted", *names])
         for name, row in zip(names, cm, strict=True):
@@ -107,7 +109,7 @@ def read_confusion_csv(path: Path) -> np.ndarray:
 def write_curves_csv(path: Path, history: Sequence[dict[str, Any]]) -> None:
     """One row per epoch: losses, accuracies, learning rate, image size, seconds."""
     fields = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "image_size", "time_s"]
-    with open(path, "w", newline="") as f:
+    with atomic_text(path) as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for h in history:

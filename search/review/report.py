@@ -13,6 +13,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from blocks.atomic import atomic_write_text
 from blocks.text import short_count
 
 from ..cli import main_guard
@@ -224,10 +225,8 @@ def write_report(res: StudyResults, output: Path | None = None) -> tuple[Path, l
     """Write the report page; returns its path and the ids of the charts on it."""
     page = build_report(res)
     path = output or res.folder / "report.html"
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(page.render(f"Search report: {res.name}"), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, page.render(f"Search report: {res.name}"))
     except OSError as e:
         raise UserError(f"cannot write the report to '{path}': {e.strerror or e}") from None
     return path, page.charts

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +16,17 @@ import torch
 
 import blocks
 from blocks import ArchSpec, build
+from blocks.atomic import atomic_text, atomic_write, atomic_write_text
+from blocks.io import UnreadableFile, safe_load
 
 from ..cli import main_guard
 from ..dashboard import attach_retrain
 from ..errors import UserError
 from ..progress import Progress
-from ..trainer import EpochResult, TrainSpec, fit, predict, resolve_device, seed_everything
+from ..trainer import EpochResult, TrainSpec, fit, predict, resolve_device, resumable_epochs, seed_everything
 from . import evaluate as ev
 from . import recipe
+from .folder_lock import clear_folder, lock_folder
 from .results import StudyResults, open_results
 
 SEED_STRIDE = 1000  # retrain seed k of a trial trains with the trial's search seed + k * SEED_STRIDE
@@ -134,15 +137,18 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
         f"{res.name!r}: {epochs} epoch{'s' if epochs > 1 else ''}, {seeds} seed{'s' if seeds > 1 else ''}, "
         f"{'train + val' if on_val else 'train'} images, on {device} -> {out}")
     runs: dict[int, list[SeedRun]] = {}
-    for i, plan in enumerate(plans):
-        folder = out / f"{plan.number:05d}"
-        if args.fresh:
-            shutil.rmtree(folder, ignore_errors=True)
-        runs[plan.number] = [train_and_test(res, plan, k, on_val, device, folder, unlabeled, args.onnx, log,
-                                            later_runs=(len(plans) - i) * seeds - k - 1)
-                             for k in range(seeds)]
-        write_trial_summary(res, plan, runs[plan.number], on_val, folder)
-        attach_retrain(res.study, plan.number, res.folder, folder)  # optuna-dashboard opens them from the trial
+    with contextlib.ExitStack() as locks:
+        for plan in plans:  # every trial's folder before any training: a clash is refused at once, not hours in
+            lock_folder(out / f"{plan.number:05d}", locks)
+        for i, plan in enumerate(plans):
+            folder = out / f"{plan.number:05d}"
+            if args.fresh:
+                clear_folder(folder)
+            runs[plan.number] = [train_and_test(res, plan, k, on_val, device, folder, unlabeled, args.onnx, log,
+                                                later_runs=(len(plans) - i) * seeds - k - 1)
+                                 for k in range(seeds)]
+            write_trial_summary(res, plan, runs[plan.number], on_val, folder)
+            attach_retrain(res.study, plan.number, res.folder, folder)  # optuna-dashboard opens them from the trial
     summary = {"trials": {n: _brief(r) for n, r in runs.items()}}
     if len(plans) > 1:
         summary["ensemble"] = write_ensemble(res, runs, out, unlabeled)
@@ -176,15 +182,19 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
     model_path = run_dir / "model.pt"
     if model_path.is_file():
         log(f"{tag} already trained ({model_path}); testing the saved model")
-        model = blocks.load(model_path, device)
+        try:
+            model = blocks.load(model_path, device)
+        except ValueError as e:
+            raise UserError(f"{e}; delete it (or rerun with --fresh) to train seed {k} of trial {plan.number} "
+                            f"again") from None
         history = model.extra["history"]
         (run_dir / "train_state.pt").unlink(missing_ok=True)  # left by a stop between saving and cleaning up
     else:
         seed_everything(seed)
         model = build(spec)
-        state, done = run_dir / "train_state.pt", 0
-        if state.is_file():
-            done = len(torch.load(state, map_location="cpu", weights_only=False, mmap=True)["history"])
+        state = run_dir / "train_state.pt"
+        done = resumable_epochs(state, model, train, lambda why: log(f"{tag} {why}; training restarts from epoch 1"))
+        if done:
             log(f"{tag} resuming from epoch {done} of {train.epochs} ({state})")
 
         def on_epoch(r: EpochResult) -> None:
@@ -235,12 +245,18 @@ def _test(model: torch.nn.Module, loader: Any, device: torch.device, amp: bool, 
     """Test-set softmax and labels; reused from test_probs.pt when it is newer than model.pt (nothing new to test)."""
     cache, model_path = run_dir / "test_probs.pt", run_dir / "model.pt"
     if cache.is_file() and model_path.is_file() and cache.stat().st_mtime >= model_path.stat().st_mtime:
-        stored = torch.load(cache, map_location="cpu", weights_only=True)
-        if len(stored["labels"]) == len(loader.dataset):
+        try:
+            stored = safe_load(cache)
+            probs, labels = stored["probs"], stored["labels"]
+            usable = isinstance(probs, torch.Tensor) and isinstance(labels, torch.Tensor)
+        except (UnreadableFile, OSError, TypeError, KeyError) as e:
+            log(f"{tag} cannot read the stored test results {cache} ({e}); testing the model again")
+            usable = False
+        if usable and len(labels) == len(loader.dataset):
             log(f"{tag} reusing the stored test results ({cache})")
-            return stored["probs"], stored["labels"]
+            return probs, labels
     probs, labels = predict(model, loader, device, amp, on_batch=Progress(tag[1:-1], 0, log=log))
-    torch.save({"probs": probs, "labels": labels}, cache)
+    atomic_write(cache, lambda f: torch.save({"probs": probs, "labels": labels}, f))
     return probs, labels
 
 
@@ -255,7 +271,7 @@ def _claim(run_dir: Path, settings: dict[str, Any]) -> None:
             raise UserError(f"{run_dir} was retrained with other settings ({was}); rerun with those options to "
                             f"resume or reuse it, or pass --fresh to start over")
     run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=1))
+    atomic_write_text(path, json.dumps(settings, indent=1))
 
 
 def write_run_files(run: SeedRun, names: tuple[str, ...], facts: dict[str, Any]) -> None:
@@ -263,7 +279,7 @@ def write_run_files(run: SeedRun, names: tuple[str, ...], facts: dict[str, Any])
     m = run.metrics
     doc = {**facts, "test": _scalars(m), **({"test_tta": _scalars(run.tta)} if run.tta else {}),
            "confusion": m["confusion"], "per_class": m["per_class"], "history": run.history}
-    (run.folder / "metrics.json").write_text(json.dumps(ev.jsonable(doc), indent=1))
+    atomic_write_text(run.folder / "metrics.json", json.dumps(ev.jsonable(doc), indent=1))
     ev.write_per_class_csv(run.folder / "per_class.csv", [m["per_class"]])
     ev.write_confusion_csv(run.folder / "confusion.csv", m["confusion"], names)
     if run.history:  # an ensemble has no training curves of its own
@@ -285,7 +301,7 @@ def write_trial_summary(res: StudyResults, plan: Plan, runs: list[SeedRun], on_v
            "test": ev.summarise_seeds([r.metrics for r in runs]),
            **({"test_tta": ev.summarise_seeds([r.tta for r in runs])} if all(r.tta for r in runs) else {}),
            "seeds": [{"seed": r.seed, "folder": r.folder.name, **_brief([r])} for r in runs]}
-    (folder / "metrics.json").write_text(json.dumps(ev.jsonable(doc), indent=1))
+    atomic_write_text(folder / "metrics.json", json.dumps(ev.jsonable(doc), indent=1))
     ev.write_per_class_csv(folder / "per_class.csv", [r.metrics["per_class"] for r in runs])
 
 
@@ -322,7 +338,7 @@ def write_ensemble(res: StudyResults, runs: dict[int, list[SeedRun]], out: Path,
     tta = per_seed_tta if all(per_seed_tta) else []
     if tta:
         doc["test_tta"] = ev.summarise_seeds(tta)
-    (folder / "metrics.json").write_text(json.dumps(ev.jsonable(doc), indent=1))
+    atomic_write_text(folder / "metrics.json", json.dumps(ev.jsonable(doc), indent=1))
     ev.write_per_class_csv(folder / "per_class.csv", [m["per_class"] for m in per_seed])
     return {"folder": str(folder), **_brief_metrics(per_seed), **_brief_metrics(tta, "_tta")}
 
@@ -330,7 +346,7 @@ def write_ensemble(res: StudyResults, runs: dict[int, list[SeedRun]], out: Path,
 def write_predictions(path: Path, files: list[Path], probs: torch.Tensor, names: tuple[str, ...]) -> None:
     """predictions.csv: one row per unlabeled image, its file name and predicted class (wnid)."""
     pred = probs.argmax(1).tolist()
-    with open(path, "w", newline="") as f:
+    with atomic_text(path) as f:
         w = csv.writer(f)
         w.writerow(["file", "wnid"])
         for p, k in zip(files, pred, strict=True):

@@ -1,0 +1,60 @@
+"""Files an adversary or a failing disk leaves behind: hostile pickles, broken checkpoints, a full disk at one write."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from blocks import atomic
+
+
+class Touch:
+    """Unpickling this calls os.system('touch <marker>'): the proof that a load ran code from a file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def plant_hostile(path: Path, marker: Path, **valid: object) -> Path:
+    """A torch.save'd dict whose `history` holds a Touch next to the `valid` entries; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({**valid, "history": [Touch(marker)]}, path)
+    return path
+
+
+def truncate(path: Path) -> None:
+    """Cut a file to half its size (a copy or a write that stopped part-way)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+# Ways to break a saved file in place; "hostile" writes a hostile pickle (marker: a file it would touch).
+BREAKERS: dict[str, Callable[[Path, Path], object]] = {
+    "hostile": lambda path, marker: plant_hostile(path, marker, model={}, optimizer={}, schedule={}),
+    "empty": lambda path, marker: path.write_bytes(b""),
+    "truncated": lambda path, marker: truncate(path),
+    "not a zip": lambda path, marker: path.write_bytes(b"\x00not a checkpoint\xff" * 64),
+    "no model": lambda path, marker: torch.save({"history": []}, path),
+}
+
+
+def full_disk_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make every atomic write of a file called `name` meet a full disk (its temporary file writes to /dev/full)."""
+    create = atomic._create
+
+    def create_full(path: Path) -> tuple[Path, int]:
+        tmp, fd = create(path)
+        if path.name == name:
+            full = os.open("/dev/full", os.O_WRONLY)
+            os.dup2(full, fd)  # the temporary file exists (and must be cleaned up); its writes fail with ENOSPC
+            os.close(full)
+        return tmp, fd
+
+    monkeypatch.setattr(atomic, "_create", create_full)

@@ -1,0 +1,252 @@
+"""Files the tool reads and writes: nothing it loads runs code, a broken file is one line, no write leaves the folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+import pytest
+import sqlalchemy
+import torch
+from PIL import Image
+
+import blocks
+from blocks import ArchSpec, build
+from blocks.atomic import atomic_write_text
+from search import run
+from search.checkpoint import UnreadableCheckpoint
+from search.data import DataConfig, make_loaders
+from search.review import folder_lock, predict, report, retrain
+from search.study.stop import StopRequested
+from search.trainer import TrainSpec, fit, resumable_epochs
+from search.trials import RESUMED_FROM
+from tests.hostile import BREAKERS, full_disk_at, plant_hostile
+from test_faults import retry_of, study_at
+from test_retrain import best, quickest
+from test_workers import write_space
+
+SPEC = ArchSpec.from_dict({"stages": 2, "blocks": [1, 1], "width": 8, "num_classes": 4, "input_size": 8})
+DATA = DataConfig(dataset="synthetic", synthetic_train=96, synthetic_test=16, synthetic_classes=4,
+                  synthetic_size=8, num_workers=0)
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Iterator[Path]:
+    """A file that exists only if a load ran code from a hostile pickle."""
+    path = tmp_path / "code-ran"
+    yield path
+    assert not path.exists(), "a load ran code from a file"
+
+
+def one_epoch_checkpoint(path: Path, spec: TrainSpec, arch: ArchSpec = SPEC) -> list:
+    """Train `arch` under `spec` (2+ epochs) and stop at epoch 2's first batch: the checkpoint holds epoch 1."""
+    loaders = make_loaders(DATA, [], spec.batch_size, seed=0)
+    asked: list[int] = []
+    with pytest.raises(StopRequested):
+        fit(build(arch), loaders.train, loaders.val, spec, torch.device("cpu"), checkpoint=path, seed=3,
+            stop=lambda: bool(asked.append(1)) or len(asked) > len(loaders.train))
+    return asked
+
+
+@pytest.mark.parametrize("optimizer, schedule, warmup, ema", [
+    ("sgd", "cosine", 0.5, 0.99), ("adam", "onecycle", 0.0, None), ("adamw", "step", 0.5, None),
+    ("sgd", "cyclic", 0.0, 0.9), ("adamw", "constant", 0.0, None)])
+def test_every_checkpoint_reads_back_with_weights_only(tmp_path: Path, optimizer: str, schedule: str,
+                                                       warmup: float, ema: float | None) -> None:
+    """Optimiser, schedule, EMA, history and RNG state are saved in types torch.load(weights_only=True) takes."""
+    spec = TrainSpec(epochs=2, batch_size=32, lr=0.05, optimizer=optimizer, schedule=schedule,
+                     warmup_epochs=warmup, ema=ema)
+    ckpt = tmp_path / "c.pt"
+    one_epoch_checkpoint(ckpt, spec)
+    state = torch.load(ckpt, weights_only=True)
+    assert len(state["history"]) == 1 and ("ema" in state) == (ema is not None)
+    loaders = make_loaders(DATA, [], spec.batch_size, seed=0)
+    history = fit(build(SPEC), loaders.train, loaders.val, spec, torch.device("cpu"), checkpoint=ckpt, seed=3)
+    assert len(history) == 2 and dataclasses.asdict(history[0]) == state["history"][0]  # resumed, not retrained
+
+
+@pytest.mark.parametrize("kind", [*BREAKERS, "another architecture"])
+def test_a_broken_checkpoint_is_set_aside_in_one_line(tmp_path: Path, marker: Path, kind: str) -> None:
+    spec = TrainSpec(epochs=2, batch_size=32, lr=0.05, ema=0.9)
+    ckpt = tmp_path / "trial_0.pt"
+    if kind == "another architecture":
+        one_epoch_checkpoint(ckpt, spec, dataclasses.replace(SPEC, blocks=(1, 2)))
+    else:
+        one_epoch_checkpoint(ckpt, spec)
+        BREAKERS[kind](ckpt, marker)
+    loaders = make_loaders(DATA, [], spec.batch_size, seed=0)
+    with pytest.raises(UnreadableCheckpoint, match=f"checkpoint {ckpt}: "):  # fit itself never runs it either
+        fit(build(SPEC), loaders.train, loaders.val, spec, torch.device("cpu"), checkpoint=ckpt)
+    notes: list[str] = []
+    assert resumable_epochs(ckpt, build(SPEC), spec, notes.append) == 0
+    assert len(notes) == 1 and "\n" not in notes[0] and notes[0].endswith("; kept as trial_0.pt.unreadable"), notes
+    assert not ckpt.exists() and (tmp_path / "trial_0.pt.unreadable").is_file()
+
+
+def test_an_empty_model_file_is_one_line(tmp_path: Path) -> None:
+    """blocks.load on a zero-byte file: the reason, not an IndexError from formatting an empty message."""
+    (tmp_path / "model.pt").touch()
+    with pytest.raises(ValueError, match="is not a readable checkpoint: the file is empty"):
+        blocks.load(tmp_path / "model.pt")
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(space, results) of a 1-trial search whose trial the database interrupted after epoch 2 of 3 (checkpoint kept)."""
+    root = tmp_path_factory.mktemp("interrupted")
+    space = write_space(root, {"search": {"n_trials": 1}, "augment": []})
+    report_epoch = optuna.trial.Trial.report
+
+    def failing_report(trial: optuna.trial.Trial, value: float, step: int) -> None:
+        if step == 2:
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        report_epoch(trial, value, step)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(optuna.trial.Trial, "report", failing_report)
+        assert run.main([str(space), "--results-dir", str(root / "r"), "--device", "cpu"]) == 1
+    results = root / "r" / "space"
+    assert len(torch.load(results / "checkpoints" / "trial_0.pt", weights_only=True)["history"]) == 2
+    return space, results
+
+
+@pytest.mark.parametrize("kind", ["hostile", "truncated", "empty"])
+def test_a_broken_trial_checkpoint_restarts_the_trial(interrupted: tuple[Path, Path], tmp_path: Path, marker: Path,
+                                                      kind: str, capsys: pytest.CaptureFixture) -> None:
+    """The resumed trial's checkpoint cannot be read: one line, set aside, the retry trains from epoch 1."""
+    space, original = interrupted
+    results = tmp_path / "r" / "space"
+    shutil.copytree(original, results, ignore=shutil.ignore_patterns("study.db*"))
+    with sqlite3.connect(original / "study.db") as src, sqlite3.connect(results / "study.db") as out:
+        src.backup(out)
+    ckpt = results / "checkpoints" / "trial_0.pt"
+    BREAKERS[kind](ckpt, marker)
+    capsys.readouterr()
+    assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    said = [line for line in (out + err).splitlines() if "trial_0.pt" in line]
+    assert len(said) == 1 and said[0].endswith("; kept as trial_0.pt.unreadable; trial 0 restarts from epoch 1"), said
+    assert "Traceback" not in out + err
+    retry = retry_of(study_at(results), 0)
+    assert RESUMED_FROM not in retry.user_attrs and len(retry.user_attrs["val_acc_curve"]) == 3
+    assert (results / "checkpoints" / "trial_0.pt.unreadable").is_file()
+
+
+@pytest.mark.parametrize("kind", ["hostile", "empty", "not a zip"])
+def test_a_broken_retrain_state_restarts_the_seed(smoke_copy: Path, marker: Path, kind: str,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    n = quickest(smoke_copy)
+    run_dir = smoke_copy / "retrain" / f"{n:05d}" / "seed_0"
+    run_dir.mkdir(parents=True)
+    BREAKERS[kind](run_dir / "train_state.pt", marker)
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    said = [line for line in (out + err).splitlines() if "train_state.pt" in line]
+    assert len(said) == 1 and said[0].startswith(f"[trial {n} seed 0] cannot "), said
+    assert said[0].endswith("; kept as train_state.pt.unreadable; training restarts from epoch 1")
+    assert (run_dir / "model.pt").is_file() and not (run_dir / "train_state.pt").exists()
+    with open(run_dir.parent / folder_lock.LOCK) as f:  # the run released its lock
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_hostile_test_results_and_model_are_not_loaded(smoke_retrained: Path, smoke_copy: Path, marker: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """A retrained seed's test_probs.pt is tested again; its model.pt is refused in one line (exit 2)."""
+    shutil.copytree(smoke_retrained / "retrain", smoke_copy / "retrain")
+    n = best(smoke_copy, 2)[0]
+    run_dir = smoke_copy / "retrain" / f"{n:05d}" / "seed_0"
+    args = [str(smoke_copy), "--top", "2", "--epochs", "1", "--device", "cpu"]  # as smoke_retrained ran
+    plant_hostile(run_dir / "test_probs.pt", marker, probs=torch.zeros(1))
+    assert retrain.main(args) == 0
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if str(run_dir / "test_probs.pt") in line]
+    assert len(said) == 1 and "holds objects other than tensors" in said[0] and "testing the model again" in said[0]
+    assert torch.load(run_dir / "test_probs.pt", weights_only=True)["probs"].shape[0] > 1  # written again
+    plant_hostile(run_dir / "model.pt", marker)
+    assert retrain.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: '{run_dir / 'model.pt'}' is not a readable checkpoint")
+    assert "delete it (or rerun with --fresh)" in err
+
+
+@pytest.mark.parametrize("kind", ["hostile", "empty", "truncated"])
+def test_predict_refuses_a_broken_model_in_one_line(smoke_retrained: Path, tmp_path: Path, marker: Path,
+                                                    kind: str, capsys: pytest.CaptureFixture) -> None:
+    model = tmp_path / "model.pt"
+    shutil.copy(next((smoke_retrained / "retrain").glob("0*/seed_0/model.pt")), model)
+    BREAKERS[kind](model, marker)
+    image = tmp_path / "a.png"
+    Image.new("RGB", (16, 16)).save(image)
+    assert predict.main([str(model), "--images", str(image), "--output", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: '{model}' is not a readable checkpoint: "), err
+
+
+def plant_links(outside: Path, *paths: Path) -> None:
+    """Symbolic links at `paths`, each to its own file under `outside` holding 'untouched'."""
+    outside.mkdir(exist_ok=True)
+    for i, path in enumerate(paths):
+        target = outside / f"target_{i}"
+        target.write_text("untouched")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(target)
+
+
+def untouched(outside: Path) -> bool:
+    """Whether every link target under `outside` still holds what plant_links wrote."""
+    return all(t.read_text() == "untouched" for t in outside.iterdir())
+
+
+def test_links_at_the_old_temporary_names_are_not_followed(tmp_path: Path) -> None:
+    """A search and its report write their records, checkpoints, config and page inside the results folder."""
+    space = write_space(tmp_path, {"search": {"n_trials": 1}, "augment": []})
+    results = tmp_path / "r" / "space"
+    outside = tmp_path / "outside"
+    plant_links(outside, results / "trials" / ".00000.json.tmp", results / "checkpoints" / "trial_0.tmp",
+                results / f".config.yaml.{os.getpid()}.tmp", results / ".report.html.tmp")
+    assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 0
+    assert report.main([str(results)]) == 0
+    assert untouched(outside) and (results / "trials" / "00000.json").is_file() and (results / "report.html").is_file()
+
+
+def test_retrain_writes_never_follow_planted_links(smoke_copy: Path, tmp_path: Path) -> None:
+    """Links at the old temporary names and at the files retrain writes are replaced, never written through."""
+    n = quickest(smoke_copy)
+    run_dir = smoke_copy / "retrain" / f"{n:05d}" / "seed_0"
+    outside = tmp_path / "outside"
+    plant_links(outside, run_dir / "train_state.tmp", run_dir / ".model.pt.tmp", run_dir / "metrics.json",
+                run_dir / "curves.csv", run_dir / "test_probs.pt", run_dir.parent / "metrics.json")
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 0
+    assert untouched(outside)
+    assert not (run_dir / "metrics.json").is_symlink() and not (run_dir / "curves.csv").is_symlink()
+
+
+def test_a_full_disk_leaves_the_old_file_and_no_temporary_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "x.json"
+    atomic_write_text(path, "old")
+    full_disk_at(monkeypatch, "x.json")
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_text(path, "new" * 10_000)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_a_second_retrain_of_a_trial_is_refused_in_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture) -> None:
+    """Another run holds trial B's lock: `--top 2` (A, B) is refused before A trains, exit 2."""
+    first, second = best(smoke_copy, 2)
+    folder = smoke_copy / "retrain" / f"{second:05d}"
+    folder.mkdir(parents=True)
+    with open(folder / folder_lock.LOCK, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("process 1 on elsewhere")
+        held.flush()
+        assert retrain.main([str(smoke_copy), "--top", "2", "--epochs", "1", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == (f"error: {folder} is being retrained by process 1 on elsewhere: one retrain "
+                                       f"of a trial at a time; wait for that run to end, or stop it\n")
+    assert not (smoke_copy / "retrain" / f"{first:05d}" / "seed_0").exists()  # refused before anything trained
+    assert [p.name for p in folder.iterdir()] == [folder_lock.LOCK]

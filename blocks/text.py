@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -13,6 +15,14 @@ def short_count(n: float | int | None, unit: str = "") -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f}{' ' if unit else ''}{prefix}{unit.strip()}"
     return f"{n:g}{unit}"
+
+
+def version() -> str:
+    """The installed distribution's version (or `unknown` in a bare checkout), for every `--version`."""
+    try:
+        return metadata.version("resnet-budget-search")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def one_line(error: BaseException | str) -> str:

@@ -19,7 +19,7 @@ import yaml
 
 from .resnet import ACTIVATION_BYTES, Complexity, complexity
 from .spec import ArchSpec
-from .text import one_line, short_bytes, short_count
+from .text import one_line, short_bytes, short_count, version
 
 EXIT_USAGE = 2  # bad input, as argparse and the search CLIs use
 FILE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("spec", help="architecture keys as JSON or an inline YAML mapping, or a YAML file "
                                      "holding them at top level or under 'arch:'")
     parser.add_argument("--json", action="store_true", help="print the Complexity as JSON")
+    parser.add_argument("--version", action="version", version=f"resnet-budget-search {version()}")
     args = parser.parse_args(argv)
     try:
         arch, where = load_arch(args.spec)

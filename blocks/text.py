@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -23,6 +25,14 @@ def short_bytes(n: float | int | None) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.4g} {unit}"
     return f"{n:g} B"
+
+
+def version() -> str:
+    """The installed distribution's version (or `unknown` in a bare checkout), for every `--version`."""
+    try:
+        return metadata.version("resnet-budget-search")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def one_line(error: BaseException | str) -> str:

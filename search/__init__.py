@@ -12,6 +12,11 @@ SPACES_DIR = next((d for d in (_Path(__file__).parent / "spaces", _Path(__file__
                    if d.is_dir()), _Path("spaces"))
 
 
+def shipped_spaces() -> list[_Path]:
+    """The example spaces shipped with the package, sorted by name."""
+    return sorted(SPACES_DIR.glob("*.yaml"))
+
+
 def shipped_space(path: str) -> str:
     """`path` when it exists, else the shipped example space it names (`smoke`, `spaces/smoke.yaml`)."""
     if _Path(path).exists():

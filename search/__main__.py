@@ -6,10 +6,11 @@ import argparse
 import shutil
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
-from . import SPACES_DIR
+from blocks.text import version
+
+from . import shipped_spaces
 
 USAGE = """usage: resnet-search COMMAND [ARGS...]   (or: python -m search COMMAND [ARGS...])
 
@@ -22,14 +23,6 @@ commands:
   spaces               list the shipped example spaces and where they are
 
 `resnet-search COMMAND --help` describes each; `resnet-search --version` prints the version."""
-
-
-def version() -> str:
-    """The installed distribution's version (or `unknown` in a bare checkout)."""
-    try:
-        return metadata.version("resnet-budget-search")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def dashboard(argv: list[str]) -> int:
@@ -61,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if argv else 2
-    if argv[0] == "--version":
+    command, rest = argv[0], argv[1:]
+    if command == "--version" or rest == ["--version"]:  # `resnet-search report --version` too
         print(f"resnet-budget-search {version()}")
         return 0
-    command, rest = argv[0], argv[1:]
     if command == "run":
         from .run import main as run
         return run(rest)
@@ -80,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "dashboard":
         return dashboard(rest)
     if command == "spaces":
-        for path in sorted(SPACES_DIR.glob("*.yaml")):
+        for path in shipped_spaces():
             print(f"{path.stem:<12} {path}")
         return 0
     print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)

@@ -77,6 +77,40 @@ def train_params(cfg: SearchConfig, b: Baseline) -> dict[str, Any]:
     return out
 
 
+def _unstorable(dist: Dist, value: Any) -> str | None:
+    """What a searched key allows when Optuna could not store `value` as its parameter, else None.
+
+    Optuna enqueues a value outside a range with a warning (a baseline may sit outside the space), but
+    refuses one that its distribution cannot represent: not a choice, not positive on a log range, not
+    a number on a range.
+    """
+    if dist.kind == "choice":
+        stored = [json.dumps(c) if isinstance(c, (tuple, list, dict)) else c for c in dist.choices]
+        given = json.dumps(value) if isinstance(value, (tuple, list, dict)) else value
+        return None if given in stored else f"one of {', '.join(map(str, dist.choices))}"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or (dist.kind == "int" and not isinstance(value, int)):
+        return f"a finite {dist.kind} (it is searched in [{dist.low}, {dist.high}])"
+    if dist.log and value <= 0:
+        return f"a positive number (it is searched on a log range [{dist.low}, {dist.high}])"
+    return None
+
+
+def _check_fixed_params(cfg: SearchConfig, b: Baseline) -> None:
+    """Each searched key the baseline fixes holds a value Optuna can enqueue as that parameter."""
+    from .augment import policy_names
+    from .errors import UserError, shown
+
+    dists = dict(cfg.train)
+    if isinstance(cfg.augment, dict) and "augment_policy" not in dists:
+        dists["augment_policy"] = Dist("choice", choices=tuple(policy_names(cfg.augment)))
+    for key, value in b.train.items():
+        dist = dists.get(key)
+        allowed = _unstorable(dist, value) if isinstance(dist, Dist) else None
+        if allowed is not None:
+            raise UserError(f"{cfg.path}: baselines: {shown(b.name)}: train.{key} {shown(value)}: expected {allowed}")
+
+
 def sample_baseline(trial: Any, cfg: SearchConfig, num_classes: int,
                     input_size: int) -> tuple[dict, dict, str | None]:
     """Architecture dict, training dict and a rejection reason for the baseline this trial was enqueued as."""
@@ -105,12 +139,13 @@ def check_baselines(cfg: SearchConfig) -> None:
     from blocks import ArchSpec, complexity
 
     from .data import dataset_info
-    from .errors import UserError
+    from .errors import UserError, shown
     from .rules import arch_violation, train_violation
     from .trainer import TrainSpec
 
     info = dataset_info(cfg.data)
     for b in cfg.baselines:
+        _check_fixed_params(cfg, b)
         trial = optuna.trial.FixedTrial(train_params(cfg, b))
         trial.set_user_attr(BASELINE, b.name)
         arch, train, reason = sample_baseline(trial, cfg, info.num_classes, info.image_size)
@@ -121,4 +156,4 @@ def check_baselines(cfg: SearchConfig) -> None:
         if reason is None:
             reason = arch_violation(spec, complexity(spec), cfg) or train_violation(spec, spec_train, cfg)
         if reason is not None:
-            raise UserError(f"{cfg.path}: baselines: {b.name!r} cannot be trained: {reason}")
+            raise UserError(f"{cfg.path}: baselines: {shown(b.name)} cannot be trained: {reason}")

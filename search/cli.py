@@ -12,6 +12,13 @@ from blocks.text import one_line
 
 from .errors import UserError
 
+LINE_MAX = 1000  # characters of an error line: the values it echoes are cut already; this bounds the rest
+
+
+def bounded(line: str) -> str:
+    """`line` with its middle elided past LINE_MAX (the start says where, the end what was expected)."""
+    return line if len(line) <= LINE_MAX else f"{line[: LINE_MAX * 2 // 3]} ... {line[-LINE_MAX // 3:]}"
+
 
 def main_guard(fn: Callable[[], Any]) -> int:
     """Run `fn`; UserError -> `error: ...` and exit 2; Ctrl-C -> a resume hint and exit 130.
@@ -22,7 +29,7 @@ def main_guard(fn: Callable[[], Any]) -> int:
     try:
         fn()
     except UserError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
+        print(f"error: {bounded(one_line(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,8 @@ import yaml
 from blocks import ArchSpec
 
 from .distributions import Dist, candidates, parse_value  # noqa: F401 (Dist: re-exported)
-from .errors import UserError
+from .errors import UserError, clip, shown
+from .yaml_load import MAX_BYTES, load_yaml
 
 ARCH_KEYS = {f.name for f in dataclasses.fields(ArchSpec)}
 SPACE_EXTRA = {"fill"}  # fraction of the params budget the solved width aims for
@@ -27,6 +29,8 @@ DATASETS = ("cifar10", "tiny_imagenet", "imagefolder", "synthetic")
 NOT_IN_FINGERPRINT = {"search": ("n_trials", "timeout", "study_name", "max_rejections", "sampler", "seed"),
                       "data": ("root", "num_workers", "download")}
 SEED_MAX = 2**32 - 1  # numpy (hence Optuna's samplers) takes seeds below 2**32
+STUDY_NAME_MAX = 200  # characters; the name is a folder under --results-dir (most file systems allow 255 bytes)
+LATENCY_BATCH_MAX = 1024  # the latency probe holds a whole batch's activations at once (LARGE_BATCH is 256)
 
 
 @dataclass(frozen=True)
@@ -153,17 +157,17 @@ def _typed(cls: type, d: Any, where: str) -> Any:
     if d is None:
         d = {}
     if not isinstance(d, Mapping):
-        raise UserError(f"{where}: expected a mapping, got {d!r}")
+        raise UserError(f"{where}: expected a mapping, got {shown(d)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in d.items():
         if key not in fields:
-            raise UserError(f"{where}.{key}: unknown key (expected one of: {', '.join(fields)})")
+            raise UserError(f"{where}.{clip(str(key))}: unknown key (expected one of: {', '.join(fields)})")
         _check_type(value, fields[key].type, f"{where}.{key}")
-    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
-    try:
-        return cls(**kw)
-    except TypeError as e:  # a required key is missing
-        raise UserError(f"{where}: {e}") from None
+    missing = [f.name for f in fields.values()
+               if f.name not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:  # `budget: {}` or `--set budget=null`: the tool's words, not dataclass's TypeError
+        raise UserError(f"{where}.{missing[0]} is required")
+    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 
 def _check_type(value: Any, annotation: Any, where: str) -> None:
@@ -185,27 +189,34 @@ def _check_type(value: Any, annotation: Any, where: str) -> None:
     if "Any" in ann or not allowed:
         return
     if isinstance(value, bool) and bool not in allowed:
-        raise UserError(f"{where}: expected {ann}, got {value!r}")
+        raise UserError(f"{where}: expected {ann}, got {shown(value)}")
     if not isinstance(value, tuple(allowed)):
-        raise UserError(f"{where}: expected {ann}, got {value!r}")
+        raise UserError(f"{where}: expected {ann}, got {shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):  # a NaN budget would silently disable its check
+        raise UserError(f"{where}: expected a finite number, got {value}")
 
 
 def apply_overrides(raw: dict, overrides: list[str], where: str, parse: bool = True) -> dict:
     """Apply `--set a.b=value` overrides (value parsed as YAML unless `parse` is false) to the raw config."""
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"--set {item!r}: expected key.path=value")
+            raise UserError(f"--set {shown(item)}: expected key.path=value")
         path, value = item.split("=", 1)
         node = raw
         keys = path.split(".")
         for key in keys[:-1]:
-            node = node.setdefault(key, {})
+            if node.get(key) is None:  # an empty section (`data:` with nothing under it) takes keys
+                node[key] = {}
+            node = node[key]
             if not isinstance(node, dict):
-                raise UserError(f"--set {item!r}: {key!r} in {where} is not a section")
+                raise UserError(f"--set {shown(item)}: {shown(key)} in {where} is not a section")
         try:
-            node[keys[-1]] = yaml.safe_load(value) if parse else value
+            node[keys[-1]] = load_yaml(value) if parse else value
+        except UserError as e:
+            raise UserError(f"--set {shown(item)}: {e}") from None
         except yaml.YAMLError as e:
-            raise UserError(f"--set {item!r}: the value is not valid YAML: {getattr(e, 'problem', None) or e}") from None
+            raise UserError(f"--set {shown(item)}: the value is not valid YAML: "
+                            f"{getattr(e, 'problem', None) or e}") from None
     return raw
 
 
@@ -215,8 +226,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
+    if path.stat().st_size > MAX_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size:,} bytes, over the {MAX_BYTES:,} a config may hold")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
+    except UserError as e:  # too deep, an alias bomb, a duplicate key: `line N: ...`
+        raise UserError(f"{path}: {e}") from None
     except (UnicodeDecodeError, ValueError) as e:  # a binary file; yaml's ReaderError is a ValueError too
         raise UserError(f"{path}: not a YAML text file ({type(e).__name__})") from None
     except yaml.YAMLError as e:
@@ -232,30 +247,35 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
 
 def parse_config(raw: dict, path: str) -> SearchConfig:
     """Validate the raw YAML mapping into a SearchConfig."""
-    from .data import DataConfig  # data pulls in torchvision; keep `config` light to import
+    from .data import DataConfig, check_config as check_data  # data pulls in torchvision; keep `config` light
 
     sections = ("data", "budget", "rules", "space", "train", "augment", "search", "storage", "retrain",
                 "baselines")
     for key in raw:
         if key not in sections:
-            raise UserError(f"{path}: unknown section {key!r} (expected: {', '.join(sections)})")
+            raise UserError(f"{path}: unknown section {shown(key)} (expected: {', '.join(sections)})")
     if "budget" not in raw:
         raise UserError(f"{path}: missing section 'budget' (at least budget.params)")
     data = _typed(DataConfig, raw.get("data"), f"{path}: data")
     if data.dataset not in DATASETS:
-        raise UserError(f"{path}: data.dataset: unknown dataset {data.dataset!r} (expected: {', '.join(DATASETS)})")
+        raise UserError(f"{path}: data.dataset: unknown dataset {shown(data.dataset)} "
+                        f"(expected: {', '.join(DATASETS)})")
+    check_data(data, f"{path}: data")  # its values alone (sizes within bounds); the images are checked later
     budget = _typed(BudgetConfig, raw["budget"], f"{path}: budget")
     if budget.params <= 0 or (budget.flops is not None and budget.flops <= 0):
         raise UserError(f"{path}: budget: params and flops must be positive")
     if (budget.latency_ms is not None and budget.latency_ms <= 0) or budget.latency_batch < 1:
         raise UserError(f"{path}: budget: latency_ms must be positive and latency_batch at least 1")
+    if budget.latency_batch > LATENCY_BATCH_MAX:
+        raise UserError(f"{path}: budget.latency_batch {budget.latency_batch}: expected at most {LATENCY_BATCH_MAX} "
+                        f"(the probe holds the whole batch in memory)")
     budget = _parse_peak_budget(budget, path)
     rules = _typed(RulesConfig, raw.get("rules"), f"{path}: rules")
     if rules.head not in (None, "conv", "linear"):
-        raise UserError(f"{path}: rules.head: expected conv or linear, got {rules.head!r}")
+        raise UserError(f"{path}: rules.head: expected conv or linear, got {shown(rules.head)}")
     if isinstance(rules.min_receptive_field, str) and rules.min_receptive_field != "input":
         raise UserError(f"{path}: rules.min_receptive_field: expected pixels or 'input', "
-                        f"got {rules.min_receptive_field!r}")
+                        f"got {shown(rules.min_receptive_field)}")
     search = _typed(SearchSection, raw.get("search"), f"{path}: search")
     _check_search(search, path)
     space = _parse_space(raw.get("space"), path)
@@ -267,7 +287,7 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
     retrain = _parse_retrain(raw.get("retrain"), TrainSpec, f"{path}: retrain")
     storage = raw.get("storage")
     if storage is not None and not isinstance(storage, str):
-        raise UserError(f"{path}: storage: expected an SQLAlchemy URL string, got {storage!r}")
+        raise UserError(f"{path}: storage: expected an SQLAlchemy URL string, got {shown(storage)}")
     augment = raw.get("augment") or []
     from .augment import validate_augment
 
@@ -319,7 +339,7 @@ def _check_train(train: dict[str, Any], spec_cls: type, where: str) -> None:
                 ok = isinstance(c, (list, tuple)) and all(
                     isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, int) for v in s) for s in c)
                 if not ok:
-                    raise UserError(f"{where}.progressive: expected [[epoch, size], ...] or null, got {c!r}")
+                    raise UserError(f"{where}.progressive: expected [[epoch, size], ...] or null, got {shown(c)}")
             elif key != "progressive":
                 _check_type(c, fields[key].type, f"{where}.{key}")
     path = where.rsplit(": ", 1)[0]
@@ -340,27 +360,27 @@ def _parse_baselines(items: Any, spec_cls: type, path: str) -> tuple[Baseline, .
     if items is None:
         return ()
     if not isinstance(items, list):
-        raise UserError(f"{path}: baselines: expected a list of designs, got {items!r}")
+        raise UserError(f"{path}: baselines: expected a list of designs, got {shown(items)}")
     out, train_keys = [], {f.name for f in dataclasses.fields(spec_cls)}
     for i, item in enumerate(items):
         where = f"{path}: baselines[{i}]"
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str) or not item["name"]:
-            raise UserError(f"{where}: expected a mapping with a name and ArchSpec keys, got {item!r}")
+            raise UserError(f"{where}: expected a mapping with a name and ArchSpec keys, got {shown(item)}")
         if item["name"] in {b.name for b in out}:
-            raise UserError(f"{where}.name: {item['name']!r} is used twice")
+            raise UserError(f"{where}.name: {shown(item['name'])} is used twice")
         arch = {k: v for k, v in item.items() if k not in ("name", "train")}
         for key, value in arch.items():
             if key not in ARCH_KEYS or key in ("num_classes", "input_size"):
-                raise UserError(f"{where}.{key}: unknown key (expected ArchSpec keys: "
+                raise UserError(f"{where}.{clip(str(key))}: unknown key (expected ArchSpec keys: "
                                 f"{', '.join(sorted(ARCH_KEYS - {'num_classes', 'input_size'}))})")
             if isinstance(value, Mapping):
-                raise UserError(f"{where}.{key}: a baseline is a fixed design, got the distribution {dict(value)!r}")
+                raise UserError(f"{where}.{key}: a baseline is a fixed design, got the distribution {shown(dict(value))}")
         if isinstance(arch.get("width"), str) and arch["width"] != "solve":
-            raise UserError(f"{where}.width: expected an int or 'solve', got {arch['width']!r}")
+            raise UserError(f"{where}.width: expected an int or 'solve', got {shown(arch['width'])}")
         train = item.get("train") or {}
         if not isinstance(train, Mapping) or any(k not in train_keys for k in train):
             raise UserError(f"{where}.train: expected fixed values of train keys ({', '.join(sorted(train_keys))}), "
-                            f"got {train!r}")
+                            f"got {shown(train)}")
         out.append(Baseline(item["name"], dict(arch), dict(train)))
     return tuple(out)
 
@@ -385,12 +405,12 @@ def _parse_retrain(d: Any, spec_cls: type, where: str) -> RetrainConfig:
 def _check_search(s: SearchSection, path: str) -> None:
     """Validate the names in the search section."""
     if s.sampler not in SAMPLERS:
-        raise UserError(f"{path}: search.sampler: unknown {s.sampler!r} (expected: {', '.join(SAMPLERS)})")
+        raise UserError(f"{path}: search.sampler: unknown {shown(s.sampler)} (expected: {', '.join(SAMPLERS)})")
     if s.pruner not in PRUNERS:
-        raise UserError(f"{path}: search.pruner: unknown {s.pruner!r} (expected: {', '.join(PRUNERS)})")
+        raise UserError(f"{path}: search.pruner: unknown {shown(s.pruner)} (expected: {', '.join(PRUNERS)})")
     if not s.objectives or s.objectives[0] != "val_acc" or any(o not in OBJECTIVES for o in s.objectives):
         raise UserError(f"{path}: search.objectives: expected [val_acc] optionally followed by params "
-                        f"and/or flops, got {list(s.objectives)!r}")
+                        f"and/or flops, got {shown(list(s.objectives))}")
     checks = [
         (s.n_trials >= 1, "n_trials", ">= 1"),
         (s.timeout is None or s.timeout > 0, "timeout", "a positive number of seconds or null"),
@@ -401,12 +421,13 @@ def _check_search(s: SearchSection, path: str) -> None:
     ]
     for ok, key, expected in checks:
         if not ok:
-            raise UserError(f"{path}: search.{key}: expected {expected}, got {getattr(s, key)!r}")
+            raise UserError(f"{path}: search.{key}: expected {expected}, got {shown(getattr(s, key))}")
     name = s.study_name
     if name is not None and (not name.strip() or "/" in name or "\\" in name or name in (".", "..")
-                             or name.startswith(".")):
-        raise UserError(f"{path}: search.study_name {name!r}: expected a plain name (it names a folder under "
-                        f"--results-dir: no '/', '\\' or leading '.')")
+                             or name.startswith(".") or len(name) > STUDY_NAME_MAX or not name.isprintable()):
+        raise UserError(f"{path}: search.study_name {shown(name)}: expected a plain name of at most "
+                        f"{STUDY_NAME_MAX} printable characters (it names a folder under --results-dir: no '/', "
+                        f"'\\' or leading '.')")
 
 
 def _parse_space(d: Any, path: str) -> dict[str, Any]:
@@ -417,11 +438,11 @@ def _parse_space(d: Any, path: str) -> dict[str, Any]:
             raise UserError(f"{path}: space.{key}: set by the dataset, remove it from the space")
     width = space.get("width", "solve")
     if isinstance(width, str) and width != "solve":
-        raise UserError(f"{path}: space.width: expected an int, a distribution or 'solve', got {width!r}")
+        raise UserError(f"{path}: space.width: expected an int, a distribution or 'solve', got {shown(width)}")
     space.setdefault("width", "solve")
     for key, ok, expected in SPACE_TYPES:
         if key in space and not all(ok(c) for c in candidates(space[key])):
-            raise UserError(f"{path}: space.{key}: expected {expected}, got {space[key]!r}")
+            raise UserError(f"{path}: space.{key}: expected {expected}, got {shown(space[key])}")
     return space
 
 
@@ -445,10 +466,10 @@ def _parse_section_values(d: Any, known: set[str], where: str) -> dict[str, Any]
     if d is None:
         return {}
     if not isinstance(d, Mapping):
-        raise UserError(f"{where}: expected a mapping, got {d!r}")
+        raise UserError(f"{where}: expected a mapping, got {shown(d)}")
     out = {}
     for key, value in d.items():
         if key not in known:
-            raise UserError(f"{where}.{key}: unknown key (expected one of: {', '.join(sorted(known))})")
+            raise UserError(f"{where}.{clip(str(key))}: unknown key (expected one of: {', '.join(sorted(known))})")
         out[key] = parse_value(value, f"{where}.{key}")
     return out

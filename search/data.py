@@ -22,7 +22,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 
 from blocks.text import one_line
 from search import augment, batch_augment, batches, decode_cache
-from search.errors import UserError
+from search.errors import UserError, shown
 
 DATASETS = ("cifar10", "tiny_imagenet", "imagefolder", "synthetic")
 # Per-channel mean/std of pixels in [0, 1]. CIFAR-10: over its 50k training images (as in airbench).
@@ -38,6 +38,10 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR_DIR, TINY_DIR = "cifar-10-batches-py", "tiny-imagenet-200"
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # of the official zip (248,100,043 bytes)
+# Image sides in pixels: under 8 a ResNet stem leaves nothing to learn from; 1024 is 4.5x ImageNet's 224
+# (every decoded image is held in memory, so a side of 100,000 px fails long after the config is read).
+IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 8, 1024
+SYNTHETIC_BYTES_MAX = 512 << 20  # synthetic images of one split, uint8 (generating them takes ~12x this)
 
 
 @dataclass(frozen=True)
@@ -176,16 +180,21 @@ def check_config(cfg: DataConfig, where: str = "data") -> None:
         (cfg.subset is not None and cfg.subset < 1, "subset", "must be at least 1 (or null for all images)"),
         (cfg.num_workers != "auto" and not (type(cfg.num_workers) is int and cfg.num_workers >= 0),
          "num_workers", "must be auto or a number of processes, 0 or more"),
-        (cfg.image_size is not None and cfg.image_size < 1, "image_size", "must be a positive number of pixels"),
+        (cfg.image_size is not None and not IMAGE_SIZE_MIN <= cfg.image_size <= IMAGE_SIZE_MAX, "image_size",
+         f"must be in [{IMAGE_SIZE_MIN}, {IMAGE_SIZE_MAX}] pixels (or null for the first image's shorter side)"),
         (cfg.synthetic_train < 1, "synthetic_train", "must be at least 1"),
         (cfg.synthetic_test < 1, "synthetic_test", "must be at least 1"),
         (cfg.synthetic_classes < 2, "synthetic_classes", "must be at least 2"),
-        (cfg.synthetic_size < 4, "synthetic_size", "must be at least 4 pixels"),
+        (not IMAGE_SIZE_MIN <= cfg.synthetic_size <= IMAGE_SIZE_MAX, "synthetic_size",
+         f"must be in [{IMAGE_SIZE_MIN}, {IMAGE_SIZE_MAX}] pixels"),
+        (max(cfg.synthetic_train, cfg.synthetic_test) * cfg.synthetic_size**2 * 3 > SYNTHETIC_BYTES_MAX,
+         "synthetic_train", f"images of {cfg.synthetic_size} px (and synthetic_test's) must fit in "
+                            f"{SYNTHETIC_BYTES_MAX >> 20} MiB per split"),
         (cfg.augment_on not in batches.AUGMENT_ON, "augment_on", f"is not one of {', '.join(batches.AUGMENT_ON)}"),
     ]
     for failed, key, expected in bad:
         if failed:
-            raise UserError(f"{where}.{key}: {getattr(cfg, key)!r} {expected}")
+            raise UserError(f"{where}.{key}: {shown(getattr(cfg, key))} {expected}")
 
 
 class _CIFAR10Files(CIFAR10):
@@ -373,6 +382,9 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
                 size = min(img.size)
         except Exception as exc:
             raise UserError(f"cannot read image '{first}': {one_line(exc)}") from None
+        if size < IMAGE_SIZE_MIN:  # a thumbnail first would make every trial train at that size
+            raise UserError(f"imagefolder: the first image '{first}' is {size} px on its shorter side, under the "
+                            f"{IMAGE_SIZE_MIN} px minimum; set data.image_size")
     return DatasetInfo(len(classes), size, IMAGENET_MEAN, IMAGENET_STD, tuple(classes))
 
 

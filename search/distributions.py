@@ -6,10 +6,11 @@ trial for a value; config, space, rules and baselines import it, and it imports 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .errors import UserError
+from .errors import UserError, shown
 
 
 @dataclass(frozen=True)
@@ -48,26 +49,31 @@ def parse_value(v: Any, where: str) -> Any:
     extra = sorted(set(v) - {"int", "float", "choice", "step", "log"})
     if len(kinds) != 1 or extra:
         raise UserError(f"{where}: expected a fixed value or one of {{int: [lo, hi]}}, {{float: [lo, hi]}}, "
-                        f"{{choice: [...]}} (optional step, log), got {dict(v)!r}")
+                        f"{{choice: [...]}} (optional step, log), got {shown(dict(v))}")
     kind = kinds[0]
     arg = v[kind]
     if kind == "choice":
         if not isinstance(arg, list) or not arg:
-            raise UserError(f"{where}.choice: expected a non-empty list, got {arg!r}")
+            raise UserError(f"{where}.choice: expected a non-empty list, got {shown(arg)}")
         return Dist("choice", choices=tuple(tuple(a) if isinstance(a, list) else a for a in arg))
     ok_num = (int,) if kind == "int" else (int, float)
     if (not isinstance(arg, list) or len(arg) != 2
-            or not all(isinstance(a, ok_num) and not isinstance(a, bool) for a in arg) or arg[0] > arg[1]):
-        raise UserError(f"{where}.{kind}: expected [low, high] {kind}s with low <= high, got {arg!r}")
+            or not all(isinstance(a, ok_num) and not isinstance(a, bool) and math.isfinite(a) for a in arg)
+            or arg[0] > arg[1]):
+        raise UserError(f"{where}.{kind}: expected [low, high] finite {kind}s with low <= high, got {shown(arg)}")
     log = v.get("log", False)
     if not isinstance(log, bool) or (log and arg[0] <= 0):
-        raise UserError(f"{where}.log: expected true/false, and a positive low for log, got {log!r}")
+        raise UserError(f"{where}.log: expected true/false, and a positive low for log, got {shown(log)}")
     step = v.get("step")
     if step is not None:
-        if kind == "choice" or not isinstance(step, ok_num) or isinstance(step, bool) or step <= 0:
-            raise UserError(f"{where}.step: expected a positive {kind} step of an int or float range, got {step!r}")
+        if (kind == "choice" or not isinstance(step, ok_num) or isinstance(step, bool) or not math.isfinite(step)
+                or step <= 0):
+            raise UserError(f"{where}.step: expected a positive {kind} step of an int or float range, got {shown(step)}")
         if log:  # Optuna: "The parameter `step` is not supported when `log` is true."
             raise UserError(f"{where}: step and log cannot be combined (Optuna samples a log range without steps)")
+        if arg[0] < arg[1] and step > (arg[1] - arg[0]) * (1 + 1e-9):  # Optuna only warns, and searches the low end
+            raise UserError(f"{where}.step: {step} is larger than the range [{arg[0]}, {arg[1]}], which it would "
+                            f"collapse to its low end; use a step of at most {arg[1] - arg[0]:g}")
     return Dist(kind, low=arg[0], high=arg[1], step=step, log=log)
 
 

@@ -32,19 +32,21 @@ import optuna
 import yaml
 
 from blocks.atomic import atomic_write_text
+from blocks.text import version
 
-from . import shipped_space
+from . import shipped_space, shipped_spaces
 from .baselines import enqueue_baselines
 from .cli import main_guard
 from .config import SearchConfig, load_config
 from .dashboard import dashboard_command
 from .dryrun import Clock, Probe, sample_designs, summarise, time_training
-from .errors import UserError
+from .errors import UserError, clip
 from .objective import Objective
 from .review.summary import summary_table
 from .study.stop import Stop
 from .study.identity import check_folder, data_identity
-from .study.storage import GRACE_S, HEARTBEAT_S, check_url, close_storage, default_storage, redact_url
+from .study.storage import (GRACE_MAX_S, GRACE_S, HEARTBEAT_MAX_S, HEARTBEAT_S, check_url, close_storage,
+                            default_storage, redact_url)
 from .study.study import StudyLock, open_study, requeue_interrupted
 from .study.supervisor import describe_exit, launch
 from .study.trial_loop import run_trials
@@ -88,6 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers on its children
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override any YAML key, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--version", action="version", version=f"resnet-budget-search {version()}")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
@@ -97,9 +100,9 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     """Load the YAML with the command-line overrides applied."""
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: expected 1 or more")
-    if args.heartbeat < 1 or args.grace <= args.heartbeat:
+    if not 1 <= args.heartbeat < args.grace or args.heartbeat > HEARTBEAT_MAX_S or args.grace > GRACE_MAX_S:
         raise UserError(f"--heartbeat {args.heartbeat} --grace {args.grace}: expected 1 <= heartbeat < grace "
-                        f"(seconds)")
+                        f"(seconds), heartbeat at most {HEARTBEAT_MAX_S} and grace at most {GRACE_MAX_S}")
     overrides = list(args.overrides)
     if args.n_trials is not None:
         overrides.append(f"search.n_trials={args.n_trials}")
@@ -112,7 +115,12 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         strings.append(f"data.root={args.data_root}")
     if args.storage:
         strings.append(f"storage={args.storage}")
-    return load_config(shipped_space(args.space), overrides, strings)
+    space = shipped_space(args.space)
+    if not Path(space).exists():
+        names = ", ".join(p.stem for p in shipped_spaces())
+        raise UserError(f"{clip(args.space)}: no such file, nor a shipped space (shipped: {names}; "
+                        f"`resnet-search spaces` says where they are)")
+    return load_config(space, overrides, strings)
 
 
 def prepare_results(cfg: SearchConfig, results_root: str) -> Path:

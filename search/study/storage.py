@@ -30,6 +30,9 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 HEARTBEAT_S = 30  # a running trial writes a heartbeat this often (--heartbeat)
 GRACE_S = 120  # a trial silent for this long belongs to a dead worker: failed, then retried (--grace)
+# Upper bounds of --heartbeat and --grace, seconds: past ~9e9 s the heartbeat thread's wait overflows
+# (threading.TIMEOUT_MAX), and a worker silent for longer than a day is dead by any measure.
+HEARTBEAT_MAX_S, GRACE_MAX_S = 3600, 86400
 MAX_RETRY = 3  # retries of one trial killed with its worker
 STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)  # the database failed
 SQLITE_TIMEOUT_S = 60  # a writer waits this long for the SQLite file lock instead of failing

@@ -60,3 +60,9 @@ def _create(path: Path) -> tuple[Path, int]:
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, f"no free temporary name for {path.name}", str(path.parent))
+
+
+def open_lock_file(path: str | os.PathLike) -> BinaryIO:
+    """Open (creating) a lock file for fcntl.flock without following a link planted at its name."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    return os.fdopen(fd, "r+b")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
@@ -47,7 +48,11 @@ def decoded(paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray]
         return np.load(path, mmap_mode="r")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several workers may build at once: last wins
+        # A new file of a random name, created exclusively: several workers may build at once (last wins), and
+        # a link planted at a predictable name is never followed.
+        fd, name_tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name_tmp)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
     except OSError as exc:
         raise UserError(f"cannot write the decoded-image cache in '{cache_dir}': {exc.strerror or exc}; "

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import io
 import os
 import shutil
 import sqlite3
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import optuna
 import pytest
 import sqlalchemy
@@ -18,8 +20,8 @@ from PIL import Image
 
 import blocks
 from blocks import ArchSpec, build
-from blocks.atomic import atomic_write_text
-from search import run
+from blocks.atomic import atomic_write_text, open_lock_file
+from search import decode_cache, run
 from search.checkpoint import UnreadableCheckpoint
 from search.data import DataConfig, make_loaders
 from search.review import folder_lock, predict, report, retrain
@@ -250,3 +252,32 @@ def test_a_second_retrain_of_a_trial_is_refused_in_one_line(smoke_copy: Path, ca
                                        f"of a trial at a time; wait for that run to end, or stop it\n")
     assert not (smoke_copy / "retrain" / f"{first:05d}" / "seed_0").exists()  # refused before anything trained
     assert [p.name for p in folder.iterdir()] == [folder_lock.LOCK]
+
+
+def test_lock_files_never_follow_a_planted_link(tmp_path: Path) -> None:
+    """A link planted at a lock file's name is refused: nothing is created or truncated at its target."""
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep")
+    link = tmp_path / "study.db.lock"
+    link.symlink_to(target)
+    with pytest.raises(OSError):
+        open_lock_file(link)
+    assert target.read_text() == "keep"
+    with open_lock_file(tmp_path / "fresh.lock") as f:  # a plain name is created and can be locked
+        fcntl.flock(f, fcntl.LOCK_EX)
+    assert (tmp_path / "fresh.lock").is_file()
+
+
+def test_the_decode_cache_never_follows_a_link_at_a_temporary_name(tmp_path: Path) -> None:
+    """The decoded-image cache is built in a new randomly named file: a link at the old pid name is untouched."""
+    images = [tmp_path / f"{i}.png" for i in range(2)]
+    for p in images:
+        p.write_bytes(b"x")
+    target = tmp_path / "elsewhere.bin"
+    target.write_bytes(b"keep")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    key = decode_cache.cache_key(images, 4, "")
+    (cache / f".d-{key}.npy.{os.getpid()}.tmp").symlink_to(target)
+    out = decode_cache.decoded(images, 4, lambda p: np.zeros((4, 4, 3), np.uint8), cache, "d", stream=io.StringIO())
+    assert out.shape == (2, 4, 4, 3) and target.read_bytes() == b"keep"

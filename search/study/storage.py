@@ -20,6 +20,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from blocks.atomic import open_lock_file
 from blocks.text import one_line
 
 from ..errors import UserError
@@ -131,7 +132,7 @@ def _schema_lock(url: str, parsed: sqlalchemy.engine.URL, engine_kwargs: dict[st
 def _lock_file(database: str | None) -> Iterator[None]:
     """Hold `DATABASE.schema.lock` exclusively (a file apart from the study lock's: neither waits on the other)."""
     try:
-        f = open(f"{database}.schema.lock", "a") if database and database != ":memory:" else None
+        f = open_lock_file(f"{database}.schema.lock") if database and database != ":memory:" else None
     except OSError:  # a read-only folder holds an existing study (RDBStorage reports anything else)
         f = None
     if f is None:

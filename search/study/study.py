@@ -13,6 +13,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from blocks.atomic import open_lock_file
 from blocks.text import one_line
 
 from ..config import SearchConfig
@@ -159,7 +160,10 @@ class StudyLock:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
             self._held = conn
         else:
-            f = open(self.path, "a")
+            try:
+                f = open_lock_file(self.path)  # a link planted at its name is refused, never opened
+            except OSError as e:
+                raise UserError(f"cannot open the study lock {self.path}: {e.strerror or e}") from None
             fcntl.flock(f, fcntl.LOCK_EX)
             self._held = f
 

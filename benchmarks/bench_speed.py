@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blocks import ArchSpec, build, complexity  # noqa: E402
 from search import augment  # noqa: E402
-from search.batch_augment import BatchAugment, split_policy  # noqa: E402
-from search.batches import ArrayBatches, DeviceBatches, as_is  # noqa: E402
+from search.data.batch_augment import BatchAugment, split_policy  # noqa: E402
+from search.data.batches import ArrayBatches, DeviceBatches, as_is  # noqa: E402
 from search.progress import Progress  # noqa: E402
 from search.trainer import TrainSpec, _autocast, fit, make_optimizer, prepare_model, use_amp  # noqa: E402
 

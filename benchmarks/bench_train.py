@@ -21,10 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blocks import ArchSpec, build, complexity  # noqa: E402
-from search.augment import DEFAULT_POLICY, policy_steps  # noqa: E402
+from search.data.augment import DEFAULT_POLICY, policy_steps  # noqa: E402
 from search.config import load_config  # noqa: E402
-from search.data import make_loaders  # noqa: E402
-from search.trainer import TrainSpec, _autocast, fit, make_optimizer, prepare_model, resolve_device  # noqa: E402
+from search.data.datasets import make_loaders  # noqa: E402
+from search.trainer import TrainSpec, autocast, fit, make_optimizer, prepare_model, resolve_device  # noqa: E402
 
 DEFAULT_ARCH = {"stages": 4, "blocks": [2, 2, 2, 2], "width": 32}  # ~2.8M params, CIFAR-style
 
@@ -55,7 +55,7 @@ def compute_limit(spec: ArchSpec, train: TrainSpec, device: torch.device, batche
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        with _autocast(device, train.amp):
+        with autocast(device, train.amp):
             loss = loss_fn(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -87,7 +87,7 @@ def main() -> None:
     overrides = args.overrides or ["data.dataset=synthetic", "data.synthetic_train=4000", "data.synthetic_size=32"]
     cfg = load_config(args.space, overrides)
     device = resolve_device(args.device)
-    from search.data import dataset_info
+    from search.data.datasets import dataset_info
 
     info = dataset_info(cfg.data)
     spec = ArchSpec.from_dict({**json.loads(args.arch), "num_classes": info.num_classes, "input_size": info.image_size})

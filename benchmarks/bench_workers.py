@@ -59,7 +59,7 @@ def open_storage(kind: str, where: str) -> Any:
     from optuna.storages import RDBStorage
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from search.study.storage import make_storage
+    from search.storage import make_storage
 
     if kind == "journal":  # no heartbeats: Optuna implements them for RDB storages only
         return JournalStorage(JournalFileBackend(str(Path(where) / "journal.log")))
@@ -179,14 +179,14 @@ def _ctrl_c_child(db: str, unsafe: bool) -> None:
     """One worker process for `ctrl-c`: run a StorageHeavy trial until SIGINT; exit 130 once it is recorded."""
     import optuna
 
-    import search.study.storage
+    import search.storage
     from search.study.stop import Stop
     from search.study.study import StudyLock
     from search.study.trial_loop import run_trials
 
     optuna.logging.set_verbosity(optuna.logging.CRITICAL)
-    search.study.storage.SQLITE_TIMEOUT_S = 3  # a lock left behind shows in 3 s instead of 60
-    study = optuna.create_study(storage=search.study.storage.make_storage(f"sqlite:///{db}"), study_name="s")
+    search.storage.SQLITE_TIMEOUT_S = 3  # a lock left behind shows in 3 s instead of 60
+    study = optuna.create_study(storage=search.storage.make_storage(f"sqlite:///{db}"), study_name="s")
     stop = Stop()
     try:
         if unsafe:  # the signal raises KeyboardInterrupt wherever it lands

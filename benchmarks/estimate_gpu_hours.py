@@ -21,7 +21,7 @@ import optuna
 
 from blocks import ArchSpec, complexity
 from search.config import load_config
-from search.data import dataset_info
+from search.data.datasets import dataset_info
 from search.rules import arch_violation
 from search.space import sample_arch
 

@@ -28,7 +28,7 @@ commands:
 def dashboard(argv: list[str]) -> int:
     """Run optuna-dashboard on results/<study> (its study and artifacts); unknown options go to optuna-dashboard."""
     from .dashboard import artifact_dir
-    from .study.storage import default_storage
+    from .storage import default_storage
 
     p = argparse.ArgumentParser(prog="resnet-search dashboard", description=dashboard.__doc__)
     p.add_argument("results", help="results/<study> folder")

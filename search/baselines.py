@@ -60,7 +60,7 @@ def _middle(dist: Dist) -> Any:
 
 def train_params(cfg: SearchConfig, b: Baseline) -> dict[str, Any]:
     """Optuna params to enqueue for the baseline's searched training keys (its own values where it fixes them)."""
-    from .augment import policy_names
+    from .data.augment import policy_names
 
     out = {}
     for key, value in cfg.train.items():
@@ -98,7 +98,7 @@ def _unstorable(dist: Dist, value: Any) -> str | None:
 
 def _check_fixed_params(cfg: SearchConfig, b: Baseline) -> None:
     """Each searched key the baseline fixes holds a value Optuna can enqueue as that parameter."""
-    from .augment import policy_names
+    from .data.augment import policy_names
     from .errors import UserError, shown
 
     dists = dict(cfg.train)
@@ -138,7 +138,7 @@ def check_baselines(cfg: SearchConfig) -> None:
     """Config-time check: every baseline builds, fits the budget and obeys the rules, with its training."""
     from blocks import ArchSpec, complexity
 
-    from .data import dataset_info
+    from .data.datasets import dataset_info
     from .errors import UserError, shown
     from .rules import arch_violation, train_violation
     from .trainer import TrainSpec

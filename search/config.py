@@ -247,7 +247,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
 
 def parse_config(raw: dict, path: str) -> SearchConfig:
     """Validate the raw YAML mapping into a SearchConfig."""
-    from .data import DataConfig, check_config as check_data  # data pulls in torchvision; keep `config` light
+    from .data.datasets import DataConfig, check_config as check_data  # data pulls in torchvision; keep `config` light
 
     sections = ("data", "budget", "rules", "space", "train", "augment", "search", "storage", "retrain",
                 "baselines")
@@ -289,7 +289,7 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
     if storage is not None and not isinstance(storage, str):
         raise UserError(f"{path}: storage: expected an SQLAlchemy URL string, got {shown(storage)}")
     augment = raw.get("augment") or []
-    from .augment import validate_augment
+    from .data.augment import validate_augment
 
     validate_augment(augment, f"{path}: augment")
     baselines = _parse_baselines(raw.get("baselines"), TrainSpec, path)
@@ -396,7 +396,7 @@ def _parse_retrain(d: Any, spec_cls: type, where: str) -> RetrainConfig:
     except ValueError as e:
         raise UserError(f"{where}.{str(e).removeprefix('train.')}") from None
     if retrain.augment is not None:
-        from .augment import validate_augment
+        from .data.augment import validate_augment
 
         validate_augment(retrain.augment, f"{where}.augment")
     return retrain

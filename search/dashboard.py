@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-from .study.storage import redact_url
+from .storage import redact_url
 
 ARTIFACT_DIR = "artifacts"  # under results/<study>/
 MIMETYPES = {".json": "application/json", ".csv": "text/csv", ".html": "text/html", ".pt": "application/octet-stream",

@@ -1,4 +1,5 @@
-"""The one error type a user sees: a single line saying what is wrong and where."""
+"""The project's exceptions: the one error type a user sees (a single line saying what is wrong and where),
+and the stop a signal requests."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ class UserError(Exception):
 
 class ResultsWriteError(UserError):
     """The results folder refused a write (a full or read-only disk): the trial stops as interrupted and resumes."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised at a safe point after a stop was requested; its message is the signal's name."""
 
 
 def clip(text: str, limit: int = SHOWN_MAX) -> str:

@@ -25,7 +25,7 @@ from .probe import Probe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
 from .rules import check_sample, module_violation
 from .space import sample
-from .study.storage import STORAGE_ERRORS, stored_trial
+from .storage import STORAGE_ERRORS, stored_trial
 from .trainer import EpochResult, fit, resolve_device, resumable_epochs, seed_everything
 from .trials import (BASELINE, INTERRUPTED, REJECTED, RESUMED_FROM, RETRY_OF, WORKER, count_finished,
                      is_baseline, ranked)
@@ -37,7 +37,7 @@ class Objective:
     def __init__(self, cfg: SearchConfig, results: Path, device: str = "auto",
                  log: Callable[[str], None] = print, probe: Probe | None = None,
                  stop: Callable[[], bool] | None = None, progress_every_s: float = PLAIN_EVERY_S):
-        from .data import dataset_info
+        from .data.datasets import dataset_info
 
         self.cfg, self.results, self.log = cfg, results, log
         self.probe = probe or latency_ms  # measures inference ms (injectable: tests never time anything)
@@ -88,7 +88,7 @@ class Objective:
 
     def _train(self, trial: optuna.Trial, spec: ArchSpec, train: Any, cx: Any) -> Any:
         """Build, train with per-epoch reports and pruning, and return the objective values."""
-        from .data import make_loaders
+        from .data.datasets import make_loaders
 
         cfg = self.cfg
         first = self._link_retry(trial)
@@ -110,7 +110,7 @@ class Objective:
                                            f"the budget of {cfg.budget.latency_ms} ms")
         self.rejections_in_a_row = 0  # within every budget: only now does the run of rejections end
         trial.set_user_attr("seed", seed)
-        from .augment import DEFAULT_POLICY, policy_steps
+        from .data.augment import DEFAULT_POLICY, policy_steps
 
         steps = policy_steps(cfg.augment, train.augment_policy or DEFAULT_POLICY)
         loaders = make_loaders(cfg.data, steps, train.batch_size, seed=seed, device=self.device.type,

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .trainer import _autocast, prepare_model
+from .trainer import autocast, prepare_model
 
 LARGE_BATCH = 256  # the "large batch" of the recorded latencies: throughput-bound serving
 Probe = Callable[[nn.Module, int, int, torch.device, "bool | str"], float]
@@ -28,7 +28,7 @@ def latency_ms(model: nn.Module, input_size: int, batch: int, device: torch.devi
     prepare_model(model, device).eval()
     x = torch.randn(batch, 3, input_size, input_size, device=device).contiguous(memory_format=torch.channels_last)
     times = []
-    with torch.no_grad(), _autocast(device, amp):
+    with torch.no_grad(), autocast(device, amp):
         for i in range(repeats + 1):
             _sync(device)
             t0 = clock()

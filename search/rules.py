@@ -98,7 +98,7 @@ def module_violation(model: nn.Module, cfg: "SearchConfig") -> str | None:
 
 def check_config(cfg: "SearchConfig") -> None:
     """Config-time checks: rules that fixed values already break, and budgets nothing can meet."""
-    from .augment import count_transforms, policy_names, policy_steps
+    from .data.augment import count_transforms, policy_names, policy_steps
 
     where, rules, space = cfg.path, cfg.rules, cfg.space
     if rules.head is not None and "head" in space and not isinstance(space["head"], Dist) \
@@ -131,7 +131,7 @@ def check_config(cfg: "SearchConfig") -> None:
 
 def _check_progressive(cfg: "SearchConfig") -> None:
     """Every progressive-resizing schedule the space can pick ends at the dataset's image size."""
-    from .data import dataset_info
+    from .data.datasets import dataset_info
 
     size = dataset_info(cfg.data).image_size
     for steps in candidates(cfg.train.get("progressive")):

@@ -45,7 +45,7 @@ from .objective import Objective
 from .review.summary import summary_table
 from .study.stop import Stop
 from .study.identity import check_folder, data_identity
-from .study.storage import (GRACE_MAX_S, GRACE_S, HEARTBEAT_MAX_S, HEARTBEAT_S, check_url, close_storage,
+from .storage import (GRACE_MAX_S, GRACE_S, HEARTBEAT_MAX_S, HEARTBEAT_S, check_url, close_storage,
                             default_storage, redact_url)
 from .study.study import StudyLock, open_study, requeue_interrupted
 from .study.supervisor import describe_exit, launch
@@ -54,7 +54,7 @@ from .trainer import resolve_device
 from .trials import count_finished
 
 if TYPE_CHECKING:
-    from .data import DatasetInfo  # imported when used: it pulls in torchvision
+    from .data.datasets import DatasetInfo  # imported when used: it pulls in torchvision
 
 
 class WorkerFailed(Exception):
@@ -139,7 +139,7 @@ def prepare_results(cfg: SearchConfig, results_root: str) -> Path:
 def check_data_and_augment(cfg: SearchConfig) -> DatasetInfo:
     """What needs the dataset, checked before the study is touched: it loads (or downloads), it leaves
     validation images, and every augmentation policy applies to an image of its size; returns what it is."""
-    from .data import check_config as check_data, make_loaders
+    from .data.datasets import check_config as check_data, make_loaders
 
     check_data(cfg.data, f"{cfg.path}: data")
     loaders = make_loaders(cfg.data, [], 2, seed=0)
@@ -157,7 +157,7 @@ def check_validation(cfg: SearchConfig, n_train: int, n_val: int) -> None:
 
 def check_augment(cfg: SearchConfig, size: int) -> None:
     """Every augmentation policy the space may pick exists and applies to an image of `size` pixels."""
-    from .augment import check_batchable, policy_names, policy_steps, square, train_pipeline
+    from .data.augment import check_batchable, policy_names, policy_steps, square, train_pipeline
     from .distributions import candidates
 
     names = policy_names(cfg.augment)
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
 def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: Probe = time_training,
             clock: Clock = time.monotonic) -> None:
     """Validate, draw designs and print what the space holds and how long its search would take here."""
-    from .data import check_config as check_data, survey
+    from .data.datasets import check_config as check_data, survey
 
     if args.dry_run_samples < 1:
         raise UserError(f"--dry-run-samples {args.dry_run_samples}: expected 1 or more")

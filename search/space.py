@@ -29,7 +29,7 @@ def suggest(trial: Any, name: str, value: Any) -> Any:
 
 def corner_dict(cfg: "SearchConfig", pick: Callable[[Any], Any]) -> dict[str, Any]:
     """An ArchSpec dict with every space entry resolved by `pick` (used for the smallest-network check)."""
-    from .data import dataset_info
+    from .data.datasets import dataset_info
 
     info = dataset_info(cfg.data)
     space = cfg.space
@@ -150,7 +150,7 @@ def sample_arch(trial: Any, cfg: "SearchConfig", num_classes: int, input_size: i
 
 def sample_train(trial: Any, cfg: "SearchConfig") -> dict[str, Any]:
     """Sample the training keys; the augmentation policy becomes a choice when the YAML has several."""
-    from .augment import policy_names
+    from .data.augment import policy_names
 
     d = {key: suggest(trial, key, value) for key, value in cfg.train.items()}
     names = policy_names(cfg.augment)

@@ -18,7 +18,7 @@ from torch import nn
 from . import checkpoint as ckpt_io
 from .checkpoint import UnreadableCheckpoint
 from .ema import make_ema
-from .study.stop import StopRequested
+from .errors import StopRequested
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 BatchHook = Callable[[int, int, int, int], None]  # (epoch, batch i, batches N, images in the batch)
@@ -224,7 +224,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool
     """Mean cross-entropy loss and top-1 accuracy over `loader` (images resized to `size` px if given)."""
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
-    with torch.no_grad(), _autocast(device, amp):
+    with torch.no_grad(), autocast(device, amp):
         for x, y in loader:
             x, y = _to(x, y, device)
             x = _resize(x, size)
@@ -243,7 +243,7 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: bool 
     """
     model.eval()
     probs, labels = [], []
-    with torch.no_grad(), _autocast(device, amp):
+    with torch.no_grad(), autocast(device, amp):
         for i, (x, y) in enumerate(loader, 1):
             x, y = _to(x, y, device)
             probs.append(log_probs(model, x, tta).exp().cpu())
@@ -310,7 +310,7 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
                 raise StopRequested("stop requested")
             x, y = _to(x, y, device)
             x = _resize(x, size)
-            with _autocast(device, spec.amp):
+            with autocast(device, spec.amp):
                 logits = step_model(x)
                 loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
@@ -393,7 +393,7 @@ def _to(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.T
     return x.to(device, non_blocking=True, memory_format=torch.channels_last), y.to(device, non_blocking=True)
 
 
-def _autocast(device: torch.device, amp: bool | str) -> Any:
+def autocast(device: torch.device, amp: bool | str) -> Any:
     """bf16 autocast on any device when train.amp resolves to true there; fp32 otherwise."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp(amp, device))
 

@@ -12,7 +12,7 @@ from blocks import ArchSpec, complexity
 from search import run
 from search.baselines import baseline_arch
 from search.config import load_config
-from search.data import dataset_info
+from search.data.datasets import dataset_info
 from search.trials import BASELINE
 from test_search import PRUNING_SPACE, write_space
 

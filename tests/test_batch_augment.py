@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency
 
-from search import augment
-from search.batch_augment import BatchAugment, split_policy, twin
+from search.data import augment
+from search.data.batch_augment import BatchAugment, split_policy, twin
 
 N = 3000  # images per side: enough for 81 offsets x 2 flips to all show, a few ms batched
 
@@ -120,8 +120,8 @@ def test_policy_split_and_normalisation() -> None:
 
 
 def test_loaders_gather_uint8_batches_and_augment_on_the_device() -> None:
-    from search.batches import ArrayBatches, DeviceBatches
-    from search.data import DataConfig, make_loaders
+    from search.data.batches import ArrayBatches, DeviceBatches
+    from search.data.datasets import DataConfig, make_loaders
     from search.errors import UserError
 
     cfg = DataConfig(synthetic_train=100, synthetic_size=16, num_workers=0)

@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from search import augment, data
-from search.augment import build_transforms, count_transforms, policy_names, policy_steps, validate_augment
-from search.data import (
+from search.data import augment
+from search.data import datasets as data
+from search.data.augment import build_transforms, count_transforms, policy_names, policy_steps, validate_augment
+from search.data.datasets import (
     CIFAR10_MEAN,
     DataConfig,
     _CIFAR10Files,
@@ -254,7 +255,7 @@ def test_augmentation_is_seeded_and_varies_across_workers() -> None:
     # Forked workers start with a copy of one random state: without reseeding, worker 0 and
     # worker 1 would give the same augmentation to the same image.
     img = np.tile(np.arange(16, dtype=np.uint8)[None, :, None] * 15, (16, 1, 3))
-    split = data._Split(np.zeros(16, dtype=np.int64), images=np.stack([img] * 16))
+    split = data.Split(np.zeros(16, dtype=np.int64), images=np.stack([img] * 16))
     tf = augment.train_pipeline([{"RandomBrightnessContrast": {"p": 1.0}}], "t", seed=0)
     info = data.dataset_info(DataConfig())
     loader = data._loader(data.ImageDataset(split, tf), 4, info, train=False, seed=0, device="cpu",

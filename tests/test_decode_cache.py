@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search import data, decode_cache
-from search.batches import ArrayBatches
-from search.data import DataConfig, make_loaders
+from search.data import datasets as data
+from search.data import decode_cache
+from search.data.batches import ArrayBatches
+from search.data.datasets import DataConfig, make_loaders
 from search.errors import UserError
 from tests.fixtures import make_imagefolder, make_tiny_imagenet
 
@@ -83,7 +84,7 @@ def test_unwritable_cache_is_one_line(tmp_path: Path) -> None:
 
 def test_a_bad_image_while_decoding_leaves_no_progress_bar(tmp_path: Path) -> None:
     """On a terminal the progress bar is wiped when decoding stops, so the `error:` line that follows stands alone."""
-    from search.decode_cache import decoded
+    from search.data.decode_cache import decoded
 
     paths = [tmp_path / f"{i}.png" for i in range(3)]
     for p in paths:

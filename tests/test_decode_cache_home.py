@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search import decode_cache
-from search.data import DataConfig, make_loaders
+from search.data import decode_cache
+from search.data.datasets import DataConfig, make_loaders
 from tests.fixtures import make_imagefolder
 
 

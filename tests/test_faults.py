@@ -20,12 +20,13 @@ import torch
 
 from blocks import ArchSpec, build
 from search import run
-from search.study import storage as storage_mod, trial_loop
-from search.augment import DEFAULT_POLICY, policy_steps
+from search import storage as storage_mod
+from search.study import trial_loop
+from search.data.augment import DEFAULT_POLICY, policy_steps
 from search.cli import main_guard
 from search.config import load_config
-from search.data import dataset_info, make_loaders
-from search.study.storage import ask, make_storage
+from search.data.datasets import dataset_info, make_loaders
+from search.storage import ask, make_storage
 from search.study.study import fail_orphans
 from search.trainer import TrainSpec, fit, seed_everything
 from search.trials import INTERRUPTED, RESUMED_FROM, RETRY_OF, WORKER

@@ -1,4 +1,5 @@
-"""The package import graphs have no circle (an import inside a function counts: hiding one there is still a circle)."""
+"""The import graphs: no circle, and layers that only point down (an import inside a function counts: hiding
+one there is still one; so does an import under TYPE_CHECKING when it points up)."""
 
 from __future__ import annotations
 
@@ -16,18 +17,20 @@ def dotted(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path, root: Path) -> set[str]:
-    """Modules of its own top-level package that `path` imports anywhere (functions included), except under
-    `if TYPE_CHECKING:`; relative imports of any depth resolved, packages' `__init__` left out."""
+def imports(path: Path, root: Path, tops: tuple[str, ...] = (), type_checking: bool = False) -> set[str]:
+    """Modules of its own top-level package (and of `tops`) that `path` imports anywhere (functions included),
+    except under `if TYPE_CHECKING:` unless `type_checking`; relative imports of any depth resolved, packages'
+    `__init__` left out unless imported by name (`from blocks import ArchSpec`) from one of `tops`."""
     name = dotted(path, root)
     top = name.split(".")[0]
     package = name if path.stem == "__init__" else name.rpartition(".")[0]
     modules = {dotted(p, root) for p in (root / top).rglob("*.py") if p.stem != "__init__"}
+    modules |= {dotted(p, root) for t in tops for p in (root / t).rglob("*.py")}
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test) and not type_checking:
                 continue  # annotations only: never executed
             if isinstance(child, ast.ImportFrom):
                 base = package.split(".")[: len(package.split(".")) - (child.level - 1)] if child.level else []
@@ -80,7 +83,7 @@ def test_no_import_circle(package: str) -> None:
     assert graph and circles(graph) == []
     if package == "search":  # the subpackages are in the graph, and seen importing the core and each other
         assert "search.objective" in graph["search.study.trial_loop"]
-        assert "search.study.storage" in graph["search.study.trial_loop"]
+        assert "search.storage" in graph["search.study.trial_loop"]
         assert "search.review.report_figures" in graph["search.review.report"]  # `from . import report_figures`
 
 
@@ -96,3 +99,72 @@ def test_the_check_sees_a_circle_hidden_in_a_function(tmp_path: Path) -> None:
     graph = {dotted(p, tmp_path): imports(p, tmp_path) for p in pkg.rglob("*.py") if p.stem != "__init__"}
     assert graph == {"pkg.a": {"pkg.sub.b"}, "pkg.sub.b": {"pkg.a"}, "pkg.c": set(), "pkg.d": {"pkg.sub.b", "pkg.c"}}
     assert circles(graph) == [["pkg.a", "pkg.sub.b"]]
+
+
+# The layers, lowest first: a module may import its own layer and those below it, never one above. A module is
+# in the layer of the longest name here that is it or a package above it. A lower layer that needs something
+# from above takes it as an argument (a callable, a value), as the trainer takes `on_batch`.
+LAYERS: list[tuple[str, ...]] = [
+    ("blocks",),  # the ResNet builder and its analytic counts: knows nothing of the search
+    ("search", "search.errors", "search.yaml_load", "search.trials", "search.describe", "search.progress",
+     "search.cli", "search.distributions"),  # foundations: exceptions, YAML, trial attribute names, progress
+    ("search.config",),  # the schema: every key with its default, parsing and value checks only
+    ("search.data", "search.space", "search.rules", "search.baselines", "search.trainer", "search.checkpoint",
+     "search.ema", "search.probe", "search.dryrun", "search.storage", "search.dashboard",
+     "search.checks"),  # the core: data, sampling, rules, training, Optuna's storage and artifacts
+    ("search.objective",),  # one trial: sample, check, build, train, report
+    ("search.study",),  # the study: its lock and identity, workers, signals, the trial loop
+    ("search.review",),  # what a finished study is used for: report, retrain, predict
+    ("search.run", "search.__main__"),  # the command line
+]
+# Upward imports not yet removed (issue 15): each is a (module, import) pair, and the list only shrinks.
+KNOWN_UPWARD: set[tuple[str, str]] = {
+    ("search.config", "search.baselines"), ("search.config", "search.data.augment"),
+    ("search.config", "search.data.datasets"), ("search.config", "search.rules"), ("search.config", "search.trainer"),
+}
+
+
+def layer(module: str) -> int:
+    """The index in LAYERS of `module`'s layer (by the longest name that is it or a package above it)."""
+    best = max((n for names in LAYERS for n in names if module == n or module.startswith(n + ".")), key=len)
+    return next(i for i, names in enumerate(LAYERS) if best in names)
+
+
+def upward(root: Path) -> set[tuple[str, str]]:
+    """Every (module, imported module) pair under `root`'s blocks/ and search/ that points to a higher layer."""
+    found = set()
+    for top in ("blocks", "search"):
+        for path in (root / top).rglob("*.py"):
+            name = dotted(path, root)
+            found |= {(name, m) for m in imports(path, root, ("blocks", "search"), type_checking=True)
+                      if layer(m) > layer(name)}
+    return found
+
+
+def test_layers_only_point_down() -> None:
+    assert upward(ROOT) == KNOWN_UPWARD
+
+
+def test_every_module_has_a_declared_layer() -> None:
+    named = {n for names in LAYERS for n in names}
+    for top in ("blocks", "search"):
+        for path in (ROOT / top).rglob("*.py"):
+            name = dotted(path, ROOT)
+            parents = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}
+            assert parents & named, f"{name} is in no layer of LAYERS: add it where it belongs"
+    assert len(named) == sum(map(len, LAYERS))  # no name in two layers
+
+
+@pytest.mark.parametrize("planted", ["def f():\n    from .study.stop import Stop\n",
+                                     "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from search.run import main\n",
+                                     "import search.review.report\n"])
+def test_the_layer_check_sees_a_planted_upward_import(tmp_path: Path, planted: str) -> None:
+    for top in ("blocks", "search"):
+        for path in (ROOT / top).rglob("*.py"):
+            copy = tmp_path / path.relative_to(ROOT)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(path.read_text())
+    trainer = tmp_path / "search" / "trainer.py"
+    trainer.write_text(trainer.read_text() + "\n" + planted)
+    found = upward(tmp_path) - upward(ROOT)
+    assert len(found) == 1 and next(iter(found))[0] == "search.trainer", found

@@ -12,7 +12,7 @@ from PIL import Image
 
 import blocks
 from blocks import ArchSpec
-from search import data
+from search.data import datasets as data
 from search.review import predict
 
 SPEC = ArchSpec(stages=2, blocks=(1, 1), width=8, input_size=12, num_classes=3)

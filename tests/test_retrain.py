@@ -16,7 +16,7 @@ import torch
 import blocks
 from blocks import ArchSpec
 from search.config import load_config
-from search.data import make_loaders
+from search.data.datasets import make_loaders
 from search.review import evaluate as ev
 from search.review import retrain
 from search.review.results import open_results

@@ -21,9 +21,10 @@ from PIL import Image
 import blocks
 from blocks import ArchSpec, build
 from blocks.atomic import atomic_write_text, open_lock_file
-from search import decode_cache, run
+from search import run
+from search.data import decode_cache
 from search.checkpoint import UnreadableCheckpoint
-from search.data import DataConfig, make_loaders
+from search.data.datasets import DataConfig, make_loaders
 from search.review import folder_lock, predict, report, retrain
 from search.study.stop import StopRequested
 from search.trainer import TrainSpec, fit, resumable_epochs

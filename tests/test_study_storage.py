@@ -14,7 +14,7 @@ from optuna.storages._rdb import models
 
 from search import run
 from search.errors import UserError
-from search.study import storage
+from search import storage
 from search import SPACES_DIR
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from blocks import ArchSpec, build
-from search.data import DataConfig, make_loaders
+from search.data.datasets import DataConfig, make_loaders
 from search.study.stop import StopRequested
 from search.trainer import TrainSpec, compiled, fit, make_optimizer, make_schedule, native_bf16, use_amp
 
@@ -130,9 +130,9 @@ def test_resumed_run_with_augmentation_equals_uninterrupted(tmp_path: Path, monk
                                                            workers: int, augment_on: str) -> None:
     # Issue 8: worker seeding ran once per persistent worker (and never without workers), so the per-epoch
     # reseed never reached the augmentation and a resumed run augmented differently.
-    import search.data
+    import search.data.datasets
 
-    monkeypatch.setattr(search.data, "DataLoader", _PersistentLoader)
+    monkeypatch.setattr(search.data.datasets, "DataLoader", _PersistentLoader)
     data = DataConfig(**{**DATA.__dict__, "num_workers": workers, "augment_on": augment_on})
     steps = [{"PadIfNeeded": {"min_height": 20, "min_width": 20}}, {"RandomCrop": {"height": 16, "width": 16}},
              {"HorizontalFlip": {"p": 0.5}}]

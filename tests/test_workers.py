@@ -20,7 +20,7 @@ import yaml
 from search import run
 from search.config import load_config
 from search.space import sample
-from search.study.storage import make_storage, redact_url
+from search.storage import make_storage, redact_url
 from search.study.study import StudyLock, make_sampler
 from search.trials import REJECTED, WORKER, count_finished
 

@@ -22,9 +22,9 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 import blocks
 
-from .. import augment
+from ..data import augment
 from ..cli import main_guard
-from ..data import NORMALISATION, ImageDataset, _Split, loader_workers
+from ..data.datasets import NORMALISATION, ImageDataset, Split, loader_workers
 from ..errors import UserError
 from ..progress import Progress
 from ..trainer import predict, resolve_device
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
     names = extra.get("class_names") or [str(c) for c in range(models[0].spec.num_classes)]
     size = int(extra.get("image_size") or models[0].spec.input_size)
     mean, std = normalisation(args, extra, paths[0], log)
-    ds = ImageDataset(_Split(np.arange(len(files)), paths=files), augment.eval_pipeline(pre=augment.square(size)))
+    ds = ImageDataset(Split(np.arange(len(files)), paths=files), augment.eval_pipeline(pre=augment.square(size)))
     loader = DataLoader(ds, batch_size=args.batch_size, num_workers=min(loader_workers("auto"), 4),
                         collate_fn=augment.NormalizeCollate(mean, std))
     log(f"predicting {len(files):,} images with {len(models)} model{'s' if len(models) > 1 else ''} "

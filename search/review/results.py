@@ -16,7 +16,7 @@ from blocks import ArchSpec, build
 from ..config import SearchConfig, load_config
 from ..errors import UserError
 from ..study.identity import DATA_ATTR, config_difference, data_difference, data_identity
-from ..study.storage import default_storage, make_storage, redact_url
+from ..storage import default_storage, make_storage, redact_url
 from ..trials import REJECTED, ranked
 
 S = optuna.trial.TrialState
@@ -115,14 +115,14 @@ class StudyResults:
 
     def class_names(self, num_classes: int) -> tuple[str, ...]:
         """The dataset's class names (numbers when it has none)."""
-        from ..data import dataset_info
+        from ..data.datasets import dataset_info
 
         names = dataset_info(self.cfg.data).class_names
         return tuple(names) if len(names) == num_classes else tuple(str(k) for k in range(num_classes))
 
     def check_data(self, specs: list[ArchSpec]) -> None:
         """Refuse data (moved, or changed by --set) that is not what the study searched on: other classes or size."""
-        from ..data import dataset_info
+        from ..data.datasets import dataset_info
 
         now = data_identity(self.cfg.data.dataset, dataset_info(self.cfg.data))
         recorded = [self.study.user_attrs.get(DATA_ATTR)]  # absent in a study from before it was recorded ...

@@ -163,8 +163,8 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
 
     `later_runs`: seed runs still to come after this one (every trial's), for the total ETA.
     """
-    from ..augment import DEFAULT_POLICY, policy_steps
-    from ..data import make_loaders, make_predict_loader
+    from ..data.augment import DEFAULT_POLICY, policy_steps
+    from ..data.datasets import make_loaders, make_predict_loader
 
     cfg, spec, train = res.cfg, plan.spec, plan.train
     seed = plan.seed + k * SEED_STRIDE
@@ -374,7 +374,7 @@ def _need_onnx() -> None:
 
 def _unlabeled_paths(cfg: Any) -> list[Path]:
     """The unlabeled test images for --predict (Tiny ImageNet's test/images), or a UserError."""
-    from ..data import tiny_imagenet_unlabeled_test
+    from ..data.datasets import tiny_imagenet_unlabeled_test
 
     if cfg.data.dataset != "tiny_imagenet":
         raise UserError(f"--predict: dataset {cfg.data.dataset!r} has no unlabeled test split (only "

@@ -21,9 +21,7 @@ import threading
 import weakref
 from typing import Any
 
-
-class StopRequested(KeyboardInterrupt):
-    """Raised at a safe point after a stop was requested; its message is the signal's name."""
+from ..errors import StopRequested
 
 
 class Signals:

@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..trainer import TrainSpec
 from ..trials import INTERRUPTED
 from .identity import check_and_record
-from .storage import (GRACE_S, HEARTBEAT_S, MAX_RETRY, RetryCallback, make_storage,
+from ..storage import (GRACE_S, HEARTBEAT_S, MAX_RETRY, RetryCallback, make_storage,
                       rdb_storage, redact_url, trial_id)
 
 S = optuna.trial.TrialState

@@ -18,7 +18,7 @@ import optuna
 from ..objective import Objective, mark_interrupted
 from ..trials import count_finished, count_running
 from .stop import Stop
-from .storage import STORAGE_ERRORS, ask, heartbeat
+from ..storage import STORAGE_ERRORS, ask, heartbeat
 from .study import StudyLock, fail_orphans
 
 S = optuna.trial.TrialState

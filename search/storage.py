@@ -23,8 +23,8 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from blocks.atomic import open_lock_file
 from blocks.text import one_line
 
-from ..errors import UserError
-from ..trials import INTERRUPTED, WORKER
+from .errors import UserError
+from .trials import INTERRUPTED, WORKER
 
 # Heartbeats, trial grouping and retry are marked experimental by Optuna; they are what we rely on.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from search.batch_augment import BatchAugment
+from .batch_augment import BatchAugment
 
 AUGMENT_ON = ("auto", "device", "workers")  # auto: twins on the device, the rest in workers
 

@@ -21,7 +21,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from torchvision.datasets.utils import download_and_extract_archive
 
 from blocks.text import one_line
-from search import augment, batch_augment, batches, decode_cache
+from . import augment, batch_augment, batches, decode_cache
 from search.errors import UserError, shown
 
 DATASETS = ("cifar10", "tiny_imagenet", "imagefolder", "synthetic")
@@ -86,7 +86,7 @@ class Loaders:
 
 
 @dataclass(frozen=True)
-class _Split:
+class Split:
     """Images of one split, in memory ((N, H, W, 3) uint8) or as files, with int64 labels."""
 
     labels: np.ndarray
@@ -101,7 +101,7 @@ class _Split:
 class ImageDataset(Dataset):
     """Some images of a split through an albumentations pipeline; items are (HWC uint8 array, label)."""
 
-    def __init__(self, split: _Split, transform: Callable, indices: np.ndarray | None = None) -> None:
+    def __init__(self, split: Split, transform: Callable, indices: np.ndarray | None = None) -> None:
         self.split, self.transform = split, transform
         self.indices = np.arange(len(split.labels)) if indices is None else np.asarray(indices, dtype=np.int64)
 
@@ -208,7 +208,7 @@ class _CIFAR10Files(CIFAR10):
     meta = {**CIFAR10.meta, "md5": None}
 
 
-def _cifar10(cfg: DataConfig, train: bool) -> _Split:
+def _cifar10(cfg: DataConfig, train: bool) -> Split:
     """One official CIFAR-10 split through torchvision, downloading it when missing and allowed."""
     root, files = _cifar10_files(Path(cfg.root))
     folder = root / CIFAR_DIR
@@ -225,7 +225,7 @@ def _cifar10(cfg: DataConfig, train: bool) -> _Split:
     except Exception as exc:  # UnpicklingError, EOFError, KeyError, ValueError (reshape) ...
         bad = next((p for p in files if not _unpickles(p)), folder)
         raise UserError(f"cannot read cifar10 file '{bad}': {one_line(exc)}") from None
-    return _Split(np.asarray(ds.targets, dtype=np.int64), images=ds.data)
+    return Split(np.asarray(ds.targets, dtype=np.int64), images=ds.data)
 
 
 def _cifar10_files(root: Path) -> tuple[Path, list[Path]]:
@@ -280,7 +280,7 @@ def _tiny_wnids(folder: Path) -> list[str]:
     return wnids
 
 
-def _tiny_train(folder: Path, wnids: list[str]) -> _Split:
+def _tiny_train(folder: Path, wnids: list[str]) -> Split:
     """The official training images, train/<wnid>/images/*.JPEG."""
     paths, labels = [], []
     for label, wnid in enumerate(wnids):
@@ -291,10 +291,10 @@ def _tiny_train(folder: Path, wnids: list[str]) -> _Split:
             raise UserError(f"tiny_imagenet: no images in '{images}'")
         paths += files
         labels += [label] * len(files)
-    return _Split(np.asarray(labels, dtype=np.int64), paths=paths)
+    return Split(np.asarray(labels, dtype=np.int64), paths=paths)
 
 
-def _tiny_val(folder: Path, wnids: list[str]) -> _Split:
+def _tiny_val(folder: Path, wnids: list[str]) -> Split:
     """The official validation images, labelled by val/val_annotations.txt (our test set)."""
     ann, images = folder / "val" / "val_annotations.txt", folder / "val" / "images"
     if not ann.is_file():
@@ -316,7 +316,7 @@ def _tiny_val(folder: Path, wnids: list[str]) -> _Split:
         labels.append(index[fields[1]])
     if not paths:
         raise UserError(f"tiny_imagenet: '{ann}' lists no images")
-    return _Split(np.asarray(labels, dtype=np.int64), paths=paths)
+    return Split(np.asarray(labels, dtype=np.int64), paths=paths)
 
 
 def tiny_imagenet_unlabeled_test(root: str | Path) -> list[Path]:
@@ -327,7 +327,7 @@ def tiny_imagenet_unlabeled_test(root: str | Path) -> list[Path]:
     return files
 
 
-def _folder_split(folder: Path, class_to_idx: dict[str, int] | None = None) -> _Split:
+def _folder_split(folder: Path, class_to_idx: dict[str, int] | None = None) -> Split:
     """An ImageFolder-style tree (<class>/<image>); labels from the sorted training class names."""
     if not folder.is_dir():
         raise UserError(f"imagefolder: missing folder '{folder}' (expected {folder}/<class>/<image>)")
@@ -338,7 +338,7 @@ def _folder_split(folder: Path, class_to_idx: dict[str, int] | None = None) -> _
         samples = make_dataset(str(folder), class_to_idx or found, extensions=IMG_EXTENSIONS)
     except FileNotFoundError as exc:  # no class folders, or a class folder without images
         raise UserError(f"imagefolder: {one_line(exc)} (in '{folder}')") from None
-    return _Split(np.asarray([y for _, y in samples], dtype=np.int64), paths=[Path(p) for p, _ in samples])
+    return Split(np.asarray([y for _, y in samples], dtype=np.int64), paths=[Path(p) for p, _ in samples])
 
 
 def synthetic_images(n: int, classes: int, size: int, seed: int, stream: int) -> tuple[np.ndarray, np.ndarray]:
@@ -434,7 +434,7 @@ def split_indices(n: int, val_fraction: float, seed: int, subset: int | None = N
     return np.sort(train), np.sort(val)
 
 
-def _load(cfg: DataConfig, test: bool) -> tuple[_Split, _Split | None]:
+def _load(cfg: DataConfig, test: bool) -> tuple[Split, Split | None]:
     """The training images (val is split from them) and, if asked, the test images; checks the layout."""
     if cfg.dataset == "cifar10":
         return _cifar10(cfg, train=True), (_cifar10(cfg, train=False) if test else None)
@@ -442,7 +442,7 @@ def _load(cfg: DataConfig, test: bool) -> tuple[_Split, _Split | None]:
         args = (cfg.synthetic_classes, cfg.synthetic_size, cfg.split_seed)
         images, labels = synthetic_images(cfg.synthetic_train, *args, stream=0)
         t_images, t_labels = synthetic_images(cfg.synthetic_test, *args, stream=1) if test else (None, None)
-        return _Split(labels, images=images), (_Split(t_labels, images=t_images) if test else None)
+        return Split(labels, images=images), (Split(t_labels, images=t_images) if test else None)
     if cfg.dataset == "tiny_imagenet":
         folder = _tiny_dir(cfg)
         wnids = _tiny_wnids(folder)
@@ -541,7 +541,7 @@ def make_loaders(cfg: DataConfig, steps: list, batch_size: int, *, seed: int, de
     return Loaders(train, val, test_loader, info)
 
 
-def _decoded(cfg: DataConfig, info: DatasetInfo, split: _Split | None, name: str) -> _Split | None:
+def _decoded(cfg: DataConfig, info: DatasetInfo, split: Split | None, name: str) -> Split | None:
     """An image-file split as a memory-mapped array decoded once (squared to the image size); others as they are."""
     if split is None or split.paths is None:
         return split
@@ -550,10 +550,10 @@ def _decoded(cfg: DataConfig, info: DatasetInfo, split: _Split | None, name: str
     root = hashlib.sha256(str(Path(cfg.root).resolve()).encode()).hexdigest()[:8]  # roots share the cache folder
     images = decode_cache.decoded(split.paths, info.image_size, lambda p: prepare(image=read_image(p))["image"],
                                   folder, f"{cfg.dataset}-{name}-{root}", prepare="square")
-    return _Split(split.labels, images=images)
+    return Split(split.labels, images=images)
 
 
-def _train_loader(cfg: DataConfig, split: _Split, idx: np.ndarray, pipeline: augment.A.Compose, batch_size: int,
+def _train_loader(cfg: DataConfig, split: Split, idx: np.ndarray, pipeline: augment.A.Compose, batch_size: int,
                   info: DatasetInfo, *, seed: int, device: str, where: str) -> DataLoader | batches.DeviceBatches:
     """Training batches: the policy's tail of batched twins on `device`, what precedes it in DataLoader workers."""
     opts = dict(train=True, seed=seed, device=device, workers=cfg.num_workers)
@@ -578,5 +578,5 @@ def make_predict_loader(cfg: DataConfig, paths: list[Path], batch_size: int, *, 
     """A DataLoader over unlabeled image files (e.g. Tiny ImageNet's test set) giving (images, indices into paths)."""
     info = dataset_info(cfg)
     pre = augment.square(info.image_size) if cfg.dataset == "imagefolder" else []
-    ds = ImageDataset(_Split(np.arange(len(paths)), paths=list(paths)), augment.eval_pipeline(pre=pre))
+    ds = ImageDataset(Split(np.arange(len(paths)), paths=list(paths)), augment.eval_pipeline(pre=pre))
     return _loader(ds, batch_size, info, train=False, seed=0, device=device, workers=cfg.num_workers)

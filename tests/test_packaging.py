@@ -20,7 +20,7 @@ def test_pyproject_lists_every_package_and_ships_the_spaces() -> None:
     folders = {p.parent for top in ("blocks", "search") for p in (ROOT / top).rglob("*.py")}
     assert not [f for f in folders if not (f / "__init__.py").is_file()], "a folder of modules without __init__.py"
     found = {str(f.relative_to(ROOT)).replace("/", ".") for f in folders}
-    assert {"search.study", "search.review"} <= found
+    assert {"search.data", "search.study", "search.review"} <= found
     assert found <= set(tools["packages"]), "a new sub-package must be added to [tool.setuptools] packages"
     assert tools["package-dir"]["search.spaces"] == "spaces" and "*.yaml" in tools["package-data"]["search.spaces"]
     assert cfg["project"]["scripts"]["resnet-search"] == "search.__main__:main"

@@ -113,6 +113,28 @@ def test_python_examples_import_what_exists(path: Path) -> None:
     assert missing_imports(path) == []
 
 
+def declared_layers() -> list[tuple[str, ...]]:
+    """`LAYERS` of tests/test_imports.py, read from its source (test modules do not import each other)."""
+    tree = ast.parse((ROOT / "tests" / "test_imports.py").read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "LAYERS")
+    return ast.literal_eval(node.value)
+
+
+def readme_layers() -> list[str]:
+    """The numbered items of the README's Layout section, one string per layer."""
+    section = (ROOT / "README.md").read_text().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    return [m.replace("\n", " ") for m in re.findall(r"^\d+\. (.*?)(?=^\d+\. |^$)", section, flags=re.S | re.M)]
+
+
+def test_readme_layout_is_the_declared_layers() -> None:
+    items, layers = readme_layers(), declared_layers()
+    assert len(items) == len(layers)
+    for item, names in zip(items, layers):
+        for name in names:
+            short = name.split(".")[-1]
+            assert re.search(rf"\b{re.escape(short)}\b", item), f"README Layout: {name} missing from: {item}"
+
+
 def test_the_checks_see_a_broken_link_and_a_missing_name(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("# Top\n\n[ok](#top) [gone](#nowhere) [file](missing.md)\n\n```bash\n# not a heading\n```\n"

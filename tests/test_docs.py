@@ -17,14 +17,14 @@ FENCE = re.compile(r"^(```|~~~)")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
-def prose(text: str) -> list[str]:
-    """The lines of a Markdown text outside fenced code blocks, inline code spans blanked."""
+def prose(text: str, keep_code: bool = False) -> list[str]:
+    """The lines of a Markdown text outside fenced code blocks, inline code spans blanked unless `keep_code`."""
     lines, fenced = [], False
     for line in text.splitlines():
         if FENCE.match(line.strip()):
             fenced = not fenced
         elif not fenced:
-            lines.append(re.sub(r"`[^`]*`", "", line))
+            lines.append(line if keep_code else re.sub(r"`[^`]*`", "", line))
     return lines
 
 
@@ -38,7 +38,7 @@ def anchors(path: Path) -> set[str]:
     """Every heading anchor of a Markdown file, repeated headings numbered as GitHub does (`-1`, `-2`)."""
     seen: dict[str, int] = {}
     out = set()
-    for line in prose(path.read_text()):
+    for line in prose(path.read_text(), keep_code=True):  # a heading's code spans are part of its anchor
         if m := re.match(r"^#{1,6}\s+(.*)$", line):
             base = slug(m.group(1))
             out.add(base if base not in seen else f"{base}-{seen[base]}")
@@ -137,7 +137,8 @@ def test_readme_layout_is_the_declared_layers() -> None:
 
 def test_the_checks_see_a_broken_link_and_a_missing_name(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("# Top\n\n[ok](#top) [gone](#nowhere) [file](missing.md)\n\n```bash\n# not a heading\n```\n"
+    page.write_text("# Top\n\n## Keys (`ArchSpec`)\n\n[ok](#top) [code](#keys-archspec) [gone](#nowhere) "
+                    "[file](missing.md)\n\n```bash\n# not a heading\n```\n"
                     "```python\nfrom search.trainer import no_such_name\n```\n")
     assert broken_links(page) == ["#nowhere: no such heading", "missing.md: no such file"]
     assert missing_imports(page) == ["search.trainer.no_such_name"]

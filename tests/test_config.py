@@ -67,6 +67,8 @@ REFUSED = {  # name: (command-line arguments after the YAML, what the one `error
     "alias bomb in a --set value": (["--set", "storage=[&a [x, x, x, x, x, x, x, x, x, x], " + ", ".join(
         f"&{c} [{', '.join([f'*{p}'] * 10)}]" for p, c in zip("abcde", "bcdef")) + "]"],
         f"expands to more than {MAX_NODES:,} values"),
+    "objectives as a string": (["--set", "search.objectives=val_acc"],  # typed by the field's type, not its text
+                               "search.objectives: expected tuple[str, ...], got 'val_acc'"),
     "unknown key": (["--set", "search.n_trails=3"], "search.n_trails: unknown key"),
     "wrong type": (["--set", "train.epochs=many"], "train.epochs"),
     "unknown transform": (["--set", "augment=[{HorizontalFlipp: {p: 0.5}}]"], "HorizontalFlipp"),

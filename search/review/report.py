@@ -53,8 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storage", help="the study's SQLAlchemy URL (default: sqlite:///<results>/study.db)")
     p.add_argument("--study-name", help="the study, when its database holds several (default: the folder's own)")
     p.add_argument("--output", help="where to write the page (default: <results>/report.html)")
-    p.add_argument("--data-root", help="dataset folder, when it moved since the search (data.root); the report "
-                                       "itself never reads the images")
+    p.add_argument("--data-root", help="dataset folder, when it moved since the search (data.root), as retrain "
+                                       "takes it; a report reads no image, so it works where the dataset is not")
     return p.parse_args(argv)
 
 

@@ -425,7 +425,7 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
     space = _parse_space(raw.get("space"), path)
     train = _parse_section_values(raw.get("train"), {f.name for f in dataclasses.fields(TrainSpec)},
                                   f"{path}: train")
-    _check_train(train, f"{path}: train")
+    _check_train(train, path)
     retrain = _parse_retrain(raw.get("retrain"), f"{path}: retrain")
     storage = raw.get("storage")
     if storage is not None and not isinstance(storage, str):
@@ -496,9 +496,9 @@ def _parse_peak_budget(budget: BudgetConfig, path: str) -> BudgetConfig:
     return dataclasses.replace(budget, peak_activations=value)
 
 
-def _check_train(train: dict[str, Any], where: str) -> None:
+def _check_train(train: dict[str, Any], path: str) -> None:
     """Every value a train key can take has the right type and makes a valid TrainSpec."""
-    hints = typing.get_type_hints(TrainSpec)
+    where, hints = f"{path}: train", typing.get_type_hints(TrainSpec)
     base = {k: (v.choices[0] if v.kind == "choice" else v.low) if isinstance(v, Dist) else v
             for k, v in train.items()}
     candidates = {key: ([value] if not isinstance(value, Dist)
@@ -513,7 +513,6 @@ def _check_train(train: dict[str, Any], where: str) -> None:
                     raise UserError(f"{where}.progressive: expected [[epoch, size], ...] or null, got {shown(c)}")
             elif key != "progressive":
                 _check_type(c, hints[key], f"{where}.{key}")
-    path = where.rsplit(": ", 1)[0]
     try:
         TrainSpec.from_dict(base)
     except TrainSpecError as e:  # names its key (train.momentum ...)

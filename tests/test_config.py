@@ -67,6 +67,10 @@ REFUSED = {  # name: (command-line arguments after the YAML, what the one `error
     "alias bomb in a --set value": (["--set", "storage=[&a [x, x, x, x, x, x, x, x, x, x], " + ", ".join(
         f"&{c} [{', '.join([f'*{p}'] * 10)}]" for p, c in zip("abcde", "bcdef")) + "]"],
         f"expands to more than {MAX_NODES:,} values"),
+    "even kernel in a choice": (["--set", "space.kernel={choice: [3, 4]}"],  # the error names its key: kernel's
+                                "space.kernel: value 4 is invalid: invalid architecture key 'kernel' = 4"),
+    "epochs choice under the warm-up": (["--set", "train.epochs={choice: [3, 1]}", "--set", "train.warmup_epochs=2"],
+                                        "space.yaml: train.epochs: train.warmup_epochs 2: expected in [0, epochs)"),
     "objectives as a string": (["--set", "search.objectives=val_acc"],  # typed by the field's type, not its text
                                "search.objectives: expected tuple[str, ...], got 'val_acc'"),
     "unknown key": (["--set", "search.n_trails=3"], "search.n_trails: unknown key"),

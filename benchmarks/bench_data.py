@@ -18,7 +18,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from search.data.datasets import DATASETS, DataConfig, make_loaders  # noqa: E402
+from search.config import DATASETS, DataConfig  # noqa: E402
+from search.data.datasets import make_loaders  # noqa: E402
 from search.errors import UserError  # noqa: E402
 
 # The usual CIFAR-10 policy (pad 4 + random crop, flip, cutout) plus two colour transforms: five in all.

@@ -30,7 +30,8 @@ from search import augment  # noqa: E402
 from search.data.batch_augment import BatchAugment, split_policy  # noqa: E402
 from search.data.batches import ArrayBatches, DeviceBatches, as_is  # noqa: E402
 from search.progress import Progress  # noqa: E402
-from search.trainer import TrainSpec, _autocast, fit, make_optimizer, prepare_model, use_amp  # noqa: E402
+from search.config import TrainSpec  # noqa: E402
+from search.trainer import _autocast, fit, make_optimizer, prepare_model, use_amp  # noqa: E402
 
 DENSE = {"stages": 3, "blocks": [2, 2, 2], "width": 64}  # 2.78M params, 422M FLOPs at 32 px
 SEPARABLE = {**DENSE, "separable": True}  # 0.41M params, 62M FLOPs

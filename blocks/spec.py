@@ -20,6 +20,14 @@ MAX_BLOCKS = 2048  # all stages together
 MAX_CHANNELS = 2**16  # the widest layer
 
 
+class SpecError(ValueError):
+    """An architecture value that cannot be built; `key` is the ArchSpec key it names."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def _stage_out(size: int, stride: int) -> int:
     """Spatial size after a 'same'-padded odd-kernel conv or pool with this stride."""
     return (size - 1) // stride + 1
@@ -62,7 +70,7 @@ class ArchSpec:
         stages = kw.get("stages", cls.stages)
         if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
             # checked here because the defaults below multiply by it (int(None) is a TypeError)
-            raise ValueError(f"invalid architecture key 'stages' = {stages!r}: expected an integer >= 1")
+            raise SpecError("stages", f"invalid architecture key 'stages' = {stages!r}: expected an integer >= 1")
         if "blocks" in kw and isinstance(kw["blocks"], int) and not isinstance(kw["blocks"], bool):
             kw["blocks"] = [kw["blocks"]] * int(stages)  # one number = the same depth in every stage
         if "stages" not in kw and isinstance(kw.get("blocks"), (list, tuple)):
@@ -136,7 +144,7 @@ class ArchSpec:
 
         def need(ok: bool, key: str, msg: str) -> None:
             if not ok:
-                raise ValueError(f"invalid architecture key {key!r} = {getattr(self, key)!r}: {msg}")
+                raise SpecError(key, f"invalid architecture key {key!r} = {getattr(self, key)!r}: {msg}")
 
         def is_int(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)

@@ -15,17 +15,22 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from blocks import ArchSpec, complexity
+
+from .config import Baseline, SearchConfig, TrainSpec
+from .data.augment import policy_names
 from .distributions import Dist
+from .errors import UserError, shown
+from .rules import arch_violation, train_violation
 from .space import MIN_WIDTH, fill_widths, sample_train
 from .trials import BASELINE
 
 if TYPE_CHECKING:
-    from .config import Baseline, SearchConfig
+    from .data.datasets import DatasetInfo
+
 
 def baseline_arch(cfg: SearchConfig, b: Baseline, num_classes: int, input_size: int) -> tuple[dict, str | None]:
     """The baseline's ArchSpec dict (fixed space keys as defaults, width solved to fill the budget) and a reason."""
-    from blocks import ArchSpec
-
     d: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.space.items()
                          if k not in ("stages", "blocks", "width", "widths", "fill") and not isinstance(v, Dist)}
     d.setdefault("head", cfg.rules.head or "linear")
@@ -60,8 +65,6 @@ def _middle(dist: Dist) -> Any:
 
 def train_params(cfg: SearchConfig, b: Baseline) -> dict[str, Any]:
     """Optuna params to enqueue for the baseline's searched training keys (its own values where it fixes them)."""
-    from .data.augment import policy_names
-
     out = {}
     for key, value in cfg.train.items():
         if isinstance(value, Dist):
@@ -98,9 +101,6 @@ def _unstorable(dist: Dist, value: Any) -> str | None:
 
 def _check_fixed_params(cfg: SearchConfig, b: Baseline) -> None:
     """Each searched key the baseline fixes holds a value Optuna can enqueue as that parameter."""
-    from .data.augment import policy_names
-    from .errors import UserError, shown
-
     dists = dict(cfg.train)
     if isinstance(cfg.augment, dict) and "augment_policy" not in dists:
         dists["augment_policy"] = Dist("choice", choices=tuple(policy_names(cfg.augment)))
@@ -134,16 +134,8 @@ def enqueue_baselines(study: optuna.Study, cfg: SearchConfig) -> list[str]:
     return out
 
 
-def check_baselines(cfg: SearchConfig) -> None:
-    """Config-time check: every baseline builds, fits the budget and obeys the rules, with its training."""
-    from blocks import ArchSpec, complexity
-
-    from .data.datasets import dataset_info
-    from .errors import UserError, shown
-    from .rules import arch_violation, train_violation
-    from .trainer import TrainSpec
-
-    info = dataset_info(cfg.data)
+def check_baselines(cfg: SearchConfig, info: DatasetInfo) -> None:
+    """Every baseline builds on the dataset `info` describes, fits the budget and obeys the rules, with its training."""
     for b in cfg.baselines:
         _check_fixed_params(cfg, b)
         trial = optuna.trial.FixedTrial(train_params(cfg, b))

@@ -1,4 +1,6 @@
-"""Load a search-space YAML into typed, validated config objects (unknown keys are errors)."""
+"""The schema of a search-space YAML: every section as a typed dataclass with its defaults, parsed from YAML and
+`--set` and checked on its values alone (unknown keys are errors). What needs the dataset or a built model is
+checked later, by search.checks, in the commands that train."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import hashlib
 import json
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,12 +29,153 @@ SAMPLERS = ("tpe", "random", "nsga2", "gp")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 OBJECTIVES = ("val_acc", "params", "flops")
 DATASETS = ("cifar10", "tiny_imagenet", "imagefolder", "synthetic")
+AUGMENT_ON = ("auto", "device", "workers")  # auto: batched twins on the device, the rest in workers
+# Image sides in pixels: under 8 a ResNet stem leaves nothing to learn from; 1024 is 4.5x ImageNet's 224
+# (every decoded image is held in memory, so a side of 100,000 px fails long after the config is read).
+IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 8, 1024
+SYNTHETIC_BYTES_MAX = 512 << 20  # synthetic images of one split, uint8 (generating them takes ~12x this)
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "onecycle", "cyclic", "step", "constant")
+AMP_CHOICES = ("auto", True, False)
 # Keys that do not change what a trial means: how many, how long, where, how fast, how they are drawn.
 NOT_IN_FINGERPRINT = {"search": ("n_trials", "timeout", "study_name", "max_rejections", "sampler", "seed"),
                       "data": ("root", "num_workers", "download")}
 SEED_MAX = 2**32 - 1  # numpy (hence Optuna's samplers) takes seeds below 2**32
 STUDY_NAME_MAX = 200  # characters; the name is a folder under --results-dir (most file systems allow 255 bytes)
 LATENCY_BATCH_MAX = 1024  # the latency probe holds a whole batch's activations at once (LARGE_BATCH is 256)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images to train on and how to load them (the YAML `data` section)."""
+
+    dataset: str = "synthetic"  # cifar10 | tiny_imagenet | imagefolder | synthetic
+    root: str = "data"  # folder holding (or receiving) the dataset
+    download: bool = True  # download when missing (cifar10, tiny_imagenet)
+    val_fraction: float = 0.1  # share of the training images held out for validation (seeded)
+    split_seed: int = 0  # seed of the train/val split and of the synthetic images; same for all trials
+    subset: int | None = None  # use only this many training images (after the val split, seeded); val shrinks in proportion
+    num_workers: int | str = "auto"  # DataLoader worker processes: auto = this machine's CPU cores; 0 = main process
+    image_size: int | None = None  # imagefolder: square side in pixels (None = first image's shorter side)
+    synthetic_train: int = 2000  # synthetic: training images (before the val split)
+    synthetic_test: int = 500
+    synthetic_classes: int = 10
+    synthetic_size: int = 32  # synthetic: image side in pixels
+    augment_on: str = "auto"  # auto | device | workers: where batched twins of the policy's steps run
+    cache_dir: str | None = None  # decoded-image cache of tiny_imagenet/imagefolder (None = a per-user folder)
+
+
+def check_data_values(cfg: DataConfig, where: str = "data") -> None:
+    """Raise a UserError for a data setting no loader can use (its values alone: no file is looked at)."""
+    bad = [
+        (cfg.dataset not in DATASETS, "dataset", f"is not one of {', '.join(DATASETS)}"),
+        (not 0.0 <= cfg.val_fraction < 1.0, "val_fraction", "must be in [0, 1)"),
+        (cfg.subset is not None and cfg.subset < 1, "subset", "must be at least 1 (or null for all images)"),
+        (cfg.num_workers != "auto" and not (type(cfg.num_workers) is int and cfg.num_workers >= 0),
+         "num_workers", "must be auto or a number of processes, 0 or more"),
+        (cfg.image_size is not None and not IMAGE_SIZE_MIN <= cfg.image_size <= IMAGE_SIZE_MAX, "image_size",
+         f"must be in [{IMAGE_SIZE_MIN}, {IMAGE_SIZE_MAX}] pixels (or null for the first image's shorter side)"),
+        (cfg.synthetic_train < 1, "synthetic_train", "must be at least 1"),
+        (cfg.synthetic_test < 1, "synthetic_test", "must be at least 1"),
+        (cfg.synthetic_classes < 2, "synthetic_classes", "must be at least 2"),
+        (not IMAGE_SIZE_MIN <= cfg.synthetic_size <= IMAGE_SIZE_MAX, "synthetic_size",
+         f"must be in [{IMAGE_SIZE_MIN}, {IMAGE_SIZE_MAX}] pixels"),
+        (max(cfg.synthetic_train, cfg.synthetic_test) * cfg.synthetic_size**2 * 3 > SYNTHETIC_BYTES_MAX,
+         "synthetic_train", f"images of {cfg.synthetic_size} px (and synthetic_test's) must fit in "
+                            f"{SYNTHETIC_BYTES_MAX >> 20} MiB per split"),
+        (cfg.augment_on not in AUGMENT_ON, "augment_on", f"is not one of {', '.join(AUGMENT_ON)}"),
+    ]
+    for failed, key, expected in bad:
+        if failed:
+            raise UserError(f"{where}.{key}: {shown(getattr(cfg, key))} {expected}")
+
+
+class TrainSpecError(ValueError):
+    """A training value TrainSpec refuses; `keys` are the train keys its message names, first one first."""
+
+    def __init__(self, detail: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(f"train.{detail}" if keys else detail)
+        self.detail, self.keys = detail, keys  # detail: the message after "train." (retrain's keys say it too)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Every training setting of one trial, resolved (nothing searched is left in here)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD momentum under every schedule (beta1 for adam/adamw stays at its default)
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | onecycle | cyclic (triangular, last cycle to 0) | step | constant
+    warmup_epochs: float = 0.0  # linear warm-up before the cosine/step schedule, in epochs
+    cycles: int = 2  # cyclic: number of triangular cycles over the run
+    label_smoothing: float = 0.0
+    progressive: tuple | None = None  # [[epoch, size], ...]: train at `size` px from `epoch` on (e.g. 16->32->64)
+    amp: bool | str = "auto"  # bf16 autocast + channels_last: auto = where the device runs bf16 natively
+    compile: bool = False  # torch.compile the model before training (compile time is recorded)
+    augment_policy: str | None = None  # name of the augmentation policy, when the YAML has several
+    ema: float | None = None  # decay per step of a weight EMA (e.g. 0.999); validation uses the EMA weights
+    tta: bool = False  # validate on the mean softmax of each image and its horizontal mirror
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainSpec":
+        """Build from a plain dict, rejecting unknown keys and values (a TrainSpecError naming the key)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise TrainSpecError(f"unknown train key {unknown[0]!r}")
+        kw = dict(d)
+        if kw.get("progressive") is not None:
+            kw["progressive"] = tuple(tuple(int(v) for v in step) for step in kw["progressive"])
+        spec = cls(**kw)
+        spec._check()
+        return spec
+
+    def _check(self) -> None:
+        """Raise a TrainSpecError for a value torch.optim or nn.CrossEntropyLoss would fail on mid-trial."""
+        names = [("optimizer", OPTIMIZERS, ", ".join(OPTIMIZERS)), ("schedule", SCHEDULES, ", ".join(SCHEDULES)),
+                 ("amp", AMP_CHOICES, "auto, true or false")]
+        for key, allowed, expected in names:
+            if getattr(self, key) not in allowed:
+                word = "expected" if key == "amp" else "expected one of"
+                raise TrainSpecError(f"{key} {getattr(self, key)!r}: {word} {expected}", (key,))
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise TrainSpecError("epochs, train.batch_size and train.lr must be positive",
+                                 ("epochs", "batch_size", "lr"))
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise TrainSpecError(f"ema {self.ema!r}: expected a decay per step in (0, 1), or null for none", ("ema",))
+        ranges = [
+            (0.0 <= self.momentum < 1.0, "momentum", "in [0, 1)"),
+            (0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)"),
+            (self.weight_decay >= 0.0, "weight_decay", ">= 0"),
+            (0.0 <= self.warmup_epochs < self.epochs, "warmup_epochs", "in [0, epochs)"),
+            (self.cycles >= 1, "cycles", ">= 1"),
+            (math.isfinite(self.lr), "lr", "finite"),
+        ]
+        for ok, key, expected in ranges:
+            if not ok:
+                raise TrainSpecError(f"{key} {getattr(self, key)!r}: expected {expected}", (key,))
+        if any(e < 0 or size < 1 for e, size in self.progressive or ()):
+            raise TrainSpecError(f"progressive {self.to_dict()['progressive']}: expected [[epoch >= 0, size >= 1], ...]",
+                                 ("progressive",))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        d = dataclasses.asdict(self)
+        if d["progressive"] is not None:
+            d["progressive"] = [list(step) for step in d["progressive"]]
+        return d
+
+    def size_at(self, epoch: int, native: int) -> int:
+        """Training image size (px) at 0-based `epoch` under progressive resizing."""
+        size = native
+        for start, s in sorted(self.progressive or ()):
+            if epoch >= start:
+                size = s
+        return size
 
 
 @dataclass(frozen=True)
@@ -115,12 +260,12 @@ class SearchConfig:
     """The whole validated YAML."""
 
     path: str
-    data: Any  # search.data.DataConfig
+    data: DataConfig
     budget: BudgetConfig
     rules: RulesConfig
     space: dict[str, Any]  # ArchSpec key (or "fill") -> fixed value or Dist
     train: dict[str, Any]  # TrainSpec key -> fixed value or Dist
-    augment: Any  # list of transforms, or {"policies": {name: [...]}}
+    augment: list | dict  # albumentations steps, or {"policies": {name: [steps]}} (built by search.data.augment)
     search: SearchSection
     storage: str | None = None
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
@@ -159,10 +304,11 @@ def _typed(cls: type, d: Any, where: str) -> Any:
     if not isinstance(d, Mapping):
         raise UserError(f"{where}: expected a mapping, got {shown(d)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     for key, value in d.items():
         if key not in fields:
             raise UserError(f"{where}.{clip(str(key))}: unknown key (expected one of: {', '.join(fields)})")
-        _check_type(value, fields[key].type, f"{where}.{key}")
+        _check_type(value, hints[key], f"{where}.{key}")
     missing = [f.name for f in fields.values()
                if f.name not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:  # `budget: {}` or `--set budget=null`: the tool's words, not dataclass's TypeError
@@ -170,28 +316,35 @@ def _typed(cls: type, d: Any, where: str) -> Any:
     return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 
-def _check_type(value: Any, annotation: Any, where: str) -> None:
-    """Raise UserError when `value` does not fit the field's annotation string."""
-    ann = str(annotation)
-    allowed = []
-    if "None" in ann:
-        allowed.append(type(None))
-    if "bool" in ann:
-        allowed.append(bool)
-    if "int" in ann:
-        allowed.append(int)
-    if "float" in ann:
-        allowed += [int, float]
-    if "str" in ann:
-        allowed.append(str)
-    if "tuple" in ann or "list" in ann:
-        allowed.append(list)
-    if "Any" in ann or not allowed:
+def _yaml_types(hint: Any) -> tuple[type, ...] | None:
+    """The YAML value types a field's type takes (a float takes an int, a tuple a list); None = any."""
+    if hint is Any:
+        return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        parts = [_yaml_types(a) for a in typing.get_args(hint)]
+        return None if None in parts else tuple(t for p in parts for t in p)
+    base = typing.get_origin(hint) or hint
+    if base in (tuple, list):
+        return (list,)
+    if base is float:
+        return (int, float)
+    return (base,) if base in (bool, int, str, type(None)) else None
+
+
+def _type_name(hint: Any) -> str:
+    """A field's type as its annotation reads (`int | None`, `float`, `tuple[str, ...]`)."""
+    return hint.__name__ if isinstance(hint, type) else str(hint)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> None:
+    """Raise UserError when `value` does not fit the field's type."""
+    allowed = _yaml_types(hint)
+    if allowed is None:
         return
-    if isinstance(value, bool) and bool not in allowed:
-        raise UserError(f"{where}: expected {ann}, got {shown(value)}")
-    if not isinstance(value, tuple(allowed)):
-        raise UserError(f"{where}: expected {ann}, got {shown(value)}")
+    if isinstance(value, bool) and bool not in allowed:  # YAML's true is an int to Python, not to a user
+        raise UserError(f"{where}: expected {_type_name(hint)}, got {shown(value)}")
+    if not isinstance(value, allowed):
+        raise UserError(f"{where}: expected {_type_name(hint)}, got {shown(value)}")
     if isinstance(value, float) and not math.isfinite(value):  # a NaN budget would silently disable its check
         raise UserError(f"{where}: expected a finite number, got {value}")
 
@@ -245,31 +398,22 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
     return parse_config(raw, str(path))
 
 
-def parse_config(raw: dict, path: str) -> SearchConfig:
-    """Validate the raw YAML mapping into a SearchConfig."""
-    from .data.datasets import DataConfig, check_config as check_data  # data pulls in torchvision; keep `config` light
+SECTIONS = ("data", "budget", "rules", "space", "train", "augment", "search", "storage", "retrain", "baselines")
 
-    sections = ("data", "budget", "rules", "space", "train", "augment", "search", "storage", "retrain",
-                "baselines")
+
+def parse_config(raw: dict, path: str) -> SearchConfig:
+    """Validate the raw YAML mapping into a SearchConfig (values only: no dataset is opened, no model built)."""
     for key in raw:
-        if key not in sections:
-            raise UserError(f"{path}: unknown section {shown(key)} (expected: {', '.join(sections)})")
+        if key not in SECTIONS:
+            raise UserError(f"{path}: unknown section {shown(key)} (expected: {', '.join(SECTIONS)})")
     if "budget" not in raw:
         raise UserError(f"{path}: missing section 'budget' (at least budget.params)")
     data = _typed(DataConfig, raw.get("data"), f"{path}: data")
     if data.dataset not in DATASETS:
         raise UserError(f"{path}: data.dataset: unknown dataset {shown(data.dataset)} "
                         f"(expected: {', '.join(DATASETS)})")
-    check_data(data, f"{path}: data")  # its values alone (sizes within bounds); the images are checked later
-    budget = _typed(BudgetConfig, raw["budget"], f"{path}: budget")
-    if budget.params <= 0 or (budget.flops is not None and budget.flops <= 0):
-        raise UserError(f"{path}: budget: params and flops must be positive")
-    if (budget.latency_ms is not None and budget.latency_ms <= 0) or budget.latency_batch < 1:
-        raise UserError(f"{path}: budget: latency_ms must be positive and latency_batch at least 1")
-    if budget.latency_batch > LATENCY_BATCH_MAX:
-        raise UserError(f"{path}: budget.latency_batch {budget.latency_batch}: expected at most {LATENCY_BATCH_MAX} "
-                        f"(the probe holds the whole batch in memory)")
-    budget = _parse_peak_budget(budget, path)
+    check_data_values(data, f"{path}: data")
+    budget = _parse_budget(raw["budget"], path)
     rules = _typed(RulesConfig, raw.get("rules"), f"{path}: rules")
     if rules.head not in (None, "conv", "linear"):
         raise UserError(f"{path}: rules.head: expected conv or linear, got {shown(rules.head)}")
@@ -279,27 +423,54 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
     search = _typed(SearchSection, raw.get("search"), f"{path}: search")
     _check_search(search, path)
     space = _parse_space(raw.get("space"), path)
-    from .trainer import TrainSpec  # noqa: local import keeps the trainer optional for config tools
-
     train = _parse_section_values(raw.get("train"), {f.name for f in dataclasses.fields(TrainSpec)},
                                   f"{path}: train")
-    _check_train(train, TrainSpec, f"{path}: train")
-    retrain = _parse_retrain(raw.get("retrain"), TrainSpec, f"{path}: retrain")
+    _check_train(train, path)
+    retrain = _parse_retrain(raw.get("retrain"), f"{path}: retrain")
     storage = raw.get("storage")
     if storage is not None and not isinstance(storage, str):
         raise UserError(f"{path}: storage: expected an SQLAlchemy URL string, got {shown(storage)}")
     augment = raw.get("augment") or []
-    from .data.augment import validate_augment
-
-    validate_augment(augment, f"{path}: augment")
-    baselines = _parse_baselines(raw.get("baselines"), TrainSpec, path)
+    baselines = _parse_baselines(raw.get("baselines"), path)
     cfg = SearchConfig(path, data, budget, rules, space, train, augment, search, storage, retrain, raw, baselines)
-    from .baselines import check_baselines
-    from .rules import check_config  # rules that fixed values already break are config errors
-
-    check_config(cfg)
-    check_baselines(cfg)
+    _check_fixed_rules(cfg)
     return cfg
+
+
+def max_train_epochs(cfg: SearchConfig) -> int:
+    """The most epochs a trial of this space can train (TrainSpec's default where train.epochs is not set)."""
+    epochs = cfg.train.get("epochs", TrainSpec.epochs)
+    if isinstance(epochs, Dist):
+        return int(max(epochs.choices) if epochs.kind == "choice" else epochs.high)
+    return int(epochs)
+
+
+def _check_fixed_rules(cfg: SearchConfig) -> None:
+    """Rules that fixed values of the YAML already break (those that need a model: search.checks)."""
+    where, rules, space = cfg.path, cfg.rules, cfg.space
+    if rules.head is not None and "head" in space and not isinstance(space["head"], Dist) \
+            and space["head"] != rules.head:
+        raise UserError(f"{where}: space.head {space['head']!r} breaks rules.head: {rules.head}")
+    if not rules.dropout and isinstance(space.get("dropout"), (int, float)) and space["dropout"] > 0:
+        raise UserError(f"{where}: space.dropout {space['dropout']} breaks rules.dropout: false")
+    if rules.max_epochs is not None:
+        if max_train_epochs(cfg) > rules.max_epochs:
+            raise UserError(f"{where}: train.epochs {max_train_epochs(cfg)} > rules.max_epochs {rules.max_epochs}")
+        if cfg.retrain.epochs > rules.max_epochs:
+            raise UserError(f"{where}: retrain.epochs {cfg.retrain.epochs} > rules.max_epochs {rules.max_epochs}")
+
+
+def _parse_budget(d: Any, path: str) -> BudgetConfig:
+    """The `budget` section: typed, positive, its peak in elements."""
+    budget = _typed(BudgetConfig, d, f"{path}: budget")
+    if budget.params <= 0 or (budget.flops is not None and budget.flops <= 0):
+        raise UserError(f"{path}: budget: params and flops must be positive")
+    if (budget.latency_ms is not None and budget.latency_ms <= 0) or budget.latency_batch < 1:
+        raise UserError(f"{path}: budget: latency_ms must be positive and latency_batch at least 1")
+    if budget.latency_batch > LATENCY_BATCH_MAX:
+        raise UserError(f"{path}: budget.latency_batch {budget.latency_batch}: expected at most {LATENCY_BATCH_MAX} "
+                        f"(the probe holds the whole batch in memory)")
+    return _parse_peak_budget(budget, path)
 
 
 BYTE_UNITS = {"b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
@@ -325,9 +496,9 @@ def _parse_peak_budget(budget: BudgetConfig, path: str) -> BudgetConfig:
     return dataclasses.replace(budget, peak_activations=value)
 
 
-def _check_train(train: dict[str, Any], spec_cls: type, where: str) -> None:
+def _check_train(train: dict[str, Any], path: str) -> None:
     """Every value a train key can take has the right type and makes a valid TrainSpec."""
-    fields = {f.name: f for f in dataclasses.fields(spec_cls)}
+    where, hints = f"{path}: train", typing.get_type_hints(TrainSpec)
     base = {k: (v.choices[0] if v.kind == "choice" else v.low) if isinstance(v, Dist) else v
             for k, v in train.items()}
     candidates = {key: ([value] if not isinstance(value, Dist)
@@ -341,27 +512,26 @@ def _check_train(train: dict[str, Any], spec_cls: type, where: str) -> None:
                 if not ok:
                     raise UserError(f"{where}.progressive: expected [[epoch, size], ...] or null, got {shown(c)}")
             elif key != "progressive":
-                _check_type(c, fields[key].type, f"{where}.{key}")
-    path = where.rsplit(": ", 1)[0]
+                _check_type(c, hints[key], f"{where}.{key}")
     try:
-        spec_cls.from_dict(base)
-    except ValueError as e:  # names its key (train.momentum ...)
+        TrainSpec.from_dict(base)
+    except TrainSpecError as e:  # names its key (train.momentum ...)
         raise UserError(f"{path}: {e}") from None
     for key, values in candidates.items():
         for c in values:
             try:
-                spec_cls.from_dict({**base, key: c})
-            except ValueError as e:
-                raise UserError(f"{path}: {e}" if f"train.{key}" in str(e) else f"{where}.{key}: {e}") from None
+                TrainSpec.from_dict({**base, key: c})
+            except TrainSpecError as e:  # a message about another key: say which value of this one led there
+                raise UserError(f"{path}: {e}" if key in e.keys else f"{where}.{key}: {e}") from None
 
 
-def _parse_baselines(items: Any, spec_cls: type, path: str) -> tuple[Baseline, ...]:
+def _parse_baselines(items: Any, path: str) -> tuple[Baseline, ...]:
     """The `baselines` list: each a `name`, ArchSpec keys (width may be `solve`) and an optional fixed `train`."""
     if items is None:
         return ()
     if not isinstance(items, list):
         raise UserError(f"{path}: baselines: expected a list of designs, got {shown(items)}")
-    out, train_keys = [], {f.name for f in dataclasses.fields(spec_cls)}
+    out, train_keys = [], {f.name for f in dataclasses.fields(TrainSpec)}
     for i, item in enumerate(items):
         where = f"{path}: baselines[{i}]"
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str) or not item["name"]:
@@ -385,20 +555,16 @@ def _parse_baselines(items: Any, spec_cls: type, path: str) -> tuple[Baseline, .
     return tuple(out)
 
 
-def _parse_retrain(d: Any, spec_cls: type, where: str) -> RetrainConfig:
-    """The `retrain` section: typed, its recipe a valid TrainSpec, its augment list buildable."""
+def _parse_retrain(d: Any, where: str) -> RetrainConfig:
+    """The `retrain` section: typed, its recipe a valid TrainSpec (its augment list is built by search.checks)."""
     retrain = _typed(RetrainConfig, d, where)
     retrain = dataclasses.replace(retrain, augment=None if retrain.augment is None else list(retrain.augment))
     if retrain.epochs < 1 or retrain.seeds < 1 or retrain.lr_batch < 1:
         raise UserError(f"{where}: epochs, seeds and lr_batch must be at least 1")
     try:
-        spec_cls.from_dict(retrain.recipe())
-    except ValueError as e:
-        raise UserError(f"{where}.{str(e).removeprefix('train.')}") from None
-    if retrain.augment is not None:
-        from .data.augment import validate_augment
-
-        validate_augment(retrain.augment, f"{where}.augment")
+        TrainSpec.from_dict(retrain.recipe())
+    except TrainSpecError as e:
+        raise UserError(f"{where}.{e.detail}") from None
     return retrain
 
 

@@ -26,7 +26,8 @@ from .config import SearchConfig
 from .describe import arch_brief
 from .rules import check_sample
 from .space import sample
-from .trainer import TrainSpec, make_optimizer
+from .config import TrainSpec
+from .trainer import make_optimizer
 
 EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (forward only, no backward)
 DRAW_S = 30.0  # seconds drawing may take; the designs drawn by then are summarised

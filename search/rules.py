@@ -8,13 +8,16 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from blocks import ArchSpec, Complexity, complexity
+from blocks.spec import SpecError
 
+from .config import SearchConfig, TrainSpec
+from .data.augment import count_transforms, policy_names, policy_steps
 from .distributions import Dist, candidates
 from .errors import UserError
+from .space import corner_dict
 
 if TYPE_CHECKING:
-    from .config import SearchConfig
-    from .trainer import TrainSpec
+    from .data.datasets import DatasetInfo
 
 MAX_PEAK_CORNERS = 512  # combinations of categorical choices tried for the smallest peak activation memory
 # Choices that can lower the peak in either direction (kernels cannot: 'same' padding keeps every map's size)
@@ -28,7 +31,7 @@ def min_receptive_field(rules: Any, input_size: int) -> int | None:
     return rules.min_receptive_field
 
 
-def arch_violation(spec: ArchSpec, cx: Complexity, cfg: "SearchConfig") -> str | None:
+def arch_violation(spec: ArchSpec, cx: Complexity, cfg: SearchConfig) -> str | None:
     """Why this architecture may not be trained (budget or rule), or None when it may."""
     budget, rules = cfg.budget, cfg.rules
     if cx.params > budget.params:
@@ -50,10 +53,8 @@ def arch_violation(spec: ArchSpec, cx: Complexity, cfg: "SearchConfig") -> str |
 
 
 def check_sample(arch_d: dict, train_d: dict, reason: str | None,
-                 cfg: "SearchConfig") -> tuple[ArchSpec | None, "TrainSpec | None", Complexity | None, str | None]:
+                 cfg: SearchConfig) -> tuple[ArchSpec | None, TrainSpec | None, Complexity | None, str | None]:
     """A sampled design resolved and checked: (spec, train, complexity, None), or why it cannot be trained."""
-    from .trainer import TrainSpec
-
     if reason is not None:
         return None, None, None, reason
     try:
@@ -64,7 +65,7 @@ def check_sample(arch_d: dict, train_d: dict, reason: str | None,
     return spec, train, cx, arch_violation(spec, cx, cfg) or train_violation(spec, train, cfg)
 
 
-def train_violation(spec: ArchSpec, train: "TrainSpec", cfg: "SearchConfig") -> str | None:
+def train_violation(spec: ArchSpec, train: TrainSpec, cfg: SearchConfig) -> str | None:
     """Why these training settings cannot run with this architecture, or None."""
     if cfg.rules.max_epochs is not None and train.epochs > cfg.rules.max_epochs:
         return f"train.epochs {train.epochs} > rules.max_epochs {cfg.rules.max_epochs}"
@@ -82,7 +83,7 @@ def train_violation(spec: ArchSpec, train: "TrainSpec", cfg: "SearchConfig") -> 
     return None
 
 
-def module_violation(model: nn.Module, cfg: "SearchConfig") -> str | None:
+def module_violation(model: nn.Module, cfg: SearchConfig) -> str | None:
     """The built module checked against the rules (the analytic check's twin on the real thing)."""
     rules = cfg.rules
     for name, m in model.named_modules():
@@ -96,44 +97,29 @@ def module_violation(model: nn.Module, cfg: "SearchConfig") -> str | None:
     return None
 
 
-def check_config(cfg: "SearchConfig") -> None:
-    """Config-time checks: rules that fixed values already break, and budgets nothing can meet."""
-    from .data.augment import count_transforms, policy_names, policy_steps
-
-    where, rules, space = cfg.path, cfg.rules, cfg.space
-    if rules.head is not None and "head" in space and not isinstance(space["head"], Dist) \
-            and space["head"] != rules.head:
-        raise UserError(f"{where}: space.head {space['head']!r} breaks rules.head: {rules.head}")
-    if not rules.dropout and isinstance(space.get("dropout"), (int, float)) and space["dropout"] > 0:
-        raise UserError(f"{where}: space.dropout {space['dropout']} breaks rules.dropout: false")
-    if rules.max_epochs is not None:
-        epochs = cfg.train.get("epochs", 10)
-        top = epochs.high if isinstance(epochs, Dist) and epochs.kind != "choice" else (
-            max(epochs.choices) if isinstance(epochs, Dist) else epochs)
-        if top > rules.max_epochs:
-            raise UserError(f"{where}: train.epochs {top} > rules.max_epochs {rules.max_epochs}")
-        if cfg.retrain.epochs > rules.max_epochs:
-            raise UserError(f"{where}: retrain.epochs {cfg.retrain.epochs} > rules.max_epochs {rules.max_epochs}")
+def check_space_meets_rules(cfg: SearchConfig, info: DatasetInfo) -> None:
+    """Rules and budgets the space must be able to meet on the dataset `info` describes (the fixed values'
+    rules are config.py's): enough transforms, valid values, a smallest network under budget, progressive
+    resizing that ends at the image size."""
+    rules = cfg.rules
     if rules.min_augmentations is not None:
         for name in policy_names(cfg.augment):
             n = count_transforms(policy_steps(cfg.augment, name))
             if n < rules.min_augmentations:
                 label = f"augment policy {name!r}" if isinstance(cfg.augment, dict) else "augment"
-                raise UserError(f"{where}: {label} has {n} transforms, rules.min_augmentations is "
+                raise UserError(f"{cfg.path}: {label} has {n} transforms, rules.min_augmentations is "
                                 f"{rules.min_augmentations}")
         if cfg.retrain.augment is not None and count_transforms(cfg.retrain.augment) < rules.min_augmentations:
-            raise UserError(f"{where}: retrain.augment has {count_transforms(cfg.retrain.augment)} transforms, "
+            raise UserError(f"{cfg.path}: retrain.augment has {count_transforms(cfg.retrain.augment)} transforms, "
                             f"rules.min_augmentations is {rules.min_augmentations}")
-    _check_space_values(cfg)
-    _check_budget_reachable(cfg)
-    _check_progressive(cfg)
+    smallest = corner_dict(cfg, _low, info.num_classes, info.image_size)
+    _check_space_values(cfg, smallest)
+    _check_budget_reachable(cfg, smallest)
+    _check_progressive(cfg, info.image_size)
 
 
-def _check_progressive(cfg: "SearchConfig") -> None:
+def _check_progressive(cfg: SearchConfig, size: int) -> None:
     """Every progressive-resizing schedule the space can pick ends at the dataset's image size."""
-    from .data.datasets import dataset_info
-
-    size = dataset_info(cfg.data).image_size
     for steps in candidates(cfg.train.get("progressive")):
         if steps:
             last = sorted(tuple(s) for s in steps)[-1][1]
@@ -142,11 +128,8 @@ def _check_progressive(cfg: "SearchConfig") -> None:
                                 f"dataset's image size {size}px (the last stage trains at the input size)")
 
 
-def _check_space_values(cfg: "SearchConfig") -> None:
+def _check_space_values(cfg: SearchConfig, base: dict[str, Any]) -> None:
     """Every value a space key can take is valid on its own (an even kernel is a config error, not a rejection)."""
-    from .space import corner_dict
-
-    base = corner_dict(cfg, _low)
     for key, value in cfg.space.items():
         if key in ("stages", "blocks", "width", "fill") or not isinstance(value, Dist):
             continue
@@ -155,7 +138,7 @@ def _check_space_values(cfg: "SearchConfig") -> None:
             try:
                 ArchSpec.from_dict({**base, key: list(v) if isinstance(v, tuple) else v})
             except ValueError as e:
-                if repr(key) in str(e):
+                if isinstance(e, SpecError) and e.key == key:  # others: the smallest network's, checked next
                     raise UserError(f"{cfg.path}: space.{key}: value {v!r} is invalid: {e}") from None
 
 
@@ -170,11 +153,8 @@ def _low(v: Any) -> Any:
     return int(v.low) if v.kind == "int" else v.low
 
 
-def _check_budget_reachable(cfg: "SearchConfig") -> None:
-    """Raise when even the smallest corner of the space is over the params/FLOPs/peak-memory budget."""
-    from .space import corner_dict
-
-    d = corner_dict(cfg, _low)
+def _check_budget_reachable(cfg: SearchConfig, d: dict[str, Any]) -> None:
+    """Raise when even the smallest corner `d` of the space is over the params/FLOPs/peak-memory budget."""
     try:
         spec = ArchSpec.from_dict(d)
     except ValueError as e:
@@ -197,7 +177,7 @@ def _check_budget_reachable(cfg: "SearchConfig") -> None:
         _check_peak_reachable(cfg, d)
 
 
-def _check_peak_reachable(cfg: "SearchConfig", smallest: dict[str, Any]) -> None:
+def _check_peak_reachable(cfg: SearchConfig, smallest: dict[str, Any]) -> None:
     """Raise when every design of the space is over budget.peak_activations.
 
     The peak is not smallest at the params corner (a strided stem or a separable conv can lower it), so

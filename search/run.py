@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import optuna
 import yaml
@@ -36,6 +35,7 @@ from blocks.text import version
 
 from . import shipped_space, shipped_spaces
 from .baselines import enqueue_baselines
+from .checks import check_for_training
 from .cli import main_guard
 from .config import SearchConfig, load_config
 from .dashboard import dashboard_command
@@ -52,9 +52,6 @@ from .study.supervisor import describe_exit, launch
 from .study.trial_loop import run_trials
 from .trainer import resolve_device
 from .trials import count_finished
-
-if TYPE_CHECKING:
-    from .data.datasets import DatasetInfo  # imported when used: it pulls in torchvision
 
 
 class WorkerFailed(Exception):
@@ -136,40 +133,6 @@ def prepare_results(cfg: SearchConfig, results_root: str) -> Path:
     return results
 
 
-def check_data_and_augment(cfg: SearchConfig) -> DatasetInfo:
-    """What needs the dataset, checked before the study is touched: it loads (or downloads), it leaves
-    validation images, and every augmentation policy applies to an image of its size; returns what it is."""
-    from .data.datasets import check_config as check_data, make_loaders
-
-    check_data(cfg.data, f"{cfg.path}: data")
-    loaders = make_loaders(cfg.data, [], 2, seed=0)
-    check_validation(cfg, len(loaders.train.dataset), 0 if loaders.val is None else len(loaders.val.dataset))
-    check_augment(cfg, loaders.info.image_size)
-    return loaders.info
-
-
-def check_validation(cfg: SearchConfig, n_train: int, n_val: int) -> None:
-    """A search needs validation images to rank its trials."""
-    if n_val == 0:  # every trial would train, then fail on a NaN accuracy, and not count
-        raise UserError(f"{cfg.path}: data.val_fraction {cfg.data.val_fraction} of {n_train} "
-                        f"training images leaves no validation images; a search needs them to rank trials")
-
-
-def check_augment(cfg: SearchConfig, size: int) -> None:
-    """Every augmentation policy the space may pick exists and applies to an image of `size` pixels."""
-    from .data.augment import check_batchable, policy_names, policy_steps, square, train_pipeline
-    from .distributions import candidates
-
-    names = policy_names(cfg.augment)
-    for name in candidates(cfg.train.get("augment_policy")):
-        if name is not None and name not in names:
-            raise UserError(f"{cfg.path}: train.augment_policy: unknown policy {name!r} (have: {', '.join(names)})")
-    pre = square(size) if cfg.data.dataset == "imagefolder" else []  # as make_loaders does
-    for name in names:
-        where = f"{cfg.path}: augment" + (f".policies.{name}" if isinstance(cfg.augment, dict) else "")
-        check_batchable(train_pipeline(policy_steps(cfg.augment, name), where, pre=pre), size, where)
-
-
 def save_config(cfg: SearchConfig, results: Path) -> None:
     """Save the resolved config beside the study (atomically: workers write it at the same time)."""
     raw = {**cfg.raw, "search": {**(cfg.raw.get("search") or {}), "study_name": cfg.study_name}}  # whose folder this is
@@ -186,9 +149,10 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
         check_url(cfg.storage)
     if args.dry_run:
         return dry_run(args, cfg, log)
+    info = check_for_training(cfg).info  # the dataset loads (or downloads) before any folder or study exists
     results = prepare_results(cfg, args.results_dir)
     storage = cfg.storage or default_storage(results)
-    data = data_identity(cfg.data.dataset, check_data_and_augment(cfg))
+    data = data_identity(cfg.data.dataset, info)
     study = open_study(cfg, storage, args.heartbeat, args.grace, data)
     try:
         save_config(cfg, results)  # only once the study has accepted this YAML
@@ -202,14 +166,9 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
 def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: Probe = time_training,
             clock: Clock = time.monotonic) -> None:
     """Validate, draw designs and print what the space holds and how long its search would take here."""
-    from .data.datasets import check_config as check_data, survey
-
     if args.dry_run_samples < 1:
         raise UserError(f"--dry-run-samples {args.dry_run_samples}: expected 1 or more")
-    check_data(cfg.data, f"{cfg.path}: data")
-    found = survey(cfg.data)  # counts the images: nothing decoded, downloaded or written
-    check_validation(cfg, found.n_train, found.n_val)
-    check_augment(cfg, found.info.image_size)
+    found = check_for_training(cfg, images="count")  # counts the images: nothing decoded, downloaded or written
     designs, rejected = sample_designs(cfg, args.dry_run_samples, found.info.num_classes, found.info.image_size,
                                        clock=clock)
     notes = [found.skipped] if found.skipped else []

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from blocks import ArchSpec, complexity
 
+from .config import SearchConfig, TrainSpec
+from .data.augment import policy_names
 from .distributions import Dist
-from .trainer import TrainSpec
-
-if TYPE_CHECKING:
-    from .config import SearchConfig
 
 MIN_WIDTH = 8  # solved widths are multiples of this many channels
 MAX_WIDTH = 4096
@@ -27,11 +25,8 @@ def suggest(trial: Any, name: str, value: Any) -> Any:
     return value.suggest(trial, name)
 
 
-def corner_dict(cfg: "SearchConfig", pick: Callable[[Any], Any]) -> dict[str, Any]:
+def corner_dict(cfg: SearchConfig, pick: Callable[[Any], Any], num_classes: int, input_size: int) -> dict[str, Any]:
     """An ArchSpec dict with every space entry resolved by `pick` (used for the smallest-network check)."""
-    from .data.datasets import dataset_info
-
-    info = dataset_info(cfg.data)
     space = cfg.space
     d: dict[str, Any] = {k: pick(v) for k, v in space.items() if k not in ("blocks", "width", "fill")}
     d["stages"] = stages = int(pick(space.get("stages", 4)))
@@ -44,7 +39,7 @@ def corner_dict(cfg: "SearchConfig", pick: Callable[[Any], Any]) -> dict[str, An
     width = space.get("width", "solve")
     d["width"] = MIN_WIDTH if width == "solve" else int(pick(width))
     d.setdefault("head", cfg.rules.head or "linear")
-    d["num_classes"], d["input_size"] = info.num_classes, info.image_size
+    d["num_classes"], d["input_size"] = num_classes, input_size
     return d
 
 
@@ -112,7 +107,7 @@ def _largest(ok: Callable[[int], bool], hi: int) -> int:
     return lo
 
 
-def sample_arch(trial: Any, cfg: "SearchConfig", num_classes: int, input_size: int) -> tuple[dict, str | None]:
+def sample_arch(trial: Any, cfg: SearchConfig, num_classes: int, input_size: int) -> tuple[dict, str | None]:
     """Sample the architecture keys; returns the ArchSpec dict and a rejection reason (or None)."""
     space = cfg.space
     d: dict[str, Any] = {}
@@ -148,10 +143,8 @@ def sample_arch(trial: Any, cfg: "SearchConfig", num_classes: int, input_size: i
     return solved, None
 
 
-def sample_train(trial: Any, cfg: "SearchConfig") -> dict[str, Any]:
+def sample_train(trial: Any, cfg: SearchConfig) -> dict[str, Any]:
     """Sample the training keys; the augmentation policy becomes a choice when the YAML has several."""
-    from .data.augment import policy_names
-
     d = {key: suggest(trial, key, value) for key, value in cfg.train.items()}
     names = policy_names(cfg.augment)
     if isinstance(cfg.augment, dict) and "augment_policy" not in d:
@@ -159,7 +152,7 @@ def sample_train(trial: Any, cfg: "SearchConfig") -> dict[str, Any]:
     return d
 
 
-def sample(trial: Any, cfg: "SearchConfig", num_classes: int, input_size: int) -> tuple[dict, dict, str | None]:
+def sample(trial: Any, cfg: SearchConfig, num_classes: int, input_size: int) -> tuple[dict, dict, str | None]:
     """Architecture dict, training dict and a rejection reason (None = buildable) for one trial."""
     arch, reason = sample_arch(trial, cfg, num_classes, input_size)
     return arch, sample_train(trial, cfg), reason

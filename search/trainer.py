@@ -17,90 +17,14 @@ from torch import nn
 
 from . import checkpoint as ckpt_io
 from .checkpoint import UnreadableCheckpoint
+from .config import TrainSpec
 from .ema import make_ema
 from .errors import StopRequested
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
 BatchHook = Callable[[int, int, int, int], None]  # (epoch, batch i, batches N, images in the batch)
-SCHEDULES = ("cosine", "onecycle", "cyclic", "step", "constant")
-AMP_CHOICES = ("auto", True, False)
 # CPU flags of native bf16 arithmetic (Linux /proc/cpuinfo names): AVX512-BF16 (Zen 4, Cooper Lake)
 # and AMX-BF16 (Sapphire Rapids). Without them oneDNN emulates bf16 and autocast is slower than fp32.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """Every training setting of one trial, resolved (nothing searched is left in here)."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.1  # peak learning rate
-    momentum: float = 0.9  # SGD momentum under every schedule (beta1 for adam/adamw stays at its default)
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | onecycle | cyclic (triangular, last cycle to 0) | step | constant
-    warmup_epochs: float = 0.0  # linear warm-up before the cosine/step schedule, in epochs
-    cycles: int = 2  # cyclic: number of triangular cycles over the run
-    label_smoothing: float = 0.0
-    progressive: tuple | None = None  # [[epoch, size], ...]: train at `size` px from `epoch` on (e.g. 16->32->64)
-    amp: bool | str = "auto"  # bf16 autocast + channels_last: auto = where the device runs bf16 natively
-    compile: bool = False  # torch.compile the model before training (compile time is recorded)
-    augment_policy: str | None = None  # name of the augmentation policy, when the YAML has several
-    ema: float | None = None  # decay per step of a weight EMA (e.g. 0.999); validation uses the EMA weights
-    tta: bool = False  # validate on the mean softmax of each image and its horizontal mirror
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainSpec":
-        """Build from a plain dict, rejecting unknown keys and values."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown train key {unknown[0]!r}")
-        kw = dict(d)
-        if kw.get("progressive") is not None:
-            kw["progressive"] = tuple(tuple(int(v) for v in step) for step in kw["progressive"])
-        spec = cls(**kw)
-        if spec.optimizer not in OPTIMIZERS:
-            raise ValueError(f"train.optimizer {spec.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
-        if spec.schedule not in SCHEDULES:
-            raise ValueError(f"train.schedule {spec.schedule!r}: expected one of {', '.join(SCHEDULES)}")
-        if spec.amp not in AMP_CHOICES:
-            raise ValueError(f"train.amp {spec.amp!r}: expected auto, true or false")
-        if spec.epochs < 1 or spec.batch_size < 1 or spec.lr <= 0:
-            raise ValueError("train.epochs, train.batch_size and train.lr must be positive")
-        if spec.ema is not None and not 0.0 < spec.ema < 1.0:
-            raise ValueError(f"train.ema {spec.ema!r}: expected a decay per step in (0, 1), or null for none")
-        ranges = [  # what torch.optim and nn.CrossEntropyLoss accept (they fail mid-trial otherwise)
-            (0.0 <= spec.momentum < 1.0, "momentum", "in [0, 1)"),
-            (0.0 <= spec.label_smoothing < 1.0, "label_smoothing", "in [0, 1)"),
-            (spec.weight_decay >= 0.0, "weight_decay", ">= 0"),
-            (0.0 <= spec.warmup_epochs < spec.epochs, "warmup_epochs", "in [0, epochs)"),
-            (spec.cycles >= 1, "cycles", ">= 1"),
-            (math.isfinite(spec.lr), "lr", "finite"),
-        ]
-        for ok, key, expected in ranges:
-            if not ok:
-                raise ValueError(f"train.{key} {getattr(spec, key)!r}: expected {expected}")
-        if any(e < 0 or size < 1 for e, size in spec.progressive or ()):
-            raise ValueError(f"train.progressive {spec.to_dict()['progressive']}: expected [[epoch >= 0, size >= 1], ...]")
-        return spec
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        d = dataclasses.asdict(self)
-        if d["progressive"] is not None:
-            d["progressive"] = [list(step) for step in d["progressive"]]
-        return d
-
-    def size_at(self, epoch: int, native: int) -> int:
-        """Training image size (px) at 0-based `epoch` under progressive resizing."""
-        size = native
-        for start, s in sorted(self.progressive or ()):
-            if epoch >= start:
-                size = s
-        return size
 
 
 @dataclass

@@ -14,12 +14,11 @@ from torch import nn
 
 from search.data import augment
 from search.data import datasets as data
+from search.config import DataConfig, check_data_values
 from search.data.augment import build_transforms, count_transforms, policy_names, policy_steps, validate_augment
 from search.data.datasets import (
     CIFAR10_MEAN,
-    DataConfig,
     _CIFAR10Files,
-    check_config,
     dataset_info,
     drops_little,
     loader_workers,
@@ -325,4 +324,4 @@ def test_num_workers_auto_and_above_the_cores(capsys: pytest.CaptureFixture) -> 
     assert err == f"note: data.num_workers {cores + 7} is more than the {cores} CPU cores here; using {cores}\n"
     for bad in (-1, "many", True):
         with pytest.raises(UserError, match="data.num_workers: .* must be auto or a number"):
-            check_config(DataConfig(num_workers=bad))
+            check_data_values(DataConfig(num_workers=bad))

@@ -15,7 +15,8 @@ from PIL import Image
 from search.data import datasets as data
 from search.data import decode_cache
 from search.data.batches import ArrayBatches
-from search.data.datasets import DataConfig, make_loaders
+from search.config import DataConfig
+from search.data.datasets import make_loaders
 from search.errors import UserError
 from tests.fixtures import make_imagefolder, make_tiny_imagenet
 

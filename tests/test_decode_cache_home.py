@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from search.data import decode_cache
-from search.data.datasets import DataConfig, make_loaders
+from search.config import DataConfig
+from search.data.datasets import make_loaders
 from tests.fixtures import make_imagefolder
 
 

@@ -11,7 +11,7 @@ from blocks import ArchSpec
 from search import dryrun, run
 from search.data import datasets as data
 from search.data import decode_cache
-from search.trainer import TrainSpec
+from search.config import TrainSpec
 from tests.fixtures import make_cifar10, make_imagefolder
 from tests.test_search import PRUNING_SPACE, write_space
 

@@ -28,7 +28,8 @@ from search.config import load_config
 from search.data.datasets import dataset_info, make_loaders
 from search.storage import ask, make_storage
 from search.study.study import fail_orphans
-from search.trainer import TrainSpec, fit, seed_everything
+from search.config import TrainSpec
+from search.trainer import fit, seed_everything
 from search.trials import INTERRUPTED, RESUMED_FROM, RETRY_OF, WORKER
 from search.study.stop import Signals, Stop, StopRequested
 from tests.fixtures import corrupt_one, make_imagefolder

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from search.progress import Progress
-from search.trainer import TrainSpec, fit
+from search.config import TrainSpec
+from search.trainer import fit
 
 
 class Clock:

@@ -24,10 +24,12 @@ from blocks.atomic import atomic_write_text, open_lock_file
 from search import run
 from search.data import decode_cache
 from search.checkpoint import UnreadableCheckpoint
-from search.data.datasets import DataConfig, make_loaders
+from search.config import DataConfig
+from search.data.datasets import make_loaders
 from search.review import folder_lock, predict, report, retrain
 from search.study.stop import StopRequested
-from search.trainer import TrainSpec, fit, resumable_epochs
+from search.config import TrainSpec
+from search.trainer import fit, resumable_epochs
 from search.trials import RESUMED_FROM
 from tests.hostile import BREAKERS, full_disk_at, plant_hostile
 from test_faults import retry_of, study_at

@@ -10,8 +10,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from .batch_augment import BatchAugment
 
-AUGMENT_ON = ("auto", "device", "workers")  # auto: twins on the device, the rest in workers
-
 
 class ArrayBatches(Dataset):
     """In-memory (or memory-mapped) images taken a batch of indices at a time, no per-image Python call."""

@@ -22,9 +22,9 @@ from torchvision.datasets.utils import download_and_extract_archive
 
 from blocks.text import one_line
 from . import augment, batch_augment, batches, decode_cache
-from search.errors import UserError, shown
+from search.config import IMAGE_SIZE_MIN, DataConfig, check_data_values
+from search.errors import UserError
 
-DATASETS = ("cifar10", "tiny_imagenet", "imagefolder", "synthetic")
 # Per-channel mean/std of pixels in [0, 1]. CIFAR-10: over its 50k training images (as in airbench).
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 # ImageNet's training set (torchvision's pretrained weights); used for Tiny ImageNet and image folders.
@@ -38,30 +38,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR_DIR, TINY_DIR = "cifar-10-batches-py", "tiny-imagenet-200"
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # of the official zip (248,100,043 bytes)
-# Image sides in pixels: under 8 a ResNet stem leaves nothing to learn from; 1024 is 4.5x ImageNet's 224
-# (every decoded image is held in memory, so a side of 100,000 px fails long after the config is read).
-IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 8, 1024
-SYNTHETIC_BYTES_MAX = 512 << 20  # synthetic images of one split, uint8 (generating them takes ~12x this)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which images to train on and how to load them (the YAML `data` section)."""
-
-    dataset: str = "synthetic"  # cifar10 | tiny_imagenet | imagefolder | synthetic
-    root: str = "data"  # folder holding (or receiving) the dataset
-    download: bool = True  # download when missing (cifar10, tiny_imagenet)
-    val_fraction: float = 0.1  # share of the training images held out for validation (seeded)
-    split_seed: int = 0  # seed of the train/val split and of the synthetic images; same for all trials
-    subset: int | None = None  # use only this many training images (after the val split, seeded); val shrinks in proportion
-    num_workers: int | str = "auto"  # DataLoader worker processes: auto = this machine's CPU cores; 0 = main process
-    image_size: int | None = None  # imagefolder: square side in pixels (None = first image's shorter side)
-    synthetic_train: int = 2000  # synthetic: training images (before the val split)
-    synthetic_test: int = 500
-    synthetic_classes: int = 10
-    synthetic_size: int = 32  # synthetic: image side in pixels
-    augment_on: str = "auto"  # auto | device | workers: where batched twins of the policy's steps run
-    cache_dir: str | None = None  # decoded-image cache of tiny_imagenet/imagefolder (None = a per-user folder)
 
 
 @dataclass(frozen=True)
@@ -170,31 +146,6 @@ def _open_image(path: Path | str) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return Image.open(path)
-
-
-def check_config(cfg: DataConfig, where: str = "data") -> None:
-    """Raise a UserError for a data setting no loader can use."""
-    bad = [
-        (cfg.dataset not in DATASETS, "dataset", f"is not one of {', '.join(DATASETS)}"),
-        (not 0.0 <= cfg.val_fraction < 1.0, "val_fraction", "must be in [0, 1)"),
-        (cfg.subset is not None and cfg.subset < 1, "subset", "must be at least 1 (or null for all images)"),
-        (cfg.num_workers != "auto" and not (type(cfg.num_workers) is int and cfg.num_workers >= 0),
-         "num_workers", "must be auto or a number of processes, 0 or more"),
-        (cfg.image_size is not None and not IMAGE_SIZE_MIN <= cfg.image_size <= IMAGE_SIZE_MAX, "image_size",
-         f"must be in [{IMAGE_SIZE_MIN}, {IMAGE_SIZE_MAX}] pixels (or null for the first image's shorter side)"),
-        (cfg.synthetic_train < 1, "synthetic_train", "must be at least 1"),
-        (cfg.synthetic_test < 1, "synthetic_test", "must be at least 1"),
-        (cfg.synthetic_classes < 2, "synthetic_classes", "must be at least 2"),
-        (not IMAGE_SIZE_MIN <= cfg.synthetic_size <= IMAGE_SIZE_MAX, "synthetic_size",
-         f"must be in [{IMAGE_SIZE_MIN}, {IMAGE_SIZE_MAX}] pixels"),
-        (max(cfg.synthetic_train, cfg.synthetic_test) * cfg.synthetic_size**2 * 3 > SYNTHETIC_BYTES_MAX,
-         "synthetic_train", f"images of {cfg.synthetic_size} px (and synthetic_test's) must fit in "
-                            f"{SYNTHETIC_BYTES_MAX >> 20} MiB per split"),
-        (cfg.augment_on not in batches.AUGMENT_ON, "augment_on", f"is not one of {', '.join(batches.AUGMENT_ON)}"),
-    ]
-    for failed, key, expected in bad:
-        if failed:
-            raise UserError(f"{where}.{key}: {shown(getattr(cfg, key))} {expected}")
 
 
 class _CIFAR10Files(CIFAR10):
@@ -358,7 +309,7 @@ def synthetic_images(n: int, classes: int, size: int, seed: int, stream: int) ->
 
 def dataset_info(cfg: DataConfig) -> DatasetInfo:
     """Classes, image size and normalisation of the configured dataset, from metadata only."""
-    check_config(cfg)
+    check_data_values(cfg)
     if cfg.dataset == "cifar10":
         return DatasetInfo(10, 32, CIFAR10_MEAN, CIFAR10_STD, CIFAR10_CLASSES)
     if cfg.dataset == "synthetic":
@@ -398,9 +349,9 @@ class Survey:
     skipped: str | None = None  # the checks left out, when a built-in dataset is not on disk
 
 
-def survey(cfg: DataConfig) -> Survey:
+def survey(cfg: DataConfig, info: DatasetInfo | None = None) -> Survey:
     """The dataset's shape and counts, its layout checked; a built-in one not on disk is never downloaded."""
-    info = dataset_info(cfg)
+    info = info or dataset_info(cfg)
     if cfg.dataset in OFFICIAL_TRAIN and cfg.download and not _on_disk(cfg):  # without download: not found
         n = OFFICIAL_TRAIN[cfg.dataset]
         skipped = (f"{cfg.dataset} is not in '{cfg.root}' (a search downloads it; a dry run downloads nothing): "
@@ -519,11 +470,12 @@ def _loader(ds: Dataset, batch_size: int, info: DatasetInfo, *, train: bool, see
 
 def make_loaders(cfg: DataConfig, steps: list, batch_size: int, *, seed: int, device: str = "cpu",
                  test: bool = False, train_on_val: bool = False, where: str = "augment",
-                 eval_batch_size: int | None = None) -> Loaders:
-    """Train/val(/test) DataLoaders; `steps` augment training images, val is a seeded part of train."""
+                 eval_batch_size: int | None = None, info: DatasetInfo | None = None) -> Loaders:
+    """Train/val(/test) DataLoaders; `steps` augment training images, val is a seeded part of train (`info`:
+    the dataset's, when the caller has it already)."""
     if batch_size < 1:
         raise UserError(f"batch size {batch_size} must be at least 1")
-    info = dataset_info(cfg)
+    info = info or dataset_info(cfg)
     trainval, test_split = _load(cfg, test)
     trainval, test_split = _decoded(cfg, info, trainval, "train"), _decoded(cfg, info, test_split, "test")
     train_idx, val_idx = split_indices(len(trainval.labels), cfg.val_fraction, cfg.split_seed, cfg.subset)

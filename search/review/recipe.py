@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from ..config import RetrainConfig
 from ..errors import UserError
-from ..trainer import TrainSpec
+from ..config import TrainSpec
 
 RETRAIN_SETTABLE = ("data.", "retrain.")  # what `python -m search retrain --set` may change (not what was searched)
 

@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storage", help="the study's SQLAlchemy URL (default: sqlite:///<results>/study.db)")
     p.add_argument("--study-name", help="the study, when its database holds several (default: the folder's own)")
     p.add_argument("--output", help="where to write the page (default: <results>/report.html)")
+    p.add_argument("--data-root", help="dataset folder, when it moved since the search (data.root), as retrain "
+                                       "takes it; a report reads no image, so it works where the dataset is not")
     return p.parse_args(argv)
 
 
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.output and Path(args.output).suffix.lower() not in (".html", ".htm"):
             raise UserError(f"--output {args.output}: the report is one HTML page; give a .html path "
                             f"(a browser's Print > Save as PDF makes a PDF of it)")
-        res = open_results(Path(args.results), args.storage, study_name=args.study_name)
+        res = open_results(Path(args.results), args.storage, args.data_root, study_name=args.study_name)
         path, charts = write_report(res, Path(args.output) if args.output else None)
         upload(res.study, path, res.folder)  # optuna-dashboard opens it from the study's page
         print(f"wrote {path} ({len(charts)} charts); open it in any browser, offline")

@@ -23,7 +23,9 @@ from ..cli import main_guard
 from ..dashboard import attach_retrain
 from ..errors import UserError
 from ..progress import Progress
-from ..trainer import EpochResult, TrainSpec, fit, predict, resolve_device, resumable_epochs, seed_everything
+from ..checks import check_for_training
+from ..config import TrainSpec
+from ..trainer import EpochResult, fit, predict, resolve_device, resumable_epochs, seed_everything
 from . import evaluate as ev
 from . import recipe
 from .folder_lock import clear_folder, lock_folder
@@ -121,6 +123,7 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
     recipe.check_overrides(args.overrides)
     res = open_results(Path(args.results), args.storage, args.data_root, args.overrides, args.study_name)
     res.cfg = cfg = dataclasses.replace(res.cfg, data=recipe.final_data(res.cfg.data, args.overrides, log))
+    check_for_training(cfg, images="none")  # before anything is planned or written; loaders come with each run
     epochs = args.epochs if args.epochs is not None else cfg.retrain.epochs
     seeds = args.seeds if args.seeds is not None else cfg.retrain.seeds
     on_val = cfg.retrain.train_on_val if args.train_on_val is None else args.train_on_val

@@ -16,11 +16,9 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from blocks.atomic import open_lock_file
 from blocks.text import one_line
 
-from ..config import SearchConfig
+from ..config import SearchConfig, max_train_epochs
 from ..dashboard import name_metrics
-from ..distributions import Dist
 from ..errors import UserError
-from ..trainer import TrainSpec
 from ..trials import INTERRUPTED
 from .identity import check_and_record
 from ..storage import (GRACE_S, HEARTBEAT_S, MAX_RETRY, RetryCallback, make_storage,
@@ -103,14 +101,6 @@ def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, s.pruner_warmup_epochs))
     return optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
                                        n_warmup_steps=s.pruner_warmup_epochs)
-
-
-def max_train_epochs(cfg: SearchConfig) -> int:
-    """The most epochs a trial of this space can train."""
-    epochs = cfg.train.get("epochs", TrainSpec.epochs)
-    if isinstance(epochs, Dist):
-        return int(max(epochs.choices) if epochs.kind == "choice" else epochs.high)
-    return int(epochs)
 
 
 def open_study(cfg: SearchConfig, storage_url: str, heartbeat_s: int = HEARTBEAT_S,

@@ -48,7 +48,7 @@ class ProbeRefused(Exception):
     """The probe will not time this design (it would need more memory than PROBE_BYTES allows)."""
 
 
-Probe = Callable[[ArchSpec, TrainSpec, torch.device], Timing]
+TrainingTimer = Callable[[ArchSpec, TrainSpec, torch.device], Timing]  # seconds per training image of a design
 
 
 @dataclass
@@ -137,7 +137,7 @@ def _sync(device: torch.device) -> None:
 
 
 def summarise(cfg: SearchConfig, designs: list[Design], rejected: Counter, n_train: int, n_val: int,
-              device: torch.device, probe: Probe = time_training, notes: Sequence[str] = (),
+              device: torch.device, probe: TrainingTimer = time_training, notes: Sequence[str] = (),
               asked: int | None = None) -> list[str]:
     """The dry run's report lines; `notes` (what was skipped or bounded) follow the first; `asked`: draws wanted."""
     n = len(designs) + sum(rejected.values())
@@ -180,7 +180,7 @@ def _space_lines(cfg: SearchConfig, designs: list[Design]) -> list[str]:
 
 
 def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_val: int, device: torch.device,
-                    probe: Probe) -> list[str]:
+                    probe: TrainingTimer) -> list[str]:
     """The probe of the typical design (the one of median size) and the expected duration at its speed."""
     typical = sorted(designs, key=lambda d: d.params)[len(designs) // 2]
     what = f"a typical design ({arch_brief(typical.spec.to_dict())}, {short_count(typical.params)} params)"

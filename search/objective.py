@@ -21,7 +21,7 @@ from .config import SearchConfig
 from .dashboard import note_rejected, upload
 from .describe import arch_brief
 from .errors import ResultsWriteError, UserError
-from .probe import Probe, cost_attrs, latency_ms
+from .probe import LatencyProbe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
 from .rules import check_sample, module_violation
 from .space import sample
@@ -35,7 +35,7 @@ class Objective:
     """Callable handed to study.optimize; one instance per worker process."""
 
     def __init__(self, cfg: SearchConfig, results: Path, device: str = "auto",
-                 log: Callable[[str], None] = print, probe: Probe | None = None,
+                 log: Callable[[str], None] = print, probe: LatencyProbe | None = None,
                  stop: Callable[[], bool] | None = None, progress_every_s: float = PLAIN_EVERY_S):
         from .data.datasets import dataset_info
 

@@ -12,7 +12,7 @@ from torch import nn
 from .trainer import autocast, prepare_model
 
 LARGE_BATCH = 256  # the "large batch" of the recorded latencies: throughput-bound serving
-Probe = Callable[[nn.Module, int, int, torch.device, "bool | str"], float]
+LatencyProbe = Callable[[nn.Module, int, int, torch.device, "bool | str"], float]  # (model, size, batch, device, amp) -> ms
 
 
 def _sync(device: torch.device) -> None:
@@ -41,6 +41,6 @@ def latency_ms(model: nn.Module, input_size: int, batch: int, device: torch.devi
 
 
 def cost_attrs(model: nn.Module, input_size: int, device: torch.device, amp: bool | str,
-               probe: Probe = latency_ms) -> dict[str, float]:
+               probe: LatencyProbe = latency_ms) -> dict[str, float]:
     """Inference latency at batch 1 and at LARGE_BATCH, ms, as trial user attributes."""
     return {f"latency_ms_batch{b}": round(probe(model, input_size, b, device, amp), 3) for b in (1, LARGE_BATCH)}

@@ -39,7 +39,7 @@ from .baselines import enqueue_baselines
 from .cli import main_guard
 from .config import SearchConfig, load_config
 from .dashboard import dashboard_command
-from .dryrun import Clock, Probe, sample_designs, summarise, time_training
+from .dryrun import Clock, TrainingTimer, sample_designs, summarise, time_training
 from .errors import UserError, clip
 from .objective import Objective
 from .review.summary import summary_table
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
         close_storage(study)  # an SQLite study.db is whole again (its write-ahead log folded in)
 
 
-def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: Probe = time_training,
+def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: TrainingTimer = time_training,
             clock: Clock = time.monotonic) -> None:
     """Validate, draw designs and print what the space holds and how long its search would take here."""
     from .data.datasets import check_config as check_data, survey

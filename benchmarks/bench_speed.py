@@ -30,7 +30,9 @@ from search.data import augment  # noqa: E402
 from search.data.batch_augment import BatchAugment, split_policy  # noqa: E402
 from search.data.batches import ArrayBatches, DeviceBatches, as_is  # noqa: E402
 from search.progress import Progress  # noqa: E402
-from search.trainer import TrainSpec, autocast, fit, make_optimizer, prepare_model, use_amp  # noqa: E402
+from search.device import autocast, prepare_model, use_amp  # noqa: E402
+from search.optim import make_optimizer  # noqa: E402
+from search.trainer import TrainSpec, fit  # noqa: E402
 
 DENSE = {"stages": 3, "blocks": [2, 2, 2], "width": 64}  # 2.78M params, 422M FLOPs at 32 px
 SEPARABLE = {**DENSE, "separable": True}  # 0.41M params, 62M FLOPs

@@ -9,16 +9,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .trainer import autocast, prepare_model
+from .device import autocast, prepare_model, sync
 
 LARGE_BATCH = 256  # the "large batch" of the recorded latencies: throughput-bound serving
-LatencyProbe = Callable[[nn.Module, int, int, torch.device, "bool | str"], float]  # (model, size, batch, device, amp) -> ms
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued kernels (CUDA runs them asynchronously; the CPU already has)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+# What measures latency: (model, input size px, batch, device, train.amp) -> ms per forward pass
+LatencyProbe = Callable[[nn.Module, int, int, torch.device, "bool | str"], float]
 
 
 def latency_ms(model: nn.Module, input_size: int, batch: int, device: torch.device, amp: bool | str = "auto",
@@ -30,10 +25,10 @@ def latency_ms(model: nn.Module, input_size: int, batch: int, device: torch.devi
     times = []
     with torch.no_grad(), autocast(device, amp):
         for i in range(repeats + 1):
-            _sync(device)
+            sync(device)
             t0 = clock()
             model(x)
-            _sync(device)
+            sync(device)
             if i:  # the first pass pays for allocation and kernel selection
                 times.append((clock() - t0) * 1e3)
     model.train(was_training)

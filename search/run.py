@@ -50,7 +50,7 @@ from .storage import (GRACE_MAX_S, GRACE_S, HEARTBEAT_MAX_S, HEARTBEAT_S, check_
 from .study.study import StudyLock, open_study, requeue_interrupted
 from .study.supervisor import describe_exit, launch
 from .study.trial_loop import run_trials
-from .trainer import resolve_device
+from .device import resolve_device
 from .trials import count_finished
 
 if TYPE_CHECKING:

@@ -23,7 +23,8 @@ from ..cli import main_guard
 from ..dashboard import attach_retrain
 from ..errors import UserError
 from ..progress import Progress
-from ..trainer import EpochResult, TrainSpec, fit, predict, resolve_device, resumable_epochs, seed_everything
+from ..device import resolve_device
+from ..trainer import EpochResult, TrainSpec, fit, predict, resumable_epochs, seed_everything
 from . import evaluate as ev
 from . import recipe
 from .folder_lock import clear_folder, lock_folder

@@ -4,7 +4,7 @@ Run (each phase resumes; results go to --results-dir/<study>):
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py search --data-root /work/data
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py retrain --epochs 6 [retrain options]
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py seeds --only winner --epochs 6  # seeds in parallel
-`seeds` calls search.review.retrain.train_and_test directly: the same run as the CLI's for the retrain of
+`seeds` calls search.review.retrain_seed.train_and_test directly: the same run as the CLI's for the retrain of
 commit b053697 (used for BENCHMARKS.md); the later retrain recipe (full data, EMA, TTA) is laid on
 in search.review.retrain.retrain, so with it use the `retrain` phase.
   PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py table
@@ -99,11 +99,12 @@ def table(args: argparse.Namespace) -> None:
 
 
 def seed_run(args: argparse.Namespace) -> None:
-    """Seed run k of one contender through search.review.retrain's own train_and_test (train + val images, CPU)."""
+    """Seed run k of one contender through search.review.retrain_seed's own train_and_test (train + val images, CPU)."""
     import torch
 
     from search.review.results import open_results
-    from search.review.retrain import make_plans, train_and_test
+    from search.review.retrain import make_plans
+    from search.review.retrain_seed import train_and_test
 
     res = open_results(Path(args.results_dir) / args.study)
     number = next(n for n, label in contenders(args).items()

@@ -26,12 +26,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blocks import ArchSpec, build, complexity  # noqa: E402
-from search import augment  # noqa: E402
+from search.data import augment  # noqa: E402
 from search.data.batch_augment import BatchAugment, split_policy  # noqa: E402
 from search.data.batches import ArrayBatches, DeviceBatches, as_is  # noqa: E402
 from search.progress import Progress  # noqa: E402
 from search.config import TrainSpec  # noqa: E402
-from search.trainer import _autocast, fit, make_optimizer, prepare_model, use_amp  # noqa: E402
+from search.device import autocast, prepare_model, use_amp  # noqa: E402
+from search.optim import make_optimizer  # noqa: E402
+from search.trainer import fit  # noqa: E402
 
 DENSE = {"stages": 3, "blocks": [2, 2, 2], "width": 64}  # 2.78M params, 422M FLOPs at 32 px
 SEPARABLE = {**DENSE, "separable": True}  # 0.41M params, 62M FLOPs
@@ -61,7 +63,7 @@ def step_rate(arch: dict, device: torch.device, amp: bool, channels_last: bool, 
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def one() -> None:
-        with _autocast(device, amp):
+        with autocast(device, amp):
             loss = loss_fn(step_model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

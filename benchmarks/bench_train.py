@@ -25,7 +25,9 @@ from search.data.augment import DEFAULT_POLICY, policy_steps  # noqa: E402
 from search.config import load_config  # noqa: E402
 from search.data.datasets import make_loaders  # noqa: E402
 from search.config import TrainSpec  # noqa: E402
-from search.trainer import autocast, fit, make_optimizer, prepare_model, resolve_device  # noqa: E402
+from search.device import autocast, prepare_model, resolve_device  # noqa: E402
+from search.optim import make_optimizer  # noqa: E402
+from search.trainer import fit  # noqa: E402
 
 DEFAULT_ARCH = {"stages": 4, "blocks": [2, 2, 2, 2], "width": 32}  # ~2.8M params, CIFAR-style
 

@@ -69,13 +69,14 @@ class Bottleneck(nn.Module):
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+STEM_CONV = {"cifar": (3, 1), "conv_s2": (3, 2), "imagenet": (7, 2)}  # stem kind -> its conv's (kernel, stride)
 
 
 class Stem(nn.Sequential):
     """cifar: 3x3/1 conv; conv_s2: 3x3/2 conv; imagenet: 7x7/2 conv + 3x3/2 max-pool. Each with BN, ReLU."""
 
     def __init__(self, kind: str, c_in: int, c_out: int):
-        k, s = {"cifar": (3, 1), "conv_s2": (3, 2), "imagenet": (7, 2)}[kind]
+        k, s = STEM_CONV[kind]
         layers: list[nn.Module] = [conv(c_in, c_out, k, s), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         if kind == "imagenet":
             layers.append(nn.MaxPool2d(3, stride=2, padding=1))
@@ -84,7 +85,7 @@ class Stem(nn.Sequential):
     @staticmethod
     def complexity(cx: Cx, kind: str, c_out: int) -> Cx:
         """Twin of Stem(kind, cx.c, c_out)."""
-        k, s = {"cifar": (3, 1), "conv_s2": (3, 2), "imagenet": (7, 2)}[kind]
+        k, s = STEM_CONV[kind]
         bn_cx(conv_cx(cx, c_out, k, s))
         return pool_cx(cx, 3, 2) if kind == "imagenet" else cx
 

@@ -34,6 +34,24 @@ def save(path: Path, state: dict[str, Any]) -> None:
         raise CheckpointWriteError(f"cannot write checkpoint {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
+def save_training(path: Path, model: nn.Module, opt: Any, schedule: Any, ema: nn.Module | None,
+                  history: list[dict[str, Any]]) -> None:
+    """Save a run's resumable state after an epoch: its weights, optimiser, schedule, EMA, epochs and torch's RNG."""
+    save(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
+                "history": history, "rng": torch.get_rng_state(),
+                **({"ema": ema.state_dict()} if ema is not None else {})})
+
+
+def restore_training(state: dict[str, Any], model: nn.Module, opt: Any, schedule: Any, ema: nn.Module | None) -> None:
+    """Load a state `read` returned into the run's objects and torch's RNG, as they were when it was saved."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    torch.set_rng_state(state["rng"].cpu())
+
+
 def read(path: Path, model: nn.Module, ema: bool, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The state saved at `path`, checked to be a whole one for `model` (and its EMA); UnreadableCheckpoint else."""
     try:

@@ -17,17 +17,17 @@ from typing import Callable, NamedTuple, Sequence
 
 import optuna
 import torch
-import torch.nn.functional as F
 
 from blocks import ArchSpec, build, complexity
 from blocks.text import short_bytes, short_count
 
+from . import trainer
 from .config import SearchConfig
 from .describe import arch_brief
+from .device import sync, to_device
 from .rules import check_sample
 from .space import sample
 from .config import TrainSpec
-from .trainer import make_optimizer
 
 EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (forward only, no backward)
 DRAW_S = 30.0  # seconds drawing may take; the designs drawn by then are summarised
@@ -35,6 +35,9 @@ PROBE_S = 20.0  # seconds the timing probe may take after its first one-image st
 PROBE_STEPS = 2  # timed steps at the probe's batch (after one warm-up step)
 PROBE_BYTES = 2 * 1024**3  # activations the probe may allocate; a larger training batch is timed in part
 SAVED_PER_OUTPUT = 8  # float32 tensors of a block's output size kept for backward (conv, BN, ReLU, sum; rough)
+# Steps per epoch the probe's schedule is sized for: more than it takes, so that no schedule (one-cycle's
+# end is an error) runs out; the learning rate's value does not change a step's time.
+SCHEDULE_STEPS = 1000
 Clock = Callable[[], float]
 
 
@@ -49,7 +52,7 @@ class ProbeRefused(Exception):
     """The probe will not time this design (it would need more memory than PROBE_BYTES allows)."""
 
 
-Probe = Callable[[ArchSpec, TrainSpec, torch.device], Timing]
+TrainingTimer = Callable[[ArchSpec, TrainSpec, torch.device], Timing]  # seconds per training image of a design
 
 
 @dataclass
@@ -94,14 +97,19 @@ def activation_bytes(spec: ArchSpec) -> int:
 
 def time_training(spec: ArchSpec, train: TrainSpec, device: torch.device, *, clock: Clock = time.perf_counter,
                   limit_s: float = PROBE_S) -> Timing:
-    """Seconds per training image of `spec` on random images, at its batch size or at a bounded part of it."""
+    """Seconds per training image of `spec` on random images, at its batch size or at a bounded part of it.
+
+    Each timed step is the trainer's own (trainer.train_step on a model set up by trainer.setup_training):
+    channels_last, torch.compile and bf16 autocast exactly as trials train.
+    """
     fit = PROBE_BYTES // activation_bytes(spec)
     if fit < min(2, train.batch_size):
         raise ProbeRefused(f"one image needs about {activation_bytes(spec) / 1e9:.1f} GB of activations; the "
                            f"probe's bound is {PROBE_BYTES / 1e9:.1f} GB for two")
     most = min(train.batch_size, fit)
-    model = build(spec).to(device).train()
-    step = _stepper(model, make_optimizer(model, train), spec, device, clock)
+    state = trainer.setup_training(build(spec), train, device, SCHEDULE_STEPS)
+    state.model.train()
+    step = _stepper(state, spec, clock)
     small = min(2, most)  # two images: BatchNorm on a 1x1 map cannot train on one
     step(small)  # warm-up: first calls allocate and pick kernels
     per_img = step(small) / small
@@ -115,30 +123,22 @@ def time_training(spec: ArchSpec, train: TrainSpec, device: torch.device, *, clo
     return Timing(statistics.fmean(times) / batch, batch)
 
 
-def _stepper(model: torch.nn.Module, opt: torch.optim.Optimizer, spec: ArchSpec, device: torch.device,
-             clock: Clock) -> Callable[[int], float]:
-    """A function that trains one step on `b` random images and returns its seconds."""
+def _stepper(state: trainer.TrainState, spec: ArchSpec, clock: Clock) -> Callable[[int], float]:
+    """A function that trains one trainer step on `b` random images and returns its seconds."""
     def step(b: int) -> float:
-        x = torch.randn(b, spec.in_channels, spec.input_size, spec.input_size, device=device)
-        y = torch.randint(0, spec.num_classes, (b,), device=device)
-        _sync(device)
+        x = torch.randn(b, spec.in_channels, spec.input_size, spec.input_size)
+        y = torch.randint(0, spec.num_classes, (b,))
+        x, y = to_device(x, y, state.device)  # the layout fit's batches have
+        sync(state.device)
         t0 = clock()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        _sync(device)
+        trainer.train_step(state, x, y)  # looked up on the module: the function fit calls per batch
+        sync(state.device)
         return clock() - t0
     return step
 
 
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so that the clock measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def summarise(cfg: SearchConfig, designs: list[Design], rejected: Counter, n_train: int, n_val: int,
-              device: torch.device, probe: Probe = time_training, notes: Sequence[str] = (),
+              device: torch.device, probe: TrainingTimer = time_training, notes: Sequence[str] = (),
               asked: int | None = None) -> list[str]:
     """The dry run's report lines; `notes` (what was skipped or bounded) follow the first; `asked`: draws wanted."""
     n = len(designs) + sum(rejected.values())
@@ -181,7 +181,7 @@ def _space_lines(cfg: SearchConfig, designs: list[Design]) -> list[str]:
 
 
 def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_val: int, device: torch.device,
-                    probe: Probe) -> list[str]:
+                    probe: TrainingTimer) -> list[str]:
     """The probe of the typical design (the one of median size) and the expected duration at its speed."""
     typical = sorted(designs, key=lambda d: d.params)[len(designs) // 2]
     what = f"a typical design ({arch_brief(typical.spec.to_dict())}, {short_count(typical.params)} params)"

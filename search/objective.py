@@ -21,12 +21,13 @@ from .config import SearchConfig
 from .dashboard import note_rejected, upload
 from .describe import arch_brief
 from .errors import ResultsWriteError, UserError
-from .probe import Probe, cost_attrs, latency_ms
+from .probe import LatencyProbe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
 from .rules import check_sample, module_violation
 from .space import sample
 from .storage import STORAGE_ERRORS, stored_trial
-from .trainer import EpochResult, fit, resolve_device, resumable_epochs, seed_everything
+from .device import resolve_device
+from .trainer import EpochResult, fit, resumable_epochs, seed_everything
 from .trials import (BASELINE, INTERRUPTED, REJECTED, RESUMED_FROM, RETRY_OF, WORKER, count_finished,
                      is_baseline, ranked)
 
@@ -35,7 +36,7 @@ class Objective:
     """Callable handed to study.optimize; one instance per worker process."""
 
     def __init__(self, cfg: SearchConfig, results: Path, device: str = "auto",
-                 log: Callable[[str], None] = print, probe: Probe | None = None,
+                 log: Callable[[str], None] = print, probe: LatencyProbe | None = None,
                  stop: Callable[[], bool] | None = None, progress_every_s: float = PLAIN_EVERY_S):
         from .data.datasets import dataset_info
 
@@ -88,41 +89,65 @@ class Objective:
 
     def _train(self, trial: optuna.Trial, spec: ArchSpec, train: Any, cx: Any) -> Any:
         """Build, train with per-epoch reports and pruning, and return the objective values."""
-        from .data.datasets import make_loaders
-
-        cfg = self.cfg
         first = self._link_retry(trial)
-        seed = cfg.search.seed + first  # a retry keeps the seed of the trial it continues
+        seed = self.cfg.search.seed + first  # a retry keeps the seed of the trial it continues
+        model = self._build(trial, spec, cx, seed)
+        reason = self._over_latency(trial, model, train)
+        if reason is not None:
+            return self._reject(trial, reason)
+        self.rejections_in_a_row = 0  # within every budget: only now does the run of rejections end
+        trial.set_user_attr("seed", seed)
+        loaders = self._loaders(train, seed)
+        record = self._record(trial, spec, train, cx, seed)
+        ckpt = self.results / "checkpoints" / f"trial_{first}.pt"
+        done = self._resume_point(trial, first, ckpt, model, train, record)
+        history = self._fit(trial, model, loaders, train, seed, record, ckpt, done)
+        return self._finish(trial, model, train, cx, record, history, ckpt)
+
+    def _build(self, trial: optuna.Trial, spec: ArchSpec, cx: Any, seed: int) -> torch.nn.Module:
+        """The trial's model, seeded, checked against the analytic rule check and parameter count."""
         seed_everything(seed)
         model = build(spec)
-        bad = module_violation(model, cfg)
+        bad = module_violation(model, self.cfg)
         if bad is not None:  # the analytic check and the module disagree: a bug, never train it
             raise RuntimeError(f"rule check mismatch for trial {trial.number}: {bad}")
         built = sum(p.numel() for p in model.parameters())
         if built != cx.params:
             raise RuntimeError(f"analytic params {cx.params} != built {built} for {spec.to_dict()}")
         trial.set_user_attr("device", _device_name(self.device))
-        if cfg.budget.latency_ms is not None:  # measured before any training, rejected like the params budget
-            ms = self.probe(model, self.info.image_size, cfg.budget.latency_batch, self.device, train.amp)
-            trial.set_user_attr("probe_latency_ms", round(ms, 3))
-            if ms > cfg.budget.latency_ms:
-                return self._reject(trial, f"latency {ms:.2f} ms at batch {cfg.budget.latency_batch} is over "
-                                           f"the budget of {cfg.budget.latency_ms} ms")
-        self.rejections_in_a_row = 0  # within every budget: only now does the run of rejections end
-        trial.set_user_attr("seed", seed)
-        from .data.augment import DEFAULT_POLICY, policy_steps
+        return model
 
+    def _over_latency(self, trial: optuna.Trial, model: torch.nn.Module, train: Any) -> str | None:
+        """Why the model breaks the latency budget (measured before any training), or None."""
+        budget = self.cfg.budget
+        if budget.latency_ms is None:
+            return None
+        ms = self.probe(model, self.info.image_size, budget.latency_batch, self.device, train.amp)
+        trial.set_user_attr("probe_latency_ms", round(ms, 3))
+        if ms > budget.latency_ms:
+            return f"latency {ms:.2f} ms at batch {budget.latency_batch} is over the budget of {budget.latency_ms} ms"
+        return None
+
+    def _loaders(self, train: Any, seed: int) -> Any:
+        """The trial's training and validation loaders (its augmentation policy, batch and seed)."""
+        from .data.augment import DEFAULT_POLICY, policy_steps
+        from .data.datasets import make_loaders
+
+        cfg = self.cfg
         steps = policy_steps(cfg.augment, train.augment_policy or DEFAULT_POLICY)
         loaders = make_loaders(cfg.data, steps, train.batch_size, seed=seed, device=self.device.type,
                                where=f"{cfg.path}: augment")
-        record = self._record(trial, spec, train, cx, seed)
         if len(loaders.train) == 1 and not self.warned_one_step:
             self.warned_one_step = True
             self.log(f"note: {len(loaders.train.dataset)} training images at batch {train.batch_size} make one optimiser "
                      f"step per epoch, so the learning rate recorded per epoch (set after that step) is never one a "
                      f"step used; use a smaller batch or more images")
-        ckpt = self.results / "checkpoints" / f"trial_{first}.pt"
-        done = 0  # epochs restored from the checkpoint of the trial this one retries
+        return loaders
+
+    def _resume_point(self, trial: optuna.Trial, first: int, ckpt: Path, model: torch.nn.Module, train: Any,
+                      record: dict) -> int:
+        """Epochs restored from the checkpoint of the trial this one retries (0 for a fresh trial)."""
+        done = 0
         if first == trial.number:
             ckpt.unlink(missing_ok=True)  # a fresh trial never resumes (a left-over of a deleted study)
         else:  # an unreadable checkpoint is set aside with one line, and the trial trains from the start
@@ -132,39 +157,16 @@ class Objective:
             record[RESUMED_FROM] = done + 1
             trial.set_user_attr(RESUMED_FROM, done + 1)
             self.log(f"[trial {trial.number}] resuming trial {first} from epoch {done + 1} ({ckpt})")
-        multi = len(cfg.search.objectives) > 1
-        # The log line's place and best-so-far, read once per trial (not a whole-study read per epoch).
-        trials = trial.study.get_trials(deepcopy=False)
-        best = next(iter(ranked(trials)), None)
-        place = (f"baseline {trial.user_attrs[BASELINE]}" if is_baseline(trial)
-                 else f"{count_finished(trials) + 1}/{cfg.search.n_trials}")
-        progress = Progress(f"trial {trial.number}", train.epochs,
-                            later_runs=max(0, cfg.search.n_trials - count_finished(trials) - 1),
-                            log=self.log, every_s=self.progress_every_s)
+        return done
 
-        def on_epoch(r: EpochResult) -> None:
-            record["epochs"].append(vars(r).copy())
-            record["epoch_times_s"] = [round(e["time_s"], 3) for e in record["epochs"]]
-            trial.set_user_attr("epoch_times_s", record["epoch_times_s"])
-            trial.set_user_attr("val_acc_curve", [round(e["val_acc"], 5) for e in record["epochs"]])
-            trial.set_user_attr("train_images_per_s", round(r.images_per_s, 1))  # of the latest epoch
-            self._write(trial.number, record)
-            progress.close()
-            self.log(f"[trial {trial.number} ({place})] epoch {r.epoch}/{train.epochs} "
-                     f"loss {r.train_loss:.4f} val_acc {r.val_acc:.4f} ({r.image_size}px, {r.time_s:.1f}s)"
-                     + (f" best so far {best.values[0]:.4f} (trial {best.number})" if best is not None else "")
-                     + (" [restored from checkpoint]" if r.epoch <= done else ""))
-            if not multi and report_epoch(trial, r, self.info.image_size, train.epochs):
-                record["state"] = "pruned"
-                self._write(trial.number, record)
-                self._attach_record(trial)
-                self.log(f"[trial {trial.number}] pruned after epoch {r.epoch}")
-                raise optuna.TrialPruned(f"pruned at epoch {r.epoch}")
-
+    def _fit(self, trial: optuna.Trial, model: torch.nn.Module, loaders: Any, train: Any, seed: int, record: dict,
+             ckpt: Path, done: int) -> list[EpochResult]:
+        """Train the trial; a failure is recorded, and says whether the trial resumes (its checkpoint kept) or not."""
+        on_epoch = EpochHook(self, trial, train, record, done)
         try:
-            history = fit(model, loaders.train, loaders.val, train, self.device, on_epoch=on_epoch,
-                          checkpoint=ckpt, native_size=self.info.image_size, seed=seed, stop=self.stop,
-                          on_batch=progress)
+            return fit(model, loaders.train, loaders.val, train, self.device, on_epoch=on_epoch,
+                       checkpoint=ckpt, native_size=self.info.image_size, seed=seed, stop=self.stop,
+                       on_batch=on_epoch.progress)
         except KeyboardInterrupt:  # keep the checkpoint: a rerun resumes the trial from its last epoch
             record["state"] = "interrupted"
             self._write(trial.number, record, quiet=True)
@@ -185,7 +187,11 @@ class Objective:
             self._write(trial.number, record, quiet=True)
             raise
         finally:
-            progress.close()
+            on_epoch.progress.close()
+
+    def _finish(self, trial: optuna.Trial, model: torch.nn.Module, train: Any, cx: Any, record: dict,
+                history: list[EpochResult], ckpt: Path) -> float | tuple[float, ...]:
+        """Measure the trained model's latency, write the final record, and return the objective values."""
         ckpt.unlink(missing_ok=True)
         final = history[-1].val_acc
         if not math.isfinite(final):
@@ -198,8 +204,8 @@ class Objective:
         self._attach_record(trial)
         trial.set_user_attr("best_val_acc", record["best_val_acc"])
         values = {"val_acc": final, "params": float(cx.params), "flops": float(cx.flops)}
-        out = tuple(values[o] for o in cfg.search.objectives)
-        return out if multi else out[0]
+        out = tuple(values[o] for o in self.cfg.search.objectives)
+        return out if len(out) > 1 else out[0]
 
     def _interrupted(self, trial: optuna.Trial, record: dict, reason: str) -> None:
         """Mark a trial stopped by something outside it (disk, database) so that a rerun resumes it."""
@@ -254,6 +260,45 @@ class Objective:
             if not quiet:
                 raise ResultsWriteError(f"results folder {self.results}: cannot write {path.name}: "
                                 f"{e.strerror or e}") from None
+
+
+class EpochHook:
+    """fit's on_epoch for one trial: record and log each epoch, report it to the pruner, prune."""
+
+    def __init__(self, objective: Objective, trial: optuna.Trial, train: Any, record: dict, done: int):
+        cfg = objective.cfg
+        self.objective, self.trial, self.train, self.record = objective, trial, train, record
+        self.done = done  # epochs restored from a checkpoint (fit replays them)
+        self.multi = len(cfg.search.objectives) > 1  # Optuna prunes single-objective studies only
+        # The log line's place and best-so-far, read once per trial (not a whole-study read per epoch).
+        trials = trial.study.get_trials(deepcopy=False)
+        self.best = next(iter(ranked(trials)), None)
+        self.place = (f"baseline {trial.user_attrs[BASELINE]}" if is_baseline(trial)
+                      else f"{count_finished(trials) + 1}/{cfg.search.n_trials}")
+        self.progress = Progress(f"trial {trial.number}", train.epochs,
+                                 later_runs=max(0, cfg.search.n_trials - count_finished(trials) - 1),
+                                 log=objective.log, every_s=objective.progress_every_s)
+
+    def __call__(self, r: EpochResult) -> None:
+        trial, record, obj = self.trial, self.record, self.objective
+        record["epochs"].append(vars(r).copy())
+        record["epoch_times_s"] = [round(e["time_s"], 3) for e in record["epochs"]]
+        trial.set_user_attr("epoch_times_s", record["epoch_times_s"])
+        trial.set_user_attr("val_acc_curve", [round(e["val_acc"], 5) for e in record["epochs"]])
+        trial.set_user_attr("train_images_per_s", round(r.images_per_s, 1))  # of the latest epoch
+        obj._write(trial.number, record)
+        self.progress.close()
+        best = self.best
+        obj.log(f"[trial {trial.number} ({self.place})] epoch {r.epoch}/{self.train.epochs} "
+                f"loss {r.train_loss:.4f} val_acc {r.val_acc:.4f} ({r.image_size}px, {r.time_s:.1f}s)"
+                + (f" best so far {best.values[0]:.4f} (trial {best.number})" if best is not None else "")
+                + (" [restored from checkpoint]" if r.epoch <= self.done else ""))
+        if not self.multi and report_epoch(trial, r, obj.info.image_size, self.train.epochs):
+            record["state"] = "pruned"
+            obj._write(trial.number, record)
+            obj._attach_record(trial)
+            obj.log(f"[trial {trial.number}] pruned after epoch {r.epoch}")
+            raise optuna.TrialPruned(f"pruned at epoch {r.epoch}")
 
 
 def report_epoch(trial: optuna.Trial, r: EpochResult, native_size: int, epochs: int) -> bool:

@@ -9,16 +9,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .trainer import autocast, prepare_model
+from .device import autocast, prepare_model, sync
 
 LARGE_BATCH = 256  # the "large batch" of the recorded latencies: throughput-bound serving
-Probe = Callable[[nn.Module, int, int, torch.device, "bool | str"], float]
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued kernels (CUDA runs them asynchronously; the CPU already has)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+# What measures latency: (model, input size px, batch, device, train.amp) -> ms per forward pass
+LatencyProbe = Callable[[nn.Module, int, int, torch.device, "bool | str"], float]
 
 
 def latency_ms(model: nn.Module, input_size: int, batch: int, device: torch.device, amp: bool | str = "auto",
@@ -30,10 +25,10 @@ def latency_ms(model: nn.Module, input_size: int, batch: int, device: torch.devi
     times = []
     with torch.no_grad(), autocast(device, amp):
         for i in range(repeats + 1):
-            _sync(device)
+            sync(device)
             t0 = clock()
             model(x)
-            _sync(device)
+            sync(device)
             if i:  # the first pass pays for allocation and kernel selection
                 times.append((clock() - t0) * 1e3)
     model.train(was_training)
@@ -41,6 +36,6 @@ def latency_ms(model: nn.Module, input_size: int, batch: int, device: torch.devi
 
 
 def cost_attrs(model: nn.Module, input_size: int, device: torch.device, amp: bool | str,
-               probe: Probe = latency_ms) -> dict[str, float]:
+               probe: LatencyProbe = latency_ms) -> dict[str, float]:
     """Inference latency at batch 1 and at LARGE_BATCH, ms, as trial user attributes."""
     return {f"latency_ms_batch{b}": round(probe(model, input_size, b, device, amp), 3) for b in (1, LARGE_BATCH)}

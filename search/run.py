@@ -39,7 +39,7 @@ from .checks import check_for_training
 from .cli import main_guard
 from .config import SearchConfig, load_config
 from .dashboard import dashboard_command
-from .dryrun import Clock, Probe, sample_designs, summarise, time_training
+from .dryrun import Clock, TrainingTimer, sample_designs, summarise, time_training
 from .errors import UserError, clip
 from .objective import Objective
 from .review.summary import summary_table
@@ -50,7 +50,7 @@ from .storage import (GRACE_MAX_S, GRACE_S, HEARTBEAT_MAX_S, HEARTBEAT_S, check_
 from .study.study import StudyLock, open_study, requeue_interrupted
 from .study.supervisor import describe_exit, launch
 from .study.trial_loop import run_trials
-from .trainer import resolve_device
+from .device import resolve_device
 from .trials import count_finished
 
 
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
         close_storage(study)  # an SQLite study.db is whole again (its write-ahead log folded in)
 
 
-def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: Probe = time_training,
+def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: TrainingTimer = time_training,
             clock: Clock = time.monotonic) -> None:
     """Validate, draw designs and print what the space holds and how long its search would take here."""
     if args.dry_run_samples < 1:

@@ -1,7 +1,8 @@
 """Where a study lives: SQLite (the embedded default) or any SQLAlchemy URL, with heartbeats and retries.
 
 The one module that reaches into Optuna's private parts (`study._storage`, `_trial_id`, the
-heartbeat thread), each behind a named function: rdb_storage, trial_id, stored_trial, ask, heartbeat.
+heartbeat thread and table), each behind a named function: rdb_storage, trial_id, stored_trial, ask,
+heartbeat, with_heartbeat.
 """
 
 from __future__ import annotations
@@ -200,6 +201,14 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Any:
     from optuna.storages._heartbeat import get_heartbeat_thread
 
     return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
+def with_heartbeat(storage: RDBStorage, ids: list[int]) -> set[int]:
+    """Which of the trials with storage ids `ids` have written a heartbeat (Optuna 5 has no public call for it)."""
+    query = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
+        sqlalchemy.bindparam("ids", expanding=True))  # Optuna's own table (optuna.storages._rdb.models)
+    with storage.engine.connect() as conn:
+        return {row[0] for row in conn.execute(query, {"ids": ids})}
 
 
 def close_storage(study: optuna.Study) -> None:

@@ -36,7 +36,7 @@ def fixed_probe(spec: ArchSpec, train: TrainSpec, device: torch.device) -> dryru
     return dryrun.Timing(0.002, train.batch_size)
 
 
-def dry(space: Path | str, *extra: str, probe: dryrun.Probe = fixed_probe, clock=None) -> list[str]:
+def dry(space: Path | str, *extra: str, probe: dryrun.TrainingTimer = fixed_probe, clock=None) -> list[str]:
     """The dry run's lines for a space (few draws)."""
     args = run.parse_args([str(space), "--dry-run", "--dry-run-samples", "20", *extra])
     lines: list[str] = []

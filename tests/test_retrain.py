@@ -18,7 +18,7 @@ from blocks import ArchSpec
 from search.config import load_config
 from search.data.datasets import make_loaders
 from search.review import evaluate as ev
-from search.review import retrain
+from search.review import retrain, retrain_outputs, retrain_seed
 from search.review.results import open_results
 from search.trainer import predict
 
@@ -198,7 +198,7 @@ def test_interrupted_retrain_resumes_and_finished_seeds_are_reused(
         smoke_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     n = quickest(smoke_copy)
     run_dir = smoke_copy / "retrain" / f"{n:05d}" / "seed_0"
-    real_fit = retrain.fit
+    real_fit = retrain_seed.fit
 
     def fit_then_ctrl_c(*args, on_epoch, **kw):
         def hook(r):
@@ -207,12 +207,12 @@ def test_interrupted_retrain_resumes_and_finished_seeds_are_reused(
                 raise KeyboardInterrupt  # as Ctrl-C after the epoch-1 checkpoint was written
         return real_fit(*args, on_epoch=hook, **kw)
 
-    monkeypatch.setattr(retrain, "fit", fit_then_ctrl_c)
+    monkeypatch.setattr(retrain_seed, "fit", fit_then_ctrl_c)
     assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2"]) == 130
     assert "rerun the same command to resume" in capsys.readouterr().err
     state = torch.load(run_dir / "train_state.pt", weights_only=True)
     assert len(state["history"]) == 1 and not (run_dir / "model.pt").exists()
-    monkeypatch.setattr(retrain, "fit", real_fit)
+    monkeypatch.setattr(retrain_seed, "fit", real_fit)
 
     assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2"]) == 0
     out = capsys.readouterr().out
@@ -227,7 +227,7 @@ def test_interrupted_retrain_resumes_and_finished_seeds_are_reused(
     assert "pass --fresh to start over" in capsys.readouterr().err
 
     top1_seed0 = json.loads((run_dir / "metrics.json").read_text())["test"]["top1"]
-    monkeypatch.setattr(retrain, "predict", None)  # seed 0's stored test results must be reused, not recomputed
+    monkeypatch.setattr(retrain_seed, "predict", None)  # seed 0's stored test results must be reused, not recomputed
     with pytest.raises(TypeError):  # seed 1 is new: it trains and tests (and meets the missing predict)
         retrain.retrain(retrain.parse_args([str(smoke_copy), "--trial", str(n), "--epochs", "2", "--seeds", "2"]))
     out = capsys.readouterr().out
@@ -283,7 +283,7 @@ def test_onnx_export_matches_torch(smoke_retrained: Path, tmp_path: Path) -> Non
 
     n = best(smoke_retrained, 1)[0]
     model = blocks.load(smoke_retrained / "retrain" / f"{n:05d}" / "seed_0" / "model.pt")
-    retrain.export_onnx(model, model.spec, tmp_path / "model.onnx")
+    retrain_outputs.export_onnx(model, model.spec, tmp_path / "model.onnx")
     x = torch.randn(3, 3, 16, 16)
     (got,) = ReferenceEvaluator(str(tmp_path / "model.onnx")).run(None, {"images": x.numpy()})
     with torch.no_grad():
@@ -297,7 +297,7 @@ def test_resumed_retrain_equals_uninterrupted(smoke_copy: Path, monkeypatch: pyt
     curves = smoke_copy / "retrain" / f"{n:05d}" / "seed_0" / "curves.csv"
     assert retrain.main(args) == 0
     straight = read_csv(curves)
-    real_fit = retrain.fit
+    real_fit = retrain_seed.fit
 
     def fit_then_ctrl_c(*a, on_epoch, **kw):
         def hook(r):
@@ -306,9 +306,9 @@ def test_resumed_retrain_equals_uninterrupted(smoke_copy: Path, monkeypatch: pyt
                 raise KeyboardInterrupt
         return real_fit(*a, on_epoch=hook, **kw)
 
-    monkeypatch.setattr(retrain, "fit", fit_then_ctrl_c)
+    monkeypatch.setattr(retrain_seed, "fit", fit_then_ctrl_c)
     assert retrain.main([*args, "--fresh"]) == 130
-    monkeypatch.setattr(retrain, "fit", real_fit)
+    monkeypatch.setattr(retrain_seed, "fit", real_fit)
     assert retrain.main(args) == 0
     resumed = read_csv(curves)
     keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
@@ -361,13 +361,13 @@ def test_retrain_eta_counts_every_run_still_to_come(smoke_copy: Path, monkeypatc
     """2 trials x 2 seeds: the first run's total ETA covers 3 more runs, the last run's none."""
     later: list[tuple[str, int]] = []
 
-    class Recording(retrain.Progress):
+    class Recording(retrain_seed.Progress):
         def __init__(self, label: str, epochs: int, **kw) -> None:  # type: ignore[no-untyped-def]
             if epochs:  # a training run (a test pass has 0 epochs)
                 later.append((label, kw.get("later_runs", 0)))
             super().__init__(label, epochs, **kw)
 
-    monkeypatch.setattr(retrain, "Progress", Recording)
+    monkeypatch.setattr(retrain_seed, "Progress", Recording)
     a, b = best(smoke_copy, 2)
     args = [str(smoke_copy), "--trial", str(a), "--trial", str(b), "--seeds", "2", "--epochs", "1", "--device", "cpu"]
     assert retrain.main(args) == 0

@@ -12,7 +12,9 @@ from search.config import DataConfig
 from search.data.datasets import make_loaders
 from search.study.stop import StopRequested
 from search.config import TrainSpec
-from search.trainer import compiled, fit, make_optimizer, make_schedule, native_bf16, use_amp
+from search.device import compiled, native_bf16, use_amp
+from search.optim import make_optimizer, make_schedule
+from search.trainer import fit
 
 SPEC = ArchSpec.from_dict({"stages": 2, "blocks": [1, 1], "width": 8, "num_classes": 4, "input_size": 16})
 DATA = DataConfig(dataset="synthetic", synthetic_train=160, synthetic_test=40, synthetic_classes=4,

@@ -27,7 +27,8 @@ from ..cli import main_guard
 from ..data.datasets import NORMALISATION, ImageDataset, Split, loader_workers
 from ..errors import UserError
 from ..progress import Progress
-from ..trainer import predict, resolve_device
+from ..device import resolve_device
+from ..trainer import predict
 from .evaluate import ensemble_probs
 
 

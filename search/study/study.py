@@ -22,7 +22,7 @@ from ..errors import UserError
 from ..trials import INTERRUPTED
 from .identity import check_and_record
 from ..storage import (GRACE_S, HEARTBEAT_S, MAX_RETRY, RetryCallback, make_storage,
-                      rdb_storage, redact_url, trial_id)
+                      rdb_storage, redact_url, trial_id, with_heartbeat)
 
 S = optuna.trial.TrialState
 
@@ -205,10 +205,7 @@ def fail_orphans(study: optuna.Study, grace_s: int, now: datetime.datetime | Non
     running = study.get_trials(deepcopy=False, states=(S.RUNNING,))
     if not running:
         return []
-    query = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
-        sqlalchemy.bindparam("ids", expanding=True))  # Optuna's own table (optuna.storages._rdb.models)
-    with storage.engine.connect() as conn:
-        beating = {row[0] for row in conn.execute(query, {"ids": [trial_id(t) for t in running]})}
+    beating = with_heartbeat(storage, [trial_id(t) for t in running])
     now = now or datetime.datetime.now()  # Optuna stores local times without a zone
     out = []
     for t in running:

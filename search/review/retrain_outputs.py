@@ -1,0 +1,190 @@
+"""The files a retrain writes beside its models: metrics, CSV tables, ensembles, predictions, ONNX, the summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from blocks import ArchSpec
+from blocks.atomic import atomic_text, atomic_write_text
+
+from ..errors import UserError
+from . import evaluate as ev
+from .results import StudyResults
+
+if TYPE_CHECKING:
+    from .retrain import Plan
+
+TEST_SETS = {"cifar10": "CIFAR-10 test batch", "tiny_imagenet": "Tiny ImageNet official val",
+             "synthetic": "synthetic test split", "imagefolder": "image folder test/ (or val/)"}
+
+
+
+@dataclass
+class SeedRun:
+    """One trained and tested model."""
+
+    folder: Path
+    seed: int
+    metrics: dict[str, Any]
+    probs: torch.Tensor  # test-set softmax, (images, classes)
+    labels: torch.Tensor
+    tta: dict[str, Any] | None = None  # test metrics on the flip-averaged softmax, with retrain.tta
+    probs_tta: torch.Tensor | None = None
+    unlabeled: torch.Tensor | None = None  # softmax over the unlabeled split, with --predict
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def write_run_files(run: SeedRun, names: tuple[str, ...], facts: dict[str, Any]) -> None:
+    """metrics.json, per_class.csv, confusion.csv and curves.csv of one seed run."""
+    m = run.metrics
+    doc = {**facts, "test": _scalars(m), **({"test_tta": _scalars(run.tta)} if run.tta else {}),
+           "confusion": m["confusion"], "per_class": m["per_class"], "history": run.history}
+    atomic_write_text(run.folder / "metrics.json", json.dumps(ev.jsonable(doc), indent=1))
+    ev.write_per_class_csv(run.folder / "per_class.csv", [m["per_class"]])
+    ev.write_confusion_csv(run.folder / "confusion.csv", m["confusion"], names)
+    if run.history:  # an ensemble has no training curves of its own
+        ev.write_curves_csv(run.folder / "curves.csv", run.history)
+
+
+def _scalars(m: dict[str, Any]) -> dict[str, Any]:
+    """The scalar test metrics of one run (no confusion matrix or per-class rows)."""
+    return {k: m[k] for k in ("n", "top1", "top5", "loss") if k in m}
+
+
+def write_trial_summary(res: StudyResults, plan: Plan, runs: list[SeedRun], on_val: bool, folder: Path) -> None:
+    """The trial's metrics.json (mean and std over seeds) and per_class.csv."""
+    seed0 = json.loads((runs[0].folder / "run.json").read_text())
+    doc = {"study": res.name, "trial": plan.number, **plan.record, "arch": plan.spec.to_dict(),
+           "train": plan.train.to_dict(), "epochs": plan.train.epochs, "train_on_val": on_val,
+           "trained_on": {k: seed0.get(k) for k in ("dataset", "train_images", "images", "subset", "image_size")},
+           "augment": seed0.get("augment"), "test_set": test_set_name(res.cfg, len(runs[0].labels)),
+           "test": ev.summarise_seeds([r.metrics for r in runs]),
+           **({"test_tta": ev.summarise_seeds([r.tta for r in runs])} if all(r.tta for r in runs) else {}),
+           "seeds": [{"seed": r.seed, "folder": r.folder.name, **brief([r])} for r in runs]}
+    atomic_write_text(folder / "metrics.json", json.dumps(ev.jsonable(doc), indent=1))
+    ev.write_per_class_csv(folder / "per_class.csv", [r.metrics["per_class"] for r in runs])
+
+
+def write_ensemble(res: StudyResults, runs: dict[int, list[SeedRun]], out: Path,
+                   unlabeled: list[Path] | None) -> dict[str, Any]:
+    """Average the members' softmax per seed index; write ensemble_<a>-<b>/ next to the single models."""
+    members = sorted(runs)
+    folder = out / f"ensemble_{'-'.join(map(str, members))}"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = res.class_names(runs[members[0]][0].probs.shape[1])
+    per_seed, per_seed_tta = [], []
+    for k in range(min(len(r) for r in runs.values())):
+        group = [runs[n][k] for n in members]
+        labels = group[0].labels
+        if any(not torch.equal(g.labels, labels) for g in group):
+            raise RuntimeError("ensemble members were tested on different images")
+        probs = ev.ensemble_probs([g.probs for g in group])
+        metrics = ev.classification_metrics(probs, labels, names)
+        run = SeedRun(folder / f"seed_{k}", group[0].seed, metrics, probs, labels)
+        if all(g.probs_tta is not None for g in group):
+            run.tta = ev.classification_metrics(ev.ensemble_probs([g.probs_tta for g in group]), labels, names)
+        per_seed_tta.append(run.tta)
+        run.folder.mkdir(exist_ok=True)
+        facts = {"study": res.name, "members": members, "seed_index": k,
+                 "member_top1": {str(g.folder.parent.name): g.metrics["top1"] for g in group}}
+        write_run_files(run, names, facts)
+        if unlabeled is not None:
+            mean = ev.ensemble_probs([g.unlabeled for g in group])
+            write_predictions(run.folder / "predictions.csv", unlabeled, mean, names)
+        per_seed.append(metrics)
+    doc = {"study": res.name, "members": members, "method": "mean of the members' softmax probabilities",
+           "test": ev.summarise_seeds(per_seed),
+           "members_test": {str(n): ev.summarise_seeds([r.metrics for r in runs[n]]) for n in members}}
+    tta = per_seed_tta if all(per_seed_tta) else []
+    if tta:
+        doc["test_tta"] = ev.summarise_seeds(tta)
+    atomic_write_text(folder / "metrics.json", json.dumps(ev.jsonable(doc), indent=1))
+    ev.write_per_class_csv(folder / "per_class.csv", [m["per_class"] for m in per_seed])
+    return {"folder": str(folder), **_brief_metrics(per_seed), **_brief_metrics(tta, "_tta")}
+
+
+def write_predictions(path: Path, files: list[Path], probs: torch.Tensor, names: tuple[str, ...]) -> None:
+    """predictions.csv: one row per unlabeled image, its file name and predicted class (wnid)."""
+    pred = probs.argmax(1).tolist()
+    with atomic_text(path) as f:
+        w = csv.writer(f)
+        w.writerow(["file", "wnid"])
+        for p, k in zip(files, pred, strict=True):
+            w.writerow([Path(p).name, names[k]])
+
+
+def export_onnx(model: torch.nn.Module, spec: ArchSpec, path: Path) -> None:
+    """model.onnx taking (batch, channels, H, W) normalised images, returning logits; batch is dynamic."""
+    model = model.cpu().float().eval().to(memory_format=torch.contiguous_format)
+    x = torch.zeros(2, spec.in_channels, spec.input_size, spec.input_size)
+    batch = torch.export.Dim("batch", min=1)
+    torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["logits"],
+                      dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+
+
+def need_onnx() -> None:
+    """Refuse --onnx up front (before hours of training) when the exporter's packages are missing."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise UserError(f"--onnx needs the onnx exporter's packages ({e.name} is missing): "
+                        f"pip install onnx onnxscript") from None
+
+
+def test_set_name(cfg: Any, n: int) -> str:
+    """Which held-out images the test numbers come from."""
+    return f"{TEST_SETS.get(cfg.data.dataset, cfg.data.dataset)} ({n:,} images)"
+
+
+def brief(runs: list[SeedRun]) -> dict[str, Any]:
+    """Test top-1 (top-5) mean and std over the runs of one trial, plain and (top1_tta ...) with flip TTA."""
+    tta = [r.tta for r in runs] if all(r.tta for r in runs) else []
+    return {**_brief_metrics([r.metrics for r in runs]), **_brief_metrics(tta, "_tta")}
+
+
+def _brief_metrics(metrics: list[dict[str, Any]], suffix: str = "") -> dict[str, Any]:
+    """{'top1': mean, 'top1_std': std, ...} for the scalar test metrics (keys + suffix)."""
+    out: dict[str, Any] = {}
+    for key, stats in (ev.summarise_seeds(metrics) if metrics else {}).items():
+        out[f"{key}{suffix}"], out[f"{key}{suffix}_std"] = stats["mean"], stats["std"]
+    return out
+
+
+def summary_lines(res: StudyResults, plans: list[Plan], runs: dict[int, list[SeedRun]],
+                  ensemble: dict[str, Any] | None) -> str:
+    """The table printed at the end: search accuracy next to test accuracy (mean +- std over seeds)."""
+
+    def pm(b: dict[str, Any], key: str) -> str:
+        if key not in b:
+            return "-"
+        return f"{b[key]:.4f}" + (f" ± {b[f'{key}_std']:.4f}" if b.get(f"{key}_std") is not None else "")
+
+    n = len(runs[plans[0].number][0].labels)
+    lines = [f"test set: {test_set_name(res.cfg, n)}; 'plain' = one pass, 'flip TTA' = mean softmax of each "
+             f"image and its mirror"]
+    for p in plans:
+        lines.append(f"trial {p.number} trained on {_recipe_of(runs[p.number][0])}")
+    lines.append(f"{'trial':>6}  {'search val_acc':>14}  {'test top-1 plain':>17}  {'top-1 flip TTA':>17}  "
+                 f"{'test top-5 plain':>17}  {'params':>9}  folder")
+    for p in plans:
+        b = brief(runs[p.number])
+        val = p.record.get("val_acc")
+        lines.append(f"{p.number:>6}  {val if val is None else f'{val:.4f}':>14}  {pm(b, 'top1'):>17}  "
+                     f"{pm(b, 'top1_tta'):>17}  {pm(b, 'top5'):>17}  {p.record['params']:>9,}  "
+                     f"{runs[p.number][0].folder.parent}")
+    if ensemble is not None:
+        lines.append(f"{'ens.':>6}  {'':>14}  {pm(ensemble, 'top1'):>17}  {pm(ensemble, 'top1_tta'):>17}  "
+                     f"{pm(ensemble, 'top5'):>17}  {'':>9}  {ensemble['folder']}")
+    return "\n".join(lines)
+
+
+def _recipe_of(run: SeedRun) -> str:
+    """The recipe line recorded in a seed run's metrics.json."""
+    return json.loads((run.folder / "metrics.json").read_text()).get("recipe", "?")

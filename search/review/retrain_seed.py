@@ -1,0 +1,175 @@
+"""One seed run of a retrained trial: train it (or resume, or reuse the saved model), test it once, write its files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+import blocks
+from blocks import build
+from blocks.atomic import atomic_write, atomic_write_text
+from blocks.io import UnreadableFile, safe_load
+
+from ..errors import UserError
+from ..progress import Progress
+from ..trainer import EpochResult, fit, predict, resumable_epochs, seed_everything
+from . import evaluate as ev
+from . import recipe
+from .results import StudyResults
+from .retrain_outputs import SeedRun, export_onnx, test_set_name, write_predictions, write_run_files
+
+if TYPE_CHECKING:
+    from .retrain import Plan
+
+SEED_STRIDE = 1000  # retrain seed k of a trial trains with the trial's search seed + k * SEED_STRIDE
+Log = Callable[[str], None]
+
+
+def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: torch.device, folder: Path,
+                   unlabeled: list[Path] | None, onnx: bool, log: Log, later_runs: int = 0) -> SeedRun:
+    """Train (or resume, or reuse) seed run k of one trial, test it and write its files.
+
+    `later_runs`: seed runs still to come after this one (every trial's), for the total ETA.
+    """
+    from ..data.augment import DEFAULT_POLICY, policy_steps
+    from ..data.datasets import make_loaders
+
+    cfg, spec, train = res.cfg, plan.spec, plan.train
+    seed = plan.seed + k * SEED_STRIDE
+    run_dir = folder / f"seed_{k}"
+    steps = cfg.retrain.augment if cfg.retrain.augment is not None else policy_steps(
+        cfg.augment, train.augment_policy or DEFAULT_POLICY)
+    loaders = make_loaders(cfg.data, steps, train.batch_size, seed=seed, device=device.type, test=True,
+                           train_on_val=on_val, where=f"{cfg.path}: augment")
+    facts = recipe.trained_on(loaders, cfg.data, on_val)
+    _claim(run_dir, {"study": res.name, "trial": plan.number, "seed": seed, "epochs": train.epochs,
+                     "train_on_val": on_val, **facts, "augment": steps, "arch": spec.to_dict(),
+                     "train": train.to_dict()})
+    tag = f"[trial {plan.number} seed {k}]"
+    log(f"{tag} {recipe.describe(train, steps, facts)}")
+    model, history = _trained_model(res, plan, k, seed, run_dir, loaders, on_val, device, tag, log, later_runs)
+    run = _tested(model, loaders, train.amp, cfg.retrain.tta, device, run_dir, seed, history, tag, log)
+    names = loaders.info.class_names or tuple(str(c) for c in range(run.probs.shape[1]))
+    write_run_files(run, names, {"study": res.name, "trial": plan.number, "seed": seed, "epochs": train.epochs,
+                                 "train_on_val": on_val, "trained_on": facts, "augment": steps,
+                                 "recipe": recipe.describe(train, steps, facts), "train": train.to_dict(),
+                                 "weights": "EMA" if train.ema is not None else "last step",
+                                 "test_set": test_set_name(cfg, len(run.labels))})
+    if unlabeled is not None:
+        run.unlabeled = _predict_unlabeled(model, cfg, unlabeled, 2 * train.batch_size, train.amp, device)
+        write_predictions(run_dir / "predictions.csv", unlabeled, run.unlabeled, names)
+    if onnx:
+        export_onnx(model, spec, run_dir / "model.onnx")
+    metrics = run.metrics
+    top5 = f" top-5 {metrics['top5']:.4f}" if "top5" in metrics else ""
+    tta = f"; flip TTA top-1 {run.tta['top1']:.4f}" if run.tta else ""
+    log(f"{tag} test top-1 (plain) {metrics['top1']:.4f}{top5}{tta} -> {run_dir}")
+    return run
+
+
+def _trained_model(res: StudyResults, plan: Plan, k: int, seed: int, run_dir: Path, loaders: Any, on_val: bool,
+                   device: torch.device, tag: str, log: Log, later_runs: int) -> tuple[torch.nn.Module, list[dict]]:
+    """The seed run's model and training history: the saved model.pt when there is one, else trained now."""
+    model_path = run_dir / "model.pt"
+    if not model_path.is_file():
+        return _train(res, plan, seed, run_dir, loaders, on_val, device, tag, log, later_runs)
+    log(f"{tag} already trained ({model_path}); testing the saved model")
+    try:
+        model = blocks.load(model_path, device)
+    except ValueError as e:
+        raise UserError(f"{e}; delete it (or rerun with --fresh) to train seed {k} of trial {plan.number} "
+                        f"again") from None
+    (run_dir / "train_state.pt").unlink(missing_ok=True)  # left by a stop between saving and cleaning up
+    return model, model.extra["history"]
+
+
+def _train(res: StudyResults, plan: Plan, seed: int, run_dir: Path, loaders: Any, on_val: bool,
+           device: torch.device, tag: str, log: Log, later_runs: int) -> tuple[torch.nn.Module, list[dict]]:
+    """Train the seed run to its end (resuming train_state.pt), save it as model.pt; the model and its history."""
+    spec, train = plan.spec, plan.train
+    seed_everything(seed)
+    model = build(spec)
+    state = run_dir / "train_state.pt"
+    done = resumable_epochs(state, model, train, lambda why: log(f"{tag} {why}; training restarts from epoch 1"))
+    if done:
+        log(f"{tag} resuming from epoch {done} of {train.epochs} ({state})")
+
+    def on_epoch(r: EpochResult) -> None:
+        progress.close()
+        if r.epoch <= done:
+            return  # fit replays the epochs it resumed past; they were logged when they ran
+        val = "" if on_val else f" val_acc {r.val_acc:.4f}"
+        log(f"{tag} epoch {r.epoch}/{train.epochs} loss {r.train_loss:.4f} train_acc {r.train_acc:.4f}{val} "
+            f"({r.image_size}px, {r.time_s:.1f}s)")
+
+    progress = Progress(tag[1:-1], train.epochs, run_name="run", total_name="retrain", later_runs=later_runs,
+                        log=log)
+    results = fit(model, loaders.train, None if on_val else loaders.val, train, device, on_epoch=on_epoch,
+                  checkpoint=state, native_size=loaders.info.image_size, seed=seed, on_batch=progress)
+    history = [dataclasses.asdict(h) for h in results]
+    info = loaders.info
+    blocks.save(run_dir / "model.pt", model, spec, extra={
+        "study": res.name, "trial": plan.number, "seed": seed, "epochs": train.epochs, "train_on_val": on_val,
+        "train": train.to_dict(), "dataset": res.cfg.data.dataset, "class_names": list(info.class_names),
+        "mean": list(info.mean), "std": list(info.std), "image_size": info.image_size, "history": history})
+    state.unlink(missing_ok=True)  # the finished model is the result; the optimizer state is not needed
+    return model, history
+
+
+def _tested(model: torch.nn.Module, loaders: Any, amp: bool | str, tta: bool, device: torch.device, run_dir: Path,
+            seed: int, history: list[dict], tag: str, log: Log) -> SeedRun:
+    """The seed run tested once on the test split: plain, and flip-averaged with retrain.tta."""
+    probs, labels = _test(model, loaders.test, device, amp, run_dir, tag, log)
+    names = loaders.info.class_names
+    run = SeedRun(run_dir, seed, ev.classification_metrics(probs, labels, names), probs, labels, history=history)
+    if tta:
+        run.probs_tta = predict(model, loaders.test, device, amp, tta=True)[0]
+        run.tta = ev.classification_metrics(run.probs_tta, labels, names)
+    return run
+
+
+def _predict_unlabeled(model: torch.nn.Module, cfg: Any, files: list[Path], batch: int, amp: bool | str,
+                       device: torch.device) -> torch.Tensor:
+    """Softmax over the unlabeled test images (--predict)."""
+    from ..data.datasets import make_predict_loader
+
+    loader = make_predict_loader(cfg.data, files, batch, device=device.type)
+    return predict(model, loader, device, amp)[0]
+
+
+def _test(model: torch.nn.Module, loader: Any, device: torch.device, amp: bool, run_dir: Path, tag: str,
+          log: Log) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test-set softmax and labels; reused from test_probs.pt when it is newer than model.pt (nothing new to test)."""
+    cache, model_path = run_dir / "test_probs.pt", run_dir / "model.pt"
+    if cache.is_file() and model_path.is_file() and cache.stat().st_mtime >= model_path.stat().st_mtime:
+        try:
+            stored = safe_load(cache)
+            probs, labels = stored["probs"], stored["labels"]
+            usable = isinstance(probs, torch.Tensor) and isinstance(labels, torch.Tensor)
+        except (UnreadableFile, OSError, TypeError, KeyError) as e:
+            log(f"{tag} cannot read the stored test results {cache} ({e}); testing the model again")
+            usable = False
+        if usable and len(labels) == len(loader.dataset):
+            log(f"{tag} reusing the stored test results ({cache})")
+            return probs, labels
+    probs, labels = predict(model, loader, device, amp, on_batch=Progress(tag[1:-1], 0, log=log))
+    atomic_write(cache, lambda f: torch.save({"probs": probs, "labels": labels}, f))
+    return probs, labels
+
+
+def _claim(run_dir: Path, settings: dict[str, Any]) -> None:
+    """Record what this run folder trains; refuse to resume or reuse one made with other settings."""
+    path = run_dir / "run.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = [k for k in settings if old.get(k) != json.loads(json.dumps(settings[k]))]
+        if diff:
+            was = ", ".join(f"{k}={old.get(k)!r}" for k in diff if k not in ("arch", "train")) or ", ".join(diff)
+            raise UserError(f"{run_dir} was retrained with other settings ({was}); rerun with those options to "
+                            f"resume or reuse it, or pass --fresh to start over")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(settings, indent=1))

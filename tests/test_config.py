@@ -14,7 +14,7 @@ from search import run
 from search.config import load_config
 from search.space import sample
 from search.study.study import make_sampler, open_study
-from test_workers import ROOT, write_space
+from tests.helpers.spaces import ROOT, write_space
 
 BAD = {  # name: (--set values, what the one line must say)
     "negative momentum": (["train.momentum=-0.5"], "train.momentum -0.5: expected in [0, 1)"),

@@ -16,8 +16,8 @@ from search.cli import LINE_MAX, bounded
 from search.config import load_config
 from search.errors import shown
 from search.yaml_load import MAX_NODES
-from test_workers import SPACE, write_space
-from fixtures import make_imagefolder
+from tests.helpers.datasets import make_imagefolder
+from tests.helpers.spaces import SPACE, write_space
 
 SETS = {  # name: (command-line arguments after the YAML, what the one line must say)
     "NaN latency budget": (["--set", "budget.latency_ms=.nan"], "budget.latency_ms: expected a finite number, got nan"),

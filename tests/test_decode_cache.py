@@ -17,7 +17,7 @@ from search.data import decode_cache
 from search.data.batches import ArrayBatches
 from search.data.datasets import DataConfig, make_loaders
 from search.errors import UserError
-from tests.fixtures import make_imagefolder, make_tiny_imagenet
+from tests.helpers.datasets import make_imagefolder, make_tiny_imagenet
 
 
 def cached(root: Path) -> list[Path]:

@@ -9,7 +9,7 @@ import pytest
 
 from search.data import decode_cache
 from search.data.datasets import DataConfig, make_loaders
-from tests.fixtures import make_imagefolder
+from tests.helpers.datasets import make_imagefolder
 
 
 def tree(root: Path) -> dict[str, int]:

@@ -12,8 +12,8 @@ from search import dryrun, run
 from search.data import datasets as data
 from search.data import decode_cache
 from search.trainer import TrainSpec
-from tests.fixtures import make_cifar10, make_imagefolder
-from tests.test_search import PRUNING_SPACE, write_space
+from tests.helpers.datasets import make_cifar10, make_imagefolder
+from tests.helpers.spaces import PRUNING_SPACE, write_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ArchSpec(stages=2, blocks=(1, 1), width=8, input_size=12)
@@ -82,14 +82,14 @@ def test_the_dry_run_writes_no_decoded_image_cache(tmp_path: Path, monkeypatch: 
     space = {**PRUNING_SPACE, "data": {"dataset": "imagefolder", "root": str(root), "num_workers": 0,
                                        "val_fraction": 0.25}}
     before = files_under(root)
-    lines = dry(write_space(tmp_path, space))
+    lines = dry(write_space(tmp_path, base=space))
     assert "(9 training + 3 validation images)" in lines[-1]  # counted without decoding
     assert files_under(root) == before and files_under(decode_cache.default_dir()) == []
 
 
 def test_drawing_stops_at_its_time_limit_with_a_note(tmp_path: Path) -> None:
     clock = Clock(step=dryrun.DRAW_S / 5)  # each draw reads the clock once: 5 draws fit in the limit
-    lines = dry(write_space(tmp_path, PRUNING_SPACE), clock=clock)
+    lines = dry(write_space(tmp_path, base=PRUNING_SPACE), clock=clock)
     assert lines[0].startswith(f"dry run of {tmp_path / 'space.yaml'}: 5 designs drawn at random")
     assert lines[1] == (f"note: drawing stopped at its {dryrun.DRAW_S:.0f} s limit after 5 of 20 designs "
                         f"(--dry-run-samples); the figures below are from those")
@@ -100,7 +100,7 @@ def test_a_huge_training_batch_is_timed_in_part(tmp_path: Path, monkeypatch: pyt
     timing = dryrun.time_training(SMALL, TrainSpec(batch_size=20_000_000), torch.device("cpu"),
                                   clock=Clock(step=1e-4))
     assert timing.batch == 40 and timing.s_per_img > 0
-    lines = dry(write_space(tmp_path, PRUNING_SPACE), "--set", "train.batch_size=20000000",
+    lines = dry(write_space(tmp_path, base=PRUNING_SPACE), "--set", "train.batch_size=20000000",
                 probe=lambda s, t, d: dryrun.Timing(0.002, 40))
     assert lines[-2].endswith("on cpu (timed at batch 40 of 20,000,000, scaled per image)")
 
@@ -125,6 +125,6 @@ def test_a_design_the_probe_cannot_run_is_one_line(failure: object, said: str, t
             return dryrun.time_training(spec, train, device)
         raise failure
 
-    lines = dry(write_space(tmp_path, PRUNING_SPACE), probe=probe)
+    lines = dry(write_space(tmp_path, base=PRUNING_SPACE), probe=probe)
     assert lines[-1].startswith("probe: a typical design (") and said in lines[-1]
     assert lines[-1].endswith("; no duration estimate") and not any("expected duration" in ln for ln in lines)

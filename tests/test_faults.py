@@ -31,9 +31,10 @@ from search.study.study import fail_orphans
 from search.trainer import TrainSpec, fit, seed_everything
 from search.trials import INTERRUPTED, RESUMED_FROM, RETRY_OF, WORKER
 from search.study.stop import Signals, Stop, StopRequested
-from tests.fixtures import corrupt_one, make_imagefolder
-from tests.hostile import full_disk_at
-from test_workers import FAST_HEARTBEAT, check_finished_study, records, wait_for, write_space
+from tests.helpers.datasets import corrupt_one, make_imagefolder
+from tests.helpers.hostile import full_disk_at
+from tests.helpers.spaces import FAST_HEARTBEAT, write_space
+from tests.helpers.studies import check_finished_study, records, retry_of, study_at, wait_for
 
 S = optuna.trial.TrialState
 # Many short epochs: a trial lasts a few seconds, so a test can stop it with epochs done and epochs to go.
@@ -91,22 +92,6 @@ def pending(pid: int, sig: int) -> bool:
         if line.startswith("ShdPnd:"):
             return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
     return False
-
-
-def study_at(results: Path) -> optuna.Study:
-    """The study of a results folder (default SQLite storage)."""
-    return optuna.load_study(study_name="space", storage=f"sqlite:///{results / 'study.db'}")
-
-
-def retry_of(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
-    """The finished trial that retried trial `number`, checked to be linked to it and to continue it."""
-    original = study.trials[number]
-    retries = [t for t in study.get_trials() if t.user_attrs.get(RETRY_OF) == number and t.state == S.COMPLETE]
-    assert len(retries) == 1, f"trial {number} retried {len(retries)} times"
-    retry = retries[0]
-    assert retry.system_attrs["failed_trial"] == number  # Optuna's own link, as RetryFailedTrialCallback makes it
-    assert retry.params == original.params and retry.user_attrs["seed"] == original.user_attrs["seed"]
-    return retry
 
 
 @pytest.fixture

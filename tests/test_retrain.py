@@ -22,22 +22,13 @@ from search.review import retrain
 from search.review.results import open_results
 from search.trainer import predict
 
-from tests.fixtures import make_tiny_imagenet
+from tests.helpers.datasets import make_tiny_imagenet
+from tests.helpers.studies import best, quickest
+
 
 def load_test_set(results: Path) -> torch.utils.data.DataLoader:
     """The smoke study's test-set loader, as retrain builds it (no augmentation on test images)."""
     return make_loaders(open_results(results).cfg.data, [], 64, seed=0, test=True).test
-
-
-def best(results: Path, k: int) -> list[int]:
-    """The k best complete trials of a study."""
-    return [t.number for t in open_results(results).complete()[:k]]
-
-
-def quickest(results: Path) -> int:
-    """The complete trial whose search epochs took the least time (to keep multi-epoch tests short)."""
-    done = open_results(results).complete()
-    return min(done, key=lambda t: sum(t.user_attrs["epoch_times_s"])).number
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -18,43 +15,17 @@ from search.config import load_config
 from search.rules import arch_violation, module_violation
 from search.space import MIN_WIDTH, fill_widths, sample, solve_width
 from search.trials import REJECTED
+from tests.helpers.spaces import PRUNING_SPACE, write_space
+from tests.helpers.studies import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 S = optuna.trial.TrialState
-
-# Built to show pruning: the random sampler draws some learning rates so small that a trial
-# learns nothing in its first epoch, and the median pruner stops it.
-PRUNING_SPACE = {
-    "data": {"dataset": "synthetic", "synthetic_train": 400, "synthetic_test": 60, "synthetic_size": 12,
-             "num_workers": 0},
-    "budget": {"params": 20_000},
-    "space": {"stages": {"int": [1, 2]}, "blocks": 1, "width": "solve", "fill": {"float": [0.5, 1.0]}},
-    "train": {"epochs": 3, "batch_size": 32, "lr": {"choice": [0.2, 1.0e-6]}, "schedule": "constant"},
-    "augment": [{"HorizontalFlip": {"p": 0.5}}],
-    "search": {"n_trials": 5, "sampler": "random", "pruner": "median", "pruner_startup_trials": 1,
-               "pruner_warmup_epochs": 0, "seed": 0},
-}
-
-
-def write_space(tmp: Path, space: dict, name: str = "space.yaml") -> Path:
-    """Write a space dict as YAML and return its path."""
-    path = tmp / name
-    path.write_text(yaml.safe_dump(space))
-    return path
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run `python -m search.run ...` as a user would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
 
 @pytest.fixture(scope="module")
 def pruning_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, optuna.Study]:
     """A finished smoke search of 5 trials in a temporary results folder."""
     tmp = tmp_path_factory.mktemp("search")
-    path = write_space(tmp, PRUNING_SPACE)
+    path = write_space(tmp, base=PRUNING_SPACE)
     assert run.main([str(path), "--results-dir", str(tmp / "results")]) == 0
     results = tmp / "results" / "space"
     assert not (results / "study.db-wal").exists(), "the search closed its connections: study.db is whole"
@@ -93,7 +64,7 @@ def test_rerun_resumes_and_only_runs_what_is_left(pruning_study: tuple[Path, opt
                                                   capsys: pytest.CaptureFixture) -> None:
     results, study = pruning_study
     before = {t.number: (t.state, t.values) for t in study.get_trials()}
-    path = write_space(results.parent.parent, PRUNING_SPACE)
+    path = write_space(results.parent.parent, base=PRUNING_SPACE)
     assert run.main([str(path), "--results-dir", str(results.parent)]) == 0
     assert "nothing to run" in capsys.readouterr().out
     assert len(study.get_trials()) == len(before)
@@ -200,7 +171,7 @@ def test_bad_config_is_one_clear_line(case: str, tmp_path: Path) -> None:
                 space[section] = values
         else:
             space[section] = values
-    path = write_space(tmp_path, space)
+    path = write_space(tmp_path, base=space)
     out = cli(str(path), "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
@@ -253,7 +224,7 @@ def test_latency_budget_rejects_by_a_probe_and_trials_record_their_cost(tmp_path
     space = {**PRUNING_SPACE, "budget": {"params": 20_000, "latency_ms": 8.0, "latency_batch": 8},
              "train": {**PRUNING_SPACE["train"], "lr": 0.1, "epochs": 1},
              "search": {**PRUNING_SPACE["search"], "n_trials": 3, "pruner": "none"}}
-    assert run.main([str(write_space(tmp_path, space)), "--results-dir", str(tmp_path / "r")]) == 0
+    assert run.main([str(write_space(tmp_path, base=space)), "--results-dir", str(tmp_path / "r")]) == 0
     study = optuna.load_study(study_name="space", storage=f"sqlite:///{tmp_path / 'r' / 'space' / 'study.db'}")
     slow = [t for t in study.trials if "latency" in t.user_attrs.get(REJECTED, "")]
     done = [t for t in study.trials if t.state == S.COMPLETE]
@@ -269,7 +240,7 @@ def test_dry_run_summarises_the_space_without_a_study(tmp_path: Path, capsys: py
     """The dry run's counts come from the sampled designs, its duration from the (injected) probe."""
     from search import dryrun
 
-    path = write_space(tmp_path, {**PRUNING_SPACE, "train": {**PRUNING_SPACE["train"], "lr": 0.1}})
+    path = write_space(tmp_path, base={**PRUNING_SPACE, "train": {**PRUNING_SPACE["train"], "lr": 0.1}})
     args = run.parse_args([str(path), "--dry-run", "--dry-run-samples", "200", "--results-dir",
                            str(tmp_path / "results")])
     cfg = run.config_from_args(args)
@@ -295,7 +266,7 @@ def test_dry_run_summarises_the_space_without_a_study(tmp_path: Path, capsys: py
 
 def test_dry_run_cli_and_fill_share_wording(tmp_path: Path) -> None:
     space = {**PRUNING_SPACE, "space": {**PRUNING_SPACE["space"], "fill": {"float": [0.05, 1.0]}}}
-    path = write_space(tmp_path, space)
+    path = write_space(tmp_path, base=space)
     proc = cli(str(path), "--dry-run", "--dry-run-samples", "100", "--results-dir", "results", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "even width 8 is over the sampled fill share" in proc.stdout  # not the hard budget

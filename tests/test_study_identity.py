@@ -11,15 +11,14 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from test_search import write_space
 
 from search import SPACES_DIR, run
 from search.config import load_config
 from search.review import retrain
 from search.study.identity import DATA_ATTR, data_difference
 from search.study.study import open_study
-from conftest import SMOKE_OVERRIDES
-from tests.fixtures import make_imagefolder
+from tests.helpers.datasets import make_imagefolder
+from tests.helpers.spaces import SMOKE_OVERRIDES, write_space
 
 FOLDER_SPACE = {  # one quick trial on 2 classes of 8 px images
     "data": {"dataset": "imagefolder", "root": "data", "val_fraction": 0.5, "num_workers": 0},
@@ -45,7 +44,7 @@ def test_resume_on_other_classes_is_refused_a_moved_dataset_is_not(tmp_path: Pat
                                                                    capsys: pytest.CaptureFixture) -> None:
     """`search.run S.yaml --data-root OTHER` onto 3 classes where the study saw 2: one line, nothing written."""
     make_imagefolder(tmp_path / "data", classes=2, per_class=4, size=(8, 8))
-    space = write_space(tmp_path, FOLDER_SPACE)
+    space = write_space(tmp_path, base=FOLDER_SPACE)
     args = [str(space), "--results-dir", str(tmp_path / "results"), "--device", "cpu"]
     assert run.main([*args, "--data-root", str(tmp_path / "data")]) == 0
     results = tmp_path / "results" / "space"
@@ -81,7 +80,7 @@ def test_an_edited_baseline_is_refused(smoke_copy: Path, capsys: pytest.CaptureF
     """A baseline's blocks [1, 2] -> [2, 2] between runs: refused in one line before anything is written."""
     raw = yaml.safe_load((SPACES_DIR / "smoke.yaml").read_text())
     raw["baselines"][0]["blocks"] = [2, 2]
-    space = write_space(smoke_copy.parent, raw, name="smoke.yaml")
+    space = write_space(smoke_copy.parent, name="smoke.yaml", base=raw)
     before = snapshot(smoke_copy)
     sets = [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
     code = run.main([str(space), "--results-dir", str(smoke_copy.parent), "--n-trials", "4", "--device", "cpu", *sets])
@@ -98,7 +97,7 @@ def _old_style(cfg) -> tuple[str, dict[str, str]]:
 
 def test_a_study_from_before_the_identity_is_accepted_and_recorded(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    cfg = load_config(write_space(tmp_path, {**FOLDER_SPACE, "data": {"dataset": "synthetic"}}))
+    cfg = load_config(write_space(tmp_path, base={**FOLDER_SPACE, "data": {"dataset": "synthetic"}}))
     old = optuna.create_study(study_name="space", storage=url, direction="maximize")
     fingerprint, sections = _old_style(cfg)
     old.set_user_attr("fingerprint", fingerprint)

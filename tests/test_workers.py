@@ -2,56 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
 import optuna
 import pytest
-import yaml
 
 from search import run
 from search.config import load_config
 from search.space import sample
 from search.storage import make_storage, redact_url
 from search.study.study import StudyLock, make_sampler
-from search.trials import REJECTED, WORKER, count_finished
+from search.trials import WORKER, count_finished
+from tests.helpers.spaces import write_space
+from tests.helpers.studies import PG_URL, check_finished_study, needs_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
-S = optuna.trial.TrialState
-PG_URL = os.environ.get("TEST_POSTGRES_URL")
-needs_postgres = pytest.mark.skipif(not PG_URL, reason="TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL "
-                                                       "server on loopback and sets it)")
-
-# Seconds per trial on a 2-core CPU: 8 px generated images, a few thousand parameters, no pruning, so
-# every trial runs all its epochs and a test can catch one in the middle.
-SPACE = {
-    "data": {"dataset": "synthetic", "synthetic_train": 160, "synthetic_test": 40, "synthetic_size": 8,
-             "synthetic_classes": 4, "num_workers": 0},
-    "budget": {"params": 6000},
-    "space": {"stages": {"int": [1, 2]}, "blocks": 1, "width": "solve", "fill": {"float": [0.6, 1.0]}},
-    "train": {"epochs": 3, "batch_size": 32, "lr": {"float": [0.05, 0.2], "log": True}, "schedule": "constant"},
-    "augment": [{"HorizontalFlip": {"p": 0.5}}],
-    "search": {"n_trials": 4, "sampler": "random", "pruner": "none", "seed": 1},
-}
-FAST_HEARTBEAT = ["--heartbeat", "1", "--grace", "3"]  # a dead worker's trial is retried within seconds
-
-
-def write_space(folder: Path, changes: dict | None = None, name: str = "space.yaml") -> Path:
-    """SPACE (with `changes` merged into its sections) as a YAML file."""
-    space = json.loads(json.dumps(SPACE))
-    for section, values in (changes or {}).items():
-        space[section] = {**space[section], **values} if isinstance(values, dict) else values
-    path = folder / name
-    path.write_text(yaml.safe_dump(space))
-    return path
 
 
 @pytest.fixture
@@ -71,44 +43,6 @@ def procs() -> Iterator[Callable[..., subprocess.Popen]]:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)  # its own session: the workers it started go too
         p.communicate(timeout=30)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll `predicate` until it returns something truthy."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def records(*results: Path) -> dict[int, dict]:
-    """trials/<n>.json of one or more results folders, by trial number (a number in two folders fails)."""
-    out: dict[int, dict] = {}
-    for folder in results:
-        for path in sorted(folder.glob("trials/*.json")):
-            record = json.loads(path.read_text())
-            assert record["number"] not in out, f"trial {record['number']} recorded twice"
-            out[record["number"]] = record
-    return out
-
-
-def check_finished_study(study: optuna.Study, target: int, *results: Path,
-                         epochs: int = 3) -> list[optuna.trial.FrozenTrial]:
-    """Exactly `target` finished trials, none left running or waiting, each with its record; returns them."""
-    trials = study.get_trials()
-    assert count_finished(trials) == target
-    assert not [t for t in trials if t.state in (S.RUNNING, S.WAITING)]
-    numbers = [t.number for t in trials]
-    assert len(numbers) == len(set(numbers))
-    finished = [t for t in trials if t.state in (S.COMPLETE, S.PRUNED) and REJECTED not in t.user_attrs]
-    found = records(*results)
-    for t in finished:
-        assert found[t.number]["state"] == "complete" and found[t.number]["seed"] == t.user_attrs["seed"]
-        assert len(found[t.number]["epochs"]) == epochs
-    return finished
 
 
 @needs_postgres

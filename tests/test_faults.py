@@ -394,18 +394,6 @@ def test_a_failing_tell_is_written_again(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(calls) == 2 and study.trials[0].state == S.COMPLETE and study.trials[0].value == 0.5
 
 
-def test_a_sampler_that_fails_leaves_no_trial_running(tmp_path: Path) -> None:
-    class Broken(optuna.samplers.RandomSampler):
-        def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            raise OverflowError("Python int too large to convert to C long")
-
-    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}"),
-                                sampler=Broken())
-    with pytest.raises(OverflowError):
-        ask(study, study.get_trials())
-    assert [t.state for t in study.get_trials()] == [S.FAIL]
-
-
 def test_a_trial_ended_by_another_worker_is_let_go(tmp_path: Path) -> None:
     """A worker paused past --grace finds its trial failed by another: one line, no `Cannot tell a FAIL trial`."""
     study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}"))

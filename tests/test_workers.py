@@ -1,4 +1,4 @@
-"""Several workers on one study: PostgreSQL across processes, exact trial counts, bad storage and results input."""
+"""Several workers on one study: PostgreSQL across processes, exact trial counts, bad results input and flags."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from search import run
 from search.config import load_config
 from search.space import sample
-from search.storage import make_storage, redact_url
+from search.storage import make_storage
 from search.study.study import StudyLock, make_sampler
 from search.trials import WORKER, count_finished
 from tests.helpers.spaces import write_space
@@ -103,29 +103,6 @@ def test_workers_with_one_seed_draw_different_trials(sampler: str, tmp_path: Pat
     assert all(a != b for i, a in enumerate(drawn) for b in drawn[i + 1:]), drawn
     again = optuna.create_study(sampler=make_sampler(cfg), direction="maximize")
     assert draw(again) == drawn[0], "a one-worker search is reproducible from its seed"
-
-
-BAD_STORAGE = {
-    "invalid scheme": ("foo://bar", "unknown database 'foo'"),
-    "not a URL": ("no-scheme-here", "not a database URL"),
-    "unreachable server": ("postgresql://nobody@127.0.0.1:1/x", "Connection refused"),
-    "missing folder": ("sqlite:////nonexistent-folder/study.db", "cannot open"),
-}
-
-
-def test_printed_urls_hide_only_a_password() -> None:
-    assert redact_url("postgresql://search:s3cret@db:5432/search") == "postgresql://search:***@db:5432/search"
-    assert redact_url("postgresql://search@db/search") == "postgresql://search@db/search"  # copy-paste works
-    assert redact_url("sqlite:///results/x/study.db") == "sqlite:///results/x/study.db"
-
-
-@pytest.mark.parametrize("case", sorted(BAD_STORAGE))
-def test_bad_storage_is_one_line(case: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    url, expected = BAD_STORAGE[case]
-    space = write_space(tmp_path)
-    assert run.main([str(space), "--storage", url, "--results-dir", str(tmp_path / "r")]) == 2
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert len(err) == 1 and err[0].startswith("error: storage ") and expected in err[0], err
 
 
 def test_second_space_under_the_same_study_name_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

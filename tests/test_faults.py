@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -21,15 +20,13 @@ import torch
 from blocks import ArchSpec, build
 from search import run
 from search import storage as storage_mod
-from search.study import trial_loop
 from search.data.augment import DEFAULT_POLICY, policy_steps
 from search.cli import main_guard
 from search.config import load_config
 from search.data.datasets import dataset_info, make_loaders
-from search.storage import ask, make_storage
-from search.study.study import fail_orphans
+from search.storage import make_storage
 from search.trainer import TrainSpec, fit, seed_everything
-from search.trials import INTERRUPTED, RESUMED_FROM, RETRY_OF, WORKER
+from search.trials import INTERRUPTED, RESUMED_FROM, RETRY_OF
 from search.study.stop import Signals, Stop, StopRequested
 from tests.helpers.datasets import corrupt_one, make_imagefolder
 from tests.helpers.hostile import full_disk_at
@@ -132,24 +129,6 @@ def test_worker_killed_mid_trial_is_retried(tmp_path: Path, capsys: pytest.Captu
     assert retry.user_attrs[RESUMED_FROM] >= len(victim["epochs"]) + 1 >= 2, "resumed from its checkpoint"
     assert records(results)[killed.number]["retried_as"] == retry.number
     assert not list(results.glob("checkpoints/*.pt"))
-
-
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
-def test_trial_killed_before_its_first_heartbeat_is_retried(tmp_path: Path) -> None:
-    """A worker can die after its trial started but before the heartbeat thread's first write landed."""
-    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_s=1, grace_s=2)
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
-    dead, alive = study.ask(), study.ask()
-    dead.set_user_attr(WORKER, "host:1")  # the objective had started; then SIGKILL, no heartbeat row yet
-    storage.record_heartbeat(alive._trial_id)
-    assert fail_orphans(study, grace_s=2) == [], "nothing is failed within the grace period"
-    later = datetime.datetime.now() + datetime.timedelta(seconds=3)  # a clock past the grace period
-    assert fail_orphans(study, grace_s=2, now=later) == [dead.number]
-    assert fail_orphans(study, grace_s=2, now=later) == [], "failed and retried once"
-    states = {t.number: t.state for t in study.get_trials()}
-    assert states[dead.number] == S.FAIL and states[alive.number] == S.RUNNING
-    retry = [t for t in study.get_trials() if t.state == S.WAITING]
-    assert len(retry) == 1 and retry[0].system_attrs["failed_trial"] == dead.number
 
 
 def test_ctrl_c_then_rerun_resumes(tmp_path: Path, capsys: pytest.CaptureFixture, reap: None) -> None:
@@ -373,41 +352,6 @@ def test_full_disk_at_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture
     assert trial.state == S.FAIL and "cannot write checkpoint" in trial.user_attrs[INTERRUPTED]
     assert not list((results / "checkpoints").iterdir()), "the partial checkpoint is removed"
     assert records(results)[0]["state"] == "interrupted"
-
-
-def test_a_failing_tell_is_written_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The database refuses a trial's end once: it is written on the next attempt, never left RUNNING."""
-    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}"),
-                                direction="maximize")
-    tell = optuna.Study.tell
-    calls: list[int] = []
-
-    def flaky_tell(self: optuna.Study, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 1:
-            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
-        return tell(self, *args, **kwargs)
-
-    monkeypatch.setattr(optuna.Study, "tell", flaky_tell)
-    objective = type("Half", (), {"__call__": lambda self, trial: 0.5, "gave_up": False})()
-    trial_loop.run_one(study, ask(study, []), objective, Stop(), retry_s=0.0)
-    assert len(calls) == 2 and study.trials[0].state == S.COMPLETE and study.trials[0].value == 0.5
-
-
-def test_a_trial_ended_by_another_worker_is_let_go(tmp_path: Path) -> None:
-    """A worker paused past --grace finds its trial failed by another: one line, no `Cannot tell a FAIL trial`."""
-    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}"))
-    lines: list[str] = []
-
-    def paused_then_resumed(trial: optuna.Trial) -> float:
-        study._storage.set_trial_state_values(trial._trial_id, state=S.FAIL)  # another worker's stale check
-        trial.set_user_attr("val_acc_curve", [0.5])  # the resumed worker's next write
-        return 0.5
-
-    objective = type("Paused", (), {"__call__": lambda self, t: paused_then_resumed(t), "gave_up": False})()
-    trial_loop.run_one(study, ask(study, []), objective, Stop(), log=lines.append)
-    assert study.trials[0].state == S.FAIL and lines == [
-        "[trial 0] was ended by another worker (no heartbeat for the grace period); its retry continues it"]
 
 
 def test_a_trial_that_fails_on_its_data_is_not_resumed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,5 +1,5 @@
 """A study's identity: its data (classes, their names, the image size) and its baselines, checked before anything
-is written; a results folder that belongs to another study is refused."""
+is written; a results folder that belongs to another study, or a second space under one study name, is refused."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from search.config import load_config
 from search.review import retrain
 from search.study.identity import DATA_ATTR, data_difference
 from search.study.study import open_study
+from search.trials import count_finished
 from tests.helpers.datasets import make_imagefolder
 from tests.helpers.spaces import SMOKE_OVERRIDES, write_space
 
@@ -140,3 +141,19 @@ def test_a_results_folder_linked_to_another_study_is_refused(smoke_copy: Path, r
     assert snapshot(smoke_copy) == before
     names = [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{smoke_copy / 'study.db'}")]
     assert names == ["smoke"]
+
+
+def test_second_space_under_the_same_study_name_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    first = write_space(tmp_path, name="a.yaml")
+    other = write_space(tmp_path, {"budget": {"params": 5000}}, name="b.yaml")
+    common = ["--study-name", "shared", "--results-dir", str(tmp_path / "r"), "--n-trials", "1"]
+    assert run.main([str(first), *common]) == 0
+    results = tmp_path / "r" / "shared"
+    before = (results / "config.yaml").read_text(), (results / "study.db").stat().st_size
+    capsys.readouterr()
+    assert run.main([str(other), *common, "--n-trials", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "made from a different space" in err[0] and "a.yaml" in err[0], err
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{results / 'study.db'}")
+    assert len(study.get_trials()) == 1 and count_finished(study.get_trials()) == 1
+    assert (results / "config.yaml").read_text() == before[0], "the refused YAML is not saved over the study's"

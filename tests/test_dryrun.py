@@ -1,4 +1,5 @@
-"""The dry run downloads nothing, writes nothing, and bounds what its drawing and its timing probe cost."""
+"""The dry run summarises a space without a study, downloads nothing, writes nothing, and bounds what its
+drawing and its timing probe cost."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from blocks import ArchSpec
+from blocks import ArchSpec, complexity
 from search import dryrun, run
 from search.data import datasets as data
 from search.data import decode_cache
 from search.trainer import TrainSpec
 from tests.helpers.datasets import make_cifar10, make_imagefolder
 from tests.helpers.spaces import PRUNING_SPACE, write_space
+from tests.helpers.studies import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ArchSpec(stages=2, blocks=(1, 1), width=8, input_size=12)
@@ -48,6 +50,46 @@ def dry(space: Path | str, *extra: str, probe: dryrun.Probe = fixed_probe, clock
 def files_under(*folders: Path) -> list[Path]:
     """Every file under the folders (that exist)."""
     return [p for f in folders if f.exists() for p in f.rglob("*") if p.is_file()]
+
+
+def test_dry_run_summarises_the_space_without_a_study(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The dry run's counts come from the sampled designs, its duration from the (injected) probe."""
+    from search import dryrun
+
+    path = write_space(tmp_path, base={**PRUNING_SPACE, "train": {**PRUNING_SPACE["train"], "lr": 0.1}})
+    args = run.parse_args([str(path), "--dry-run", "--dry-run-samples", "200", "--results-dir",
+                           str(tmp_path / "results")])
+    cfg = run.config_from_args(args)
+    probed = []
+
+    def probe(spec: ArchSpec, train, device) -> float:
+        probed.append(complexity(spec).params)
+        return dryrun.Timing(0.002, train.batch_size)  # seconds per training image
+
+    lines = []
+    run.dry_run(args, cfg, lines.append, probe=probe)
+    assert not (tmp_path / "results").exists()  # no study, no results folder
+    designs, rejected = dryrun.sample_designs(cfg, 200, 10, 12)
+    assert lines[0].startswith(f"dry run of {path}: 200 designs drawn at random")
+    assert lines[1] == f"rejected before building: {sum(rejected.values()) / 200:.1%} ({sum(rejected.values())})"
+    params = sorted(d.params for d in designs)
+    assert probed == [params[len(params) // 2]]  # the typical design is the one of median size
+    assert all(p <= 20_000 for p in params) and f"of the {len(designs)} buildable designs" in lines[2 + len(rejected)]
+    # 5 trials x 3 epochs x (360 training + 40 validation / 3) images x 2 ms = 11.2 s
+    assert "5 trials x 3 epochs x (360 training + 40 validation images) = about 11 s on this device" in lines[-1]
+    assert any(line.startswith("depth (blocks)  1 .. 2") for line in lines)
+
+
+def test_dry_run_cli_and_fill_share_wording(tmp_path: Path) -> None:
+    space = {**PRUNING_SPACE, "space": {**PRUNING_SPACE["space"], "fill": {"float": [0.05, 1.0]}}}
+    path = write_space(tmp_path, base=space)
+    proc = cli(str(path), "--dry-run", "--dry-run-samples", "100", "--results-dir", "results", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "even width 8 is over the sampled fill share" in proc.stdout  # not the hard budget
+    assert "expected duration: 5 trials x 3 epochs" in proc.stdout and "img/s on cpu" in proc.stdout
+    assert not (tmp_path / "results").exists()
+    bad = cli(str(path), "--dry-run", "--dry-run-samples", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --dry-run-samples 0: expected 1 or more"
 
 
 @pytest.mark.parametrize("space, counts", [("cifar10_5m.yaml", "45,000 training + 5,000 validation"),

@@ -21,6 +21,7 @@ S = optuna.trial.TrialState
 PG_URL = os.environ.get("TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(not PG_URL, reason="TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL "
                                                        "server on loopback and sets it)")
+WAIT_S = 900  # a bound on waiting for a worker under any load, never a margin a test races against
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

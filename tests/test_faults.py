@@ -14,22 +14,17 @@ from typing import Callable, Iterator
 import optuna
 import pytest
 import sqlalchemy
-import torch
 
-from blocks import ArchSpec, build
 from search import run
 from search import storage as storage_mod
-from search.data.augment import DEFAULT_POLICY, policy_steps
 from search.cli import main_guard
-from search.config import load_config
-from search.data.datasets import dataset_info, make_loaders
 from search.storage import make_storage
-from search.trainer import TrainSpec, fit, seed_everything
 from search.trials import INTERRUPTED, RESUMED_FROM, RETRY_OF
 from tests.helpers.datasets import corrupt_one, make_imagefolder
 from tests.helpers.hostile import full_disk_at
 from tests.helpers.spaces import FAST_HEARTBEAT, write_space
 from tests.helpers.studies import WAIT_S, check_finished_study, records, retry_of, study_at, wait_for
+from tests.helpers.training import reproduce, same_metrics
 
 S = optuna.trial.TrialState
 # Many short epochs: a trial lasts a few seconds, so a test can stop it with epochs done and epochs to go.
@@ -211,27 +206,7 @@ def test_full_disk_stops_cleanly_and_resumes(tmp_path: Path, capsys: pytest.Capt
     check_finished_study(study, 2, results)
     retry = retry_of(study, 0)
     assert retry.user_attrs[RESUMED_FROM] == 2  # epoch 1 was saved before the record failed
-    record = records(results)[retry.number]
-    assert same_metrics(reproduce(space, record), record), "a resumed trial equals an uninterrupted run"
-
-
-def reproduce(space: Path, record: dict) -> list:
-    """Train a trial's recorded arch and train spec again with its seed on the CPU (the objective's order)."""
-    cfg = load_config(space)
-    train = TrainSpec.from_dict(record["train"])
-    torch.set_num_threads(record["threads"])
-    seed_everything(record["seed"])  # seed, build, loaders, fit: as search.objective does
-    model = build(ArchSpec.from_dict(record["arch"]))
-    steps = policy_steps(cfg.augment, train.augment_policy or DEFAULT_POLICY)
-    loaders = make_loaders(cfg.data, steps, train.batch_size, seed=record["seed"], device="cpu")
-    return fit(model, loaders.train, loaders.val, train, torch.device("cpu"),
-               native_size=dataset_info(cfg.data).image_size, seed=record["seed"])
-
-
-def same_metrics(history: list, record: dict) -> bool:
-    """Identical per-epoch validation accuracy and training loss."""
-    return ([(h.val_acc, h.train_loss) for h in history]
-            == [(e["val_acc"], e["train_loss"]) for e in record["epochs"]])
+    # that the resumed trial equals an uninterrupted run: tests/test_resume.py, case "search trial after a full disk"
 
 
 def test_trial_seed_reproduces_its_metrics(tmp_path: Path) -> None:

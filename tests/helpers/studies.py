@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -94,3 +95,9 @@ def quickest(results: Path) -> int:
     """The complete trial whose search epochs took the least time (to keep multi-epoch tests short)."""
     done = open_results(results).complete()
     return min(done, key=lambda t: sum(t.user_attrs["epoch_times_s"])).number
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -9,12 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-# spaces/smoke.yaml shrunk to seconds: its baseline, then 3 searched trials, 2 epochs each on 180 generated
-# 16 px images. The receptive-field rule rejects some samples before they are built, so the study also has rejected trials.
-SMOKE_OVERRIDES = ["data.synthetic_train=200", "data.synthetic_test=100", "data.synthetic_size=16",
-                   "data.num_workers=0", "train.epochs=2", "rules.min_receptive_field=30",
-                   "search.pruner=none"]  # all 4 trained trials complete, whatever their curves
+from tests.helpers.spaces import ROOT, SMOKE_OVERRIDES  # SMOKE_OVERRIDES: spaces/smoke.yaml shrunk to seconds
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,7 +14,7 @@ from search.baselines import baseline_arch
 from search.config import load_config
 from search.data.datasets import dataset_info
 from search.trials import BASELINE
-from test_search import PRUNING_SPACE, write_space
+from tests.helpers.spaces import PRUNING_SPACE, write_space
 
 ROOT = Path(__file__).resolve().parents[1]
 S = optuna.trial.TrialState
@@ -26,7 +26,7 @@ SPACE = {**copy.deepcopy(PRUNING_SPACE), "train": {**PRUNING_SPACE["train"], "ep
 
 
 def test_baselines_train_first_marked_and_not_counted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    path = write_space(tmp_path, SPACE)
+    path = write_space(tmp_path, base=SPACE)
     assert run.main([str(path), "--results-dir", str(tmp_path / "results")]) == 0
     out = capsys.readouterr().out
     study = optuna.load_study(study_name="space", storage=f"sqlite:///{tmp_path}/results/space/study.db")
@@ -74,7 +74,7 @@ def test_bad_baseline_is_one_line_before_any_study(tmp_path: Path, capsys: pytes
                                                     baseline: dict, message: str) -> None:
     space = copy.deepcopy(SPACE)
     space["baselines"] = [baseline]
-    path = write_space(tmp_path, space)
+    path = write_space(tmp_path, base=space)
     assert run.main([str(path), "--results-dir", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err

@@ -18,7 +18,7 @@ from search.config import DataConfig, load_config
 from search.data import datasets
 from search.errors import UserError
 from search.review import report, retrain
-from tests.fixtures import make_imagefolder
+from tests.helpers.datasets import make_imagefolder
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {  # an image-folder search of seconds: a baseline and one trial, one epoch each on 12 images of 16 px

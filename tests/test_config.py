@@ -16,7 +16,7 @@ from search.config import load_config
 from search.space import sample
 from search.study.study import make_sampler, open_study
 from search.yaml_load import MAX_NODES
-from test_workers import ROOT, write_space
+from tests.helpers.spaces import ROOT, write_space
 
 REFUSED = {  # name: (command-line arguments after the YAML, what the one `error:` line must say)
     "negative momentum": (["--set", "train.momentum=-0.5"], "train.momentum -0.5: expected in [0, 1)"),

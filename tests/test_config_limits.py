@@ -16,8 +16,8 @@ from search.cli import LINE_MAX, bounded
 from search.config import load_config
 from search.errors import shown
 from search.yaml_load import MAX_NODES
-from test_workers import SPACE, write_space
-from fixtures import make_imagefolder
+from tests.helpers.datasets import make_imagefolder
+from tests.helpers.spaces import SPACE, write_space
 
 def assert_refused(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], expected: str) -> str:
     """run.main(args) is exit 2 with one short `error:` line holding `expected`, and no study exists."""

@@ -29,7 +29,7 @@ from search.data.datasets import (
     tiny_imagenet_unlabeled_test,
 )
 from search.errors import UserError
-from tests.fixtures import corrupt_one, make_cifar10, make_imagefolder, make_tiny_imagenet
+from tests.helpers.datasets import corrupt_one, make_cifar10, make_imagefolder, make_tiny_imagenet
 
 STEPS = [
     {"PadIfNeeded": {"min_height": 40, "min_width": 40}},

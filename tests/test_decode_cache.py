@@ -18,7 +18,7 @@ from search.data.batches import ArrayBatches
 from search.config import DataConfig
 from search.data.datasets import make_loaders
 from search.errors import UserError
-from tests.fixtures import make_imagefolder, make_tiny_imagenet
+from tests.helpers.datasets import make_imagefolder, make_tiny_imagenet
 
 
 def cached(root: Path) -> list[Path]:

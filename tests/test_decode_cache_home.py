@@ -10,7 +10,7 @@ import pytest
 from search.data import decode_cache
 from search.config import DataConfig
 from search.data.datasets import make_loaders
-from tests.fixtures import make_imagefolder
+from tests.helpers.datasets import make_imagefolder
 
 
 def tree(root: Path) -> dict[str, int]:

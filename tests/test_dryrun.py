@@ -1,4 +1,5 @@
-"""The dry run downloads nothing, writes nothing, and bounds what its drawing and its timing probe cost."""
+"""The dry run summarises a space without a study, downloads nothing, writes nothing, and bounds what its
+drawing and its timing probe cost."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from blocks import ArchSpec
+from blocks import ArchSpec, complexity
 from search import dryrun, run
 from search.data import datasets as data
 from search.data import decode_cache
 from search.config import TrainSpec
-from tests.fixtures import make_cifar10, make_imagefolder
-from tests.test_search import PRUNING_SPACE, write_space
+from tests.helpers.datasets import make_cifar10, make_imagefolder
+from tests.helpers.spaces import PRUNING_SPACE, write_space
+from tests.helpers.studies import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ArchSpec(stages=2, blocks=(1, 1), width=8, input_size=12)
@@ -50,6 +52,46 @@ def files_under(*folders: Path) -> list[Path]:
     return [p for f in folders if f.exists() for p in f.rglob("*") if p.is_file()]
 
 
+def test_dry_run_summarises_the_space_without_a_study(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The dry run's counts come from the sampled designs, its duration from the (injected) probe."""
+    from search import dryrun
+
+    path = write_space(tmp_path, base={**PRUNING_SPACE, "train": {**PRUNING_SPACE["train"], "lr": 0.1}})
+    args = run.parse_args([str(path), "--dry-run", "--dry-run-samples", "200", "--results-dir",
+                           str(tmp_path / "results")])
+    cfg = run.config_from_args(args)
+    probed = []
+
+    def probe(spec: ArchSpec, train, device) -> float:
+        probed.append(complexity(spec).params)
+        return dryrun.Timing(0.002, train.batch_size)  # seconds per training image
+
+    lines = []
+    run.dry_run(args, cfg, lines.append, probe=probe)
+    assert not (tmp_path / "results").exists()  # no study, no results folder
+    designs, rejected = dryrun.sample_designs(cfg, 200, 10, 12)
+    assert lines[0].startswith(f"dry run of {path}: 200 designs drawn at random")
+    assert lines[1] == f"rejected before building: {sum(rejected.values()) / 200:.1%} ({sum(rejected.values())})"
+    params = sorted(d.params for d in designs)
+    assert probed == [params[len(params) // 2]]  # the typical design is the one of median size
+    assert all(p <= 20_000 for p in params) and f"of the {len(designs)} buildable designs" in lines[2 + len(rejected)]
+    # 5 trials x 3 epochs x (360 training + 40 validation / 3) images x 2 ms = 11.2 s
+    assert "5 trials x 3 epochs x (360 training + 40 validation images) = about 11 s on this device" in lines[-1]
+    assert any(line.startswith("depth (blocks)  1 .. 2") for line in lines)
+
+
+def test_dry_run_cli_and_fill_share_wording(tmp_path: Path) -> None:
+    space = {**PRUNING_SPACE, "space": {**PRUNING_SPACE["space"], "fill": {"float": [0.05, 1.0]}}}
+    path = write_space(tmp_path, base=space)
+    proc = cli(str(path), "--dry-run", "--dry-run-samples", "100", "--results-dir", "results", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "even width 8 is over the sampled fill share" in proc.stdout  # not the hard budget
+    assert "expected duration: 5 trials x 3 epochs" in proc.stdout and "img/s on cpu" in proc.stdout
+    assert not (tmp_path / "results").exists()
+    bad = cli(str(path), "--dry-run", "--dry-run-samples", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --dry-run-samples 0: expected 1 or more"
+
+
 @pytest.mark.parametrize("space, counts", [("cifar10_5m.yaml", "45,000 training + 5,000 validation"),
                                            ("tiny_26m.yaml", "90,000 training + 10,000 validation")])
 def test_a_builtin_dataset_not_on_disk_is_not_downloaded(space: str, counts: str, tmp_path: Path,
@@ -82,14 +124,14 @@ def test_the_dry_run_writes_no_decoded_image_cache(tmp_path: Path, monkeypatch: 
     space = {**PRUNING_SPACE, "data": {"dataset": "imagefolder", "root": str(root), "num_workers": 0,
                                        "val_fraction": 0.25}}
     before = files_under(root)
-    lines = dry(write_space(tmp_path, space))
+    lines = dry(write_space(tmp_path, base=space))
     assert "(9 training + 3 validation images)" in lines[-1]  # counted without decoding
     assert files_under(root) == before and files_under(decode_cache.default_dir()) == []
 
 
 def test_drawing_stops_at_its_time_limit_with_a_note(tmp_path: Path) -> None:
     clock = Clock(step=dryrun.DRAW_S / 5)  # each draw reads the clock once: 5 draws fit in the limit
-    lines = dry(write_space(tmp_path, PRUNING_SPACE), clock=clock)
+    lines = dry(write_space(tmp_path, base=PRUNING_SPACE), clock=clock)
     assert lines[0].startswith(f"dry run of {tmp_path / 'space.yaml'}: 5 designs drawn at random")
     assert lines[1] == (f"note: drawing stopped at its {dryrun.DRAW_S:.0f} s limit after 5 of 20 designs "
                         f"(--dry-run-samples); the figures below are from those")
@@ -100,7 +142,7 @@ def test_a_huge_training_batch_is_timed_in_part(tmp_path: Path, monkeypatch: pyt
     timing = dryrun.time_training(SMALL, TrainSpec(batch_size=20_000_000), torch.device("cpu"),
                                   clock=Clock(step=1e-4))
     assert timing.batch == 40 and timing.s_per_img > 0
-    lines = dry(write_space(tmp_path, PRUNING_SPACE), "--set", "train.batch_size=20000000",
+    lines = dry(write_space(tmp_path, base=PRUNING_SPACE), "--set", "train.batch_size=20000000",
                 probe=lambda s, t, d: dryrun.Timing(0.002, 40))
     assert lines[-2].endswith("on cpu (timed at batch 40 of 20,000,000, scaled per image)")
 
@@ -125,6 +167,6 @@ def test_a_design_the_probe_cannot_run_is_one_line(failure: object, said: str, t
             return dryrun.time_training(spec, train, device)
         raise failure
 
-    lines = dry(write_space(tmp_path, PRUNING_SPACE), probe=probe)
+    lines = dry(write_space(tmp_path, base=PRUNING_SPACE), probe=probe)
     assert lines[-1].startswith("probe: a typical design (") and said in lines[-1]
     assert lines[-1].endswith("; no duration estimate") and not any("expected duration" in ln for ln in lines)

@@ -2,46 +2,33 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
 import signal
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import optuna
 import pytest
 import sqlalchemy
-import torch
 
-from blocks import ArchSpec, build
 from search import run
 from search import storage as storage_mod
-from search.study import trial_loop
-from search.data.augment import DEFAULT_POLICY, policy_steps
 from search.cli import main_guard
-from search.config import load_config
-from search.data.datasets import dataset_info, make_loaders
-from search.storage import ask, make_storage
-from search.study.study import fail_orphans
-from search.config import TrainSpec
-from search.trainer import fit, seed_everything
-from search.trials import INTERRUPTED, RESUMED_FROM, RETRY_OF, WORKER
-from search.study.stop import Signals, Stop, StopRequested
-from tests.fixtures import corrupt_one, make_imagefolder
-from tests.hostile import full_disk_at
-from test_workers import FAST_HEARTBEAT, check_finished_study, records, wait_for, write_space
+from search.storage import make_storage
+from search.trials import INTERRUPTED, RESUMED_FROM, RETRY_OF
+from tests.helpers.datasets import corrupt_one, make_imagefolder
+from tests.helpers.hostile import full_disk_at
+from tests.helpers.spaces import FAST_HEARTBEAT, write_space
+from tests.helpers.studies import WAIT_S, check_finished_study, records, retry_of, study_at, wait_for
+from tests.helpers.training import reproduce, same_metrics
 
 S = optuna.trial.TrialState
 # Many short epochs: a trial lasts a few seconds, so a test can stop it with epochs done and epochs to go.
 LONG = {"train": {"epochs": 16}, "search": {"n_trials": 3}}
-
-
-WAIT_S = 900  # a bound on waiting for a worker under any load, never a margin a test races against
 
 
 def mid_trial(results: Path) -> Callable[[], dict | None]:
@@ -94,22 +81,6 @@ def pending(pid: int, sig: int) -> bool:
     return False
 
 
-def study_at(results: Path) -> optuna.Study:
-    """The study of a results folder (default SQLite storage)."""
-    return optuna.load_study(study_name="space", storage=f"sqlite:///{results / 'study.db'}")
-
-
-def retry_of(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
-    """The finished trial that retried trial `number`, checked to be linked to it and to continue it."""
-    original = study.trials[number]
-    retries = [t for t in study.get_trials() if t.user_attrs.get(RETRY_OF) == number and t.state == S.COMPLETE]
-    assert len(retries) == 1, f"trial {number} retried {len(retries)} times"
-    retry = retries[0]
-    assert retry.system_attrs["failed_trial"] == number  # Optuna's own link, as RetryFailedTrialCallback makes it
-    assert retry.params == original.params and retry.user_attrs["seed"] == original.user_attrs["seed"]
-    return retry
-
-
 @pytest.fixture
 def reap() -> Iterator[None]:
     """Kill the workers this test process started that are still running when the test ends."""
@@ -148,24 +119,6 @@ def test_worker_killed_mid_trial_is_retried(tmp_path: Path, capsys: pytest.Captu
     assert retry.user_attrs[RESUMED_FROM] >= len(victim["epochs"]) + 1 >= 2, "resumed from its checkpoint"
     assert records(results)[killed.number]["retried_as"] == retry.number
     assert not list(results.glob("checkpoints/*.pt"))
-
-
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
-def test_trial_killed_before_its_first_heartbeat_is_retried(tmp_path: Path) -> None:
-    """A worker can die after its trial started but before the heartbeat thread's first write landed."""
-    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_s=1, grace_s=2)
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
-    dead, alive = study.ask(), study.ask()
-    dead.set_user_attr(WORKER, "host:1")  # the objective had started; then SIGKILL, no heartbeat row yet
-    storage.record_heartbeat(alive._trial_id)
-    assert fail_orphans(study, grace_s=2) == [], "nothing is failed within the grace period"
-    later = datetime.datetime.now() + datetime.timedelta(seconds=3)  # a clock past the grace period
-    assert fail_orphans(study, grace_s=2, now=later) == [dead.number]
-    assert fail_orphans(study, grace_s=2, now=later) == [], "failed and retried once"
-    states = {t.number: t.state for t in study.get_trials()}
-    assert states[dead.number] == S.FAIL and states[alive.number] == S.RUNNING
-    retry = [t for t in study.get_trials() if t.state == S.WAITING]
-    assert len(retry) == 1 and retry[0].system_attrs["failed_trial"] == dead.number
 
 
 def test_ctrl_c_then_rerun_resumes(tmp_path: Path, capsys: pytest.CaptureFixture, reap: None) -> None:
@@ -217,68 +170,6 @@ def test_ctrl_c_then_rerun_resumes(tmp_path: Path, capsys: pytest.CaptureFixture
     assert {p.name for p in results.glob("worker*.log")} == {"worker0.log", "worker1.log"}
 
 
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
-def test_ctrl_c_inside_a_storage_write_only_sets_the_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A Ctrl-C that lands inside SQLAlchemy lets the call finish; the stop is taken at the next check.
-
-    Raised mid-call, it could leave the SQLite write lock with a connection that only the traceback
-    still referenced; the worker's next writes (the trial marked interrupted, then Optuna's tell)
-    waited for their own process until `database is locked`, with a traceback.
-    """
-    monkeypatch.setattr(storage_mod, "SQLITE_TIMEOUT_S", 1)  # a lock left behind fails in 1 s, not 60
-    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}")
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
-    trial = study.ask()
-    pressed: list[str] = []
-
-    @sqlalchemy.event.listens_for(storage.engine, "before_cursor_execute")
-    def ctrl_c_mid_write(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
-        if not pressed and statement.lstrip().upper().startswith("INSERT"):
-            pressed.append(statement)
-            signal.raise_signal(signal.SIGINT)  # runs the handler here, inside SQLAlchemy's execute
-
-    with Stop() as stop:
-        trial.set_user_attr("epoch", 1)
-        assert pressed and stop and stop.reason == "SIGINT"
-        with pytest.raises(StopRequested, match="SIGINT"):
-            stop.check()
-    trial.set_user_attr(INTERRUPTED, stop.reason)  # what the worker does next: no lock left to wait for
-    study.tell(trial, state=S.FAIL)
-    assert study.trials[0].user_attrs == {"epoch": 1, INTERRUPTED: "SIGINT"} and study.trials[0].state == S.FAIL
-
-
-def test_second_signal_is_ignored_third_stops_at_once() -> None:
-    before = signal.getsignal(signal.SIGINT)
-    with Stop() as stop:
-        signal.raise_signal(signal.SIGTERM)
-        signal.raise_signal(signal.SIGINT)  # the terminal and the parent both deliver one Ctrl-C
-        assert stop.reason == "SIGTERM" and stop.count == 2
-        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-            signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is before, "the handlers are put back"
-    assert not Stop().wait(0.0), "no request: wait returns False"
-
-
-def test_a_signal_caught_by_another_thread_wakes_the_main_threads_wait() -> None:
-    """The kernel may hand a process's SIGINT to any thread; a wait in the main thread still ends at once."""
-    with Signals() as signals:
-        other = threading.Thread(target=lambda: signal.pthread_kill(threading.get_ident(), signal.SIGINT))
-        other.start()
-        other.join()
-        t0 = time.monotonic()
-        signals.wait(WAIT_S)
-        assert time.monotonic() - t0 < WAIT_S / 2, "woken by the signal, not by the timeout"
-        assert signals.count == 1 and signals.last == "SIGINT"
-
-
-def test_a_stop_requested_from_another_thread_wakes_its_wait() -> None:
-    stop = Stop()
-    threading.Thread(target=stop.request, args=("test",)).start()
-    assert stop.wait(WAIT_S) and stop.reason == "test"
-    with pytest.raises(StopRequested, match="test"):
-        stop.check()
-
-
 def test_a_storage_failure_mid_run_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture) -> None:
     """The database failing under a running search (here: locked by another program) is one line, exit 1."""
@@ -315,27 +206,7 @@ def test_full_disk_stops_cleanly_and_resumes(tmp_path: Path, capsys: pytest.Capt
     check_finished_study(study, 2, results)
     retry = retry_of(study, 0)
     assert retry.user_attrs[RESUMED_FROM] == 2  # epoch 1 was saved before the record failed
-    record = records(results)[retry.number]
-    assert same_metrics(reproduce(space, record), record), "a resumed trial equals an uninterrupted run"
-
-
-def reproduce(space: Path, record: dict) -> list:
-    """Train a trial's recorded arch and train spec again with its seed on the CPU (the objective's order)."""
-    cfg = load_config(space)
-    train = TrainSpec.from_dict(record["train"])
-    torch.set_num_threads(record["threads"])
-    seed_everything(record["seed"])  # seed, build, loaders, fit: as search.objective does
-    model = build(ArchSpec.from_dict(record["arch"]))
-    steps = policy_steps(cfg.augment, train.augment_policy or DEFAULT_POLICY)
-    loaders = make_loaders(cfg.data, steps, train.batch_size, seed=record["seed"], device="cpu")
-    return fit(model, loaders.train, loaders.val, train, torch.device("cpu"),
-               native_size=dataset_info(cfg.data).image_size, seed=record["seed"])
-
-
-def same_metrics(history: list, record: dict) -> bool:
-    """Identical per-epoch validation accuracy and training loss."""
-    return ([(h.val_acc, h.train_loss) for h in history]
-            == [(e["val_acc"], e["train_loss"]) for e in record["epochs"]])
+    # that the resumed trial equals an uninterrupted run: tests/test_resume.py, case "search trial after a full disk"
 
 
 def test_trial_seed_reproduces_its_metrics(tmp_path: Path) -> None:
@@ -389,53 +260,6 @@ def test_full_disk_at_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture
     assert trial.state == S.FAIL and "cannot write checkpoint" in trial.user_attrs[INTERRUPTED]
     assert not list((results / "checkpoints").iterdir()), "the partial checkpoint is removed"
     assert records(results)[0]["state"] == "interrupted"
-
-
-def test_a_failing_tell_is_written_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The database refuses a trial's end once: it is written on the next attempt, never left RUNNING."""
-    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}"),
-                                direction="maximize")
-    tell = optuna.Study.tell
-    calls: list[int] = []
-
-    def flaky_tell(self: optuna.Study, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 1:
-            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
-        return tell(self, *args, **kwargs)
-
-    monkeypatch.setattr(optuna.Study, "tell", flaky_tell)
-    objective = type("Half", (), {"__call__": lambda self, trial: 0.5, "gave_up": False})()
-    trial_loop.run_one(study, ask(study, []), objective, Stop(), retry_s=0.0)
-    assert len(calls) == 2 and study.trials[0].state == S.COMPLETE and study.trials[0].value == 0.5
-
-
-def test_a_sampler_that_fails_leaves_no_trial_running(tmp_path: Path) -> None:
-    class Broken(optuna.samplers.RandomSampler):
-        def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            raise OverflowError("Python int too large to convert to C long")
-
-    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}"),
-                                sampler=Broken())
-    with pytest.raises(OverflowError):
-        ask(study, study.get_trials())
-    assert [t.state for t in study.get_trials()] == [S.FAIL]
-
-
-def test_a_trial_ended_by_another_worker_is_let_go(tmp_path: Path) -> None:
-    """A worker paused past --grace finds its trial failed by another: one line, no `Cannot tell a FAIL trial`."""
-    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}"))
-    lines: list[str] = []
-
-    def paused_then_resumed(trial: optuna.Trial) -> float:
-        study._storage.set_trial_state_values(trial._trial_id, state=S.FAIL)  # another worker's stale check
-        trial.set_user_attr("val_acc_curve", [0.5])  # the resumed worker's next write
-        return 0.5
-
-    objective = type("Paused", (), {"__call__": lambda self, t: paused_then_resumed(t), "gave_up": False})()
-    trial_loop.run_one(study, ask(study, []), objective, Stop(), log=lines.append)
-    assert study.trials[0].state == S.FAIL and lines == [
-        "[trial 0] was ended by another worker (no heartbeat for the grace period); its retry continues it"]
 
 
 def test_a_trial_that_fails_on_its_data_is_not_resumed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

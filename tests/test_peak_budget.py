@@ -7,14 +7,14 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
 from blocks import ArchSpec, complexity
 from search import dryrun, run
 from search.config import load_config
 from search.space import MIN_WIDTH, fill_widths
 from search.trials import REJECTED
-from tests.fx_memory import fx_peak_activations
+from tests.helpers.fx_memory import fx_peak_activations
+from tests.helpers.spaces import write_space
 
 # 8 px images: the peak of one stage of width w is its first block's input, conv1 and conv2 outputs, 192 w
 SPACE = {
@@ -25,16 +25,6 @@ SPACE = {
     "train": {"epochs": 1, "batch_size": 32, "lr": 0.1, "schedule": "constant"},
     "search": {"n_trials": 1, "sampler": "random", "pruner": "none", "seed": 0, "max_rejections": 50},
 }
-
-
-def write_space(tmp: Path, changes: dict | None = None) -> Path:
-    """SPACE with `changes` merged into its sections, as a YAML file."""
-    space = json.loads(json.dumps(SPACE))
-    for section, values in (changes or {}).items():
-        space[section] = {**space[section], **values}
-    path = tmp / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
-    return path
 
 
 def test_search_under_a_peak_budget_never_builds_a_design_over_it(tmp_path: Path,
@@ -50,7 +40,8 @@ def test_search_under_a_peak_budget_never_builds_a_design_over_it(tmp_path: Path
         return model
 
     monkeypatch.setattr(search.objective, "build", recording_build)
-    assert run.main([str(write_space(tmp_path)), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 0
+    space = write_space(tmp_path, base=SPACE)
+    assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 0
     study = optuna.load_study(study_name="space", storage=f"sqlite:///{tmp_path / 'r' / 'space' / 'study.db'}")
     over = [t for t in study.trials if REJECTED in t.user_attrs]
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -81,19 +72,20 @@ def test_solved_widths_respect_the_peak_budget() -> None:
 def test_peak_budget_in_elements_or_bytes(tmp_path: Path, value: int | str, per: int, elements: int) -> None:
     """A unit string is bytes, turned into whole elements at budget.activation_bytes each."""
     budget = {"peak_activations": value, "activation_bytes": per, "params": 10**6}
-    assert load_config(write_space(tmp_path, {"budget": budget})).budget.peak_activations == elements
+    assert load_config(write_space(tmp_path, {"budget": budget}, base=SPACE)).budget.peak_activations == elements
 
 
 def test_fingerprint_without_a_peak_budget_is_unchanged(tmp_path: Path) -> None:
     """Studies made before the peak budget existed still resume: absent, it leaves the budget's hash alone."""
     import hashlib
 
-    cfg = load_config(write_space(tmp_path, {"budget": {"peak_activations": None}}))
+    cfg = load_config(write_space(tmp_path, {"budget": {"peak_activations": None}}, base=SPACE))
     before = {"params": 40_000, "flops": None, "latency_ms": None, "latency_batch": 1}
     want = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert cfg.fingerprint_sections()["budget"] == want
-    elements = load_config(write_space(tmp_path, {"budget": {"peak_activations": 3072}})).fingerprint()
-    assert load_config(write_space(tmp_path, {"budget": {"peak_activations": "3KiB"}})).fingerprint() == elements
+    elements = load_config(write_space(tmp_path, {"budget": {"peak_activations": 3072}}, base=SPACE)).fingerprint()
+    kib = write_space(tmp_path, {"budget": {"peak_activations": "3KiB"}}, base=SPACE)
+    assert load_config(kib).fingerprint() == elements
 
 
 BAD = {  # name: (budget values, what the one line must say)
@@ -115,7 +107,8 @@ def test_bad_peak_budget_is_one_line_before_any_study(case: str, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     """Exit status 2, one `error:` line saying what is wrong, and no study."""
     budget, expected = BAD[case]
-    assert run.main([str(write_space(tmp_path, {"budget": budget})), "--results-dir", str(tmp_path / "r")]) == 2
+    space = write_space(tmp_path, {"budget": budget}, base=SPACE)
+    assert run.main([str(space), "--results-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
     assert not list(tmp_path.rglob("study.db"))
@@ -125,12 +118,12 @@ def test_smallest_peak_tries_every_choice(tmp_path: Path) -> None:
     """A budget only a strided stem meets is accepted: the smallest peak is not at the first choice."""
     space = {"space": {"stages": 1, "blocks": 1, "width": 8, "stem": {"choice": ["cifar", "conv_s2"]}},
              "budget": {"peak_activations": 1000}}  # cifar stem: 1,536; conv_s2: 192 + 512 = 704
-    assert load_config(write_space(tmp_path, space)).budget.peak_activations == 1000
+    assert load_config(write_space(tmp_path, space, base=SPACE)).budget.peak_activations == 1000
 
 
 def test_dry_run_shows_the_peak(tmp_path: Path) -> None:
     """The dry run's table has the range of peaks and the budget."""
-    space = write_space(tmp_path, {"space": {"width": {"choice": [8, 16, 24]}}})
+    space = write_space(tmp_path, {"space": {"width": {"choice": [8, 16, 24]}}}, base=SPACE)
     args = run.parse_args([str(space), "--dry-run", "--dry-run-samples", "20",
                            "--results-dir", str(tmp_path / "r")])
     lines: list[str] = []

@@ -9,10 +9,10 @@ import torch
 
 from blocks import ArchSpec, build, complexity
 from blocks.layers import Cx, bn_cx, conv_cx
-from tests.fx_memory import fx_peak_activations
-from tests.test_blocks import SPECS
+from tests.helpers.fx_memory import fx_peak_activations
+from tests.helpers.specs import SPECS
 
-FX_SPECS = SPECS[:120]  # the seeded random specs of test_blocks.py: every option, >= 100 of them
+FX_SPECS = SPECS[:120]  # the seeded random specs test_blocks.py uses: every option, >= 100 of them
 
 
 @pytest.fixture(autouse=True, scope="module")

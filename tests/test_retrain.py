@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import sqlite3
@@ -22,28 +21,13 @@ from search.review import retrain, retrain_outputs, retrain_seed
 from search.review.results import open_results
 from search.trainer import predict
 
-from tests.fixtures import make_tiny_imagenet
+from tests.helpers.datasets import make_tiny_imagenet
+from tests.helpers.studies import best, quickest, read_csv
+
 
 def load_test_set(results: Path) -> torch.utils.data.DataLoader:
     """The smoke study's test-set loader, as retrain builds it (no augmentation on test images)."""
     return make_loaders(open_results(results).cfg.data, [], 64, seed=0, test=True).test
-
-
-def best(results: Path, k: int) -> list[int]:
-    """The k best complete trials of a study."""
-    return [t.number for t in open_results(results).complete()[:k]]
-
-
-def quickest(results: Path) -> int:
-    """The complete trial whose search epochs took the least time (to keep multi-epoch tests short)."""
-    done = open_results(results).complete()
-    return min(done, key=lambda t: sum(t.user_attrs["epoch_times_s"])).number
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV file as dicts."""
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_retrain_writes_every_file_with_real_numbers(smoke_retrained: Path) -> None:
@@ -288,31 +272,6 @@ def test_onnx_export_matches_torch(smoke_retrained: Path, tmp_path: Path) -> Non
     (got,) = ReferenceEvaluator(str(tmp_path / "model.onnx")).run(None, {"images": x.numpy()})
     with torch.no_grad():
         assert torch.allclose(torch.from_numpy(got), model(x), atol=1e-4)
-
-
-def test_resumed_retrain_equals_uninterrupted(smoke_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Issue 8: retrain called fit() without its seed, so the epochs after a resume shuffled differently.
-    n = quickest(smoke_copy)
-    args = [str(smoke_copy), "--trial", str(n), "--epochs", "2", "--no-train-on-val", "--device", "cpu"]
-    curves = smoke_copy / "retrain" / f"{n:05d}" / "seed_0" / "curves.csv"
-    assert retrain.main(args) == 0
-    straight = read_csv(curves)
-    real_fit = retrain_seed.fit
-
-    def fit_then_ctrl_c(*a, on_epoch, **kw):
-        def hook(r):
-            on_epoch(r)
-            if r.epoch == 1:
-                raise KeyboardInterrupt
-        return real_fit(*a, on_epoch=hook, **kw)
-
-    monkeypatch.setattr(retrain_seed, "fit", fit_then_ctrl_c)
-    assert retrain.main([*args, "--fresh"]) == 130
-    monkeypatch.setattr(retrain_seed, "fit", real_fit)
-    assert retrain.main(args) == 0
-    resumed = read_csv(curves)
-    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
-    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in straight]
 
 
 def test_retrain_drops_the_search_subset_and_takes_set(smoke_copy: Path, capsys: pytest.CaptureFixture) -> None:

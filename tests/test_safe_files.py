@@ -31,10 +31,9 @@ from search.study.stop import StopRequested
 from search.config import TrainSpec
 from search.trainer import fit, resumable_epochs
 from search.trials import RESUMED_FROM
-from tests.hostile import BREAKERS, full_disk_at, plant_hostile
-from test_faults import retry_of, study_at
-from test_retrain import best, quickest
-from test_workers import write_space
+from tests.helpers.hostile import BREAKERS, full_disk_at, plant_hostile
+from tests.helpers.spaces import write_space
+from tests.helpers.studies import best, quickest, retry_of, study_at
 
 SPEC = ArchSpec.from_dict({"stages": 2, "blocks": [1, 1], "width": 8, "num_classes": 4, "input_size": 8})
 DATA = DataConfig(dataset="synthetic", synthetic_train=96, synthetic_test=16, synthetic_classes=4,

@@ -1,5 +1,5 @@
 """A study's identity: its data (classes, their names, the image size) and its baselines, checked before anything
-is written; a results folder that belongs to another study is refused."""
+is written; a results folder that belongs to another study, or a second space under one study name, is refused."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from test_search import write_space
 
 from search import SPACES_DIR, run
 from search.config import load_config
 from search.review import retrain
 from search.study.identity import DATA_ATTR, data_difference
 from search.study.study import open_study
-from conftest import SMOKE_OVERRIDES
-from tests.fixtures import make_imagefolder
+from search.trials import count_finished
+from tests.helpers.datasets import make_imagefolder
+from tests.helpers.spaces import SMOKE_OVERRIDES, write_space
 
 FOLDER_SPACE = {  # one quick trial on 2 classes of 8 px images
     "data": {"dataset": "imagefolder", "root": "data", "val_fraction": 0.5, "num_workers": 0},
@@ -45,7 +45,7 @@ def test_resume_on_other_classes_is_refused_a_moved_dataset_is_not(tmp_path: Pat
                                                                    capsys: pytest.CaptureFixture) -> None:
     """`search.run S.yaml --data-root OTHER` onto 3 classes where the study saw 2: one line, nothing written."""
     make_imagefolder(tmp_path / "data", classes=2, per_class=4, size=(8, 8))
-    space = write_space(tmp_path, FOLDER_SPACE)
+    space = write_space(tmp_path, base=FOLDER_SPACE)
     args = [str(space), "--results-dir", str(tmp_path / "results"), "--device", "cpu"]
     assert run.main([*args, "--data-root", str(tmp_path / "data")]) == 0
     results = tmp_path / "results" / "space"
@@ -81,7 +81,7 @@ def test_an_edited_baseline_is_refused(smoke_copy: Path, capsys: pytest.CaptureF
     """A baseline's blocks [1, 2] -> [2, 2] between runs: refused in one line before anything is written."""
     raw = yaml.safe_load((SPACES_DIR / "smoke.yaml").read_text())
     raw["baselines"][0]["blocks"] = [2, 2]
-    space = write_space(smoke_copy.parent, raw, name="smoke.yaml")
+    space = write_space(smoke_copy.parent, name="smoke.yaml", base=raw)
     before = snapshot(smoke_copy)
     sets = [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
     code = run.main([str(space), "--results-dir", str(smoke_copy.parent), "--n-trials", "4", "--device", "cpu", *sets])
@@ -98,7 +98,7 @@ def _old_style(cfg) -> tuple[str, dict[str, str]]:
 
 def test_a_study_from_before_the_identity_is_accepted_and_recorded(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    cfg = load_config(write_space(tmp_path, {**FOLDER_SPACE, "data": {"dataset": "synthetic"}}))
+    cfg = load_config(write_space(tmp_path, base={**FOLDER_SPACE, "data": {"dataset": "synthetic"}}))
     old = optuna.create_study(study_name="space", storage=url, direction="maximize")
     fingerprint, sections = _old_style(cfg)
     old.set_user_attr("fingerprint", fingerprint)
@@ -141,3 +141,19 @@ def test_a_results_folder_linked_to_another_study_is_refused(smoke_copy: Path, r
     assert snapshot(smoke_copy) == before
     names = [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{smoke_copy / 'study.db'}")]
     assert names == ["smoke"]
+
+
+def test_second_space_under_the_same_study_name_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    first = write_space(tmp_path, name="a.yaml")
+    other = write_space(tmp_path, {"budget": {"params": 5000}}, name="b.yaml")
+    common = ["--study-name", "shared", "--results-dir", str(tmp_path / "r"), "--n-trials", "1"]
+    assert run.main([str(first), *common]) == 0
+    results = tmp_path / "r" / "shared"
+    before = (results / "config.yaml").read_text(), (results / "study.db").stat().st_size
+    capsys.readouterr()
+    assert run.main([str(other), *common, "--n-trials", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "made from a different space" in err[0] and "a.yaml" in err[0], err
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{results / 'study.db'}")
+    assert len(study.get_trials()) == 1 and count_finished(study.get_trials()) == 1
+    assert (results / "config.yaml").read_text() == before[0], "the refused YAML is not saved over the study's"

@@ -1,24 +1,19 @@
-"""The trainer: schedules, progressive resizing, and a resumed run equal to an uninterrupted one."""
+"""The trainer: schedules, momentum, progressive resizing, EMA, flip TTA, the GPU path on the CPU, compile.
+
+That a resumed run equals an uninterrupted one is tests/test_resume.py's one test, for fit and its callers."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 
-from blocks import ArchSpec, build
-from search.config import DataConfig
+from blocks import build
 from search.data.datasets import make_loaders
-from search.study.stop import StopRequested
 from search.config import TrainSpec
 from search.device import compiled, native_bf16, use_amp
 from search.optim import make_optimizer, make_schedule
 from search.trainer import fit
-
-SPEC = ArchSpec.from_dict({"stages": 2, "blocks": [1, 1], "width": 8, "num_classes": 4, "input_size": 16})
-DATA = DataConfig(dataset="synthetic", synthetic_train=160, synthetic_test=40, synthetic_classes=4,
-                  synthetic_size=16, num_workers=0)
+from tests.helpers.training import DATA, SPEC
 
 
 def lrs(spec: TrainSpec, steps_per_epoch: int = 10) -> list[float]:
@@ -59,33 +54,6 @@ def test_progressive_resizing_trains_at_each_size() -> None:
     assert all(0.0 <= h.val_acc <= 1.0 for h in history)
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
-    spec = TrainSpec(epochs=3, batch_size=32, lr=0.05, schedule="cosine")
-    device = torch.device("cpu")
-
-    def run(checkpoint: Path | None, stop_at_batch: int | None = None) -> list:
-        torch.manual_seed(0)
-        loaders = make_loaders(DATA, [], spec.batch_size, seed=0)
-        asked = []
-
-        def stop() -> bool:  # a stop request that arrives before batch `stop_at_batch` (counted over the run)
-            asked.append(1)
-            return stop_at_batch is not None and len(asked) >= stop_at_batch
-
-        return fit(build(SPEC), loaders.train, loaders.val, spec, device, checkpoint=checkpoint, seed=7, stop=stop)
-
-    straight = run(None)
-    ckpt = tmp_path / "trial.pt"
-    steps = len(make_loaders(DATA, [], spec.batch_size, seed=0).train)
-    with pytest.raises(StopRequested):
-        run(ckpt, stop_at_batch=steps + 2)  # mid-way through epoch 2
-    assert ckpt.is_file() and len(torch.load(ckpt, weights_only=True)["history"]) == 1
-    resumed = run(ckpt)
-    assert len(resumed) == 3
-    flat = [v for h in straight for v in (h.train_loss, h.val_acc, h.lr)]
-    assert [v for h in resumed for v in (h.train_loss, h.val_acc, h.lr)] == pytest.approx(flat, rel=1e-5)
-
-
 @pytest.mark.parametrize("schedule", ["onecycle", "cyclic", "cosine"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_momentum_is_what_train_momentum_says(schedule: str, optimizer: str) -> None:
@@ -120,46 +88,6 @@ def test_cyclic_schedule_ends_annealed(cycles: int) -> None:
     tail = seen[peaks[-1]:]
     assert tail == sorted(tail, reverse=True)  # the last half-cycle only goes down ...
     assert seen[-1] < 0.2 / 20 and final < 1e-6  # ... to well below lr/10, and to 0 at the end of the run
-
-
-class _PersistentLoader(torch.utils.data.DataLoader):
-    """A DataLoader that keeps its workers between epochs, as the CUDA path does."""
-
-    def __init__(self, *args, **kw) -> None:
-        super().__init__(*args, **{**kw, "persistent_workers": kw.get("num_workers", 0) > 0})
-
-
-@pytest.mark.parametrize("workers, augment_on", [(0, "workers"), (1, "workers"), (1, "auto"), (0, "device")])
-def test_resumed_run_with_augmentation_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           workers: int, augment_on: str) -> None:
-    # Issue 8: worker seeding ran once per persistent worker (and never without workers), so the per-epoch
-    # reseed never reached the augmentation and a resumed run augmented differently.
-    import search.data.datasets
-
-    monkeypatch.setattr(search.data.datasets, "DataLoader", _PersistentLoader)
-    data = DataConfig(**{**DATA.__dict__, "num_workers": workers, "augment_on": augment_on})
-    steps = [{"PadIfNeeded": {"min_height": 20, "min_width": 20}}, {"RandomCrop": {"height": 16, "width": 16}},
-             {"HorizontalFlip": {"p": 0.5}}]
-    spec = TrainSpec(epochs=2, batch_size=32, lr=0.05)
-
-    def run(checkpoint: Path | None, stop_after: int | None = None) -> list:
-        torch.manual_seed(0)
-        loaders = make_loaders(data, steps, spec.batch_size, seed=3)
-        loader = getattr(loaders.train, "loader", loaders.train)  # under a DeviceBatches with augment_on: auto
-        assert loader.persistent_workers == (workers > 0 and loader.num_workers > 0)
-
-        def on_epoch(r) -> None:
-            if r.epoch == stop_after:
-                raise KeyboardInterrupt
-
-        return fit(build(SPEC), loaders.train, loaders.val, spec, torch.device("cpu"), on_epoch=on_epoch,
-                   checkpoint=checkpoint, seed=3)
-
-    straight = run(None)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "c.pt", stop_after=1)
-    resumed = run(tmp_path / "c.pt")
-    assert [(h.train_loss, h.val_acc) for h in resumed] == [(h.train_loss, h.val_acc) for h in straight]
 
 
 def test_ema_tracks_weights_and_batchnorm_statistics() -> None:
@@ -203,31 +131,17 @@ def test_flip_tta_averages_an_image_and_its_mirror() -> None:
     assert loss == pytest.approx(torch.nn.functional.nll_loss(tta.log(), y).item(), rel=1e-5)
 
 
-def test_ema_run_validates_the_ema_weights_and_resumes_exactly(tmp_path: Path) -> None:
+def test_ema_run_validates_the_ema_weights() -> None:
+    """With train.ema, the epoch's validation scores the EMA weights the model ends with; a decay of 1.5 is refused."""
     from search.trainer import evaluate
 
     spec = TrainSpec(epochs=2, batch_size=32, lr=0.05, ema=0.9, tta=True)
     loaders = make_loaders(DATA, [{"HorizontalFlip": {"p": 0.5}}], spec.batch_size, seed=0)
-
-    def run(checkpoint: Path | None, stop_after: int | None = None) -> tuple:
-        torch.manual_seed(0)
-        model = build(SPEC)
-
-        def on_epoch(r) -> None:
-            if r.epoch == stop_after:
-                raise KeyboardInterrupt
-
-        return fit(model, loaders.train, loaders.val, spec, torch.device("cpu"), on_epoch=on_epoch,
-                   checkpoint=checkpoint, seed=1), model
-
-    straight, model = run(None)
+    torch.manual_seed(0)
+    model = build(SPEC)
+    straight = fit(model, loaders.train, loaders.val, spec, torch.device("cpu"), seed=1)
     assert evaluate(model, loaders.val, torch.device("cpu"), tta=True) == (straight[-1].val_loss, straight[-1].val_acc)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "c.pt", stop_after=1)
-    assert "ema" in torch.load(tmp_path / "c.pt", weights_only=True)
-    resumed, again = run(tmp_path / "c.pt")
-    assert [(h.train_loss, h.val_loss) for h in resumed] == [(h.train_loss, h.val_loss) for h in straight]
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    # that the run resumes exactly: tests/test_resume.py, case fit-ema
     with pytest.raises(ValueError, match="train.ema"):
         TrainSpec.from_dict({"ema": 1.5})
 

@@ -1,57 +1,24 @@
-"""Several workers on one study: PostgreSQL across processes, exact trial counts, bad storage and results input."""
+"""Several workers on one study: PostgreSQL across processes, exact trial counts, bad results input and flags."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
 import optuna
 import pytest
-import yaml
 
 from search import run
-from search.config import load_config
-from search.space import sample
-from search.storage import make_storage, redact_url
-from search.study.study import StudyLock, make_sampler
-from search.trials import REJECTED, WORKER, count_finished
+from search.trials import WORKER
+from tests.helpers.spaces import write_space
+from tests.helpers.studies import PG_URL, check_finished_study, needs_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
-S = optuna.trial.TrialState
-PG_URL = os.environ.get("TEST_POSTGRES_URL")
-needs_postgres = pytest.mark.skipif(not PG_URL, reason="TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL "
-                                                       "server on loopback and sets it)")
-
-# Seconds per trial on a 2-core CPU: 8 px generated images, a few thousand parameters, no pruning, so
-# every trial runs all its epochs and a test can catch one in the middle.
-SPACE = {
-    "data": {"dataset": "synthetic", "synthetic_train": 160, "synthetic_test": 40, "synthetic_size": 8,
-             "synthetic_classes": 4, "num_workers": 0},
-    "budget": {"params": 6000},
-    "space": {"stages": {"int": [1, 2]}, "blocks": 1, "width": "solve", "fill": {"float": [0.6, 1.0]}},
-    "train": {"epochs": 3, "batch_size": 32, "lr": {"float": [0.05, 0.2], "log": True}, "schedule": "constant"},
-    "augment": [{"HorizontalFlip": {"p": 0.5}}],
-    "search": {"n_trials": 4, "sampler": "random", "pruner": "none", "seed": 1},
-}
-FAST_HEARTBEAT = ["--heartbeat", "1", "--grace", "3"]  # a dead worker's trial is retried within seconds
-
-
-def write_space(folder: Path, changes: dict | None = None, name: str = "space.yaml") -> Path:
-    """SPACE (with `changes` merged into its sections) as a YAML file."""
-    space = json.loads(json.dumps(SPACE))
-    for section, values in (changes or {}).items():
-        space[section] = {**space[section], **values} if isinstance(values, dict) else values
-    path = folder / name
-    path.write_text(yaml.safe_dump(space))
-    return path
 
 
 @pytest.fixture
@@ -73,44 +40,6 @@ def procs() -> Iterator[Callable[..., subprocess.Popen]]:
         p.communicate(timeout=30)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll `predicate` until it returns something truthy."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def records(*results: Path) -> dict[int, dict]:
-    """trials/<n>.json of one or more results folders, by trial number (a number in two folders fails)."""
-    out: dict[int, dict] = {}
-    for folder in results:
-        for path in sorted(folder.glob("trials/*.json")):
-            record = json.loads(path.read_text())
-            assert record["number"] not in out, f"trial {record['number']} recorded twice"
-            out[record["number"]] = record
-    return out
-
-
-def check_finished_study(study: optuna.Study, target: int, *results: Path,
-                         epochs: int = 3) -> list[optuna.trial.FrozenTrial]:
-    """Exactly `target` finished trials, none left running or waiting, each with its record; returns them."""
-    trials = study.get_trials()
-    assert count_finished(trials) == target
-    assert not [t for t in trials if t.state in (S.RUNNING, S.WAITING)]
-    numbers = [t.number for t in trials]
-    assert len(numbers) == len(set(numbers))
-    finished = [t for t in trials if t.state in (S.COMPLETE, S.PRUNED) and REJECTED not in t.user_attrs]
-    found = records(*results)
-    for t in finished:
-        assert found[t.number]["state"] == "complete" and found[t.number]["seed"] == t.user_attrs["seed"]
-        assert len(found[t.number]["epochs"]) == epochs
-    return finished
-
-
 @needs_postgres
 def test_two_workers_share_one_postgres_study(tmp_path: Path, procs: Callable[..., subprocess.Popen]) -> None:
     name = f"pg-{uuid.uuid4().hex[:8]}"
@@ -127,87 +56,6 @@ def test_two_workers_share_one_postgres_study(tmp_path: Path, procs: Callable[..
         assert {t.user_attrs[WORKER].split(":")[1] for t in finished} == {str(p.pid) for p in both}
     finally:
         optuna.delete_study(study_name=name, storage=PG_URL)
-
-
-@needs_postgres
-def test_study_lock_spans_machines_on_postgres(tmp_path: Path) -> None:
-    """Two workers with their own results folders (two machines) exclude each other through the database."""
-    name = f"lock-{uuid.uuid4().hex[:8]}"
-    optuna.create_study(study_name=name, storage=make_storage(PG_URL))
-    try:
-        first, second = (StudyLock(optuna.load_study(study_name=name, storage=make_storage(PG_URL)),
-                                   tmp_path / f"machine{i}.lock") for i in range(2))
-        first.acquire()
-        waiter = threading.Thread(target=second.acquire, daemon=True)
-        waiter.start()
-        waiter.join(timeout=1.0)
-        assert waiter.is_alive(), "the second worker got the lock while the first held it"
-        first.release()
-        waiter.join(timeout=10)
-        assert not waiter.is_alive()
-        second.release()
-    finally:
-        optuna.delete_study(study_name=name, storage=PG_URL)
-
-
-@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2", "gp"])
-def test_workers_with_one_seed_draw_different_trials(sampler: str, tmp_path: Path) -> None:
-    """Each worker process builds its sampler from the same YAML seed; their draws must still differ."""
-    cfg = load_config(write_space(tmp_path, {"search": {"sampler": sampler}}))
-    storage = optuna.storages.InMemoryStorage()
-    w0 = optuna.create_study(study_name="s", storage=storage, sampler=make_sampler(cfg), direction="maximize")
-    w1 = optuna.load_study(study_name="s", storage=storage, sampler=make_sampler(cfg))
-
-    def draw(study: optuna.Study) -> dict:
-        trial = study.ask()
-        sample(trial, cfg, 4, 8)
-        study.tell(trial, float(trial.number))
-        return trial.params
-
-    drawn = [draw(w) for _ in range(3) for w in (w0, w1)]  # two workers taking turns
-    drawn.append(draw(optuna.load_study(study_name="s", storage=storage, sampler=make_sampler(cfg))))  # a rerun
-    assert all(a != b for i, a in enumerate(drawn) for b in drawn[i + 1:]), drawn
-    again = optuna.create_study(sampler=make_sampler(cfg), direction="maximize")
-    assert draw(again) == drawn[0], "a one-worker search is reproducible from its seed"
-
-
-BAD_STORAGE = {
-    "invalid scheme": ("foo://bar", "unknown database 'foo'"),
-    "not a URL": ("no-scheme-here", "not a database URL"),
-    "unreachable server": ("postgresql://nobody@127.0.0.1:1/x", "Connection refused"),
-    "missing folder": ("sqlite:////nonexistent-folder/study.db", "cannot open"),
-}
-
-
-def test_printed_urls_hide_only_a_password() -> None:
-    assert redact_url("postgresql://search:s3cret@db:5432/search") == "postgresql://search:***@db:5432/search"
-    assert redact_url("postgresql://search@db/search") == "postgresql://search@db/search"  # copy-paste works
-    assert redact_url("sqlite:///results/x/study.db") == "sqlite:///results/x/study.db"
-
-
-@pytest.mark.parametrize("case", sorted(BAD_STORAGE))
-def test_bad_storage_is_one_line(case: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    url, expected = BAD_STORAGE[case]
-    space = write_space(tmp_path)
-    assert run.main([str(space), "--storage", url, "--results-dir", str(tmp_path / "r")]) == 2
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert len(err) == 1 and err[0].startswith("error: storage ") and expected in err[0], err
-
-
-def test_second_space_under_the_same_study_name_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    first = write_space(tmp_path, name="a.yaml")
-    other = write_space(tmp_path, {"budget": {"params": 5000}}, name="b.yaml")
-    common = ["--study-name", "shared", "--results-dir", str(tmp_path / "r"), "--n-trials", "1"]
-    assert run.main([str(first), *common]) == 0
-    results = tmp_path / "r" / "shared"
-    before = (results / "config.yaml").read_text(), (results / "study.db").stat().st_size
-    capsys.readouterr()
-    assert run.main([str(other), *common, "--n-trials", "2"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "made from a different space" in err[0] and "a.yaml" in err[0], err
-    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{results / 'study.db'}")
-    assert len(study.get_trials()) == 1 and count_finished(study.get_trials()) == 1
-    assert (results / "config.yaml").read_text() == before[0], "the refused YAML is not saved over the study's"
 
 
 def test_unwritable_results_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,4 +1,5 @@
-"""Where a study lives: concurrent creation of a new SQLite study, and storage URLs checked without opening them."""
+"""search/storage.py: concurrent creation of a new SQLite study, storage URLs checked without opening them and
+printed without their password, bad storage in one line, a failing sampler that leaves no trial running."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from search import run
 from search.errors import UserError
 from search import storage
 from search import SPACES_DIR
+from search.storage import ask, make_storage, redact_url
+from tests.helpers.spaces import write_space
+
+S = optuna.trial.TrialState
 
 
 def test_two_runs_creating_one_sqlite_study_both_succeed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,3 +92,38 @@ def test_check_url_opens_nothing(tmp_path: Path) -> None:
     assert not db.exists()
     with pytest.raises(UserError, match="unknown database"):
         storage.check_url("foo://bar")
+
+
+def test_printed_urls_hide_only_a_password() -> None:
+    assert redact_url("postgresql://search:s3cret@db:5432/search") == "postgresql://search:***@db:5432/search"
+    assert redact_url("postgresql://search@db/search") == "postgresql://search@db/search"  # copy-paste works
+    assert redact_url("sqlite:///results/x/study.db") == "sqlite:///results/x/study.db"
+
+
+BAD_STORAGE = {
+    "invalid scheme": ("foo://bar", "unknown database 'foo'"),
+    "not a URL": ("no-scheme-here", "not a database URL"),
+    "unreachable server": ("postgresql://nobody@127.0.0.1:1/x", "Connection refused"),
+    "missing folder": ("sqlite:////nonexistent-folder/study.db", "cannot open"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STORAGE))
+def test_bad_storage_is_one_line(case: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    url, expected = BAD_STORAGE[case]
+    space = write_space(tmp_path)
+    assert run.main([str(space), "--storage", url, "--results-dir", str(tmp_path / "r")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error: storage ") and expected in err[0], err
+
+
+def test_a_sampler_that_fails_leaves_no_trial_running(tmp_path: Path) -> None:
+    class Broken(optuna.samplers.RandomSampler):
+        def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            raise OverflowError("Python int too large to convert to C long")
+
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}"),
+                                sampler=Broken())
+    with pytest.raises(OverflowError):
+        ask(study, study.get_trials())
+    assert [t.state for t in study.get_trials()] == [S.FAIL]

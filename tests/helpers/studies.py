@@ -1,0 +1,103 @@
+"""Running a search as a user would, and reading what it leaves: its study, trial records and retries."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import pytest
+
+from search.review.results import open_results
+from search.trials import REJECTED, RETRY_OF, count_finished
+from tests.helpers.spaces import ROOT
+
+S = optuna.trial.TrialState
+PG_URL = os.environ.get("TEST_POSTGRES_URL")
+needs_postgres = pytest.mark.skipif(not PG_URL, reason="TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL "
+                                                       "server on loopback and sets it)")
+WAIT_S = 900  # a bound on waiting for a worker under any load, never a margin a test races against
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `python -m search.run ...` as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll `predicate` until it returns something truthy."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def records(*results: Path) -> dict[int, dict]:
+    """trials/<n>.json of one or more results folders, by trial number (a number in two folders fails)."""
+    out: dict[int, dict] = {}
+    for folder in results:
+        for path in sorted(folder.glob("trials/*.json")):
+            record = json.loads(path.read_text())
+            assert record["number"] not in out, f"trial {record['number']} recorded twice"
+            out[record["number"]] = record
+    return out
+
+
+def check_finished_study(study: optuna.Study, target: int, *results: Path,
+                         epochs: int = 3) -> list[optuna.trial.FrozenTrial]:
+    """Exactly `target` finished trials, none left running or waiting, each with its record; returns them."""
+    trials = study.get_trials()
+    assert count_finished(trials) == target
+    assert not [t for t in trials if t.state in (S.RUNNING, S.WAITING)]
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    finished = [t for t in trials if t.state in (S.COMPLETE, S.PRUNED) and REJECTED not in t.user_attrs]
+    found = records(*results)
+    for t in finished:
+        assert found[t.number]["state"] == "complete" and found[t.number]["seed"] == t.user_attrs["seed"]
+        assert len(found[t.number]["epochs"]) == epochs
+    return finished
+
+
+def study_at(results: Path) -> optuna.Study:
+    """The study of a results folder (default SQLite storage)."""
+    return optuna.load_study(study_name="space", storage=f"sqlite:///{results / 'study.db'}")
+
+
+def retry_of(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """The finished trial that retried trial `number`, checked to be linked to it and to continue it."""
+    original = study.trials[number]
+    retries = [t for t in study.get_trials() if t.user_attrs.get(RETRY_OF) == number and t.state == S.COMPLETE]
+    assert len(retries) == 1, f"trial {number} retried {len(retries)} times"
+    retry = retries[0]
+    assert retry.system_attrs["failed_trial"] == number  # Optuna's own link, as RetryFailedTrialCallback makes it
+    assert retry.params == original.params and retry.user_attrs["seed"] == original.user_attrs["seed"]
+    return retry
+
+
+def best(results: Path, k: int) -> list[int]:
+    """The k best complete trials of a study."""
+    return [t.number for t in open_results(results).complete()[:k]]
+
+
+def quickest(results: Path) -> int:
+    """The complete trial whose search epochs took the least time (to keep multi-epoch tests short)."""
+    done = open_results(results).complete()
+    return min(done, key=lambda t: sum(t.user_attrs["epoch_times_s"])).number
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fault and worker tests N times in a row with every core kept busy by a spinning shell loop: the
+# The fault, worker, signal, study, trial-loop, storage and resume tests N times in a row with every core kept busy by a spinning shell loop: the
 # check that they do not depend on wall-clock luck (issue 11). Prints one line per run and the tally.
 #
 #   benchmarks/fault_loop.sh [RUNS=20]
@@ -16,7 +16,8 @@ trap 'kill "${busy[@]}" 2>/dev/null' EXIT
 passed=0
 for i in $(seq "$runs"); do
   start=$(date +%s)
-  if .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_faults.py tests/test_workers.py > "$logs/run_$i.log" 2>&1; then
+  if .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_faults.py tests/test_workers.py tests/test_stop.py \
+      tests/test_study.py tests/test_trial_loop.py tests/test_storage.py tests/test_resume.py > "$logs/run_$i.log" 2>&1; then
     result=pass; passed=$((passed + 1))
   else
     result=FAIL

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.spaces import ROOT, SMOKE_OVERRIDES  # SMOKE_OVERRIDES: spaces/smoke.yaml shrunk to seconds
+from tests.helpers.studies import copy_results
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,11 +44,4 @@ def smoke_retrained(smoke_study: Path) -> Path:
 @pytest.fixture
 def smoke_copy(smoke_study: Path, tmp_path: Path) -> Path:
     """A private copy of smoke_study (config, study.db, trial JSONs; no retrain output) to change freely."""
-    dst = tmp_path / "smoke"
-    dst.mkdir()
-    shutil.copy2(smoke_study / "config.yaml", dst / "config.yaml")
-    # SQLite's backup API: the study may still be open in this process, with pages in its WAL file
-    with sqlite3.connect(smoke_study / "study.db") as src, sqlite3.connect(dst / "study.db") as out:
-        src.backup(out)
-    shutil.copytree(smoke_study / "trials", dst / "trials")
-    return dst
+    return copy_results(smoke_study, tmp_path / "smoke")

@@ -4,8 +4,6 @@ config never opens the dataset, so a results folder can be reviewed where the im
 from __future__ import annotations
 
 import os
-import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +17,7 @@ from search.data import datasets
 from search.errors import UserError
 from search.review import report, retrain
 from tests.helpers.datasets import make_imagefolder
+from tests.helpers.studies import copy_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {  # an image-folder search of seconds: a baseline and one trial, one epoch each on 12 images of 16 px
@@ -47,16 +46,6 @@ def moved_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert run.main([str(write_space(tmp, images)), "--results-dir", str(tmp / "results"), "--device", "cpu"]) == 0
     moved = images.rename(tmp / "moved")
     return tmp / "results" / "images", moved
-
-
-def copy_results(folder: Path, dst: Path) -> Path:
-    """A copy of a results folder (config, study.db through SQLite's backup API, trial JSONs)."""
-    dst.mkdir()
-    shutil.copy2(folder / "config.yaml", dst / "config.yaml")
-    with sqlite3.connect(folder / "study.db") as src, sqlite3.connect(dst / "study.db") as out:
-        src.backup(out)
-    shutil.copytree(folder / "trials", dst / "trials")
-    return dst
 
 
 def test_report_of_a_copied_folder_needs_no_dataset(moved_study: tuple[Path, Path], tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -101,3 +103,14 @@ def read_csv(path: Path) -> list[dict[str, str]]:
     """Rows of a CSV file as dicts."""
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def copy_results(folder: Path, dst: Path) -> Path:
+    """A copy of a results folder at `dst` (config, study.db through SQLite's backup API, trial JSONs; no
+    retrain output). The backup API, because the study may still be open in this process, with pages in its WAL."""
+    dst.mkdir()
+    shutil.copy2(folder / "config.yaml", dst / "config.yaml")
+    with sqlite3.connect(folder / "study.db") as src, sqlite3.connect(dst / "study.db") as out:
+        src.backup(out)
+    shutil.copytree(folder / "trials", dst / "trials")
+    return dst

@@ -7,7 +7,7 @@
 `storage` runs 1 and 4 processes through the real worker loop (search.study.trial_loop.run_trials: study lock,
 heartbeat thread, stale-trial check, ask/tell) with an objective that only does the storage calls a
 real trial makes (8 params, 12 user attributes, 3 epoch reports), so the time per trial is the storage
-overhead. `search` times `python -m search.run spaces/smoke.yaml --workers N` end to end on the CPU.
+overhead. `search` times `python -m search.run SPACE --workers N` end to end on the CPU (`--space`, default smoke).
 `ctrl-c` is a stress check: one worker process at a time runs the real loop with a trial that mostly
 talks to SQLite and checks the stop flag between its "batches" (as search.trainer.fit does), gets SIGINT
 at a random moment, and must record the trial as interrupted and exit; it also prints the time from the
@@ -133,13 +133,13 @@ def run_storage(args: argparse.Namespace) -> None:
 
 
 def run_search(args: argparse.Namespace) -> None:
-    """Print a markdown table of end-to-end trials per minute on the smoke space with N CPU workers."""
+    """Print a markdown table of end-to-end trials per minute on a space (the smoke space) with N CPU workers."""
     print("| workers | trials | wall s | trials per minute | study at the end |")
     print("|---|---|---|---|---|")
     sets = [a for kv in args.sets for a in ("--set", kv)]
     for n in [n for n in args.workers for _ in range(args.repeats)]:
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, "-m", "search.run", str(ROOT / "spaces" / "smoke.yaml"), "--results-dir", tmp,
+            cmd = [sys.executable, "-m", "search.run", args.space, "--results-dir", tmp,
                    "--n-trials", str(args.trials), "--workers", str(n), "--device", "cpu", *sets]
             t0 = time.perf_counter()
             done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -250,6 +250,7 @@ def main() -> None:
     w = sub.add_parser("search", help="end-to-end trials per minute with N workers")
     w.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     w.add_argument("--trials", type=int, default=12)
+    w.add_argument("--space", default=str(ROOT / "spaces" / "smoke.yaml"), help="the space searched")
     w.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="passed on to search.run, e.g. --set search.pruner=none (repeatable)")
     w.add_argument("--repeats", type=int, default=1, help="runs of each worker count (the machine may be shared)")

@@ -1,0 +1,207 @@
+"""MLPerf Tiny's image-classification problem on this CPU: search CIFAR-10 under ResNet-8's budget, retrain.
+
+Phases (each resumes where it stopped; after each, commit benchmarks/mcu/, which holds what a later session
+needs: the study database, the cost of every segment run, and every finished retrain's metrics):
+  python benchmarks/bench_mcu.py search  --data-root DIR   # benchmarks/mcu/cifar10_mcu.yaml, 45,000 / 5,000 split
+  python benchmarks/bench_mcu.py retrain --data-root DIR   # winner, resnet8, resnet14: 3 seeds on 50,000, tested once
+  python benchmarks/bench_mcu.py table                     # the table for BENCHMARKS.md
+DIR holds `cifar-10-batches-py/`, made offline from the JPEG copy with
+`python ../shared/tools/cifar-pickle.py <dir>/cifar-10-images-jpg DIR`: label the figures "CIFAR-10 (JPEG copy)".
+The search and retrains run through the user's own commands (`python -m search.run`, `python -m search retrain`);
+this script only chooses what to run, snapshots the study, and times each command (wall and CPU seconds of
+the command and its children, from `resource.getrusage`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = ROOT / "benchmarks" / "mcu" / "cifar10_mcu.yaml"  # the draft; moves to spaces/ once issue 14 ships it
+STUDY = "cifar10_mcu"
+SNAPSHOT = ROOT / "benchmarks" / "mcu"  # committed: study.db, cost.json, retrain/<label>/seed_k/*
+DESIGNS = ("search winner", "baseline resnet8", "baseline resnet14")
+
+
+def commit() -> str:
+    """The checkout's commit (with `+` when it has uncommitted changes)."""
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout
+    return rev.strip() + ("+" if dirty.strip() else "")
+
+
+def machine() -> str:
+    """CPU model, cores and whether it runs bf16 natively (which `train.amp: auto` follows)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.processor())
+    bf16 = "avx512_bf16" in info or "amx_bf16" in info
+    return f"{model}, {os.cpu_count()} cores, {'bf16' if bf16 else 'no bf16 (fp32)'}"
+
+
+def timed(label: str, cmd: list[str], threads: int | None = None) -> int:
+    """Run `cmd` with this checkout on PYTHONPATH; append its wall and CPU seconds to cost.json under `label`."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    print("$", " ".join(cmd), flush=True)
+    load, before, start = os.getloadavg()[0], resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
+    code = subprocess.run(cmd, env=env, cwd=ROOT).returncode
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    segment = {"label": label, "start": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start)),
+               "wall_s": round(time.time() - start, 1), "cpu_s": round(cpu, 1), "exit": code,
+               "load_before": round(load, 2), "commit": commit(), "machine": machine(), "cmd": cmd[2:]}
+    costs = json.loads((SNAPSHOT / "cost.json").read_text()) if (SNAPSHOT / "cost.json").exists() else []
+    SNAPSHOT.mkdir(parents=True, exist_ok=True)
+    (SNAPSHOT / "cost.json").write_text(json.dumps(costs + [segment], indent=1))
+    return code
+
+
+def results(args: argparse.Namespace) -> Path:
+    """The study's results folder, restored from the committed snapshot when this machine has none."""
+    folder = Path(args.results_dir) / STUDY
+    if not (folder / "study.db").exists() and (SNAPSHOT / "study.db").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(SNAPSHOT / "study.db", folder / "study.db")
+        print(f"restored {folder / 'study.db'} from {SNAPSHOT / 'study.db'}")
+    return folder
+
+
+def snapshot(folder: Path) -> None:
+    """Copy the study database (SQLite's online backup: consistent while a worker writes) and retrain metrics."""
+    SNAPSHOT.mkdir(parents=True, exist_ok=True)
+    if (folder / "study.db").exists():
+        with sqlite3.connect(folder / "study.db") as src, sqlite3.connect(SNAPSHOT / "study.db.tmp") as dst:
+            src.backup(dst)
+        os.replace(SNAPSHOT / "study.db.tmp", SNAPSHOT / "study.db")
+    for number, label in contenders(folder).items():
+        for f in (folder / "retrain" / f"{number:05d}").glob("seed_*/*"):
+            if f.name in ("metrics.json", "run.json", "curves.csv"):
+                out = SNAPSHOT / "retrain" / label.replace(" ", "_") / f.parent.name / f.name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, out)
+
+
+def trials(folder: Path) -> list:
+    """The study's trials (optuna imported here: the script's --help needs nothing)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{folder / 'study.db'}")
+    return study.get_trials(deepcopy=False)
+
+
+def contenders(folder: Path) -> dict[int, str]:
+    """Trial number -> label: the best complete searched trial and every complete baseline."""
+    if not (folder / "study.db").exists():
+        return {}
+    done = [t for t in trials(folder) if t.state.name == "COMPLETE" and t.values]
+    searched = sorted((t for t in done if "baseline" not in t.user_attrs), key=lambda t: -t.values[0])
+    out = {searched[0].number: "search winner"} if searched else {}
+    out.update({t.number: f"baseline {t.user_attrs['baseline']}" for t in done if "baseline" in t.user_attrs})
+    return out
+
+
+def search(args: argparse.Namespace) -> int:
+    """The search, resumed where it stopped: `--workers` processes, one thread each."""
+    folder = results(args)
+    cmd = [sys.executable, "-m", "search.run", str(SPACE), "--results-dir", args.results_dir,
+           "--workers", str(args.workers), "--data-root", args.data_root, "--set", "data.download=false",
+           *[a for s in args.set for a in ("--set", s)]]
+    code = timed("search", cmd, threads=None)
+    snapshot(folder)
+    return code
+
+
+def retrain(args: argparse.Namespace) -> int:
+    """Each design's retrain (3 seeds), one after another; a finished seed is kept, an interrupted one resumes."""
+    folder = results(args)
+    designs = contenders(folder)
+    missing = [d for d in DESIGNS if d not in designs.values()]
+    if missing:
+        sys.exit(f"error: the study has no complete {', '.join(missing)} yet: finish `search` first")
+    for number, label in designs.items():
+        if args.only and label not in args.only:
+            continue
+        cmd = [sys.executable, "-m", "search", "retrain", str(folder), "--trial", str(number),
+               "--seeds", str(args.seeds), "--data-root", args.data_root]
+        code = timed(f"retrain {label}", cmd)
+        snapshot(folder)
+        if code:
+            return code
+    return 0
+
+
+def fmt(values: list[float]) -> str:
+    """mean +- std (n-1) of accuracies, in %."""
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.2f} +- {100 * std:.2f}"
+
+
+def table(args: argparse.Namespace) -> int:
+    """Test top-1 per design (plain and flip-TTA), its counts and CPU-hours, and the winner's margin."""
+    folder = results(args)
+    costs = json.loads((SNAPSHOT / "cost.json").read_text()) if (SNAPSHOT / "cost.json").exists() else []
+    by_number = {t.number: t for t in trials(folder)}
+    accs: dict[str, list[float]] = {}
+    print("| design | trial | params | multiply-adds | peak act. | search val | seeds | test top-1 % | "
+          "flip-TTA % | retrain CPU-h |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for number, label in contenders(folder).items():
+        docs = [json.loads(p.read_text()) for p in sorted((SNAPSHOT / "retrain" / label.replace(" ", "_"))
+                                                          .glob("seed_*/metrics.json"))]
+        plain = [d["test"]["top1"] for d in docs]
+        tta = [d["test_tta"]["top1"] for d in docs if "test_tta" in d]
+        accs[label] = plain
+        cpu_h = sum(c["cpu_s"] for c in costs if c["label"] == f"retrain {label}") / 3600
+        t = by_number[number]
+        print(f"| {label} | {number} | {t.user_attrs.get('params', 0):,} | {t.user_attrs.get('flops', 0):,} | "
+              f"{t.user_attrs.get('peak_activations', '-')} | {t.values[0]:.4f} | {len(plain)} | {fmt(plain)} | "
+              f"{fmt(tta) if len(tta) == len(plain) else '-'} | {cpu_h:.2f} |")
+    search_s = [c for c in costs if c["label"] == "search"]
+    print(f"\nsearch: {len(search_s)} segment(s), {sum(c['wall_s'] for c in search_s) / 3600:.2f} h wall, "
+          f"{sum(c['cpu_s'] for c in search_s) / 3600:.2f} CPU-h; "
+          f"{sum(t.state.name == 'COMPLETE' or t.state.name == 'PRUNED' for t in by_number.values())} trials "
+          f"finished (baselines included); machines: {sorted({c['machine'] for c in costs})}")
+    w, ref = accs.get("search winner"), accs.get("baseline resnet8")
+    if w and ref and len(w) > 1 and len(ref) > 1:
+        spread = max(statistics.stdev(w), statistics.stdev(ref))
+        diff = statistics.mean(w) - statistics.mean(ref)
+        print(f"search winner - resnet8: {100 * diff:+.2f} points of test top-1; twice the larger seed std is "
+              f"{200 * spread:.2f}: {'beats it' if diff > 2 * spread else 'does NOT beat it'} by that test; "
+              f"winner {'reaches' if statistics.mean(w) >= 0.85 else 'does NOT reach'} MLPerf Tiny's 85%")
+    return 0
+
+
+def main() -> int:
+    """Run one phase."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("phase", choices=["search", "retrain", "table"])
+    p.add_argument("--data-root", default=str(ROOT / "data"), help="holds cifar-10-batches-py/")
+    p.add_argument("--results-dir", default=str(ROOT / "results"))
+    p.add_argument("--workers", type=int, default=2, help="search worker processes (one per core)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--only", nargs="*", help="retrain only these designs (e.g. 'baseline resnet8')")
+    p.add_argument("--set", action="append", default=[], help="passed to search.run (e.g. search.n_trials=24)")
+    args = p.parse_args()
+    print(f"{args.phase} on {machine()}, commit {commit()}, load average {os.getloadavg()[0]:.1f}", flush=True)
+    return {"search": search, "retrain": retrain, "table": table}[args.phase](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,6 +2,7 @@
 
 Phases (each resumes where it stopped; after each, commit benchmarks/mcu/, which holds what a later session
 needs: the study database, the cost of every segment run, and every finished retrain's metrics):
+  python benchmarks/bench_mcu.py dryrun  --data-root DIR   # the dry run's estimate of the search, kept to compare
   python benchmarks/bench_mcu.py search  --data-root DIR   # benchmarks/mcu/cifar10_mcu.yaml, 45,000 / 5,000 split
   python benchmarks/bench_mcu.py retrain --data-root DIR   # winner, resnet8, resnet14: 3 seeds on 50,000, tested once
   python benchmarks/bench_mcu.py table                     # the table for BENCHMARKS.md
@@ -73,10 +74,11 @@ def timed(label: str, cmd: list[str], threads: int | None = None) -> int:
 def results(args: argparse.Namespace) -> Path:
     """The study's results folder, restored from the committed snapshot when this machine has none."""
     folder = Path(args.results_dir) / STUDY
-    if not (folder / "study.db").exists() and (SNAPSHOT / "study.db").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(SNAPSHOT / "study.db", folder / "study.db")
-        print(f"restored {folder / 'study.db'} from {SNAPSHOT / 'study.db'}")
+    for name in ("study.db", "config.yaml"):  # retrain reads the study's config.yaml (its retrain: recipe)
+        if not (folder / name).exists() and (SNAPSHOT / name).exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(SNAPSHOT / name, folder / name)
+            print(f"restored {folder / name} from {SNAPSHOT / name}")
     return folder
 
 
@@ -87,6 +89,8 @@ def snapshot(folder: Path) -> None:
         with sqlite3.connect(folder / "study.db") as src, sqlite3.connect(SNAPSHOT / "study.db.tmp") as dst:
             src.backup(dst)
         os.replace(SNAPSHOT / "study.db.tmp", SNAPSHOT / "study.db")
+    if (folder / "config.yaml").exists():
+        shutil.copy2(folder / "config.yaml", SNAPSHOT / "config.yaml")
     for number, label in contenders(folder).items():
         for f in (folder / "retrain" / f"{number:05d}").glob("seed_*/*"):
             if f.name in ("metrics.json", "run.json", "curves.csv"):
@@ -115,12 +119,30 @@ def contenders(folder: Path) -> dict[int, str]:
     return out
 
 
+def search_cmd(args: argparse.Namespace) -> list[str]:
+    """`python -m search.run` on the space, as this benchmark runs it."""
+    return [sys.executable, "-m", "search.run", str(SPACE), "--results-dir", args.results_dir,
+            "--workers", str(args.workers), "--data-root", args.data_root, "--set", "data.download=false",
+            *[a for s in args.set for a in ("--set", s)]]
+
+
+def dryrun(args: argparse.Namespace) -> int:
+    """The dry run's estimate of this search (same workers and settings), saved to compare with the search."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([*search_cmd(args), "--dry-run"], env=env, cwd=ROOT, capture_output=True, text=True)
+    print(proc.stdout + proc.stderr, end="")
+    if proc.returncode == 0:
+        SNAPSHOT.mkdir(parents=True, exist_ok=True)
+        head = f"# {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC, {machine()}, commit {commit()}\n"
+        (SNAPSHOT / "dryrun.txt").write_text(head + proc.stdout)
+    return proc.returncode
+
+
 def search(args: argparse.Namespace) -> int:
-    """The search, resumed where it stopped: `--workers` processes, one thread each."""
+    """The search, resumed where it stopped: `--workers` processes, one thread each; `--timeout` bounds a
+    segment (no new trial starts after it), so that a segment ends, and is timed, inside a session."""
     folder = results(args)
-    cmd = [sys.executable, "-m", "search.run", str(SPACE), "--results-dir", args.results_dir,
-           "--workers", str(args.workers), "--data-root", args.data_root, "--set", "data.download=false",
-           *[a for s in args.set for a in ("--set", s)]]
+    cmd = search_cmd(args) + (["--timeout", str(args.timeout)] if args.timeout else [])
     code = timed("search", cmd, threads=None)
     snapshot(folder)
     return code
@@ -174,10 +196,17 @@ def table(args: argparse.Namespace) -> int:
               f"{t.user_attrs.get('peak_activations', '-')} | {t.values[0]:.4f} | {len(plain)} | {fmt(plain)} | "
               f"{fmt(tta) if len(tta) == len(plain) else '-'} | {cpu_h:.2f} |")
     search_s = [c for c in costs if c["label"] == "search"]
-    print(f"\nsearch: {len(search_s)} segment(s), {sum(c['wall_s'] for c in search_s) / 3600:.2f} h wall, "
-          f"{sum(c['cpu_s'] for c in search_s) / 3600:.2f} CPU-h; "
-          f"{sum(t.state.name == 'COMPLETE' or t.state.name == 'PRUNED' for t in by_number.values())} trials "
-          f"finished (baselines included); machines: {sorted({c['machine'] for c in costs})}")
+    wall_h = sum(c["wall_s"] for c in search_s) / 3600
+    states = [t.state.name for t in by_number.values()]
+    finished = states.count("COMPLETE") + states.count("PRUNED")
+    print(f"\nsearch: {len(search_s)} segment(s), {wall_h:.2f} h wall, "
+          f"{sum(c['cpu_s'] for c in search_s) / 3600:.2f} CPU-h; {finished} trials finished (baselines included: "
+          f"{states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, {states.count('FAIL')} failed), "
+          f"{finished / wall_h if wall_h else 0:.1f} per hour; machines: {sorted({c['machine'] for c in costs})}")
+    estimate = SNAPSHOT / "dryrun.txt"
+    if estimate.exists():
+        said = [ln for ln in estimate.read_text().splitlines() if ln.startswith(("probe:", "expected duration:"))]
+        print("dry run (" + estimate.read_text().splitlines()[0].lstrip("# ") + "):\n  " + "\n  ".join(said))
     w, ref = accs.get("search winner"), accs.get("baseline resnet8")
     if w and ref and len(w) > 1 and len(ref) > 1:
         spread = max(statistics.stdev(w), statistics.stdev(ref))
@@ -191,16 +220,17 @@ def table(args: argparse.Namespace) -> int:
 def main() -> int:
     """Run one phase."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("phase", choices=["search", "retrain", "table"])
+    p.add_argument("phase", choices=["dryrun", "search", "retrain", "table"])
     p.add_argument("--data-root", default=str(ROOT / "data"), help="holds cifar-10-batches-py/")
     p.add_argument("--results-dir", default=str(ROOT / "results"))
     p.add_argument("--workers", type=int, default=2, help="search worker processes (one per core)")
+    p.add_argument("--timeout", type=int, help="search: start no new trial after this many seconds")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--only", nargs="*", help="retrain only these designs (e.g. 'baseline resnet8')")
     p.add_argument("--set", action="append", default=[], help="passed to search.run (e.g. search.n_trials=24)")
     args = p.parse_args()
     print(f"{args.phase} on {machine()}, commit {commit()}, load average {os.getloadavg()[0]:.1f}", flush=True)
-    return {"search": search, "retrain": retrain, "table": table}[args.phase](args)
+    return {"dryrun": dryrun, "search": search, "retrain": retrain, "table": table}[args.phase](args)
 
 
 if __name__ == "__main__":

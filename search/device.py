@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA device is available here (use --device cpu or auto)")
     return torch.device(name)
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int) -> int:
+    """CPU threads each of `workers` worker processes on this machine gets: an equal share of its cores."""
+    return max(1, cpu_cores() // max(1, workers))
 
 
 def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:

@@ -2,18 +2,21 @@
 
 Designs are drawn by Optuna's random sampler from an in-memory study (nothing is written, no study is
 created or touched), resolved and checked exactly as the objective does, and summarised. A short timed
-probe of a typical design (the one of median size) gives the expected duration on this device. Both are
+probe of a typical design (the one of median size) gives the expected duration on this device, baselines
+included (with `--workers N`: N trials at once, each timed on its worker's share of the cores). Both are
 bounded: drawing stops after DRAW_S seconds, and the probe times a smaller batch than the training one
 when that one would need over PROBE_BYTES of activations or a step would take over a share of PROBE_S.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import optuna
 import torch
@@ -24,7 +27,7 @@ from blocks.text import short_bytes, short_count
 from . import trainer
 from .config import SearchConfig
 from .describe import arch_brief
-from .device import sync, to_device
+from .device import sync, threads_per_worker, to_device
 from .rules import check_sample
 from .space import sample
 from .config import TrainSpec
@@ -139,8 +142,9 @@ def _stepper(state: trainer.TrainState, spec: ArchSpec, clock: Clock) -> Callabl
 
 def summarise(cfg: SearchConfig, designs: list[Design], rejected: Counter, n_train: int, n_val: int,
               device: torch.device, probe: TrainingTimer = time_training, notes: Sequence[str] = (),
-              asked: int | None = None) -> list[str]:
-    """The dry run's report lines; `notes` (what was skipped or bounded) follow the first; `asked`: draws wanted."""
+              asked: int | None = None, workers: int = 1) -> list[str]:
+    """The dry run's report lines; `notes` (what was skipped or bounded) follow the first; `asked`: draws wanted;
+    `workers`: the worker processes the search will run on this machine (--workers)."""
     n = len(designs) + sum(rejected.values())
     lines = [f"dry run of {cfg.path}: {n:,} designs drawn at random (seed {cfg.search.seed}); nothing trained, "
              f"no study created or touched"]
@@ -156,7 +160,7 @@ def summarise(cfg: SearchConfig, designs: list[Design], rejected: Counter, n_tra
     if not designs:
         lines.append("no design of this space can be trained: widen the space or raise the budget")
         return lines
-    return lines + _space_lines(cfg, designs) + _duration_lines(cfg, designs, n_train, n_val, device, probe)
+    return lines + _space_lines(cfg, designs) + _duration_lines(cfg, designs, n_train, n_val, device, probe, workers)
 
 
 def _space_lines(cfg: SearchConfig, designs: list[Design]) -> list[str]:
@@ -181,13 +185,19 @@ def _space_lines(cfg: SearchConfig, designs: list[Design]) -> list[str]:
 
 
 def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_val: int, device: torch.device,
-                    probe: TrainingTimer) -> list[str]:
-    """The probe of the typical design (the one of median size) and the expected duration at its speed."""
+                    probe: TrainingTimer, workers: int = 1) -> list[str]:
+    """The probe of the typical design (the one of median size) and the expected duration at its speed.
+
+    With N workers on a CPU the probe runs on the threads each worker gets (its share of the cores, as
+    `--workers` gives them), and N trials run at once; on CUDA, one per GPU.
+    """
     typical = sorted(designs, key=lambda d: d.params)[len(designs) // 2]
     what = f"a typical design ({arch_brief(typical.spec.to_dict())}, {short_count(typical.params)} params)"
     batch = typical.train.batch_size
+    parallel, threads = _parallel(device, workers)
     try:
-        s_per_img, timed = probe(typical.spec, typical.train, device)
+        with _torch_threads(threads):
+            s_per_img, timed = probe(typical.spec, typical.train, device)
     except ProbeRefused as e:
         return [f"probe: {what} not timed: {e}; no duration estimate"]
     except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError and the CPU allocator's are RuntimeErrors
@@ -195,13 +205,42 @@ def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_va
             raise
         return [f"probe: {what} cannot be trained in the memory of {device}; no duration estimate"]
     at = f"batch {batch:,}" if timed == batch else f"timed at batch {timed:,} of {batch:,}, scaled per image"
+    if threads:
+        at += f", {threads} thread{'s' * (threads > 1)}: one worker's share of the cores"
     epochs = statistics.median(d.train.epochs for d in designs)
     trial_s = epochs * (n_train + EVAL_COST * n_val) * s_per_img
-    total = cfg.search.n_trials * trial_s
+    runs = cfg.search.n_trials + len(cfg.baselines)  # baselines train once, outside n_trials
+    total = runs * trial_s / parallel
+    n_base = len(cfg.baselines)
+    trials = f"{cfg.search.n_trials} trials" + (f" + {n_base} baseline{'s' * (n_base > 1)}" if n_base else "")
+    how = f"with {workers} workers" if workers > 1 else "on this device"
     return [f"probe: {what} trains at {1 / s_per_img:,.0f} img/s on {device} ({at})",
-            f"expected duration: {cfg.search.n_trials} trials x {epochs:g} epochs x ({n_train:,} training + "
-            f"{n_val:,} validation images) = about {_hours(total)} on this device without pruning "
-            f"(one trial about {_hours(trial_s)}; pruned trials stop early)"]
+            f"expected duration: {trials} x {epochs:g} epochs x ({n_train:,} training + {n_val:,} validation "
+            f"images){f' / {parallel} at once' if parallel > 1 else ''} = about {_hours(total)} {how} without "
+            f"pruning (one trial about {_hours(trial_s)}; pruned trials stop early)"]
+
+
+def _parallel(device: torch.device, workers: int) -> tuple[int, int | None]:
+    """Trials training at once, and the CPU threads the probe should use (None: as this process has them)."""
+    if device.type == "cuda":
+        return max(1, min(workers, torch.cuda.device_count())), None
+    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:  # workers then keep the value given (study.supervisor)
+        return max(1, workers), None
+    return workers, threads_per_worker(workers)
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `n` for the block (unchanged when None)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _quantiles(values: list[float]) -> list[tuple[str, float]]:

@@ -173,7 +173,7 @@ def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: Train
                                        clock=clock)
     notes = [found.skipped] if found.skipped else []
     for line in summarise(cfg, designs, rejected, found.n_train, found.n_val, resolve_device(args.device), probe,
-                          notes, asked=args.dry_run_samples):
+                          notes, asked=args.dry_run_samples, workers=args.workers):
         log(line)
 
 

@@ -80,6 +80,37 @@ def test_dry_run_summarises_the_space_without_a_study(tmp_path: Path, capsys: py
     assert any(line.startswith("depth (blocks)  1 .. 2") for line in lines)
 
 
+@pytest.mark.parametrize("workers, omp, threads, said", [
+    ("1", None, [None], "x (360 training + 40 validation images) = about 16 s on this device without pruning"),
+    ("2", None, [1], "images) / 2 at once = about 8 s with 2 workers without pruning"),
+    ("2", "2", [None], "images) / 2 at once = about 8 s with 2 workers without pruning")])
+def test_the_estimate_counts_baselines_and_workers(workers: str, omp: str | None, threads: list, said: str,
+                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Baselines train too; --workers N runs N trials at once, each on its share of the cores (as the
+    supervisor gives them, unless OMP_NUM_THREADS says otherwise), and the probe times that share."""
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    monkeypatch.setattr(dryrun, "threads_per_worker", lambda n: 1)  # this machine's cores, whatever they are
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n))
+    seen: list[int] = []
+    space = write_space(tmp_path, {"baselines": [{"name": "hand", "stages": 1, "blocks": [1]},
+                                                 {"name": "deep", "stages": 2, "blocks": [1, 1]}]},
+                        base={**PRUNING_SPACE, "train": {**PRUNING_SPACE["train"], "lr": 0.1}})
+    probed = []
+
+    def probe(spec: ArchSpec, train: TrainSpec, device: torch.device) -> dryrun.Timing:
+        probed.append(seen[-1] if seen else None)
+        return fixed_probe(spec, train, device)
+
+    lines = dry(space, "--workers", workers, probe=probe)
+    # (5 trials + 2 baselines) x 3 epochs x (360 + 40 / 3) images x 2 ms = 15.7 s, over 2 workers 7.8 s
+    assert lines[-1].startswith("expected duration: 5 trials + 2 baselines x 3 epochs") and said in lines[-1]
+    assert probed == threads and ("1 thread: one worker's share of the cores" in lines[-2]) == (threads == [1])
+    assert seen == ([1, torch.get_num_threads()] if threads == [1] else [])  # restored after the probe
+
+
 def test_dry_run_cli_and_fill_share_wording(tmp_path: Path) -> None:
     space = {**PRUNING_SPACE, "space": {**PRUNING_SPACE["space"], "fill": {"float": [0.05, 1.0]}}}
     path = write_space(tmp_path, base=space)

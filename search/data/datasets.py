@@ -23,6 +23,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 from blocks.text import one_line
 from . import augment, batch_augment, batches, decode_cache
 from search.config import IMAGE_SIZE_MIN, DataConfig, check_data_values
+from search.device import cpu_cores
 from search.errors import UserError
 
 # Per-channel mean/std of pixels in [0, 1]. CIFAR-10: over its 50k training images (as in airbench).
@@ -425,7 +426,7 @@ def loader_workers(requested: int | str) -> int:
     More workers than cores only compete for them, and PyTorch then warns twice per loader (three loaders
     per trial); we lower the value and say so once per process instead.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_cores()
     if requested == "auto":
         return cores
     if requested > cores:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..device import threads_per_worker
 from .stop import Signals
 
 POLL_S = 1.0  # the parent looks at its workers at least this often (a signal or a worker's exit wakes it)
@@ -53,7 +54,7 @@ def worker_env(index: int, n: int, gpus: list[str]) -> dict[str, str]:
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     elif "OMP_NUM_THREADS" not in os.environ:  # N workers each using every core slow each other down
-        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // n))
+        env["OMP_NUM_THREADS"] = str(threads_per_worker(n))
     return env
 
 

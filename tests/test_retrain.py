@@ -332,3 +332,18 @@ def test_retrain_eta_counts_every_run_still_to_come(smoke_copy: Path, monkeypatc
     assert retrain.main(args) == 0
     assert later == [(f"trial {a} seed 0", 3), (f"trial {a} seed 1", 2), (f"trial {b} seed 0", 1),
                      (f"trial {b} seed 1", 0)]
+
+
+@pytest.mark.parametrize("smoothing, expected", [(None, 0.1), (0.0, 0.0), (0.2, 0.2)])
+def test_the_recipe_replaces_only_what_it_sets(smoothing: float | None, expected: float) -> None:
+    """retrain: keys replace the trial's settings (lr scaled to its batch); null keeps the trial's value."""
+    from search.config import RetrainConfig, TrainSpec
+    from search.review.recipe import describe, final_train
+
+    trial = TrainSpec(epochs=40, batch_size=64, lr=0.37, weight_decay=1e-4, label_smoothing=0.1, momentum=0.8)
+    final = final_train(trial, RetrainConfig(lr=0.2, lr_batch=128, weight_decay=None, label_smoothing=smoothing))
+    assert (final.lr, final.weight_decay, final.momentum, final.batch_size) == (0.1, 1e-4, 0.8, 64)
+    assert final.label_smoothing == expected and final.warmup_epochs == 4.0  # 5 epochs, at most a tenth of 40
+    facts = {"dataset": "cifar10", "train_images": 50_000, "images": "train + val", "image_size": 32}
+    line = describe(final, [], facts)
+    assert ("label smoothing" in line) == bool(expected) and (f"label smoothing {expected:g}" in line or not expected)

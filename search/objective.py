@@ -29,7 +29,7 @@ from .storage import STORAGE_ERRORS, stored_trial
 from .device import resolve_device
 from .trainer import EpochResult, fit, resumable_epochs, seed_everything
 from .trials import (BASELINE, INTERRUPTED, REJECTED, RESUMED_FROM, RETRY_OF, WORKER, count_finished,
-                     is_baseline, ranked)
+                     count_running, is_baseline, ranked)
 
 
 class Objective:
@@ -273,10 +273,13 @@ class EpochHook:
         # The log line's place and best-so-far, read once per trial (not a whole-study read per epoch).
         trials = trial.study.get_trials(deepcopy=False)
         self.best = next(iter(ranked(trials)), None)
+        # k/n: k counts the finished trials and those running now, this one included (with several workers
+        # two trials that start together are the 1st and the 2nd, not both the 1st)
+        started = count_finished(trials) + count_running(trials)
         self.place = (f"baseline {trial.user_attrs[BASELINE]}" if is_baseline(trial)
-                      else f"{count_finished(trials) + 1}/{cfg.search.n_trials}")
+                      else f"{started}/{cfg.search.n_trials}")
         self.progress = Progress(f"trial {trial.number}", train.epochs,
-                                 later_runs=max(0, cfg.search.n_trials - count_finished(trials) - 1),
+                                 later_runs=max(0, cfg.search.n_trials - started),
                                  log=objective.log, every_s=objective.progress_every_s)
 
     def __call__(self, r: EpochResult) -> None:

@@ -68,3 +68,31 @@ def test_latency_budget_rejects_by_a_probe_and_trials_record_their_cost(tmp_path
         assert t.user_attrs["probe_latency_ms"] <= 8.0 and t.user_attrs["train_images_per_s"] > 0
         assert t.user_attrs["latency_ms_batch256"] == round(2 * t.user_attrs["params"] / 1000, 3)
         assert t.user_attrs["latency_ms_batch1"] < t.user_attrs["latency_ms_batch256"]
+
+
+def test_trials_that_start_together_get_their_own_place() -> None:
+    """The log's k/n: two workers' trials starting at once are the 1st and the 2nd, never both the 1st."""
+    from types import SimpleNamespace
+
+    from search.objective import EpochHook
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    cfg = SimpleNamespace(search=SimpleNamespace(objectives=["val_acc"], n_trials=24))
+    objective = SimpleNamespace(cfg=cfg, log=lambda line: None, progress_every_s=60.0)
+
+    def hook(trial: optuna.Trial) -> EpochHook:
+        return EpochHook(objective, trial, SimpleNamespace(epochs=8), {"epochs": []}, 0)
+
+    baseline = study.ask()
+    baseline.set_user_attr("baseline", "resnet8")
+    assert hook(baseline).place == "baseline resnet8"  # baselines are not counted in n_trials
+    first = study.ask()
+    assert hook(first).place == "1/24"
+    second = study.ask()  # another worker starts while the first still trains
+    assert hook(second).place == "2/24"
+    study.tell(first, 0.5)
+    study.tell(baseline, 0.7)
+    assert hook(study.ask()).place == "3/24"
+    study.tell(second, 0.6)
+    assert hook(study.ask()).place == "4/24"

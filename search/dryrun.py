@@ -2,8 +2,9 @@
 
 Designs are drawn by Optuna's random sampler from an in-memory study (nothing is written, no study is
 created or touched), resolved and checked exactly as the objective does, and summarised. A short timed
-probe of a typical design (the one of median size) gives the expected duration on this device, baselines
-included (with `--workers N`: N trials at once, each timed on its worker's share of the cores). Both are
+probe of PROBE_DESIGNS designs, one from each fifth of the drawn designs' FLOPs, gives the expected duration
+on this device at their mean time per image, baselines included (with `--workers N`: N trials at once, each
+timed on its worker's share of the cores). Both are
 bounded: drawing stops after DRAW_S seconds, and the probe times a smaller batch than the training one
 when that one would need over PROBE_BYTES of activations or a step would take over a share of PROBE_S.
 """
@@ -34,7 +35,8 @@ from .config import TrainSpec
 
 EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (forward only, no backward)
 DRAW_S = 30.0  # seconds drawing may take; the designs drawn by then are summarised
-PROBE_S = 20.0  # seconds the timing probe may take after its first one-image steps
+PROBE_S = 10.0  # seconds the timing probe of one design may take after its first one-image steps
+PROBE_DESIGNS = 5  # designs probed, one from each fifth of the drawn designs' FLOPs
 PROBE_STEPS = 2  # timed steps at the probe's batch (after one warm-up step)
 PROBE_BYTES = 2 * 1024**3  # activations the probe may allocate; a larger training batch is timed in part
 SAVED_PER_OUTPUT = 8  # float32 tensors of a block's output size kept for backward (conv, BN, ReLU, sum; rough)
@@ -186,27 +188,41 @@ def _space_lines(cfg: SearchConfig, designs: list[Design]) -> list[str]:
 
 def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_val: int, device: torch.device,
                     probe: TrainingTimer, workers: int = 1) -> list[str]:
-    """The probe of the typical design (the one of median size) and the expected duration at its speed.
+    """The probe of PROBE_DESIGNS designs spread over the drawn designs' FLOPs, and the expected duration at
+    their mean time per image (a trial's time follows its compute; one design's speed can be 10x another's).
 
     With N workers on a CPU the probe runs on the threads each worker gets (its share of the cores, as
     `--workers` gives them), and N trials run at once; on CUDA, one per GPU.
     """
-    typical = sorted(designs, key=lambda d: d.params)[len(designs) // 2]
-    what = f"a typical design ({arch_brief(typical.spec.to_dict())}, {short_count(typical.params)} params)"
-    batch = typical.train.batch_size
+    by_flops = sorted(designs, key=lambda d: d.flops)
+    k = min(PROBE_DESIGNS, len(by_flops))
+    picked = list({id(d): d for d in (by_flops[int((i + 0.5) * len(by_flops) / k)] for i in range(k))}.values())
     parallel, threads = _parallel(device, workers)
-    try:
-        with _torch_threads(threads):
-            s_per_img, timed = probe(typical.spec, typical.train, device)
-    except ProbeRefused as e:
-        return [f"probe: {what} not timed: {e}; no duration estimate"]
-    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError and the CPU allocator's are RuntimeErrors
-        if not isinstance(e, MemoryError) and "memory" not in str(e):
-            raise
-        return [f"probe: {what} cannot be trained in the memory of {device}; no duration estimate"]
-    at = f"batch {batch:,}" if timed == batch else f"timed at batch {timed:,} of {batch:,}, scaled per image"
+    rates = []
+    for d in picked:
+        what = f"a design ({arch_brief(d.spec.to_dict())}, {short_count(d.params)} params)"
+        try:
+            with _torch_threads(threads):
+                rates.append(probe(d.spec, d.train, device))
+        except ProbeRefused as e:
+            return [f"probe: {what} not timed: {e}; no duration estimate"]
+        except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError and the CPU allocator's: RuntimeErrors
+            if not isinstance(e, MemoryError) and "memory" not in str(e):
+                raise
+            return [f"probe: {what} cannot be trained in the memory of {device}; no duration estimate"]
+    s_per_img = statistics.fmean(r.s_per_img for r in rates)
+    pairs = {(r.batch, d.train.batch_size) for r, d in zip(rates, picked)}  # (timed batch, training batch)
+    timed, batch = next(iter(pairs))
+    if len(pairs) > 1:
+        at = "some timed at a smaller batch than their training one, scaled per image" if any(
+            t != b for t, b in pairs) else "at their training batches"
+    else:
+        at = f"batch {batch:,}" if timed == batch else f"timed at batch {timed:,} of {batch:,}, scaled per image"
     if threads:
         at += f", {threads} thread{'s' * (threads > 1)}: one worker's share of the cores"
+    speeds = sorted(1 / r.s_per_img for r in rates)
+    span = f"{speeds[0]:,.0f} img/s" if len(speeds) == 1 else f"{speeds[0]:,.0f} .. {speeds[-1]:,.0f} img/s"
+    flops = f"{short_count(picked[0].flops)}" + (f" .. {short_count(picked[-1].flops)}" if len(picked) > 1 else "")
     epochs = statistics.median(d.train.epochs for d in designs)
     trial_s = epochs * (n_train + EVAL_COST * n_val) * s_per_img
     runs = cfg.search.n_trials + len(cfg.baselines)  # baselines train once, outside n_trials
@@ -214,7 +230,8 @@ def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_va
     n_base = len(cfg.baselines)
     trials = f"{cfg.search.n_trials} trials" + (f" + {n_base} baseline{'s' * (n_base > 1)}" if n_base else "")
     how = f"with {workers} workers" if workers > 1 else "on this device"
-    return [f"probe: {what} trains at {1 / s_per_img:,.0f} img/s on {device} ({at})",
+    return [f"probe: {len(picked)} design{'s' * (len(picked) > 1)} spread over the drawn FLOPs ({flops}) train at "
+            f"{span} on {device} ({at}); {1 / s_per_img:,.0f} img/s in the mean time per image",
             f"expected duration: {trials} x {epochs:g} epochs x ({n_train:,} training + {n_val:,} validation "
             f"images){f' / {parallel} at once' if parallel > 1 else ''} = about {_hours(total)} {how} without "
             f"pruning (one trial about {_hours(trial_s)}; pruned trials stop early)"]

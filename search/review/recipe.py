@@ -51,8 +51,8 @@ def describe(train: TrainSpec, augment: list, facts: dict[str, Any]) -> str:
     opt = train.optimizer + (" nesterov" if train.optimizer == "sgd" and train.nesterov else "")
     warm = f" +{train.warmup_epochs:g} warm-up" if train.warmup_epochs and train.schedule in ("cosine", "step") else ""
     ema = f", EMA {train.ema:g}" if train.ema is not None else ", no EMA"
-    ema += f", label smoothing {train.label_smoothing:g}" if train.label_smoothing else ""
+    smoothing = f", label smoothing {train.label_smoothing:g}" if train.label_smoothing else ""
     names = ", ".join(next(iter(s)) if isinstance(s, dict) else str(s) for s in augment) or "none"
     return (f"{facts['dataset']}: {facts['train_images']:,} images ({facts['images']}) at {facts['image_size']}px; "
             f"{train.epochs} epoch{'s' if train.epochs > 1 else ''} {opt} lr {train.lr:g} wd {train.weight_decay:g} {train.schedule}{warm}, "
-            f"batch {train.batch_size}{ema}; augment: {names}")
+            f"batch {train.batch_size}{ema}{smoothing}; augment: {names}")

@@ -69,3 +69,31 @@ def test_predict_errors_are_one_line(smoke_retrained: Path, tmp_path: Path, caps
     assert capsys.readouterr().err == f"error: --images {tmp_path / 'nowhere'}: no such file or folder\n"
     assert predict.main([str(tmp_path), "--images", str(tmp_path)]) == 2
     assert "no model.pt there" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_the_previous_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "predictions.csv"
+    probs = torch.tensor([[0.7, 0.3], [0.2, 0.8]])
+    predict.write_csv(out, [Path("a.png"), Path("b.png")], probs, ["cat", "dog"], 1)
+    before = out.read_bytes()
+    assert [r["class_1"] for r in read(out)] == ["cat", "dog"]
+
+    class DiskFull(Exception):
+        pass
+
+    real_writer = csv.writer
+
+    def failing_writer(f):  # the second row fails, as a full disk would halfway through the file
+        rows = real_writer(f)
+
+        class Failing:
+            def writerow(self, row: list) -> None:
+                if row[0] == "b.png":
+                    raise DiskFull
+                rows.writerow(row)
+        return Failing()
+
+    monkeypatch.setattr(csv, "writer", failing_writer)
+    with pytest.raises(DiskFull):
+        predict.write_csv(out, [Path("a.png"), Path("b.png")], probs.flip(1), ["cat", "dog"], 1)
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]

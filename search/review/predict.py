@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 import blocks
+from blocks.atomic import atomic_text
 
 from ..data import augment
 from ..cli import main_guard
@@ -176,7 +177,7 @@ def write_csv(path: Path, files: list[Path], probs: torch.Tensor, names: list[st
     header = ["file"] + [f"{c}_{i}" for i in range(1, k + 1) for c in ("class", "prob")]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
+        with atomic_text(path) as f:  # a kill mid-write leaves the previous CSV, never half of one
             w = csv.writer(f)
             w.writerow(header)
             for file, p, idx in zip(files, top.values.tolist(), top.indices.tolist()):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from blocks import ArchSpec
-from blocks.atomic import atomic_text, atomic_write_text
+from blocks.atomic import atomic_text, atomic_write, atomic_write_text
 
 from ..errors import UserError
 from . import evaluate as ev
@@ -124,8 +124,9 @@ def export_onnx(model: torch.nn.Module, spec: ArchSpec, path: Path) -> None:
     model = model.cpu().float().eval().to(memory_format=torch.contiguous_format)
     x = torch.zeros(2, spec.in_channels, spec.input_size, spec.input_size)
     batch = torch.export.Dim("batch", min=1)
-    torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["logits"],
-                      dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+    program = torch.onnx.export(model, (x,), None, input_names=["images"], output_names=["logits"],
+                                dynamic_shapes=({0: batch},), verbose=False)
+    atomic_write(path, lambda f: f.write(program.model_proto.SerializeToString()))  # whole or not at all
 
 
 def need_onnx() -> None:

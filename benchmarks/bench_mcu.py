@@ -175,15 +175,40 @@ def fmt(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} +- {100 * std:.2f}"
 
 
+def search_summary(study: list, costs: list[dict], workers: int) -> str:
+    """The search's cost, what became of its trials (pruned after which epoch), and how busy its workers were:
+    the trials' own durations against `workers` x the segments' wall time."""
+    from collections import Counter
+
+    from search.trials import count_finished, count_kinds, is_baseline, is_rejected
+
+    segments = [c for c in costs if c["label"] == "search"]
+    wall_s = sum(c["wall_s"] for c in segments)
+    kinds = count_kinds(t for t in study if not is_baseline(t))
+    pruned_after = Counter(t.last_step for t in study if t.state.name == "PRUNED" and not is_rejected(t))
+    busy_s = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study
+                 if t.datetime_start and t.datetime_complete)
+    counted = count_finished(study)
+    return (f"\nsearch: {len(segments)} segment(s), {wall_s / 3600:.2f} h wall, "
+            f"{sum(c['cpu_s'] for c in segments) / 3600:.2f} CPU-h, {counted} searched trials counted "
+            f"({kinds['complete']} complete, {kinds['pruned']} pruned: "
+            f"{', '.join(f'{n} after epoch {e}' for e, n in sorted(pruned_after.items()))}), "
+            f"{kinds['rejected']} rejected before building, {kinds['failed']} failed (interrupted, then retried), "
+            f"{sum(map(is_baseline, study))} baselines; {counted / (wall_s / 3600) if wall_s else 0:.1f} searched "
+            f"trials per hour; {workers} workers busy {busy_s:,.0f} of {workers * wall_s:,.0f} worker-seconds "
+            f"({busy_s / (workers * wall_s) if wall_s else 0:.0%}); "
+            f"machines: {sorted({c['machine'] for c in segments})}")
+
+
 def table(args: argparse.Namespace) -> int:
     """Test top-1 per design (plain and flip-TTA), its counts and CPU-hours, and the winner's margin."""
     folder = results(args)
     costs = json.loads((SNAPSHOT / "cost.json").read_text()) if (SNAPSHOT / "cost.json").exists() else []
     by_number = {t.number: t for t in trials(folder)}
     accs: dict[str, list[float]] = {}
-    print("| design | trial | params | multiply-adds | peak act. | search val | seeds | test top-1 % | "
-          "flip-TTA % | retrain CPU-h |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| design | trial | params | multiply-adds | peak act. | search val | search s/epoch | seeds | "
+          "test top-1 % | flip-TTA % | retrain CPU-h |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for number, label in contenders(folder).items():
         docs = [json.loads(p.read_text()) for p in sorted((SNAPSHOT / "retrain" / label.replace(" ", "_"))
                                                           .glob("seed_*/metrics.json"))]
@@ -192,17 +217,12 @@ def table(args: argparse.Namespace) -> int:
         accs[label] = plain
         cpu_h = sum(c["cpu_s"] for c in costs if c["label"] == f"retrain {label}") / 3600
         t = by_number[number]
+        epoch_s = t.user_attrs.get("epoch_times_s") or []  # one worker's epochs over the 45,000 + 5,000
+        span = f"{min(epoch_s):.0f}-{max(epoch_s):.0f}" if epoch_s else "-"
         print(f"| {label} | {number} | {t.user_attrs.get('params', 0):,} | {t.user_attrs.get('flops', 0):,} | "
-              f"{t.user_attrs.get('peak_activations', '-')} | {t.values[0]:.4f} | {len(plain)} | {fmt(plain)} | "
-              f"{fmt(tta) if len(tta) == len(plain) else '-'} | {cpu_h:.2f} |")
-    search_s = [c for c in costs if c["label"] == "search"]
-    wall_h = sum(c["wall_s"] for c in search_s) / 3600
-    states = [t.state.name for t in by_number.values()]
-    finished = states.count("COMPLETE") + states.count("PRUNED")
-    print(f"\nsearch: {len(search_s)} segment(s), {wall_h:.2f} h wall, "
-          f"{sum(c['cpu_s'] for c in search_s) / 3600:.2f} CPU-h; {finished} trials finished (baselines included: "
-          f"{states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, {states.count('FAIL')} failed), "
-          f"{finished / wall_h if wall_h else 0:.1f} per hour; machines: {sorted({c['machine'] for c in costs})}")
+              f"{t.user_attrs.get('peak_activations', '-')} | {t.values[0]:.4f} | {span} | {len(plain)} | "
+              f"{fmt(plain)} | {fmt(tta) if len(tta) == len(plain) else '-'} | {cpu_h:.2f} |")
+    print(search_summary(list(by_number.values()), costs, args.workers))
     estimate = SNAPSHOT / "dryrun.txt"
     if estimate.exists():
         said = [ln for ln in estimate.read_text().splitlines() if ln.startswith(("probe:", "expected duration:"))]

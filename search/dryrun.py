@@ -196,28 +196,13 @@ def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_va
     """
     by_flops = sorted(designs, key=lambda d: d.flops)
     k = min(PROBE_DESIGNS, len(by_flops))
-    picked = list({id(d): d for d in (by_flops[int((i + 0.5) * len(by_flops) / k)] for i in range(k))}.values())
+    picked = [by_flops[int((i + 0.5) * len(by_flops) / k)] for i in range(k)]  # distinct: k <= len(by_flops)
     parallel, threads = _parallel(device, workers)
-    rates = []
-    for d in picked:
-        what = f"a design ({arch_brief(d.spec.to_dict())}, {short_count(d.params)} params)"
-        try:
-            with _torch_threads(threads):
-                rates.append(probe(d.spec, d.train, device))
-        except ProbeRefused as e:
-            return [f"probe: {what} not timed: {e}; no duration estimate"]
-        except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError and the CPU allocator's: RuntimeErrors
-            if not isinstance(e, MemoryError) and "memory" not in str(e):
-                raise
-            return [f"probe: {what} cannot be trained in the memory of {device}; no duration estimate"]
+    rates = _time_designs(picked, probe, device, threads)
+    if isinstance(rates, str):
+        return [rates]
     s_per_img = statistics.fmean(r.s_per_img for r in rates)
-    pairs = {(r.batch, d.train.batch_size) for r, d in zip(rates, picked)}  # (timed batch, training batch)
-    timed, batch = next(iter(pairs))
-    if len(pairs) > 1:
-        at = "some timed at a smaller batch than their training one, scaled per image" if any(
-            t != b for t, b in pairs) else "at their training batches"
-    else:
-        at = f"batch {batch:,}" if timed == batch else f"timed at batch {timed:,} of {batch:,}, scaled per image"
+    at = _batch_words({(r.batch, d.train.batch_size) for r, d in zip(rates, picked)})
     if threads:
         at += f", {threads} thread{'s' * (threads > 1)}: one worker's share of the cores"
     speeds = sorted(1 / r.s_per_img for r in rates)
@@ -235,6 +220,33 @@ def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_va
             f"expected duration: {trials} x {epochs:g} epochs x ({n_train:,} training + {n_val:,} validation "
             f"images){f' / {parallel} at once' if parallel > 1 else ''} = about {_hours(total)} {how} without "
             f"pruning (one trial about {_hours(trial_s)}; pruned trials stop early)"]
+
+
+def _time_designs(picked: list[Design], probe: TrainingTimer, device: torch.device,
+                  threads: int | None) -> list[Timing] | str:
+    """Each design's Timing on `threads` threads, or the one line saying why there is no estimate."""
+    rates = []
+    for d in picked:
+        what = f"a design ({arch_brief(d.spec.to_dict())}, {short_count(d.params)} params)"
+        try:
+            with _torch_threads(threads):
+                rates.append(probe(d.spec, d.train, device))
+        except ProbeRefused as e:
+            return f"probe: {what} not timed: {e}; no duration estimate"
+        except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError and the CPU allocator's: RuntimeErrors
+            if not isinstance(e, MemoryError) and "memory" not in str(e):
+                raise
+            return f"probe: {what} cannot be trained in the memory of {device}; no duration estimate"
+    return rates
+
+
+def _batch_words(pairs: set[tuple[int, int]]) -> str:
+    """How the probed batches relate to the training ones, from the distinct (timed, training) batch pairs."""
+    if len(pairs) > 1:
+        return ("some timed at a smaller batch than their training one, scaled per image"
+                if any(t != b for t, b in pairs) else "at their training batches")
+    ((timed, batch),) = pairs
+    return f"batch {batch:,}" if timed == batch else f"timed at batch {timed:,} of {batch:,}, scaled per image"
 
 
 def _parallel(device: torch.device, workers: int) -> tuple[int, int | None]:

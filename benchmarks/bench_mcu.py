@@ -149,7 +149,8 @@ def search(args: argparse.Namespace) -> int:
 
 
 def retrain(args: argparse.Namespace) -> int:
-    """Each design's retrain (3 seeds), one after another; a finished seed is kept, an interrupted one resumes."""
+    """Each design's retrain, a seed at a time (timed and snapshotted each, so that a session's end loses at
+    most one seed's progress); a finished seed is kept and only tested again, an interrupted one resumes."""
     folder = results(args)
     designs = contenders(folder)
     missing = [d for d in DESIGNS if d not in designs.values()]
@@ -158,12 +159,15 @@ def retrain(args: argparse.Namespace) -> int:
     for number, label in designs.items():
         if args.only and label not in args.only:
             continue
-        cmd = [sys.executable, "-m", "search", "retrain", str(folder), "--trial", str(number),
-               "--seeds", str(args.seeds), "--data-root", args.data_root]
-        code = timed(f"retrain {label}", cmd)
-        snapshot(folder)
-        if code:
-            return code
+        for k in range(args.seeds):
+            if (SNAPSHOT / "retrain" / label.replace(" ", "_") / f"seed_{k}" / "metrics.json").exists():
+                continue
+            cmd = [sys.executable, "-m", "search", "retrain", str(folder), "--trial", str(number),
+                   "--seeds", str(k + 1), "--data-root", args.data_root]
+            code = timed(f"retrain {label}", cmd)
+            snapshot(folder)
+            if code:
+                return code
     return 0
 
 

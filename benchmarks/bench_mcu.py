@@ -150,7 +150,9 @@ def search(args: argparse.Namespace) -> int:
 
 def retrain(args: argparse.Namespace) -> int:
     """Each design's retrain, a seed at a time (timed and snapshotted each, so that a session's end loses at
-    most one seed's progress); a finished seed is kept and only tested again, an interrupted one resumes."""
+    most one seed's progress); a finished seed is kept and only tested again, an interrupted one resumes.
+    fp32 always (`retrain.amp=false`): the search ran in fp32, and a session on a bf16 VM would otherwise
+    retrain some designs in bf16."""
     folder = results(args)
     designs = contenders(folder)
     missing = [d for d in DESIGNS if d not in designs.values()]
@@ -163,7 +165,7 @@ def retrain(args: argparse.Namespace) -> int:
             if (SNAPSHOT / "retrain" / label.replace(" ", "_") / f"seed_{k}" / "metrics.json").exists():
                 continue
             cmd = [sys.executable, "-m", "search", "retrain", str(folder), "--trial", str(number),
-                   "--seeds", str(k + 1), "--data-root", args.data_root]
+                   "--seeds", str(k + 1), "--data-root", args.data_root, "--set", "retrain.amp=false"]
             code = timed(f"retrain {label}", cmd)
             snapshot(folder)
             if code:

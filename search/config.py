@@ -236,13 +236,14 @@ class RetrainConfig:
     schedule: str | None = "cosine"  # cosine to 0 (Loshchilov & Hutter 2017, SGDR without restarts)
     warmup_epochs: float | None = 5.0  # linear warm-up at the peak lr's start (Goyal et al. 2017: 5 epochs)
     label_smoothing: float | None = None  # replaces the trial's train.label_smoothing; null keeps it
+    amp: bool | str | None = None  # replaces the trial's train.amp (false: fp32 on every machine); null keeps it
     ema: float | None = 0.999  # weight EMA decay per step, tested on the EMA weights; null = none
     tta: bool = True  # also report test accuracy on the mean softmax of each image and its mirror
     augment: list | None = None  # transforms replacing the trial's augmentation policy; null keeps it
 
     def recipe(self) -> dict[str, Any]:
         """The TrainSpec keys this section sets (lr still per lr_batch images)."""
-        keys = ("optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "label_smoothing")
+        keys = ("optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "amp")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None} | {"ema": self.ema,
                                                                                        "tta": self.tta}
 

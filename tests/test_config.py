@@ -21,6 +21,7 @@ from tests.helpers.spaces import ROOT, write_space
 REFUSED = {  # name: (command-line arguments after the YAML, what the one `error:` line must say)
     "negative momentum": (["--set", "train.momentum=-0.5"], "train.momentum -0.5: expected in [0, 1)"),
     "label smoothing over 1": (["--set", "train.label_smoothing=2.0"], "train.label_smoothing 2.0: expected in [0, 1)"),
+    "retrain precision not a choice": (["--set", "retrain.amp=maybe"], "retrain.amp 'maybe': expected auto, true or false"),
     "momentum range past 1": (["--set", "train.momentum={float: [0.5, 1.5]}"], "train.momentum 1.5"),
     "negative weight decay": (["--set", "train.weight_decay=-0.1"], "train.weight_decay -0.1: expected >= 0"),
     "warm-up as long as the run": (["--set", "train.warmup_epochs=3"], "train.warmup_epochs 3: expected in [0, epochs)"),

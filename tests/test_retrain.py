@@ -347,3 +347,13 @@ def test_the_recipe_replaces_only_what_it_sets(smoothing: float | None, expected
     facts = {"dataset": "cifar10", "train_images": 50_000, "images": "train + val", "image_size": 32}
     line = describe(final, [], facts)
     assert ("label smoothing" in line) == bool(expected) and (f"label smoothing {expected:g}" in line or not expected)
+
+
+@pytest.mark.parametrize("amp, expected", [(None, "auto"), (False, False), (True, True)])
+def test_retrain_amp_replaces_the_trials_precision(amp: bool | None, expected: bool | str) -> None:
+    """retrain.amp pins the final runs' precision (false: fp32 even where the CPU has bf16); null keeps train.amp."""
+    from search.config import RetrainConfig, TrainSpec
+    from search.review.recipe import final_train
+
+    assert final_train(TrainSpec(epochs=40, amp="auto"), RetrainConfig(amp=amp)).amp == expected
+

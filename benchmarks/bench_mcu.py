@@ -16,6 +16,8 @@ the command and its children, from `resource.getrusage`).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -26,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,22 +56,34 @@ def machine() -> str:
 
 
 def timed(label: str, cmd: list[str], threads: int | None = None) -> int:
-    """Run `cmd` with this checkout on PYTHONPATH; append its wall and CPU seconds to cost.json under `label`."""
+    """Run `cmd` with this checkout on PYTHONPATH; append its wall and CPU seconds to cost.json under `label`,
+    with the commit it started on and the threads it had (OMP_NUM_THREADS; unset = all cores)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     print("$", " ".join(cmd), flush=True)
-    load, before, start = os.getloadavg()[0], resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
+    load, rev = os.getloadavg()[0], commit()
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
     code = subprocess.run(cmd, env=env, cwd=ROOT).returncode
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     segment = {"label": label, "start": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start)),
                "wall_s": round(time.time() - start, 1), "cpu_s": round(cpu, 1), "exit": code,
-               "load_before": round(load, 2), "commit": commit(), "machine": machine(), "cmd": cmd[2:]}
-    costs = json.loads((SNAPSHOT / "cost.json").read_text()) if (SNAPSHOT / "cost.json").exists() else []
-    SNAPSHOT.mkdir(parents=True, exist_ok=True)
-    (SNAPSHOT / "cost.json").write_text(json.dumps(costs + [segment], indent=1))
+               "load_before": round(load, 2), "commit": rev, "machine": machine(),
+               "threads": env.get("OMP_NUM_THREADS", "all"), "cmd": cmd[2:]}
+    with snapshot_lock():
+        costs = json.loads((SNAPSHOT / "cost.json").read_text()) if (SNAPSHOT / "cost.json").exists() else []
+        (SNAPSHOT / "cost.json").write_text(json.dumps(costs + [segment], indent=1))
     return code
+
+
+@contextlib.contextmanager
+def snapshot_lock() -> Iterator[None]:
+    """Held while cost.json or the snapshot is written: two retrain chains may run side by side."""
+    SNAPSHOT.mkdir(parents=True, exist_ok=True)
+    with open(SNAPSHOT / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def results(args: argparse.Namespace) -> Path:
@@ -84,7 +99,12 @@ def results(args: argparse.Namespace) -> Path:
 
 def snapshot(folder: Path) -> None:
     """Copy the study database (SQLite's online backup: consistent while a worker writes) and retrain metrics."""
-    SNAPSHOT.mkdir(parents=True, exist_ok=True)
+    with snapshot_lock():
+        _snapshot(folder)
+
+
+def _snapshot(folder: Path) -> None:
+    """snapshot(), under its lock."""
     if (folder / "study.db").exists():
         with sqlite3.connect(folder / "study.db") as src, sqlite3.connect(SNAPSHOT / "study.db.tmp") as dst:
             src.backup(dst)

@@ -39,10 +39,11 @@ DESIGNS = ("search winner", "baseline resnet8", "baseline resnet14")
 
 
 def commit() -> str:
-    """The checkout's commit (with `+` when it has uncommitted changes)."""
+    """The checkout's commit (with `+` when its code has uncommitted changes)."""
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            f":!{SNAPSHOT.relative_to(ROOT)}"],  # this script's own output is not the code
+                           cwd=ROOT, capture_output=True, text=True).stdout
     return rev.strip() + ("+" if dirty.strip() else "")
 
 

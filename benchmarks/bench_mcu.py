@@ -3,7 +3,7 @@
 Phases (each resumes where it stopped; after each, commit benchmarks/mcu/, which holds what a later session
 needs: the study database, the cost of every segment run, and every finished retrain's metrics):
   python benchmarks/bench_mcu.py dryrun  --data-root DIR   # the dry run's estimate of the search, kept to compare
-  python benchmarks/bench_mcu.py search  --data-root DIR   # benchmarks/mcu/cifar10_mcu.yaml, 45,000 / 5,000 split
+  python benchmarks/bench_mcu.py search  --data-root DIR   # spaces/cifar10_mcu.yaml, 45,000 / 5,000 split
   python benchmarks/bench_mcu.py retrain --data-root DIR   # winner, resnet8, resnet14: 3 seeds on 50,000, tested once
   python benchmarks/bench_mcu.py table                     # the table for BENCHMARKS.md
 DIR holds `cifar-10-batches-py/`, made offline from the JPEG copy with
@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SPACE = ROOT / "benchmarks" / "mcu" / "cifar10_mcu.yaml"  # the draft; moves to spaces/ once issue 14 ships it
+SPACE = ROOT / "spaces" / "cifar10_mcu.yaml"
 STUDY = "cifar10_mcu"
 SNAPSHOT = ROOT / "benchmarks" / "mcu"  # committed: study.db, cost.json, retrain/<label>/seed_k/*
 DESIGNS = ("search winner", "baseline resnet8", "baseline resnet14")

@@ -126,7 +126,7 @@ def test_unknown_space_lists_the_shipped_ones(entry: list[str], tmp_path: Path, 
     monkeypatch.chdir(tmp_path)
     assert (run.main(entry) if entry[0] != "run" else search_main(entry)) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: nosuch: no such file, nor a shipped space (shipped: cifar10_5m, smoke, tiny_26m")
+    assert err.startswith("error: nosuch: no such file, nor a shipped space (shipped: cifar10_5m, cifar10_mcu, smoke, tiny_26m")
     assert len(err.splitlines()) == 1
 
 

@@ -127,6 +127,7 @@ def test_dry_run_cli_and_fill_share_wording(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("space, counts", [("cifar10_5m.yaml", "45,000 training + 5,000 validation"),
+                                           ("cifar10_mcu.yaml", "45,000 training + 5,000 validation"),
                                            ("tiny_26m.yaml", "90,000 training + 10,000 validation")])
 def test_a_builtin_dataset_not_on_disk_is_not_downloaded(space: str, counts: str, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:

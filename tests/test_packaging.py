@@ -32,7 +32,7 @@ def test_python_m_search_version_and_commands(capsys) -> None:
     assert out.returncode == 0 and out.stdout.startswith("resnet-budget-search ")
     assert main(["spaces"]) == 0
     listed = capsys.readouterr().out.split()
-    assert {"smoke", "cifar10_5m", "tiny_26m"} <= set(listed)
+    assert {"smoke", "cifar10_5m", "cifar10_mcu", "tiny_26m"} <= set(listed)
     assert main(["nonsense"]) == 2 and "unknown command 'nonsense'" in capsys.readouterr().err
     assert shipped_space("smoke") == str(SPACES_DIR / "smoke.yaml") and shipped_space("x/y.yaml") == "x/y.yaml"
 

@@ -8,7 +8,7 @@ from blocks import ArchSpec, complexity
 from search.config import load_config
 from search.rules import arch_violation
 from search.space import MIN_WIDTH, fill_widths, sample, solve_width
-from tests.helpers.spaces import ROOT
+from tests.helpers.spaces import ROOT, widening_breaks_a_budget
 
 S = optuna.trial.TrialState
 
@@ -43,7 +43,7 @@ def test_filled_widths_leave_no_stage_room_to_grow() -> None:
 
 def test_real_spaces_sample_only_trainable_architectures() -> None:
     """Sampled shapes of the shipped spaces fit their budgets and rules (or are rejected with a reason)."""
-    for name, classes, size in (("cifar10_5m", 10, 32), ("tiny_26m", 200, 64)):
+    for name, classes, size in (("cifar10_5m", 10, 32), ("tiny_26m", 200, 64), ("cifar10_mcu", 10, 32)):
         cfg = load_config(ROOT / "spaces" / f"{name}.yaml")
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
         utilisation, rejected = [], 0
@@ -61,5 +61,9 @@ def test_real_spaces_sample_only_trainable_architectures() -> None:
             assert params <= cfg.budget.params
             utilisation.append(params / cfg.budget.params)
             study.tell(trial, 0.0)
+            if name == "cifar10_mcu":  # 78k params: a step of 8 channels is a few % of the budget, so ...
+                assert all(widening_breaks_a_budget(spec, i, cfg.budget) for i in range(spec.stages)), arch
         assert rejected <= 20, f"{name}: {rejected} of 40 samples rejected"
-        assert sorted(utilisation)[len(utilisation) // 2] >= 0.97, f"{name}: filled widths should use the budget"
+        if name != "cifar10_mcu":  # ... only there the widths are checked one step from a budget instead
+            assert sorted(utilisation)[len(utilisation) // 2] >= 0.97, f"{name}: filled widths should use the budget"
+

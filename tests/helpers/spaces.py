@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from blocks import ArchSpec, complexity
+from blocks.spec import SpecError
+from search.space import MIN_WIDTH
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,3 +60,17 @@ def write_space(folder: Path, changes: dict | None = None, name: str = "space.ya
     path = folder / name
     path.write_text(yaml.safe_dump(space))
     return path
+
+
+
+def widening_breaks_a_budget(spec: ArchSpec, stage: int, budget: Any) -> bool:
+    """Whether `spec` with stage `stage` widened by MIN_WIDTH breaks its params, FLOPs or peak budget (or is no
+    valid spec: a zero-pad shortcut cannot narrow, so a stage cannot outgrow the next one)."""
+    widths = list(spec.widths)
+    widths[stage] += MIN_WIDTH
+    try:
+        c = complexity(ArchSpec.from_dict({**spec.to_dict(), "width": widths[0], "widths": widths}))
+    except SpecError:
+        return True
+    return any(limit is not None and used > limit for used, limit in
+               ((c.params, budget.params), (c.flops, budget.flops), (c.peak_activations, budget.peak_activations)))

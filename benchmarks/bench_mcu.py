@@ -195,11 +195,12 @@ def retrain(args: argparse.Namespace) -> int:
 
 
 def fmt(values: list[float]) -> str:
-    """mean +- std (n-1) of accuracies, in %."""
+    """mean +- std (n-1) of accuracies, in %; one seed has no spread, so none is shown."""
     if not values:
         return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.2f} +- {100 * std:.2f}"
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * statistics.mean(values):.2f} +- {100 * statistics.stdev(values):.2f}"
 
 
 def search_summary(study: list, costs: list[dict], workers: int) -> str:

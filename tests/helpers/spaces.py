@@ -62,7 +62,6 @@ def write_space(folder: Path, changes: dict | None = None, name: str = "space.ya
     return path
 
 
-
 def widening_breaks_a_budget(spec: ArchSpec, stage: int, budget: Any) -> bool:
     """Whether `spec` with stage `stage` widened by MIN_WIDTH breaks its params, FLOPs or peak budget (or is no
     valid spec: a zero-pad shortcut cannot narrow, so a stage cannot outgrow the next one)."""

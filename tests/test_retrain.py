@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
 import sqlite3
 import statistics
 from pathlib import Path
@@ -184,18 +185,21 @@ def test_interrupted_retrain_resumes_and_finished_seeds_are_reused(
     run_dir = smoke_copy / "retrain" / f"{n:05d}" / "seed_0"
     real_fit = retrain_seed.fit
 
-    def fit_then_ctrl_c(*args, on_epoch, **kw):
+    def fit_then_sigterm(*args, on_epoch, **kw):
         def hook(r):
             on_epoch(r)
             if r.epoch == 1:
-                raise KeyboardInterrupt  # as Ctrl-C after the epoch-1 checkpoint was written
+                assert callable(signal.getsignal(signal.SIGTERM)), "no handler: SIGTERM would kill pytest itself"
+                signal.raise_signal(signal.SIGTERM)  # as a job scheduler's kill, after the epoch-1 checkpoint
         return real_fit(*args, on_epoch=hook, **kw)
 
-    monkeypatch.setattr(retrain_seed, "fit", fit_then_ctrl_c)
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2"]) == 130
+    monkeypatch.setattr(retrain_seed, "fit", fit_then_sigterm)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2"]) == 130  # not killed: it stopped
     assert "rerun the same command to resume" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is handler, "the previous SIGTERM handler is back"
     state = torch.load(run_dir / "train_state.pt", weights_only=True)
-    assert len(state["history"]) == 1 and not (run_dir / "model.pt").exists()
+    assert len(state["history"]) == 1 and not (run_dir / "model.pt").exists()  # stopped inside epoch 2
     monkeypatch.setattr(retrain_seed, "fit", real_fit)
 
     assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2"]) == 0

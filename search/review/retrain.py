@@ -16,6 +16,7 @@ from ..cli import main_guard
 from ..dashboard import attach_retrain
 from ..device import resolve_device
 from ..errors import UserError
+from ..study.stop import Stop
 from ..checks import check_for_training
 from ..config import TrainSpec
 from . import recipe
@@ -114,16 +115,18 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
         f"{res.name!r}: {epochs} epoch{'s' if epochs > 1 else ''}, {seeds} seed{'s' if seeds > 1 else ''}, "
         f"{'train + val' if on_val else 'train'} images, on {device} -> {out}")
     runs: dict[int, list[SeedRun]] = {}
-    with contextlib.ExitStack() as locks:
+    with contextlib.ExitStack() as locks, Stop() as stop:  # SIGINT/SIGTERM: stop between batches, resumable
         for plan in plans:  # every trial's folder before any training: a clash is refused at once, not hours in
             lock_folder(out / f"{plan.number:05d}", locks)
         for i, plan in enumerate(plans):
             folder = out / f"{plan.number:05d}"
             if args.fresh:
                 clear_folder(folder)
-            runs[plan.number] = [train_and_test(res, plan, k, on_val, device, folder, unlabeled, args.onnx, log,
-                                                later_runs=(len(plans) - i) * seeds - k - 1)
-                                 for k in range(seeds)]
+            runs[plan.number] = []
+            for k in range(seeds):
+                stop.check()  # a stop that came while the last seed was tested: the next one does not start
+                runs[plan.number].append(train_and_test(res, plan, k, on_val, device, folder, unlabeled, args.onnx,
+                                                        log, later_runs=(len(plans) - i) * seeds - k - 1, stop=stop))
             write_trial_summary(res, plan, runs[plan.number], on_val, folder)
             attach_retrain(res.study, plan.number, res.folder, folder)  # optuna-dashboard opens them from the trial
     summary = {"trials": {n: brief(r) for n, r in runs.items()}}

@@ -30,10 +30,13 @@ Log = Callable[[str], None]
 
 
 def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: torch.device, folder: Path,
-                   unlabeled: list[Path] | None, onnx: bool, log: Log, later_runs: int = 0) -> SeedRun:
+                   unlabeled: list[Path] | None, onnx: bool, log: Log, later_runs: int = 0,
+                   stop: Callable[[], bool] | None = None) -> SeedRun:
     """Train (or resume, or reuse) seed run k of one trial, test it and write its files.
 
     `later_runs`: seed runs still to come after this one (every trial's), for the total ETA.
+    `stop`: asked between training batches; once it says yes, training raises StopRequested and the last
+    finished epoch's train_state.pt is kept for a rerun to resume.
     """
     from ..data.augment import DEFAULT_POLICY, policy_steps
     from ..data.datasets import make_loaders
@@ -51,7 +54,8 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
                      "train": train.to_dict()})
     tag = f"[trial {plan.number} seed {k}]"
     log(f"{tag} {recipe.describe(train, steps, facts)}")
-    model, history = _trained_model(res, plan, k, seed, run_dir, loaders, on_val, device, tag, log, later_runs)
+    model, history = _trained_model(res, plan, k, seed, run_dir, loaders, on_val, device, tag, log, later_runs,
+                                    stop)
     run = _tested(model, loaders, train.amp, cfg.retrain.tta, device, run_dir, seed, history, tag, log)
     names = loaders.info.class_names or tuple(str(c) for c in range(run.probs.shape[1]))
     write_run_files(run, names, {"study": res.name, "trial": plan.number, "seed": seed, "epochs": train.epochs,
@@ -72,11 +76,12 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
 
 
 def _trained_model(res: StudyResults, plan: Plan, k: int, seed: int, run_dir: Path, loaders: Any, on_val: bool,
-                   device: torch.device, tag: str, log: Log, later_runs: int) -> tuple[torch.nn.Module, list[dict]]:
+                   device: torch.device, tag: str, log: Log, later_runs: int,
+                   stop: Callable[[], bool] | None) -> tuple[torch.nn.Module, list[dict]]:
     """The seed run's model and training history: the saved model.pt when there is one, else trained now."""
     model_path = run_dir / "model.pt"
     if not model_path.is_file():
-        return _train(res, plan, seed, run_dir, loaders, on_val, device, tag, log, later_runs)
+        return _train(res, plan, seed, run_dir, loaders, on_val, device, tag, log, later_runs, stop)
     log(f"{tag} already trained ({model_path}); testing the saved model")
     try:
         model = blocks.load(model_path, device)
@@ -88,7 +93,8 @@ def _trained_model(res: StudyResults, plan: Plan, k: int, seed: int, run_dir: Pa
 
 
 def _train(res: StudyResults, plan: Plan, seed: int, run_dir: Path, loaders: Any, on_val: bool,
-           device: torch.device, tag: str, log: Log, later_runs: int) -> tuple[torch.nn.Module, list[dict]]:
+           device: torch.device, tag: str, log: Log, later_runs: int,
+           stop: Callable[[], bool] | None) -> tuple[torch.nn.Module, list[dict]]:
     """Train the seed run to its end (resuming train_state.pt), save it as model.pt; the model and its history."""
     spec, train = plan.spec, plan.train
     seed_everything(seed)
@@ -109,7 +115,7 @@ def _train(res: StudyResults, plan: Plan, seed: int, run_dir: Path, loaders: Any
     progress = Progress(tag[1:-1], train.epochs, run_name="run", total_name="retrain", later_runs=later_runs,
                         log=log)
     results = fit(model, loaders.train, None if on_val else loaders.val, train, device, on_epoch=on_epoch,
-                  checkpoint=state, native_size=loaders.info.image_size, seed=seed, on_batch=progress)
+                  checkpoint=state, native_size=loaders.info.image_size, seed=seed, stop=stop, on_batch=progress)
     history = [dataclasses.asdict(h) for h in results]
     info = loaders.info
     blocks.save(run_dir / "model.pt", model, spec, extra={

@@ -232,6 +232,25 @@ def test_interrupted_retrain_resumes_and_finished_seeds_are_reused(
     assert len(read_csv(run_dir.parent / "seed_1" / "curves.csv")) == 2
 
 
+def test_a_stop_while_a_seed_is_tested_lets_it_finish_and_starts_no_other(
+        smoke_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    n = quickest(smoke_copy)
+    real_predict = retrain_seed.predict
+
+    def sigterm_then_predict(*args, **kw):
+        assert callable(signal.getsignal(signal.SIGTERM)), "no handler: SIGTERM would kill pytest itself"
+        signal.raise_signal(signal.SIGTERM)
+        return real_predict(*args, **kw)
+
+    monkeypatch.setattr(retrain_seed, "predict", sigterm_then_predict)
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--seeds", "2"]) == 130
+    out, err = capsys.readouterr()
+    assert "rerun the same command to resume" in err
+    folder = smoke_copy / "retrain" / f"{n:05d}"
+    assert (folder / "seed_0" / "metrics.json").is_file() and f"[trial {n} seed 0] test top-1" in out
+    assert not (folder / "seed_1").exists() and f"[trial {n} seed 1]" not in out
+
+
 def test_predict_writes_wnids_for_tiny_imagenet_test_images(tmp_path: Path) -> None:
     from search import run
 

@@ -99,7 +99,7 @@ def module_violation(model: nn.Module, cfg: SearchConfig) -> str | None:
 
 def check_space_meets_rules(cfg: SearchConfig, info: DatasetInfo) -> None:
     """Rules and budgets the space must be able to meet on the dataset `info` describes (the fixed values'
-    rules are config.py's): enough transforms, valid values, a smallest network under budget, progressive
+    rules are search.config.parse's): enough transforms, valid values, a smallest network under budget, progressive
     resizing that ends at the image size."""
     rules = cfg.rules
     if rules.min_augmentations is not None:

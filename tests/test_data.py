@@ -16,18 +16,17 @@ from search.data import augment
 from search.data import datasets as data
 from search.config import DataConfig, check_data_values
 from search.data.augment import build_transforms, count_transforms, policy_names, policy_steps, validate_augment
+from search.data import sources
 from search.data.datasets import (
     CIFAR10_MEAN,
-    _CIFAR10Files,
     dataset_info,
     drops_little,
     loader_workers,
     make_loaders,
     make_predict_loader,
     split_indices,
-    synthetic_images,
-    tiny_imagenet_unlabeled_test,
 )
+from search.data.sources import CIFAR10Files, synthetic_images, tiny_imagenet_unlabeled_test
 from search.errors import UserError
 from tests.helpers.datasets import corrupt_one, make_cifar10, make_imagefolder, make_tiny_imagenet
 
@@ -61,7 +60,7 @@ def test_cifar10_fixture_is_the_official_pickle_format(cifar_root: Path) -> None
         entry = pickle.load(f, encoding="bytes")
     assert set(entry) == {b"batch_label", b"labels", b"data", b"filenames"}
     assert entry[b"data"].dtype == np.uint8 and entry[b"data"].shape == (20, 3072)
-    ds = _CIFAR10Files(str(cifar_root), train=True)  # torchvision's own reader (encoding="latin1")
+    ds = CIFAR10Files(str(cifar_root), train=True)  # torchvision's own reader (encoding="latin1")
     assert ds.data.shape == (100, 32, 32, 3) and len(ds.targets) == 100 and ds.classes[0] == "airplane"
 
 
@@ -73,7 +72,7 @@ def test_cifar10_loaders(cifar_root: Path) -> None:
     x, y = next(iter(loaders.train))
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     xt, yt = _all(loaders.test)
-    raw = _CIFAR10Files(str(cifar_root), train=False)
+    raw = CIFAR10Files(str(cifar_root), train=False)
     assert yt.tolist() == raw.targets  # the official test batch, in order, unaugmented
     expected = (raw.data[0, 0, 0] / 255 - np.array(CIFAR10_MEAN)) / np.array(loaders.info.std)
     assert np.allclose(xt[0, :, 0, 0].numpy(), expected, atol=1e-5)
@@ -90,11 +89,11 @@ def test_cifar10_missing_without_download(tmp_path: Path) -> None:
 
 
 def test_download_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_CIFAR10Files, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")  # refused at once
+    monkeypatch.setattr(CIFAR10Files, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")  # refused at once
     with pytest.raises(UserError, match=r"^cannot download cifar10 into") as err:
         make_loaders(DataConfig("cifar10", str(tmp_path), download=True), [], 8, seed=0)
     assert "\n" not in str(err.value)
-    monkeypatch.setattr(data, "TINY_URL", "http://127.0.0.1:9/tiny-imagenet-200.zip")
+    monkeypatch.setattr(sources, "TINY_URL", "http://127.0.0.1:9/tiny-imagenet-200.zip")
     with pytest.raises(UserError, match=r"^cannot download tiny_imagenet into") as err:
         make_loaders(DataConfig("tiny_imagenet", str(tmp_path), download=True), [], 8, seed=0)
     assert "\n" not in str(err.value)
@@ -254,7 +253,7 @@ def test_augmentation_is_seeded_and_varies_across_workers() -> None:
     # Forked workers start with a copy of one random state: without reseeding, worker 0 and
     # worker 1 would give the same augmentation to the same image.
     img = np.tile(np.arange(16, dtype=np.uint8)[None, :, None] * 15, (16, 1, 3))
-    split = data.Split(np.zeros(16, dtype=np.int64), images=np.stack([img] * 16))
+    split = sources.Split(np.zeros(16, dtype=np.int64), images=np.stack([img] * 16))
     tf = augment.train_pipeline([{"RandomBrightnessContrast": {"p": 1.0}}], "t", seed=0)
     info = data.dataset_info(DataConfig())
     loader = data._loader(data.ImageDataset(split, tf), 4, info, train=False, seed=0, device="cpu",

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from search.data import datasets as data
+from search.data import sources
 from search.data import decode_cache
 from search.data.batches import ArrayBatches
 from search.config import DataConfig
@@ -30,8 +31,8 @@ def cached(root: Path) -> list[Path]:
 def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Record every image file the data module decodes from now on."""
     reads: list[Path] = []
-    real = data.read_image
-    monkeypatch.setattr(data, "read_image", lambda p: reads.append(Path(p)) or real(p))
+    real = sources.read_image
+    monkeypatch.setattr(sources, "read_image", lambda p: reads.append(Path(p)) or real(p))
     return reads
 
 

@@ -10,7 +10,7 @@ import torch
 
 from blocks import ArchSpec, complexity
 from search import dryrun, run
-from search.data import datasets as data
+from search.data import sources
 from search.data import decode_cache
 from search.config import TrainSpec
 from tests.helpers.datasets import make_cifar10, make_imagefolder
@@ -134,8 +134,8 @@ def test_a_builtin_dataset_not_on_disk_is_not_downloaded(space: str, counts: str
     def no_download(*args, **kwargs):  # noqa: ANN002, ANN003
         raise AssertionError("the dry run tried to download")
 
-    monkeypatch.setattr(data._CIFAR10Files, "download", no_download)
-    monkeypatch.setattr(data, "download_and_extract_archive", no_download)
+    monkeypatch.setattr(sources.CIFAR10Files, "download", no_download)
+    monkeypatch.setattr(sources, "download_and_extract_archive", no_download)
     lines = dry(ROOT / "spaces" / space, "--data-root", str(tmp_path / "data"), "--set", "search.n_trials=1")
     name = space.split("_")[0].replace("tiny", "tiny_imagenet")
     assert lines[1].startswith(f"note: {name} is not in '{tmp_path / 'data'}' (a search downloads it; a dry run "

@@ -13,6 +13,7 @@ from PIL import Image
 import blocks
 from blocks import ArchSpec
 from search.data import datasets as data
+from search.data import sources
 from search.review import predict
 
 SPEC = ArchSpec(stages=2, blocks=(1, 1), width=8, input_size=12, num_classes=3)
@@ -86,4 +87,4 @@ def test_an_image_over_the_size_limit_is_refused_before_decoding(width: int, hei
     assert code == 2 and "DecompressionBomb" not in err, err
     assert err.strip().splitlines()[-1].startswith(f"error: image '{big}' is ") and "over the limit of 50 megapixels" in err
     with pytest.raises(data.UserError, match=r"over the limit of 50 megapixels \(resize it first\)$"):
-        data.read_image(big)
+        sources.read_image(big)

@@ -2,7 +2,7 @@
 
 A MODEL is a retrained `model.pt`, or a folder holding some (`results/<study>/retrain/00012` = all its
 seeds); several models are an ensemble (the mean of their softmax, as retrain's ensembles). Each image is
-read as RGB (at most data.MAX_PIXELS), its shorter side resized to the model's input size and the centre
+read as RGB (at most search.data.sources.MAX_PIXELS), its shorter side resized to the model's input size and the centre
 square kept, then normalised with the statistics the model was trained with (stored in model.pt; a
 model.pt without them needs --mean/--std, or names a dataset whose defaults are used with a note).
 """
@@ -25,7 +25,8 @@ from blocks.atomic import atomic_text
 
 from ..data import augment
 from ..cli import main_guard
-from ..data.datasets import NORMALISATION, ImageDataset, Split, loader_workers
+from ..data.datasets import NORMALISATION, ImageDataset, loader_workers
+from ..data.sources import Split
 from ..errors import UserError
 from ..progress import Progress
 from ..device import resolve_device

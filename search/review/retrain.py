@@ -138,7 +138,7 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
 
 def _unlabeled_paths(cfg: Any) -> list[Path]:
     """The unlabeled test images for --predict (Tiny ImageNet's test/images), or a UserError."""
-    from ..data.datasets import tiny_imagenet_unlabeled_test
+    from ..data.sources import tiny_imagenet_unlabeled_test
 
     if cfg.data.dataset != "tiny_imagenet":
         raise UserError(f"--predict: dataset {cfg.data.dataset!r} has no unlabeled test split (only "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import fcntl
 import json
 import os
@@ -235,21 +236,25 @@ def table(args: argparse.Namespace) -> int:
     by_number = {t.number: t for t in trials(folder)}
     accs: dict[str, list[float]] = {}
     print("| design | trial | params | multiply-adds | peak act. | search val | search s/epoch | seeds | "
-          "test top-1 % | flip-TTA % | retrain CPU-h |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "test top-1 % | flip-TTA % | retrain CPU-h | epochs' wall-h |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for number, label in contenders(folder).items():
-        docs = [json.loads(p.read_text()) for p in sorted((SNAPSHOT / "retrain" / label.replace(" ", "_"))
-                                                          .glob("seed_*/metrics.json"))]
+        seeds = sorted((SNAPSHOT / "retrain" / label.replace(" ", "_")).glob("seed_*/metrics.json"))
+        docs = [json.loads(p.read_text()) for p in seeds]
         plain = [d["test"]["top1"] for d in docs]
         tta = [d["test_tta"]["top1"] for d in docs if "test_tta" in d]
         accs[label] = plain
+        # cost.json has the segments that ended; curves.csv every finished epoch's wall time, even one a kill
+        # cut before its segment was recorded (wall time: one thread's CPU time plus any wait for the core)
         cpu_h = sum(c["cpu_s"] for c in costs if c["label"] == f"retrain {label}") / 3600
+        wall_h = sum(float(row["time_s"]) for p in seeds
+                     for row in csv.DictReader((p.parent / "curves.csv").open())) / 3600
         t = by_number[number]
         epoch_s = t.user_attrs.get("epoch_times_s") or []  # one worker's epochs over the 45,000 + 5,000
         span = f"{min(epoch_s):.0f}-{max(epoch_s):.0f}" if epoch_s else "-"
         print(f"| {label} | {number} | {t.user_attrs.get('params', 0):,} | {t.user_attrs.get('flops', 0):,} | "
               f"{t.user_attrs.get('peak_activations', '-')} | {t.values[0]:.4f} | {span} | {len(plain)} | "
-              f"{fmt(plain)} | {fmt(tta) if len(tta) == len(plain) else '-'} | {cpu_h:.2f} |")
+              f"{fmt(plain)} | {fmt(tta) if len(tta) == len(plain) else '-'} | {cpu_h:.2f} | {wall_h:.2f} |")
     print(search_summary(list(by_number.values()), costs, args.workers))
     estimate = SNAPSHOT / "dryrun.txt"
     if estimate.exists():

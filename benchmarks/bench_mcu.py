@@ -24,6 +24,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -66,7 +67,16 @@ def timed(label: str, cmd: list[str], threads: int | None = None) -> int:
     print("$", " ".join(cmd), flush=True)
     load, rev = os.getloadavg()[0], commit()
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
-    code = subprocess.run(cmd, env=env, cwd=ROOT).returncode
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+    # Ctrl-C or SIGTERM (a session's end) goes on to the command, which stops at a safe point; this process
+    # waits for it and still records the segment, whose epochs a rerun resumes from.
+    previous = {s: signal.signal(s, lambda signum, frame: proc.send_signal(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     segment = {"label": label, "start": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start)),

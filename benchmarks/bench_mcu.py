@@ -258,7 +258,7 @@ def table(args: argparse.Namespace) -> int:
         # cut before its segment was recorded (wall time: one thread's CPU time plus any wait for the core)
         cpu_h = sum(c["cpu_s"] for c in costs if c["label"] == f"retrain {label}") / 3600
         wall_h = sum(float(row["time_s"]) for p in seeds
-                     for row in csv.DictReader((p.parent / "curves.csv").open())) / 3600
+                     for row in csv.DictReader((p.parent / "curves.csv").read_text().splitlines())) / 3600
         t = by_number[number]
         epoch_s = t.user_attrs.get("epoch_times_s") or []  # one worker's epochs over the 45,000 + 5,000
         span = f"{min(epoch_s):.0f}-{max(epoch_s):.0f}" if epoch_s else "-"

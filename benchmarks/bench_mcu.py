@@ -98,9 +98,15 @@ def snapshot_lock() -> Iterator[None]:
         yield
 
 
+def recipe(args: argparse.Namespace) -> str:
+    """The snapshot suffix of a retrain recipe other than the shipped one ('' or e.g. '_60ep')."""
+    return f"_{args.epochs}ep" if getattr(args, "epochs", None) else ""
+
+
 def results(args: argparse.Namespace) -> Path:
-    """The study's results folder, restored from the committed snapshot when this machine has none."""
-    folder = Path(args.results_dir) / STUDY
+    """The study's results folder, restored from the committed snapshot when this machine has none; a recipe
+    with other epochs gets a folder of its own, so that its seeds never resume another recipe's."""
+    folder = Path(args.results_dir) / recipe(args).lstrip("_") / STUDY
     for name in ("study.db", "config.yaml"):  # retrain reads the study's config.yaml (its retrain: recipe)
         if not (folder / name).exists() and (SNAPSHOT / name).exists():
             folder.mkdir(parents=True, exist_ok=True)
@@ -109,24 +115,25 @@ def results(args: argparse.Namespace) -> Path:
     return folder
 
 
-def snapshot(folder: Path) -> None:
+def snapshot(folder: Path, suffix: str = "") -> None:
     """Copy the study database (SQLite's online backup: consistent while a worker writes) and retrain metrics."""
     with snapshot_lock():
-        _snapshot(folder)
+        _snapshot(folder, suffix)
 
 
-def _snapshot(folder: Path) -> None:
-    """snapshot(), under its lock."""
-    if (folder / "study.db").exists():
+def _snapshot(folder: Path, suffix: str = "") -> None:
+    """snapshot(), under its lock; another recipe's folder holds a copy of the study, not to be copied back."""
+    if (folder / "study.db").exists() and not suffix:
         with sqlite3.connect(folder / "study.db") as src, sqlite3.connect(SNAPSHOT / "study.db.tmp") as dst:
             src.backup(dst)
         os.replace(SNAPSHOT / "study.db.tmp", SNAPSHOT / "study.db")
-    if (folder / "config.yaml").exists():
+    if (folder / "config.yaml").exists() and not suffix:
         shutil.copy2(folder / "config.yaml", SNAPSHOT / "config.yaml")
     for number, label in contenders(folder).items():
         for f in (folder / "retrain" / f"{number:05d}").glob("seed_*/*"):
-            if f.name in ("metrics.json", "run.json", "curves.csv"):
-                out = SNAPSHOT / "retrain" / label.replace(" ", "_") / f.parent.name / f.name
+            # model.pt (a few hundred KB): every figure can be re-evaluated without retraining
+            if f.name in ("metrics.json", "run.json", "curves.csv") or (f.name == "model.pt" and suffix):
+                out = SNAPSHOT / "retrain" / (label.replace(" ", "_") + suffix) / f.parent.name / f.name
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, out)
 
@@ -194,12 +201,13 @@ def retrain(args: argparse.Namespace) -> int:
         if args.only and label not in args.only:
             continue
         for k in range(args.seeds):
-            if (SNAPSHOT / "retrain" / label.replace(" ", "_") / f"seed_{k}" / "metrics.json").exists():
+            if (SNAPSHOT / "retrain" / (label.replace(" ", "_") + recipe(args)) / f"seed_{k}" / "metrics.json").exists():
                 continue
             cmd = [sys.executable, "-m", "search", "retrain", str(folder), "--trial", str(number),
-                   "--seeds", str(k + 1), "--data-root", args.data_root, "--set", "retrain.amp=false"]
-            code = timed(f"retrain {label}", cmd)
-            snapshot(folder)
+                   "--seeds", str(k + 1), "--data-root", args.data_root, "--set", "retrain.amp=false",
+                   *(["--epochs", str(args.epochs)] if args.epochs else [])]
+            code = timed(f"retrain {label}{recipe(args).replace('_', ' ')}", cmd)
+            snapshot(folder, recipe(args))
             if code:
                 return code
     return 0
@@ -294,6 +302,8 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2, help="search worker processes (one per core)")
     p.add_argument("--timeout", type=int, help="search: start no new trial after this many seconds")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, help="retrain: this many epochs instead of the shipped recipe's "
+                   "(its own results folder, snapshot under retrain/<design>_<E>ep/)")
     p.add_argument("--only", nargs="*", help="retrain only these designs (e.g. 'baseline resnet8')")
     p.add_argument("--set", action="append", default=[], help="passed to search.run (e.g. search.n_trials=24)")
     args = p.parse_args()

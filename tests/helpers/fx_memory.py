@@ -24,7 +24,8 @@ class _Sizes(fx.Interpreter):
 
     def run_node(self, n: fx.Node) -> object:
         out = super().run_node(n)
-        if isinstance(out, torch.Tensor):
+        # get_attr reads a parameter (a conv the trace enters, e.g. blocks.depthwise's): weights, not activations
+        if isinstance(out, torch.Tensor) and n.op != "get_attr":
             self.numel[n] = out.numel()
         return out
 

@@ -1,0 +1,310 @@
+"""Separable designs' training step on the CPU: the old depthwise path against the new, side by side.
+
+    PYTHONPATH=. python benchmarks/bench_separable.py                      # steps, results, profile, roofline
+    PYTHONPATH=. python benchmarks/bench_separable.py --fit-root DIR       # also a whole epoch of `fit`, old and new
+
+The old path is the model of commit 9f6f631: every depthwise conv a plain nn.Conv2d, whose 5x5 weight
+gradient runs on oneDNN's generic grouped kernel. The new one is blocks.depthwise.DepthwiseConv2d (the
+weight gradient in column groups at most 3 wide, on oneDNN's depthwise kernel). Both are the trainer's own
+`train_step` (channels_last, SGD, the schedule), fp32, batch 128, MCU-space shapes; each rate is the median
+of rounds that alternate old and new, so load that comes and goes hits both alike. Printed:
+- steps: images/s old and new at 1 and 2 threads, per design (dense ResNet-8, the winner with 3x3 and 5x5);
+- results: a fixed-seed run of old and new from the same weights on the same batches, the largest loss gap;
+- profile: where the new step's time goes, by operation kind;
+- roofline: the bytes each step's operations read and write (each tensor once per operation: a floor),
+  against this machine's measured copy bandwidth, next to the step's measured time;
+- threads: the new step at 1 and 2 threads, OpenMP's threads spinning (its default, ACTIVE) or sleeping
+  (OMP_WAIT_POLICY=PASSIVE) while they wait, on the quiet machine and with a busy loop taking one core
+  (each configuration a child process: OpenMP reads its wait policy once, at start);
+- with --fit-root: one epoch of `fit` on the 50,000 training images of DIR/cifar-10-batches-py, old and new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from blocks import ArchSpec, build, complexity  # noqa: E402
+from blocks.depthwise import DepthwiseConv2d  # noqa: E402
+from search.config import TrainSpec  # noqa: E402
+from search.trainer import setup_training, train_step  # noqa: E402
+
+BASE = {"num_classes": 10, "input_size": 32, "stages": 3}
+DESIGNS = {  # the MCU space's proof: ResNet-8, the search's winner (trial 26), and its shape at 3x3
+    "ResNet-8 (dense 3x3)": {**BASE, "blocks": [1, 1, 1], "widths": [16, 32, 64]},
+    "winner shape, separable 3x3": {**BASE, "blocks": [3, 1, 3], "widths": [16, 56, 88], "separable": True},
+    "winner (trial 26), separable 5x5": {**BASE, "blocks": [3, 1, 3], "widths": [16, 56, 88], "kernel": 5,
+                                         "separable": True},
+}
+WINNER = "winner (trial 26), separable 5x5"
+TRAIN = {"epochs": 1, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "onecycle",
+         "label_smoothing": 0.1, "amp": False}
+
+
+def plain(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every DepthwiseConv2d a plain nn.Conv2d of the same weights (commit 9f6f631's model)."""
+    old = copy.deepcopy(model)
+    for parent in list(old.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, DepthwiseConv2d):
+                conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                 child.padding, groups=child.groups, bias=False)
+                conv.load_state_dict(child.state_dict())
+                setattr(parent, name, conv)
+    return old
+
+
+def pair(arch: dict, seed: int = 0) -> dict[str, nn.Module]:
+    """The old and the new model of one design, with the same initial weights."""
+    torch.manual_seed(seed)
+    new = build(ArchSpec.from_dict(arch))
+    return {"old": plain(new), "new": new}
+
+
+def batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random channels_last batch of CIFAR-shaped images and labels."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last)
+    return x, torch.randint(0, 10, (n,), generator=g)
+
+
+def step_rates(arch: dict, threads: int, steps: int, rounds: int) -> dict[str, float]:
+    """Median images/s of old and new `train_step`, alternating rounds of `steps` steps."""
+    torch.set_num_threads(threads)
+    train = TrainSpec.from_dict(TRAIN)
+    states = {k: setup_training(m, train, torch.device("cpu"), (steps + 2) * rounds + 2)
+              for k, m in pair(arch).items()}
+    x, y = batch(train.batch_size, 0)
+    rates: dict[str, list[float]] = {k: [] for k in states}
+    for state in states.values():
+        state.model.train()
+        for _ in range(2):
+            train_step(state, x, y)  # warm-up: oneDNN picks and compiles its kernels
+    for _ in range(rounds):
+        for k, state in states.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                train_step(state, x, y)
+            rates[k].append(steps * train.batch_size / (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def trained(model: nn.Module, steps: int, threads: int) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """Losses of `steps` fixed-seed training steps of `model` on `threads` threads, and its weights after them."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(2)
+    state = setup_training(model, TrainSpec.from_dict(TRAIN), torch.device("cpu"), steps)
+    state.model.train()
+    losses = [train_step(state, *batch(128, 100 + i))[1].item() for i in range(steps)]
+    return losses, dict(model.state_dict())
+
+
+def gaps(a: tuple[list[float], dict], b: tuple[list[float], dict]) -> tuple[float, float]:
+    """Largest loss gap and largest relative weight gap between two runs."""
+    loss = max(abs(x - y) for x, y in zip(a[0], b[0], strict=True))
+    weight = max(((a[1][n] - b[1][n]).abs().max() / a[1][n].abs().max().clamp_min(1e-12)).item()
+                 for n in a[1] if a[1][n].is_floating_point())
+    return loss, weight
+
+
+def same_results(arch: dict, steps: int) -> dict[str, tuple[float, float]]:
+    """Old and new from the same weights on the same batches; beside it, fp32's own noise: the old path on
+    1 thread against 2 (oneDNN sums in another order)."""
+    models = pair(arch, seed=1)
+    runs = {"old, 1 thread": trained(copy.deepcopy(models["old"]), steps, 1),
+            "new, 1 thread": trained(models["new"], steps, 1),
+            "old, 2 threads": trained(models["old"], steps, 2)}
+    return {"new against old": gaps(runs["old, 1 thread"], runs["new, 1 thread"]),
+            "old on 2 threads against 1 (fp32 noise)": gaps(runs["old, 1 thread"], runs["old, 2 threads"])}
+
+
+KINDS = (("conv backward", ("convolution_backward",)), ("conv forward", ("convolution", "conv2d")),
+         ("batch-norm forward", ("native_batch_norm", "batch_norm")), ("batch-norm backward", ("batch_norm_backward",)),
+         ("ReLU", ("relu", "threshold", "clamp")), ("residual add", ("aten::add",)),
+         ("copies (incl. the column groups' shifted inputs)", ("copy_", "fill_", "zero_")))
+
+
+def profile_split(arch: dict, threads: int) -> list[tuple[str, float]]:
+    """Share of the new step's self CPU time by operation kind."""
+    torch.set_num_threads(threads)
+    state = setup_training(pair(arch)["new"], TrainSpec.from_dict(TRAIN), torch.device("cpu"), 20)
+    x, y = batch(128, 0)
+    for _ in range(2):
+        train_step(state, x, y)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(5):
+            train_step(state, x, y)
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events)
+    shares: Counter[str] = Counter()
+    for e in events:
+        kind = next((name for name, keys in KINDS if any(e.key.endswith(k) or e.key == k for k in keys)), "other")
+        shares[kind] += e.self_cpu_time_total / total
+    return shares.most_common()
+
+
+class Traffic(TorchDispatchMode):
+    """Bytes each aten operation reads and writes: its tensor inputs and outputs, each once (views excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        tensors_in = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        tensors_out = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        inputs = {t.untyped_storage().data_ptr() for t in tensors_in}
+        if any(t.untyped_storage().data_ptr() in inputs for t in tensors_out) and not func._schema.is_mutable:
+            return out  # a view: no data moves
+        self.bytes += sum(t.numel() * t.element_size() for t in tensors_in + tensors_out)
+        return out
+
+
+def step_bytes(arch: dict) -> int:
+    """Bytes one new training step's operations read and write (a floor on its memory traffic)."""
+    state = setup_training(pair(arch)["new"], TrainSpec.from_dict(TRAIN), torch.device("cpu"), 4)
+    x, y = batch(128, 0)
+    train_step(state, x, y)
+    with Traffic() as t:
+        train_step(state, x, y)
+    return t.bytes
+
+
+def bandwidth(threads: int, mib: int = 256, reps: int = 5) -> float:
+    """GB/s of copying a `mib` MiB fp32 tensor into another (read + write counted)."""
+    torch.set_num_threads(threads)
+    a = torch.randn(mib * 2**18)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        b.copy_(a)
+    return 2 * a.numel() * 4 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def fit_epoch(root: str, threads: int) -> dict[str, float]:
+    """Seconds of one `fit` epoch of the winner on the 50,000 training images (no validation), old and new."""
+    from search.config import DataConfig
+    from search.data.augment import DEFAULT_POLICY, policy_steps
+    from search.data.datasets import make_loaders
+    from search.trainer import fit
+
+    torch.set_num_threads(threads)
+    augment = [{"PadIfNeeded": {"min_height": 36, "min_width": 36, "border_mode": 4}},
+               {"RandomCrop": {"height": 32, "width": 32}}, {"HorizontalFlip": {"p": 0.5}}]
+    cfg = DataConfig(dataset="cifar10", root=root, download=False, num_workers="auto")
+    loaders = make_loaders(cfg, policy_steps(augment, DEFAULT_POLICY), 128, seed=0, train_on_val=True)
+    out = {}
+    for k, model in pair(DESIGNS[WINNER]).items():
+        t0 = time.perf_counter()
+        fit(model, loaders.train, None, TrainSpec.from_dict(TRAIN), torch.device("cpu"), seed=0)
+        out[k] = time.perf_counter() - t0
+    return out
+
+
+def thread_rates(steps: int, rounds: int) -> dict[str, float]:
+    """images/s of the new winner step per (threads, wait policy), quiet and beside a busy loop on one core."""
+    out = {}
+    for busy in (False, True):
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+        try:
+            for threads, policy in ((1, "ACTIVE"), (2, "ACTIVE"), (2, "PASSIVE")):
+                env = {**os.environ, "OMP_WAIT_POLICY": policy}
+                child = subprocess.run([sys.executable, __file__, "--child-threads", str(threads), "--steps",
+                                        str(steps), "--rounds", str(rounds)], env=env, capture_output=True, text=True)
+                out[f"{'one core busy' if busy else 'quiet'}, {threads} thread(s), {policy}"] = float(
+                    child.stdout.split()[-1])
+        finally:
+            if spinner is not None:
+                spinner.kill()
+    return out
+
+
+def machine() -> dict:
+    """CPU model, cores, ISA flags that decide oneDNN's kernels, torch, commit, load."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    return {"cpu": model, "cores": os.cpu_count(), "avx512": "avx512f" in info, "bf16": "avx512_bf16" in info,
+            "torch": torch.__version__, "commit": rev.strip(), "load_average": round(os.getloadavg()[0], 2)}
+
+
+def main() -> None:
+    """Print every figure and write them to benchmarks/results/bench_separable-<commit>.json."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=6, help="training steps a round")
+    p.add_argument("--rounds", type=int, default=5, help="rounds, alternating old and new")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--fit-root", help="also one whole epoch of fit on DIR/cifar-10-batches-py, old and new")
+    p.add_argument("--fit-threads", default="2", help="threads of the --fit-root epochs")
+    p.add_argument("--child-threads", type=int, help=argparse.SUPPRESS)  # thread_rates' child: one figure
+    args = p.parse_args()
+    if args.child_threads:
+        torch.set_num_threads(args.child_threads)
+        print(step_rates(DESIGNS[WINNER], args.child_threads, args.steps, args.rounds)["new"])
+        return
+    record: dict = {"machine": machine(), "steps": {}}
+    print(json.dumps(record["machine"]))
+    print("| design | multiply-adds | threads | old img/s | new img/s | new / old | GMAC/s new (3x forward) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, arch in DESIGNS.items():
+        macs = complexity(ArchSpec.from_dict(arch)).flops
+        for threads in (int(t) for t in args.threads.split(",")):
+            r = step_rates(arch, threads, args.steps, args.rounds)
+            record["steps"][f"{name}, {threads} thread(s)"] = r
+            print(f"| {name} | {macs / 1e6:.2f} M | {threads} | {r['old']:.0f} | {r['new']:.0f} | "
+                  f"{r['new'] / r['old']:.2f}x | {3 * macs * r['new'] / 1e9:.1f} |", flush=True)
+    record["results"] = same_results(DESIGNS[WINNER], steps=20)
+    print("\nresults: 20 fixed-seed steps of the winner from the same weights on the same batches")
+    for k, (loss, weight) in record["results"].items():
+        print(f"  {k}: largest loss gap {loss:.2e}, largest relative weight gap {weight:.2e}")
+    split = profile_split(DESIGNS[WINNER], 1)
+    record["profile"] = dict(split)
+    print("profile of the new step (winner, 1 thread): " + ", ".join(f"{k} {v:.0%}" for k, v in split))
+    print("\nroofline (1 thread): bytes each operation reads and writes, each tensor once, at the copy bandwidth")
+    bw = bandwidth(1)
+    record["roofline"] = {"copy_GBps_1_thread": bw}
+    for name, arch in DESIGNS.items():
+        moved = step_bytes(arch)
+        measured = record["steps"].get(f"{name}, 1 thread(s)", {}).get("new")
+        floor_s = moved / (bw * 1e9)
+        record["roofline"][name] = {"bytes_per_step": moved, "floor_s": floor_s}
+        line = f"  {name}: {moved / 1e6:.0f} MB a step of 128 images, floor {1e3 * floor_s:.0f} ms at {bw:.1f} GB/s"
+        if measured:
+            step_s = 128 / measured
+            line += f"; measured {1e3 * step_s:.0f} ms: the floor is {floor_s / step_s:.0%} of it"
+        print(line, flush=True)
+    print("\nthreads (the winner's new step, images/s; OpenMP waits spinning = ACTIVE, sleeping = PASSIVE):")
+    record["threads"] = thread_rates(args.steps, args.rounds)
+    for k, v in record["threads"].items():
+        print(f"  {k}: {v:.0f}", flush=True)
+    if args.fit_root:
+        for threads in (int(t) for t in args.fit_threads.split(",")):
+            s = fit_epoch(args.fit_root, threads)
+            record.setdefault("fit_epoch_s", {})[threads] = s
+            print(f"fit, one epoch of the winner on 50,000 images, {threads} thread(s): old {s['old']:.0f} s, "
+                  f"new {s['new']:.0f} s ({s['old'] / s['new']:.2f}x)", flush=True)
+    out = ROOT / "benchmarks" / "results" / f"bench_separable-{record['machine']['commit']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1))
+    print(f"\nwrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ needs: the study database, the cost of every segment run, and every finished ret
   python benchmarks/bench_mcu.py search  --data-root DIR   # spaces/cifar10_mcu.yaml, 45,000 / 5,000 split
   python benchmarks/bench_mcu.py retrain --data-root DIR   # winner, resnet8, resnet14: 3 seeds on 50,000, tested once
   python benchmarks/bench_mcu.py table                     # the table for BENCHMARKS.md
+  python benchmarks/bench_mcu.py verify  --data-root DIR   # every committed model.pt against its metrics.json
 DIR holds `cifar-10-batches-py/`, made offline from the JPEG copy with
 `python ../shared/tools/cifar-pickle.py <dir>/cifar-10-images-jpg DIR`: label the figures "CIFAR-10 (JPEG copy)".
 The search and retrains run through the user's own commands (`python -m search.run`, `python -m search retrain`);
@@ -293,10 +294,46 @@ def table(args: argparse.Namespace) -> int:
     return 0
 
 
+def verify(args: argparse.Namespace) -> int:
+    """Re-evaluate every committed model.pt on the test set; each plain and flip-TTA top-1 must equal its
+    metrics.json within 0.1 points. Exit 1 on a mismatch."""
+    import dataclasses
+
+    import torch
+
+    from blocks import load
+    from search.config import load_config
+    from search.data.datasets import make_loaders
+    from search.trainer import predict
+
+    cfg = load_config(SNAPSHOT / "config.yaml")
+    data = dataclasses.replace(cfg.data, root=args.data_root, download=False)
+    test = make_loaders(data, [], 256, seed=0, test=True).test
+    models = sorted((SNAPSHOT / "retrain").glob("*/seed_*/model.pt"))
+    if not models:
+        print("no committed model.pt under benchmarks/mcu/retrain/ yet")
+        return 1
+    bad = 0
+    for path in models:
+        said = json.loads((path.parent / "metrics.json").read_text())
+        model = load(path)
+        for key, tta in (("test", False), ("test_tta", True)):
+            if key not in said:
+                continue
+            probs, labels = predict(model, test, torch.device("cpu"), amp=False, tta=tta)
+            top1 = (probs.argmax(1) == labels).float().mean().item()
+            ok = abs(top1 - said[key]["top1"]) <= 0.001
+            bad += not ok
+            print(f"{path.parent.relative_to(SNAPSHOT)} {key}: {100 * top1:.2f}% now, "
+                  f"{100 * said[key]['top1']:.2f}% in metrics.json: {'ok' if ok else 'MISMATCH'}", flush=True)
+    print(f"{len(models)} model(s), {bad} mismatch(es)")
+    return 1 if bad else 0
+
+
 def main() -> int:
     """Run one phase."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("phase", choices=["dryrun", "search", "retrain", "table"])
+    p.add_argument("phase", choices=["dryrun", "search", "retrain", "table", "verify"])
     p.add_argument("--data-root", default=str(ROOT / "data"), help="holds cifar-10-batches-py/")
     p.add_argument("--results-dir", default=str(ROOT / "results"))
     p.add_argument("--workers", type=int, default=2, help="search worker processes (one per core)")
@@ -308,7 +345,8 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], help="passed to search.run (e.g. search.n_trials=24)")
     args = p.parse_args()
     print(f"{args.phase} on {machine()}, commit {commit()}, load average {os.getloadavg()[0]:.1f}", flush=True)
-    return {"dryrun": dryrun, "search": search, "retrain": retrain, "table": table}[args.phase](args)
+    return {"dryrun": dryrun, "search": search, "retrain": retrain, "table": table,
+            "verify": verify}[args.phase](args)
 
 
 if __name__ == "__main__":

@@ -150,3 +150,15 @@ def test_echoed_values_and_error_lines_are_bounded() -> None:
     assert len(shown(nested)) <= 120
     line = "a" * 5000 + " expected b"
     assert len(bounded(line)) <= LINE_MAX + 5 and bounded(line).endswith("expected b") and bounded("x") == "x"
+
+
+@pytest.mark.parametrize("override", ["train.epochs=1000000000000", "retrain.epochs=10001",
+                                      "train.epochs={int: [5, 100000]}"])
+def test_epochs_are_bounded_at_load(override: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "space.yaml").write_text(_text())
+    assert_refused(tmp_path, capsys, [str(tmp_path / "space.yaml"), "--set", override], "at most 10,000")
+
+
+def test_retrain_epochs_are_bounded_before_the_study_is_read(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert search_main(["retrain", str(tmp_path / "nowhere"), "--epochs", "1000000000000"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --epochs 1,000,000,000,000: expected 1 to 10,000"

@@ -16,8 +16,8 @@ import yaml
 from ..distributions import Dist, candidates, parse_value
 from ..errors import UserError, clip, shown
 from ..yaml_load import MAX_BYTES, load_yaml
-from .schema import (ARCH_KEYS, DATASETS, LATENCY_BATCH_MAX, OBJECTIVES, PRUNERS, SAMPLERS, SEED_MAX, SPACE_EXTRA,
-                     STUDY_NAME_MAX, Baseline, BudgetConfig, DataConfig, RetrainConfig, RulesConfig, SearchConfig,
+from .schema import (ARCH_KEYS, DATASETS, LATENCY_BATCH_MAX, MAX_EPOCHS, OBJECTIVES, PRUNERS, SAMPLERS, SEED_MAX,
+                     SPACE_EXTRA, STUDY_NAME_MAX, Baseline, BudgetConfig, DataConfig, RetrainConfig, RulesConfig, SearchConfig,
                      SearchSection, TrainSpec, TrainSpecError, check_data_values, max_train_epochs)
 
 
@@ -169,6 +169,8 @@ def _check_fixed_rules(cfg: SearchConfig) -> None:
         raise UserError(f"{where}: space.head {space['head']!r} breaks rules.head: {rules.head}")
     if not rules.dropout and isinstance(space.get("dropout"), (int, float)) and space["dropout"] > 0:
         raise UserError(f"{where}: space.dropout {space['dropout']} breaks rules.dropout: false")
+    if max_train_epochs(cfg) > MAX_EPOCHS:
+        raise UserError(f"{where}: train.epochs {max_train_epochs(cfg):,}: at most {MAX_EPOCHS:,}")
     if rules.max_epochs is not None:
         if max_train_epochs(cfg) > rules.max_epochs:
             raise UserError(f"{where}: train.epochs {max_train_epochs(cfg)} > rules.max_epochs {rules.max_epochs}")
@@ -277,6 +279,8 @@ def _parse_retrain(d: Any, where: str) -> RetrainConfig:
     retrain = dataclasses.replace(retrain, augment=None if retrain.augment is None else list(retrain.augment))
     if retrain.epochs < 1 or retrain.seeds < 1 or retrain.lr_batch < 1:
         raise UserError(f"{where}: epochs, seeds and lr_batch must be at least 1")
+    if retrain.epochs > MAX_EPOCHS:
+        raise UserError(f"{where}.epochs {retrain.epochs:,}: at most {MAX_EPOCHS:,}")
     try:
         TrainSpec.from_dict(retrain.recipe())
     except TrainSpecError as e:

@@ -28,6 +28,9 @@ AUGMENT_ON = ("auto", "device", "workers")  # auto: batched twins on the device,
 IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 8, 1024
 SYNTHETIC_BYTES_MAX = 512 << 20  # synthetic images of one split, uint8 (generating them takes ~12x this)
 OPTIMIZERS = ("sgd", "adam", "adamw")
+# The most epochs a trial or retrain may ask for: catches a typo (1e12 gave an ETA of 31,600 years) and is
+# far above real recipes (WRN and cutout: 200; MLPerf Tiny's ResNet-8 reference: 500).
+MAX_EPOCHS = 10_000
 SCHEDULES = ("cosine", "onecycle", "cyclic", "step", "constant")
 AMP_CHOICES = ("auto", True, False)
 # Keys that do not change what a trial means: how many, how long, where, how fast, how they are drawn.
@@ -138,6 +141,8 @@ class TrainSpec:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise TrainSpecError("epochs, train.batch_size and train.lr must be positive",
                                  ("epochs", "batch_size", "lr"))
+        if self.epochs > MAX_EPOCHS:
+            raise TrainSpecError(f"epochs {self.epochs:,}: at most {MAX_EPOCHS:,}", ("epochs",))
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise TrainSpecError(f"ema {self.ema!r}: expected a decay per step in (0, 1), or null for none", ("ema",))
         ranges = [

@@ -18,7 +18,7 @@ from ..device import resolve_device
 from ..errors import UserError
 from ..study.stop import Stop
 from ..checks import check_for_training
-from ..config import TrainSpec
+from ..config import MAX_EPOCHS, TrainSpec
 from . import recipe
 from .folder_lock import clear_folder, lock_folder
 from .results import StudyResults, open_results
@@ -96,6 +96,8 @@ def make_plans(res: StudyResults, numbers: list[int], epochs: int) -> list[Plan]
 def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Retrain, test and ensemble what the arguments choose; returns the summary written to disk."""
     recipe.check_overrides(args.overrides)
+    if args.epochs is not None and not 1 <= args.epochs <= MAX_EPOCHS:
+        raise UserError(f"--epochs {args.epochs:,}: expected 1 to {MAX_EPOCHS:,}")
     res = open_results(Path(args.results), args.storage, args.data_root, args.overrides, args.study_name)
     res.cfg = cfg = dataclasses.replace(res.cfg, data=recipe.final_data(res.cfg.data, args.overrides, log))
     check_for_training(cfg, images="none")  # before anything is planned or written; loaders come with each run

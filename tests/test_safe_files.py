@@ -6,6 +6,7 @@ import dataclasses
 import fcntl
 import io
 import os
+import pickle
 import shutil
 import sqlite3
 from pathlib import Path
@@ -25,14 +26,16 @@ from search import run
 from search.data import decode_cache
 from search.checkpoint import UnreadableCheckpoint
 from search.config import DataConfig
+from search.errors import UserError
 from search.data.datasets import make_loaders
 from search.review import folder_lock, predict, report, retrain
 from search.study.stop import StopRequested
 from search.config import TrainSpec
 from search.trainer import fit, resumable_epochs
 from search.trials import RESUMED_FROM
-from tests.helpers.hostile import BREAKERS, full_disk_at, plant_hostile
-from tests.helpers.spaces import write_space
+from tests.helpers.datasets import make_cifar10
+from tests.helpers.hostile import BREAKERS, Touch, full_disk_at, plant_hostile
+from tests.helpers.spaces import ROOT, write_space
 from tests.helpers.studies import best, quickest, retry_of, study_at
 
 SPEC = ArchSpec.from_dict({"stages": 2, "blocks": [1, 1], "width": 8, "num_classes": 4, "input_size": 8})
@@ -190,6 +193,62 @@ def test_predict_refuses_a_broken_model_in_one_line(smoke_retrained: Path, tmp_p
     assert predict.main([str(model), "--images", str(image), "--output", str(tmp_path / "p.csv")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: '{model}' is not a readable checkpoint: "), err
+
+
+def _repickle(path: Path, change: dict, drop: str = "") -> None:
+    """Rewrite a CIFAR-10 batch with entries changed or dropped, pickled by Python 3 (protocol 4)."""
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="latin1")  # the test's own fixture: trusted
+    path.write_bytes(pickle.dumps({k: v for k, v in {**batch, **change}.items() if k != drop}))
+
+
+# Planted CIFAR-10 batches (path, marker) and what the one line says of each.
+BAD_BATCHES = {
+    "hostile": (lambda path, marker: path.write_bytes(pickle.dumps(Touch(marker), protocol=2)),
+                "it asks for posix.system, which could run code, so it was not loaded"),
+    "hostile inside": (lambda path, marker: _repickle(path, {"labels": [Touch(marker)]}), "it asks for posix.system"),
+    "no labels": (lambda path, marker: _repickle(path, {}, drop="labels"),
+                  "expected a dict with 'data' and 'labels', found ['batch_label', 'data', 'filenames']"),
+    "float data": (lambda path, marker: _repickle(path, {"data": np.zeros((20, 3072))}),
+                   "its data is not an (N, 3072) uint8 array"),
+    "a label short": (lambda path, marker: _repickle(path, {"labels": [0] * 19}), "it has 19 labels for 20 images"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_BATCHES)
+def test_a_planted_cifar10_batch_runs_nothing_and_is_one_line(tmp_path: Path, marker: Path, kind: str) -> None:
+    """A batch file is a pickle: only numpy arrays and plain containers are built, then checked."""
+    root = make_cifar10(tmp_path / "data")
+    batch = root / "cifar-10-batches-py" / "data_batch_2"
+    plant, said = BAD_BATCHES[kind]
+    plant(batch, marker)
+    with pytest.raises(UserError) as err:
+        make_loaders(dataclasses.replace(DATA, dataset="cifar10", root=str(root)), [], 8, seed=0)
+    assert str(err.value).startswith(f"cannot read cifar10 file '{batch}': ") and said in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_hostile_cifar10_batch_stops_the_search_with_exit_2(tmp_path: Path, marker: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """The hostile batch is refused before any folder or study exists: one line, exit 2, nothing ran."""
+    root = make_cifar10(tmp_path / "data")
+    BAD_BATCHES["hostile"][0](root / "cifar-10-batches-py" / "data_batch_2", marker)
+    args = [str(ROOT / "spaces" / "cifar10_5m.yaml"), "--data-root", str(root), "--results-dir", str(tmp_path / "r")]
+    assert run.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot read cifar10 file ") and "posix.system" in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cifar10_batches_pickled_by_python_3_still_load(tmp_path: Path) -> None:
+    """Batches re-pickled by Python 3 (protocols 2 to 5, as a JPEG-copy converter writes them) read as before."""
+    folder = make_cifar10(tmp_path / "data") / "cifar-10-batches-py"
+    for protocol, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4"], 2):
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+    loaders = make_loaders(dataclasses.replace(DATA, dataset="cifar10", root=str(tmp_path / "data")), [], 8, seed=0)
+    assert len(loaders.train.dataset) + len(loaders.val.dataset) == 100
 
 
 def plant_links(outside: Path, *paths: Path) -> None:

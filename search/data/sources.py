@@ -1,10 +1,9 @@
-"""Each dataset's images and labels as they lie on disk, their layout checked (CIFAR-10's pickles through
-torchvision, Tiny ImageNet's folders, an ImageFolder tree), or generated (synthetic); downloads when allowed."""
+"""Each dataset's images and labels as they lie on disk, their layout checked (CIFAR-10's pickles read
+without running code, Tiny ImageNet's folders, an ImageFolder tree), or generated (synthetic); downloads when allowed."""
 
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from torchvision.datasets.utils import download_and_extract_archive
 from blocks.text import one_line
 from search.config import DataConfig
 from search.errors import UserError
+
+from . import cifar_files
 
 OFFICIAL_TRAIN = {"cifar10": 50_000, "tiny_imagenet": 100_000}  # training images of the official releases
 MAX_PIXELS = 50_000_000  # largest image read (about 8,700 x 5,800): decoding peaks near 18 bytes a pixel
@@ -66,18 +67,18 @@ def open_image(path: Path | str) -> Image.Image:
 
 
 class CIFAR10Files(CIFAR10):
-    """torchvision's CIFAR10 that checks the extracted batch files for presence, not their md5."""
+    """torchvision's CIFAR10 file list and archive (url, md5), without the md5 of each batch; it never reads them."""
 
     # torchvision md5-hashes all six batches (170 MB) on every construction, and miniature test
     # fixtures in the official format cannot have the official sums. The downloaded archive is
-    # still md5-checked (tgz_md5), and a damaged batch fails to unpickle and is named by _cifar10.
+    # still md5-checked (tgz_md5); the batches are read by cifar_files, which runs nothing in them.
     train_list = [[name, None] for name, _ in CIFAR10.train_list]
     test_list = [[name, None] for name, _ in CIFAR10.test_list]
     meta = {**CIFAR10.meta, "md5": None}
 
 
 def _cifar10(cfg: DataConfig, train: bool) -> Split:
-    """One official CIFAR-10 split through torchvision, downloading it when missing and allowed."""
+    """One official CIFAR-10 split, downloaded by torchvision when missing and allowed, read by cifar_files."""
     root, files = _cifar10_files(Path(cfg.root))
     folder = root / CIFAR_DIR
     if not all(p.is_file() for p in files):
@@ -85,15 +86,16 @@ def _cifar10(cfg: DataConfig, train: bool) -> Split:
             hint = "set data.download: true or pass --data-root"
             raise UserError(f"cifar10 not found in '{cfg.root}' (expected {folder}/); {hint}")
         try:
-            CIFAR10Files(str(root), train=train, download=True)
+            download_and_extract_archive(CIFAR10Files.url, str(root), filename=CIFAR10Files.filename,
+                                         md5=CIFAR10Files.tgz_md5)
         except Exception as exc:  # URLError, OSError, RuntimeError (md5) ...
             raise UserError(f"cannot download cifar10 into '{root}': {one_line(exc)}") from None
-    try:
-        ds = CIFAR10Files(str(root), train=train, download=False)
-    except Exception as exc:  # UnpicklingError, EOFError, KeyError, ValueError (reshape) ...
-        bad = next((p for p in files if not _unpickles(p)), folder)
-        raise UserError(f"cannot read cifar10 file '{bad}': {one_line(exc)}") from None
-    return Split(np.asarray(ds.targets, dtype=np.int64), images=ds.data)
+    cifar_files.check_meta(folder / CIFAR10Files.meta["filename"])
+    names = [n for n, _ in (CIFAR10Files.train_list if train else CIFAR10Files.test_list)]
+    batches = [cifar_files.read_batch(folder / n) for n in names]
+    # As torchvision lays them out: rows of 3 planes of 32 x 32, turned into (N, 32, 32, 3) images.
+    images = np.vstack([data for data, _ in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return Split(np.asarray([y for _, labels in batches for y in labels], dtype=np.int64), images=images)
 
 
 def _cifar10_files(root: Path) -> tuple[Path, list[Path]]:
@@ -102,14 +104,6 @@ def _cifar10_files(root: Path) -> tuple[Path, list[Path]]:
         root = root.parent  # --data-root pointed at the batches folder itself
     names = [n for n, _ in CIFAR10Files.train_list + CIFAR10Files.test_list] + ["batches.meta"]
     return root, [root / CIFAR_DIR / n for n in names]
-
-
-def _unpickles(path: Path) -> bool:
-    """Whether a CIFAR-10 file unpickles to a dict (to name the damaged one after torchvision failed)."""
-    try:
-        return isinstance(pickle.loads(path.read_bytes(), encoding="latin1"), dict)
-    except Exception:
-        return False
 
 
 def tiny_folder(root: str | Path) -> Path:

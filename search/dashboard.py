@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
+from .contained import inside
 from .storage import redact_url
 
 ARTIFACT_DIR = "artifacts"  # under results/<study>/
@@ -30,7 +31,7 @@ def artifact_dir(results: Path) -> Path:
 def upload(target: optuna.Study | optuna.Trial | optuna.trial.FrozenTrial, path: Path, results: Path,
            storage: optuna.storages.BaseStorage | None = None) -> str:
     """Attach a file to a trial or a study (optuna.artifacts); returns the artifact id."""
-    folder = artifact_dir(results)
+    folder = inside(results, artifact_dir(results))
     folder.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -67,7 +68,7 @@ def attach_retrain(study: optuna.Study, number: int, results: Path, folder: Path
     Optuna refuses to change a finished trial, so they are artifacts of the study, named after the trial
     and seed they come from (`trial3-seed_0-model.pt`).
     """
-    stamp = folder / ".artifacts-uploaded"  # its mtime: when this folder's files were last uploaded
+    stamp = inside(results, folder) / ".artifacts-uploaded"  # its mtime: when this folder's files were last uploaded
     since = stamp.stat().st_mtime if stamp.is_file() else 0.0
     files = [folder / "metrics.json", *sorted(folder.glob("seed_*/model.pt")), *sorted(folder.glob("seed_*/metrics.json"))]
     fresh = [f for f in files if f.is_file() and f.stat().st_mtime > since]

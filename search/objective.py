@@ -18,6 +18,7 @@ from blocks.atomic import atomic_write_text
 from .baselines import sample_baseline
 from .checkpoint import CheckpointWriteError
 from .config import SearchConfig
+from .contained import inside
 from .dashboard import note_rejected, upload
 from .describe import arch_brief
 from .errors import ResultsWriteError, UserError
@@ -41,6 +42,8 @@ class Objective:
         from .data.datasets import dataset_info
 
         self.cfg, self.results, self.log = cfg, results, log
+        # where trials write, checked before the first trial: a link out of the results folder is refused
+        self.records, self.checkpoints = inside(results, results / "trials"), inside(results, results / "checkpoints")
         self.probe = probe or latency_ms  # measures inference ms (injectable: tests never time anything)
         self.stop = stop  # asked between batches (search.study.stop.Stop in a worker)
         self.progress_every_s = progress_every_s  # seconds between plain progress lines (not on a terminal)
@@ -99,7 +102,7 @@ class Objective:
         trial.set_user_attr("seed", seed)
         loaders = self._loaders(train, seed)
         record = self._record(trial, spec, train, cx, seed)
-        ckpt = self.results / "checkpoints" / f"trial_{first}.pt"
+        ckpt = self.checkpoints / f"trial_{first}.pt"
         done = self._resume_point(trial, first, ckpt, model, train, record)
         history = self._fit(trial, model, loaders, train, seed, record, ckpt, done)
         return self._finish(trial, model, train, cx, record, history, ckpt)
@@ -215,7 +218,7 @@ class Objective:
 
     def _attach_record(self, trial: optuna.Trial) -> None:
         """Upload the trial's final record as an artifact, so the dashboard opens it from the trial's page."""
-        upload(trial, self.results / "trials" / f"{trial.number:05d}.json", self.results)
+        upload(trial, self.records / f"{trial.number:05d}.json", self.results)
 
     def _record(self, trial: optuna.Trial, spec: ArchSpec, train: Any, cx: Any, seed: int) -> dict:
         """The per-trial JSON document (written after every epoch)."""
@@ -240,7 +243,7 @@ class Objective:
             return trial.number
         trial.set_user_attr(RETRY_OF, first)
         self.log(f"[trial {trial.number}] retries trial {chain[-1]} (same params and seed as trial {first})")
-        prev = self.results / "trials" / f"{chain[-1]:05d}.json"
+        prev = self.records / f"{chain[-1]:05d}.json"
         if prev.is_file():  # the stopped run's record (when it ran on this machine) points at its retry
             record = json.loads(prev.read_text())
             if record.get("state") == "running":
@@ -251,7 +254,7 @@ class Objective:
 
     def _write(self, number: int, record: dict, quiet: bool = False) -> None:
         """Write results/<study>/trials/<number>.json atomically; `quiet` ignores a failed write."""
-        folder = self.results / "trials"
+        folder = self.records
         path = folder / f"{number:05d}.json"
         try:
             folder.mkdir(parents=True, exist_ok=True)

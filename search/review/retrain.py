@@ -18,6 +18,7 @@ from ..device import resolve_device
 from ..errors import UserError
 from ..study.stop import Stop
 from ..checks import check_for_training
+from ..contained import inside
 from ..config import MAX_EPOCHS, TrainSpec
 from . import recipe
 from .folder_lock import clear_folder, lock_folder
@@ -118,10 +119,11 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
         f"{'train + val' if on_val else 'train'} images, on {device} -> {out}")
     runs: dict[int, list[SeedRun]] = {}
     with contextlib.ExitStack() as locks, Stop() as stop:  # SIGINT/SIGTERM: stop between batches, resumable
+        folders = {plan.number: inside(res.folder, out / f"{plan.number:05d}") for plan in plans}  # before any lock
         for plan in plans:  # every trial's folder before any training: a clash is refused at once, not hours in
-            lock_folder(out / f"{plan.number:05d}", locks)
+            lock_folder(folders[plan.number], locks)
         for i, plan in enumerate(plans):
-            folder = out / f"{plan.number:05d}"
+            folder = folders[plan.number]
             if args.fresh:
                 clear_folder(folder)
             runs[plan.number] = []

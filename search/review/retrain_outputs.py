@@ -13,6 +13,7 @@ import torch
 from blocks import ArchSpec
 from blocks.atomic import atomic_text, atomic_write, atomic_write_text
 
+from ..contained import inside
 from ..errors import UserError
 from . import evaluate as ev
 from .results import StudyResults
@@ -75,7 +76,7 @@ def write_ensemble(res: StudyResults, runs: dict[int, list[SeedRun]], out: Path,
                    unlabeled: list[Path] | None) -> dict[str, Any]:
     """Average the members' softmax per seed index; write ensemble_<a>-<b>/ next to the single models."""
     members = sorted(runs)
-    folder = out / f"ensemble_{'-'.join(map(str, members))}"
+    folder = inside(res.folder, out / f"ensemble_{'-'.join(map(str, members))}")
     folder.mkdir(parents=True, exist_ok=True)
     names = res.class_names(runs[members[0]][0].probs.shape[1])
     per_seed, per_seed_tta = [], []
@@ -86,7 +87,7 @@ def write_ensemble(res: StudyResults, runs: dict[int, list[SeedRun]], out: Path,
             raise RuntimeError("ensemble members were tested on different images")
         probs = ev.ensemble_probs([g.probs for g in group])
         metrics = ev.classification_metrics(probs, labels, names)
-        run = SeedRun(folder / f"seed_{k}", group[0].seed, metrics, probs, labels)
+        run = SeedRun(inside(res.folder, folder / f"seed_{k}"), group[0].seed, metrics, probs, labels)
         if all(g.probs_tta is not None for g in group):
             run.tta = ev.classification_metrics(ev.ensemble_probs([g.probs_tta for g in group]), labels, names)
         per_seed_tta.append(run.tta)

@@ -14,6 +14,7 @@ from blocks import build
 from blocks.atomic import atomic_write, atomic_write_text
 from blocks.io import UnreadableFile, safe_load
 
+from ..contained import inside
 from ..errors import UserError
 from ..progress import Progress
 from ..trainer import EpochResult, fit, predict, resumable_epochs, seed_everything
@@ -43,7 +44,7 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
 
     cfg, spec, train = res.cfg, plan.spec, plan.train
     seed = plan.seed + k * SEED_STRIDE
-    run_dir = folder / f"seed_{k}"
+    run_dir = inside(res.folder, folder / f"seed_{k}")
     steps = cfg.retrain.augment if cfg.retrain.augment is not None else policy_steps(
         cfg.augment, train.augment_policy or DEFAULT_POLICY)
     loaders = make_loaders(cfg.data, steps, train.batch_size, seed=seed, device=device.type, test=True,

@@ -6,6 +6,8 @@ import errno
 import io
 import os
 import secrets
+import stat
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, TextIO
@@ -63,6 +65,50 @@ def _create(path: Path) -> tuple[Path, int]:
 
 
 def open_lock_file(path: str | os.PathLike) -> BinaryIO:
-    """Open (creating) a lock file for fcntl.flock without following a link planted at its name."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
-    return os.fdopen(fd, "r+b")
+    """Open (creating) a lock file for fcntl.flock without following a link planted at its name, nor using a FIFO."""
+    return _regular(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), "r+b")
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """Open a file to read, refusing at once (OSError) anything but a regular file: a FIFO would block the read."""
+    return _regular(path, os.O_RDONLY, "rb")
+
+
+def _regular(path: str | os.PathLike, flags: int, mode: str) -> BinaryIO:
+    """os.open without blocking (O_NONBLOCK: a FIFO without a writer opens at once), then fstat: regular files only."""
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o666)
+    kind = os.fstat(fd).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"not a regular file (a {_KINDS.get(stat.S_IFMT(kind), 'special file')})", str(path))
+    os.set_blocking(fd, True)  # reads and writes of a regular file never block anyway; keep the usual semantics
+    return os.fdopen(fd, mode)
+
+
+_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
+          stat.S_IFDIR: "folder", stat.S_IFSOCK: "socket"}
+
+
+def write_output(path: str | os.PathLike, text: str) -> None:
+    """Write `text` where a user pointed an output: `-` is stdout, a FIFO or character device (/dev/null, a
+    terminal, /dev/stdout) is written as a stream, a regular file or new name atomically; nothing else.
+
+    An existing FIFO or device is never renamed over (as root, replacing /dev/null with a regular file breaks
+    the system); a link at the name is followed, since the user named it.
+    """
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        kind = os.stat(path).st_mode
+    except FileNotFoundError:  # a new name (or a link to one): created
+        kind = stat.S_IFREG
+    if stat.S_ISFIFO(kind) or stat.S_ISCHR(kind):
+        with open(path, "w", encoding="utf-8", newline="") as stream:  # a FIFO waits for its reader, as `>` does
+            stream.write(text)
+    elif stat.S_ISREG(kind):
+        atomic_write_text(os.path.realpath(path), text)  # the link's target replaced, the link itself kept
+    else:
+        raise OSError(errno.EINVAL, f"not a regular file, a FIFO or a character device "
+                                    f"(a {_KINDS.get(stat.S_IFMT(kind), 'special file')})", str(path))

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .atomic import atomic_write
+from .atomic import atomic_write, open_regular
 from .resnet import ResNet, build
 from .spec import ArchSpec
 from .text import one_line
@@ -41,11 +41,11 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     """torch.load of tensors and plain data only, so loading a file never runs code from it; UnreadableFile else."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the one line below says it all
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location=map_location, weights_only=True)
+        with open_regular(path) as f, warnings.catch_warnings():  # a FIFO is refused, never waited on
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the one line below says it all
+            return torch.load(f, map_location=map_location, weights_only=True)
     except OSError:
-        raise  # the disk's error (permission, I/O), not the file's content: the caller names it
+        raise  # the disk's error (permission, I/O, not a regular file), not the file's content: the caller names it
     except Exception as e:  # UnpicklingError, RuntimeError (a truncated zip), EOFError (empty), KeyError ...
         raise UnreadableFile(_why(e, path)) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from blocks.io import UnreadableFile, safe_load
 # weights_only accepts nothing else), "ema" too when the run averages its weights.
 KEYS = ("model", "optimizer", "schedule", "history", "rng")
 SET_ASIDE = ".unreadable"  # suffix given to a checkpoint that could not be read, kept for a look
+ASIDE_NAMES = 100  # .unreadable, .unreadable.1 ...: names tried when a folder (never replaced) holds one
 
 
 class CheckpointWriteError(OSError):
@@ -95,7 +97,15 @@ def _shapes(weights: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def set_aside(path: Path) -> Path:
-    """Rename an unreadable checkpoint to `<name>.unreadable` (replacing an older one), so nothing resumes from it."""
-    aside = path.with_name(path.name + SET_ASIDE)
-    path.replace(aside)
-    return aside
+    """Rename an unreadable checkpoint to `<name>.unreadable` (replacing an older one), so nothing resumes from it.
+
+    A folder at that name cannot be replaced by a rename (EISDIR), and is kept: `.unreadable.1` ... is used then.
+    """
+    for n in range(ASIDE_NAMES):
+        aside = path.with_name(path.name + SET_ASIDE + (f".{n}" if n else ""))
+        try:
+            path.replace(aside)
+            return aside
+        except IsADirectoryError:
+            continue
+    raise IsADirectoryError(errno.EISDIR, f"{ASIDE_NAMES} folders hold the names to set it aside", str(path))

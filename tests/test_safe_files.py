@@ -34,7 +34,7 @@ from search.config import TrainSpec
 from search.trainer import fit, resumable_epochs
 from search.trials import RESUMED_FROM
 from tests.helpers.datasets import make_cifar10
-from tests.helpers.hostile import BREAKERS, Touch, full_disk_at, plant_hostile
+from tests.helpers.hostile import BREAKERS, Touch, fifo_watch, full_disk_at, plant_hostile
 from tests.helpers.spaces import ROOT, write_space
 from tests.helpers.studies import best, quickest, retry_of, study_at
 
@@ -88,12 +88,14 @@ def test_a_broken_checkpoint_is_set_aside_in_one_line(tmp_path: Path, marker: Pa
         one_epoch_checkpoint(ckpt, spec)
         BREAKERS[kind](ckpt, marker)
     loaders = make_loaders(DATA, [], spec.batch_size, seed=0)
-    with pytest.raises(UnreadableCheckpoint, match=f"checkpoint {ckpt}: "):  # fit itself never runs it either
-        fit(build(SPEC), loaders.train, loaders.val, spec, torch.device("cpu"), checkpoint=ckpt)
     notes: list[str] = []
-    assert resumable_epochs(ckpt, build(SPEC), spec, notes.append) == 0
+    with fifo_watch(ckpt) as blocked:  # a FIFO is refused at once, never waited on
+        with pytest.raises(UnreadableCheckpoint, match=f"checkpoint {ckpt}: "):  # fit itself never runs it either
+            fit(build(SPEC), loaders.train, loaders.val, spec, torch.device("cpu"), checkpoint=ckpt)
+        assert resumable_epochs(ckpt, build(SPEC), spec, notes.append) == 0
+    assert not blocked
     assert len(notes) == 1 and "\n" not in notes[0] and notes[0].endswith("; kept as trial_0.pt.unreadable"), notes
-    assert not ckpt.exists() and (tmp_path / "trial_0.pt.unreadable").is_file()
+    assert not ckpt.exists() and (tmp_path / "trial_0.pt.unreadable").exists()
 
 
 def test_an_empty_model_file_is_one_line(tmp_path: Path) -> None:
@@ -123,7 +125,7 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return space, results
 
 
-@pytest.mark.parametrize("kind", ["hostile", "truncated", "empty"])
+@pytest.mark.parametrize("kind", ["hostile", "truncated", "empty", "fifo"])
 def test_a_broken_trial_checkpoint_restarts_the_trial(interrupted: tuple[Path, Path], tmp_path: Path, marker: Path,
                                                       kind: str, capsys: pytest.CaptureFixture) -> None:
     """The resumed trial's checkpoint cannot be read: one line, set aside, the retry trains from epoch 1."""
@@ -135,14 +137,16 @@ def test_a_broken_trial_checkpoint_restarts_the_trial(interrupted: tuple[Path, P
     ckpt = results / "checkpoints" / "trial_0.pt"
     BREAKERS[kind](ckpt, marker)
     capsys.readouterr()
-    assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 0
+    with fifo_watch(ckpt) as blocked:
+        assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 0
+    assert not blocked  # the FIFO was set aside, not waited on
     out, err = capsys.readouterr()
     said = [line for line in (out + err).splitlines() if "trial_0.pt" in line]
     assert len(said) == 1 and said[0].endswith("; kept as trial_0.pt.unreadable; trial 0 restarts from epoch 1"), said
     assert "Traceback" not in out + err
     retry = retry_of(study_at(results), 0)
     assert RESUMED_FROM not in retry.user_attrs and len(retry.user_attrs["val_acc_curve"]) == 3
-    assert (results / "checkpoints" / "trial_0.pt.unreadable").is_file()
+    assert (results / "checkpoints" / "trial_0.pt.unreadable").exists()
 
 
 @pytest.mark.parametrize("kind", ["hostile", "empty", "not a zip"])

@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
+from blocks.atomic import open_lock_file
+
 from ..errors import UserError
 
 LOCK = ".retrain.lock"  # in each trial's retrain folder, held (flock) by the one retrain run using it
@@ -17,11 +19,10 @@ def lock_folder(folder: Path, locks: contextlib.ExitStack) -> None:
     """Hold `folder`'s retrain lock until `locks` closes; a UserError when another retrain run holds it."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
-    try:  # O_NOFOLLOW: a link planted at the lock's name is refused, never opened
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    try:  # a link planted at the lock's name, or a FIFO, is refused, never opened or waited on
+        fd = locks.enter_context(open_lock_file(path)).fileno()  # closing it releases the lock, as an exit does
     except OSError as e:
         raise UserError(f"cannot open the retrain lock {path}: {e.strerror or e}") from None
-    locks.callback(os.close, fd)  # closing the file releases the lock, as the process's end does
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

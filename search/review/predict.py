@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 import blocks
-from blocks.atomic import atomic_text
+from blocks.atomic import write_output
 
 from ..data import augment
 from ..cli import main_guard
@@ -41,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("models", nargs="+", help="model.pt files or folders holding them (several = an ensemble)")
     p.add_argument("--images", nargs="+", required=True,
                    help="image folders (searched recursively), image files, or .txt files listing one path a line")
-    p.add_argument("--output", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    p.add_argument("--output", default="predictions.csv",
+                   help="CSV to write (default: predictions.csv); - or a FIFO or device (/dev/stdout) as a stream")
     p.add_argument("--top-k", type=int, default=5, help="classes per image, most probable first (default 5)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -176,21 +179,32 @@ def write_csv(path: Path, files: list[Path], probs: torch.Tensor, names: list[st
     k = min(k, probs.shape[1])
     top = probs.topk(k, dim=1)
     header = ["file"] + [f"{c}_{i}" for i in range(1, k + 1) for c in ("class", "prob")]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_text(path) as f:  # a kill mid-write leaves the previous CSV, never half of one
-            w = csv.writer(f)
-            w.writerow(header)
-            for file, p, idx in zip(files, top.values.tolist(), top.indices.tolist()):
-                w.writerow([str(file)] + [v for j in range(k) for v in (names[idx[j]], f"{p[j]:.6f}")])
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(header)
+    for file, p, idx in zip(files, top.values.tolist(), top.indices.tolist()):
+        w.writerow([str(file)] + [v for j in range(k) for v in (names[idx[j]], f"{p[j]:.6f}")])
+    try:  # a file: atomically (a kill mid-write leaves the previous CSV); `-`, a FIFO or /dev/null: as a stream
+        if str(path) != "-":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        write_output(path, text.getvalue())
     except OSError as e:
         raise UserError(f"cannot write '{path}': {e.strerror or e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one-line errors and exit status 2 for bad input."""
+    """Entry point: one-line errors and exit status 2 for bad input; notes on stderr when the CSV goes to stdout."""
     args = parse_args(argv)
-    return main_guard(lambda: run(args))
+    log = (lambda line: print(line, file=sys.stderr)) if _is_stdout(args.output) else print
+    return main_guard(lambda: run(args, log))
+
+
+def _is_stdout(output: str) -> bool:
+    """Whether --output is `-` or names the file standard output already is (/dev/stdout)."""
+    try:
+        return output == "-" or os.path.samestat(os.stat(output), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, io.UnsupportedOperation):  # no such file; stdout replaced (pytest) or closed
+        return False
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import stat
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -42,6 +45,7 @@ BREAKERS: dict[str, Callable[[Path, Path], object]] = {
     "truncated": lambda path, marker: truncate(path),
     "not a zip": lambda path, marker: path.write_bytes(b"\x00not a checkpoint\xff" * 64),
     "no model": lambda path, marker: torch.save({"history": []}, path),
+    "fifo": lambda path, marker: (path.unlink(), os.mkfifo(path)),  # a read would wait for a writer forever
 }
 
 
@@ -58,3 +62,32 @@ def full_disk_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
         return tmp, fd
 
     monkeypatch.setattr(atomic, "_create", create_full)
+
+
+@contextmanager
+def fifo_watch(path: Path, after_s: float = 15.0) -> Iterator[list[Path]]:
+    """Unblock a reader still waiting on the FIFO at `path` after `after_s` seconds (open it to write, close it):
+    a hang becomes a failed assertion, not a stuck test. Yields a list that names the FIFO once a reader waited."""
+    blocked: list[Path] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        done.wait(after_s)
+        while not done.is_set():
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # on a FIFO, succeeds only while a reader waits
+            except OSError:
+                done.wait(0.2)
+                continue
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                blocked.append(path)
+            os.close(fd)
+            done.wait(0.2)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield blocked
+    finally:
+        done.set()
+        thread.join()

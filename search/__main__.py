@@ -20,6 +20,7 @@ commands:
   dashboard RESULTS    open optuna-dashboard on a study, with its artifacts
   retrain RESULTS      train the best trial(s) to full length, then test
   predict MODEL... --images DIR|FILE...   label new images with retrained model(s), as a CSV
+  export RESULTS --trial N   a retrained model as an int8 TFLite file a microcontroller runs (the mcu extra)
   spaces               list the shipped example spaces and where they are
 
 `resnet-search COMMAND --help` describes each; `resnet-search --version` prints the version."""
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "predict":
         from .review.predict import main as predict
         return predict(rest)
+    if command == "export":
+        from .review.export import main as export
+        return export(rest)
     if command == "dashboard":
         return dashboard(rest)
     if command == "spaces":

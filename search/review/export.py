@@ -1,0 +1,196 @@
+"""`python -m search export RESULTS --trial N` (or `export MODEL.pt --space SPACE.yaml`): an int8 `.tflite`
+a microcontroller runs, with a JSON sidecar of what a deployer needs (input layout, normalisation,
+quantisation, class names, the TFLite Micro arena).
+
+Calibration images: the first N images of the study's training split in a seeded shuffled order (the
+retrain's validation share included), loaded through the project's own loaders with no augmentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+import blocks
+from blocks import complexity
+from blocks.atomic import atomic_write, atomic_write_text
+
+from ..cli import main_guard
+from ..errors import UserError
+from . import tflite
+
+FORMAT = "resnet-budget-search.tflite/1"  # bumped when the sidecar's keys change
+CALIBRATION_IMAGES = 500  # default; the ranges of a 10-class CIFAR model settle well before this
+CALIBRATION_SEED = 0  # the shuffled order the calibration images are taken from
+BATCH = 100  # images a loader batch holds while calibrating or evaluating
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(prog="python -m search export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="a results folder (with --trial, retrained by `search retrain`) or a model.pt")
+    p.add_argument("--trial", type=int, help="the retrained trial to export (default: the best complete trial)")
+    p.add_argument("--seed", type=int, default=0, metavar="K", help="which retrain seed run, seed_K (default 0)")
+    p.add_argument("--format", default="tflite", choices=["tflite"], help="int8 TFLite, full integer (default)")
+    p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, metavar="N",
+                   help=f"training images that set the activation ranges (default {CALIBRATION_IMAGES})")
+    p.add_argument("--random-calibration", action="store_true",
+                   help="calibrate on standard-normal noise instead of images: for tests only, the ranges are wrong")
+    p.add_argument("--space", help="for a model.pt: the search YAML whose data section gives calibration images")
+    p.add_argument("--evaluate", type=int, default=0, metavar="N",
+                   help="also run the int8 file on N test images and record int8 and fp32 top-1 (default 0: off)")
+    p.add_argument("--output", help="the .tflite to write (default: model_int8.tflite beside the model); "
+                                    "the sidecar is the same name with .json")
+    p.add_argument("--storage", help="the study's URL when it is on a server (default: RESULTS/study.db)")
+    p.add_argument("--data-root", help="dataset folder, when it moved since the search (data.root)")
+    return p.parse_args(argv)
+
+
+def locate(args: argparse.Namespace) -> tuple[Path, Any]:
+    """The model.pt to export and the data config its calibration images come from (None: random)."""
+    from ..config import load_config
+    from .results import open_results
+
+    source = Path(args.source)
+    if source.is_file():
+        if args.trial is not None:
+            raise UserError(f"--trial {args.trial}: {source} is a model file; --trial picks one in a results folder")
+        if args.space is None and not args.random_calibration:
+            raise UserError(f"{source}: a model file carries no dataset; pass --space SPACE.yaml for calibration "
+                            f"images (or export from its results folder)")
+        data = None if args.space is None else load_config(args.space).data
+        return source, data
+    res = open_results(source, args.storage, args.data_root)
+    number = res.choose([args.trial] if args.trial is not None else None, None)[0]
+    path = source / "retrain" / f"{number:05d}" / f"seed_{args.seed}" / "model.pt"
+    if not path.is_file():
+        raise UserError(f"trial {number} has no retrained model ({path} is missing): run `python -m search retrain "
+                        f"{source} --trial {number}` first")
+    return path, res.cfg.data
+
+
+def load(path: Path) -> torch.nn.Module:
+    """blocks.load, with its refusals as one line."""
+    try:
+        return blocks.load(path)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+
+
+def calibration(data: Any, n: int, spec: blocks.ArchSpec) -> Iterator[np.ndarray]:
+    """NHWC float batches of `n` normalised training images (standard-normal noise when `data` is None)."""
+    if data is None:
+        rng = np.random.default_rng(CALIBRATION_SEED)
+        yield rng.standard_normal((n, spec.input_size, spec.input_size, spec.in_channels)).astype(np.float32)
+        return
+    from ..data.datasets import make_loaders
+
+    loaders = make_loaders(data, [], min(n, BATCH), seed=CALIBRATION_SEED, device="cpu")
+    seen = 0
+    for images, _ in loaders.train:
+        yield tflite.nhwc(images[: n - seen])
+        seen += len(images[: n - seen])
+        if seen >= n:
+            return
+
+
+def evaluate(tflite_bytes: bytes, model: torch.nn.Module, data: Any, n: int) -> dict[str, Any]:
+    """Int8 top-1 (LiteRT's interpreter) beside fp32 top-1 and their agreement on the first n test images."""
+    from ..data.datasets import make_loaders
+
+    loaders = make_loaders(data, [], BATCH, seed=CALIBRATION_SEED, device="cpu", test=True)
+    if loaders.test is None:
+        raise UserError(f"--evaluate: dataset {data.dataset!r} has no labelled test split")
+    int8, labels = tflite.int8_predictions(tflite_bytes, loaders.test, limit=n)
+    fp32 = []
+    with torch.no_grad():
+        for images, _ in loaders.test:
+            fp32.append(model(images.float()).argmax(1).numpy())
+            if sum(map(len, fp32)) >= len(labels):
+                break
+    fp = np.concatenate(fp32)[: len(labels)]
+    return {"images": len(labels), "int8_top1": float((int8 == labels).mean()), "fp32_top1": float((fp == labels).mean()),
+            "agreement": float((int8 == fp).mean()), "runtime": "LiteRT interpreter (int8 kernels)"}
+
+
+def sidecar(path: Path, model: torch.nn.Module, data: Any, n: int, tflite_bytes: bytes, graph: tflite.Graph,
+            seconds: float) -> dict[str, Any]:
+    """What a deployer needs beside the file: layout, normalisation, quantisation, classes, memory."""
+    spec, extra = model.spec, getattr(model, "extra", {})
+    cx = complexity(spec)
+    names = extra.get("class_names") or [str(k) for k in range(spec.num_classes)]
+    i = graph.input
+    doc: dict[str, Any] = {
+        "format": FORMAT, "file": path.name, "file_bytes": len(tflite_bytes),
+        "sha256": hashlib.sha256(tflite_bytes).hexdigest(),
+        "input": {**i.to_dict(), "layout": "NHWC", "mean": extra.get("mean"), "std": extra.get("std"),
+                  "feed": "RGB pixels p in [0, 255]: q = round(((p / 255 - mean[c]) / std[c]) / scale) + zero_point, "
+                          "clipped to [-128, 127]"},
+        "output": {**graph.output.to_dict(), "meaning": "int8 logits: class = argmax; logit = (q - zero_point) * scale"},
+        "class_names": names, "arch": spec.to_dict(), "params": cx.params, "flops": cx.flops,
+        "analytic_peak_bytes": cx.peak_bytes(),
+        "calibration": ({"images": n, "from": f"{data.dataset} training split, the first {n} of a shuffled order "
+                                              f"(seed {CALIBRATION_SEED}), no augmentation"}
+                        if data is not None else {"images": n, "from": "standard-normal noise (tests only)"}),
+        "graph": {"int8_clean": graph.int8_clean, "ops": graph.ops, "float_tensors": list(graph.float_tensors),
+                  "quantize_dequantize_ops": graph.converts},
+        "converter": tflite.versions(), "convert_seconds": round(seconds, 1),
+        "quantisation": "full integer: int8 weights per output channel (symmetric), int8 activations per tensor "
+                        "with static calibrated ranges, int32 biases (ai-edge-quantizer static_wi8_ai8)",
+    }
+    doc["arena"] = (tflite.arena(tflite_bytes) if tflite.has_micro()
+                    else "not measured: pip install tflite-micro (TFLite Micro's Python interpreter)")
+    return doc
+
+
+def export(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
+    """Convert, check and write the .tflite and its sidecar; returns the .tflite's path."""
+    tflite.need_converter()
+    n = args.calibration_images
+    if n < 1 or args.evaluate < 0:
+        raise UserError(f"--calibration-images {n} --evaluate {args.evaluate}: expected at least 1 and 0")
+    source, data = locate(args)
+    data = None if args.random_calibration else data
+    if args.evaluate and data is None:
+        raise UserError("--evaluate needs the dataset: export from a results folder or pass --space")
+    model = load(source)
+    out = Path(args.output) if args.output else source.with_name("model_int8.tflite")
+    log(f"converting {source} to int8 TFLite, calibrated on {n} "
+        f"{'training images' if data is not None else 'noise inputs'} -> {out}")
+    start = time.monotonic()
+    tflite_bytes = tflite.convert_int8(model, model.spec, calibration(data, n, model.spec))
+    seconds = time.monotonic() - start
+    graph = tflite.inspect(tflite_bytes)
+    if not graph.int8_clean:
+        raise UserError(f"{source}: the converted graph is not int8 end to end ({graph.problems()}); nothing written")
+    doc = sidecar(out, model, data, n, tflite_bytes, graph, seconds)
+    if args.evaluate:
+        doc["accuracy"] = evaluate(tflite_bytes, model, data, args.evaluate)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda f: f.write(tflite_bytes))  # whole or not at all, then the sidecar that describes it
+    atomic_write_text(out.with_suffix(".json"), json.dumps(doc, indent=1))
+    arena = doc["arena"]
+    memory = (f"arena head {arena['head']:,} + tail {arena['tail']:,} = {arena['total']:,} bytes"
+              if isinstance(arena, dict) else "arena not measured (no tflite-micro)")
+    log(f"wrote {out} ({len(tflite_bytes):,} bytes, int8 end to end, {seconds:.1f} s; {memory}; analytic peak "
+        f"{doc['analytic_peak_bytes']:,} bytes) and {out.with_suffix('.json').name}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one-line errors and exit status 2 for bad input."""
+    args = parse_args(argv)
+    return main_guard(lambda: export(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -32,6 +32,7 @@ from ..errors import UserError
 EXTRA = "pip install 'resnet-budget-search[mcu]'"
 PACKAGES = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")  # the converter; tflite_micro is optional
 CONVERTS = ("QUANTIZE", "DEQUANTIZE")  # ops that move a tensor between int8 and float
+WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # ops whose second input is a constant weight
 ARENA_TRY = 1 << 24  # bytes offered to TFLite Micro to plan in; it reports what it used of them
 SIGNATURE = "serving_default"  # litert-torch's one signature
 
@@ -110,6 +111,10 @@ def compact(tflite: bytes) -> bytes:
     from ai_edge_litert import schema_py_generated as fb
 
     m = fb.ModelT.InitFromPackedBuf(tflite, 0)
+    for buf in m.buffers:  # a large model keeps its weights after the flatbuffer (offset, size): bring them in,
+        if buf.offset > 1:  # or packing again would drop them (1 is the schema's marker for an empty buffer)
+            buf.data = np.frombuffer(tflite, np.uint8, buf.size, buf.offset).copy()
+            buf.offset = buf.size = 0
     for g in m.subgraphs:
         for i, t in enumerate(g.tensors):
             t.name = f"t{i}"
@@ -143,17 +148,19 @@ class Graph:
     output: TensorInfo
     float_tensors: tuple[str, ...] = field(default=())  # "OP#i -> float32 1x32x32x16" for each float activation
     converts: int = 0  # QUANTIZE / DEQUANTIZE ops
+    weightless: int = 0  # convs and linear layers whose weight tensor has no data in the file
 
     @property
     def int8_clean(self) -> bool:
         """Int8 from input to output: int8 I/O, no float tensor, no QUANTIZE or DEQUANTIZE inside."""
         return (self.input.dtype == self.output.dtype == "int8" and not self.float_tensors
-                and not self.converts)
+                and not self.converts and not self.weightless)
 
     def problems(self) -> str:
         """What keeps it from being int8-clean, in one short line."""
         found = [f"{k} {v.dtype}" for k, v in (("input", self.input), ("output", self.output)) if v.dtype != "int8"]
         found += [f"{self.converts} QUANTIZE/DEQUANTIZE ops"] if self.converts else []
+        found += [f"{self.weightless} weight tensors without data"] if self.weightless else []
         found += [f"{len(self.float_tensors)} float tensors (first: {self.float_tensors[0]})"] if self.float_tensors else []
         return "; ".join(found) or "none"
 
@@ -167,11 +174,14 @@ def inspect(tflite: bytes) -> Graph:
     op_names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
     type_names = {v: k.lower() for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
     ops: collections.Counter[str] = collections.Counter()
-    floats = []
+    floats, weightless = [], 0
     for j, op in enumerate(g.operators):
         code = m.operatorCodes[op.opcodeIndex]
         name = op_names[max(code.builtinCode, code.deprecatedBuiltinCode)]  # the schema keeps two fields
         ops[name] += 1
+        if name in WEIGHTED:
+            buf = m.buffers[g.tensors[op.inputs[1]].buffer]
+            weightless += (buf.data is None or len(buf.data) == 0) and buf.offset <= 1
         for i in op.outputs:
             t = g.tensors[i]
             if type_names[t.type].startswith("float"):
@@ -183,7 +193,8 @@ def inspect(tflite: bytes) -> Graph:
         zp = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else None
         return TensorInfo(tuple(int(s) for s in t.shape), type_names[t.type], scale, zp)
 
-    return Graph(dict(ops), info(g.inputs[0]), info(g.outputs[0]), tuple(floats), sum(ops[c] for c in CONVERTS))
+    return Graph(dict(ops), info(g.inputs[0]), info(g.outputs[0]), tuple(floats), sum(ops[c] for c in CONVERTS),
+                 weightless)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,150 @@
+"""`search export`: int8 TFLite end to end for the builder's designs, int8 accuracy as deployed, one-line refusals."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from blocks import ArchSpec, build
+from search.config import DataConfig, TrainSpec
+from search.data.datasets import make_loaders
+from search.review import export, tflite
+from search.review.results import open_results
+from search.trainer import fit, seed_everything
+
+from tests.helpers.specs import SPECS
+from tests.helpers.studies import best
+
+HAS_MCU = all(importlib.util.find_spec(name) for name in (*tflite.PACKAGES, "tflite_micro"))
+needs_mcu = pytest.mark.skipif(not HAS_MCU, reason="the mcu extra is not installed (pip install -e '.[mcu]')")
+
+# Every option of the builder at least once, kept small: each conversion takes 5-20 s on a 2-core CPU.
+DESIGNED = [
+    {"stages": 2, "blocks": [2, 1], "widths": [8, 16], "kernel": 5, "separable": True},  # the winner's shape
+    {"stages": 2, "blocks": [1, 1], "width": 8, "block": "bottleneck", "shortcut": "zero_pad", "stem": "imagenet",
+     "head": "conv"},
+    {"stages": 2, "blocks": [2, 1], "width": 8, "kernel": 7, "shortcut": "zero_pad", "stem": "conv_s2", "pool": 2},
+    {"stages": 2, "blocks": [1, 1], "width": 8, "skip_kernel": 3, "separable": True, "block": "bottleneck",
+     "expansion": 2, "dropout": 0.1, "in_channels": 1, "input_size": 24, "head": "conv", "pool": 3},
+]
+RANDOM = random.Random(26).sample(SPECS, 2)  # seeded: the same draws every run, new ones with a new seed
+# Ops the exported graphs may hold: each an int8 kernel of TFLite Micro's builtin resolver.
+INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "PAD", "PADV2", "MEAN", "SUM", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
+            "MAX_POOL_2D", "STRIDED_SLICE", "RESHAPE", "TRANSPOSE"}
+
+
+def trained_bn(spec: ArchSpec) -> torch.nn.Module:
+    """An untrained model with BatchNorm statistics and scales away from the identity (as a trained one has)."""
+    torch.manual_seed(0)
+    model = build(spec).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    return model
+
+
+@needs_mcu
+@pytest.mark.parametrize("spec", [ArchSpec.from_dict(d) for d in DESIGNED] + RANDOM, ids=lambda s: str(s.blocks))
+def test_every_design_converts_int8_end_to_end(spec: ArchSpec) -> None:
+    model = trained_bn(spec)
+    noise = export.calibration(None, 8, spec)
+    graph = tflite.inspect(data := tflite.convert_int8(model, spec, noise))
+    assert graph.int8_clean, graph.problems()
+    assert graph.input.shape == (1, spec.input_size, spec.input_size, spec.in_channels)  # NHWC
+    assert graph.output.shape == (1, spec.num_classes) and graph.output.dtype == "int8"
+    assert set(graph.ops) <= INT8_OPS, graph.ops
+    assert tflite.arena(data)["head"] > 0  # TFLite Micro plans it: every op has an int8 kernel there
+
+
+@needs_mcu
+def test_int8_predictions_agree_with_fp32() -> None:
+    """A model trained on generated data, exported, run in TFLite Micro: int8 classes agree with fp32's.
+
+    The bound: MLPerf Tiny's ResNet-8 loses 0.2 points of top-1 to int8 (mlcommons/tiny PR #116); a model this
+    small trained for seconds has low margins between classes, so a few percent of its close calls may flip.
+    """
+    data = DataConfig(dataset="synthetic", synthetic_train=400, synthetic_test=300, synthetic_classes=4,
+                      synthetic_size=16, num_workers=0)
+    spec = ArchSpec.from_dict({"stages": 2, "blocks": [1, 1], "width": 8, "num_classes": 4, "input_size": 16})
+    seed_everything(0)
+    model = build(spec)
+    loaders = make_loaders(data, [], 32, seed=0, test=True)
+    fit(model, loaders.train, None, TrainSpec(epochs=4, batch_size=32, lr=0.1), torch.device("cpu"))
+    model.eval()
+    exported = tflite.convert_int8(model, spec, export.calibration(data, 200, spec))
+    int8, labels = tflite.int8_predictions(exported, loaders.test, runtime="micro")
+    with torch.no_grad():
+        fp32 = torch.cat([model(x).argmax(1) for x, _ in loaders.test]).numpy()
+    assert len(int8) == 300
+    assert (int8 == fp32).mean() >= 0.95, ((int8 == fp32).mean(), (int8 == labels).mean(), (fp32 == labels).mean())
+    sample = tflite.nhwc(next(iter(loaders.test))[0][:16])  # LiteRT's faster interpreter says the same
+    micro, litert = tflite.Runner(exported, "micro").logits(sample), tflite.Runner(exported, "litert").logits(sample)
+    assert np.abs(micro.astype(int) - litert).max() <= 1 and (micro.argmax(1) == litert.argmax(1)).mean() >= 0.9
+
+
+@needs_mcu
+def test_export_writes_the_file_and_its_sidecar(smoke_retrained: Path, tmp_path: Path) -> None:
+    n = best(smoke_retrained, 1)[0]
+    out = tmp_path / "deploy" / "winner.tflite"
+    assert export.main([str(smoke_retrained), "--trial", str(n), "--calibration-images", "50", "--evaluate", "60",
+                        "--output", str(out)]) == 0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    spec = ArchSpec.from_dict(doc["arch"])
+    assert doc["file_bytes"] == out.stat().st_size and doc["graph"]["int8_clean"]
+    assert doc["input"]["layout"] == "NHWC" and doc["input"]["shape"] == [1, spec.input_size, spec.input_size, 3]
+    assert doc["input"]["dtype"] == doc["output"]["dtype"] == "int8" and doc["input"]["mean"] == [0.5] * 3
+    assert doc["calibration"]["images"] == 50 and doc["class_names"][0] == "class_0"
+    assert set(doc["arena"]) == {"head", "tail", "total"} and doc["accuracy"]["images"] == 60
+    assert sorted(p.name for p in out.parent.iterdir()) == ["winner.json", "winner.tflite"]  # no temporary left
+
+
+def one_error(capsys: pytest.CaptureFixture, code: int) -> str:
+    """The one `error:` line a refused export printed."""
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    return err.strip()
+
+
+def test_a_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(tflite, "PACKAGES", ("no_such_converter_package",))
+    err = one_error(capsys, export.main([str(tmp_path), "--trial", "0"]))
+    assert err == ("error: exporting to TFLite needs the mcu extra (no_such_converter_package is missing): "
+                   "pip install 'resnet-budget-search[mcu]'")
+
+
+@needs_mcu
+def test_trials_without_a_retrained_model_are_refused(smoke_retrained: Path, capsys: pytest.CaptureFixture) -> None:
+    res = open_results(smoke_retrained)
+    rejected = next(t.number for t in res.trials if "rejected" in t.user_attrs)
+    assert f"trial {rejected} of study 'smoke' is rejected" in one_error(
+        capsys, export.main([str(smoke_retrained), "--trial", str(rejected)]))
+    plain = res.complete()[-1].number  # complete, never retrained (only the best 2 were)
+    assert f"trial {plain} has no retrained model" in one_error(
+        capsys, export.main([str(smoke_retrained), "--trial", str(plain)]))
+
+
+@needs_mcu
+def test_model_files_and_converter_refusals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture) -> None:
+    import blocks
+
+    path = blocks.save(tmp_path / "model.pt", build(ArchSpec(stages=1, blocks=(1,), width=8, input_size=12)))
+    assert "carries no dataset; pass --space" in one_error(capsys, export.main([str(path)]))
+
+    def refuse(*args: object, **kw: object) -> None:
+        raise RuntimeError("failed to legalize operation 'stablehlo.custom_call'\nmore lines")
+
+    monkeypatch.setattr("litert_torch.convert", refuse)
+    err = one_error(capsys, export.main([str(path), "--random-calibration"]))
+    assert err == ("error: the TFLite converter refused this design (RuntimeError: failed to legalize operation "
+                   "'stablehlo.custom_call')")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

@@ -158,7 +158,8 @@ def test_tampered_study_attrs_are_refused(smoke_copy: Path, capsys: pytest.Captu
 @pytest.mark.parametrize("args, message", [
     (["--trial", "99"], "trial 99 does not exist in study 'smoke'"),
     (["--top", "7"], "--top 7: study 'smoke' has only 4 complete trials"),  # 3 searched + the baseline
-    (["--epochs", "0"], "--epochs and --seeds must be at least 1"),
+    (["--epochs", "0"], "--epochs 0: expected 1 to 10,000"),
+    (["--seeds", "0"], "--epochs and --seeds must be at least 1"),
     (["--predict"], "--predict: dataset 'synthetic' has no unlabeled test split"),
 ])
 def test_user_errors_are_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture, args: list[str],

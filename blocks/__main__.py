@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import yaml
 
 from .resnet import ACTIVATION_BYTES, Complexity, complexity
 from .spec import ArchSpec
-from .text import one_line, short_bytes, short_count, version
+from .text import drop_stdout, one_line, short_bytes, short_count, version
 
 EXIT_USAGE = 2  # bad input, as argparse and the search CLIs use
 FILE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -133,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         print(to_json(cx) if args.json else report(spec, cx))
-    except BrokenPipeError:  # the reader (e.g. `| head`) left early; see Python's signal docs
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # the reader (e.g. `| head`) left early
+        drop_stdout()
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from importlib import metadata
 
 TRACEBACK = "Traceback (most recent call last)"
@@ -49,3 +51,13 @@ def one_line(error: BaseException | str) -> str:
         return lines[0]
     name, sep, message = lines[-1].partition(": ")
     return message if sep and "." in name and " " not in name else lines[-1]
+
+
+def drop_stdout() -> None:
+    """Point stdout at devnull once its reader has gone (BrokenPipeError): later lines are dropped, not raised.
+
+    Python's signal docs: without this the interpreter's final flush at exit raises BrokenPipeError again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

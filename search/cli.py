@@ -8,7 +8,7 @@ from typing import Any, Callable
 import optuna
 import sqlalchemy
 
-from blocks.text import one_line
+from blocks.text import drop_stdout, one_line
 
 from .errors import UserError
 
@@ -18,6 +18,19 @@ LINE_MAX = 1000  # characters of an error line: the values it echoes are cut alr
 def bounded(line: str) -> str:
     """`line` with its middle elided past LINE_MAX (the start says where, the end what was expected)."""
     return line if len(line) <= LINE_MAX else f"{line[: LINE_MAX * 2 // 3]} ... {line[-LINE_MAX // 3:]}"
+
+
+def say(line: str) -> None:
+    """Print a line of a command's output; once its reader is gone (`| head` left), drop it instead of raising.
+
+    The write that meets the closed pipe also brings a SIGPIPE, which a running search or retrain takes as a
+    stop request (search.study.stop): it stops as for Ctrl-C, resumable, instead of failing where it printed.
+    Flushed at once, so the closed pipe is met at the line written after it closed, not a buffer later.
+    """
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        drop_stdout()
 
 
 def main_guard(fn: Callable[[], Any]) -> int:

@@ -36,7 +36,7 @@ from blocks.text import version
 from . import shipped_space, shipped_spaces
 from .baselines import enqueue_baselines
 from .checks import check_for_training
-from .cli import main_guard
+from .cli import main_guard, say
 from .config import SearchConfig, load_config
 from .dashboard import dashboard_command
 from .dryrun import Clock, TrainingTimer, sample_designs, summarise, time_training
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parse_args(argv)
     try:
-        return main_guard(lambda: run(args))
+        return main_guard(lambda: run(args, log=say))
     except WorkerFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from blocks import ArchSpec
 
-from ..cli import main_guard
+from ..cli import main_guard, say
 from ..dashboard import attach_retrain
 from ..device import resolve_device
 from ..errors import UserError
@@ -153,7 +153,7 @@ def _unlabeled_paths(cfg: Any) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors, exit status 2 for bad input, 130 for Ctrl-C (rerun to resume)."""
     args = parse_args(argv)
-    return main_guard(lambda: retrain(args))
+    return main_guard(lambda: retrain(args, log=say))
 
 
 if __name__ == "__main__":

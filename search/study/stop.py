@@ -1,4 +1,9 @@
-"""A stop request: SIGINT/SIGTERM only set a flag, and the loops check it at points where stopping is safe.
+"""A stop request: SIGINT/SIGTERM/SIGPIPE only set a flag, and the loops check it at points where stopping is safe.
+
+SIGPIPE is a closed stdout (`search.run ... | head` after head left): the reader is gone as a user who pressed
+Ctrl-C is, so the run stops the same way and resumes the same way. Python ignores SIGPIPE by default (a write
+then only raises BrokenPipeError, wherever it happens); while a handler is installed the kernel delivers it
+along with that error, and `search.cli.say` turns the error itself into nothing more than a dropped line.
 
 Training checks it between batches (search.trainer.fit), the worker loop between trials and while it
 waits. Nothing is raised from inside a signal handler, so a stop never cuts Optuna's bookkeeping or a
@@ -25,13 +30,13 @@ from ..errors import StopRequested
 
 
 class Signals:
-    """SIGINT/SIGTERM counted, and a `wait` that any of them (or `wake`) ends. `with` installs the handlers."""
+    """SIGINT/SIGTERM/SIGPIPE counted, and a `wait` that any of them (or `wake`) ends. `with` installs the handlers."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)
 
     def __init__(self) -> None:
         self.count = 0  # signals received
-        self.last = ""  # the name of the last one (SIGINT, SIGTERM)
+        self.last = ""  # the name of the last one (SIGINT, SIGTERM, SIGPIPE)
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)  # a wakeup fd must not block: a full pipe already means "wake"
@@ -82,7 +87,7 @@ class Stop(Signals):
     def __init__(self) -> None:
         super().__init__()
         self.requested = False
-        self.reason = ""  # the name of the signal that asked to stop (SIGINT, SIGTERM)
+        self.reason = ""  # the name of the signal that asked to stop (SIGINT, SIGTERM, SIGPIPE)
 
     def __bool__(self) -> bool:
         return self.requested

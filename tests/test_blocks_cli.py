@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from blocks.__main__ import main
+from tests.helpers.studies import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 RESNET18 = '{"blocks": [2, 2, 2, 2], "width": 64, "stem": "imagenet", "input_size": 224, "num_classes": 1000}'
@@ -32,17 +33,6 @@ def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.Compl
     code = main(list(args))
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(["python", "-m", "blocks", *args], code, out, err)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    """Exit status 2, nothing on stdout, one `error: ...` line naming every needle, no traceback."""
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stdout == ""
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def test_resnet18_report_has_exact_numbers_and_stage_table() -> None:

@@ -8,11 +8,14 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 import torch
 
+from search.review import retrain
 from search.trials import INTERRUPTED
+from tests.helpers.hostile import full_disk_at
 from tests.helpers.spaces import ROOT, write_space
-from tests.helpers.studies import WAIT_S, quickest, records, study_at
+from tests.helpers.studies import WAIT_S, assert_one_line_error, quickest, records, study_at
 
 S = optuna.trial.TrialState
 INTERRUPTED_LINE = "interrupted: rerun the same command to resume"
@@ -64,3 +67,31 @@ def test_a_closed_stdout_interrupts_a_retrain_that_resumes(smoke_copy: Path, tmp
     assert "Traceback" not in err and "BrokenPipeError" not in err
     state = torch.load(run_dir / "train_state.pt", weights_only=True)
     assert 1 <= len(state["history"]) < 30 and not (run_dir / "model.pt").exists()
+
+
+def retrain_main(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess[str]:
+    """`search retrain ARGS` in-process: its exit status and output."""
+    code = retrain.main([*args, "--device", "cpu"])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["retrain", *args], code, out, err)
+
+
+def test_a_retrain_that_diverges_is_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture) -> None:
+    """A learning rate that makes the loss NaN: which trial, seed and epoch, and what to lower; exit 2."""
+    n = quickest(smoke_copy)
+    proc = retrain_main(capsys, str(smoke_copy), "--trial", str(n), "--epochs", "2", "--set", "retrain.lr=1e30")
+    assert_one_line_error(proc, f"[trial {n} seed 0] training loss became nan at epoch ", "retrain.lr", "--fresh",
+                          quiet=False)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fill a disk")
+def test_a_disk_that_fills_during_a_retrain_is_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """train_state.pt meets a full disk: the file and the reason in one line, exit 2, no partial file left."""
+    n = quickest(smoke_copy)
+    run_dir = smoke_copy / "retrain" / f"{n:05d}" / "seed_0"
+    full_disk_at(monkeypatch, "train_state.pt")
+    proc = retrain_main(capsys, str(smoke_copy), "--trial", str(n), "--epochs", "2")
+    assert_one_line_error(proc, f"cannot write checkpoint {run_dir / 'train_state.pt'}", "No space left on device",
+                          "rerun the same command to resume", quiet=False)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["run.json"], "no partial checkpoint"

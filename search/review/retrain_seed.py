@@ -15,7 +15,8 @@ from blocks.atomic import atomic_write, atomic_write_text
 from blocks.io import UnreadableFile, safe_load
 
 from ..contained import inside
-from ..errors import UserError
+from ..checkpoint import CheckpointWriteError
+from ..errors import ResultsWriteError, UserError
 from ..progress import Progress
 from ..trainer import EpochResult, fit, predict, resumable_epochs, seed_everything
 from . import evaluate as ev
@@ -115,8 +116,14 @@ def _train(res: StudyResults, plan: Plan, seed: int, run_dir: Path, loaders: Any
 
     progress = Progress(tag[1:-1], train.epochs, run_name="run", total_name="retrain", later_runs=later_runs,
                         log=log)
-    results = fit(model, loaders.train, None if on_val else loaders.val, train, device, on_epoch=on_epoch,
-                  checkpoint=state, native_size=loaders.info.image_size, seed=seed, stop=stop, on_batch=progress)
+    try:
+        results = fit(model, loaders.train, None if on_val else loaders.val, train, device, on_epoch=on_epoch,
+                      checkpoint=state, native_size=loaders.info.image_size, seed=seed, stop=stop, on_batch=progress)
+    except FloatingPointError as e:  # fit raises before saving the epoch: train_state.pt keeps the last good one
+        kept = f"; the last good epoch's state is kept in {state}" if state.is_file() else ""
+        raise UserError(f"{tag} {e}{kept}; try a lower retrain.lr (--set retrain.lr=...) with --fresh") from None
+    except CheckpointWriteError as e:  # a full or read-only disk: the previous train_state.pt is still whole
+        raise ResultsWriteError(f"results folder {res.folder}: {e}; rerun the same command to resume") from None
     history = [dataclasses.asdict(h) for h in results]
     info = loaders.info
     blocks.save(run_dir / "model.pt", model, spec, extra={

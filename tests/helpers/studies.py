@@ -34,6 +34,18 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str, quiet: bool = True) -> None:
+    """Exit status 2, one `error: ...` line on stderr naming every needle, no traceback; with `quiet`, nothing on
+    stdout (a command that trains has printed its progress there before it failed)."""
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "" or not quiet
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
     """Poll `predicate` until it returns something truthy."""
     end = time.monotonic() + timeout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pty
@@ -82,6 +83,23 @@ def test_unwritable_cache_is_one_line(tmp_path: Path) -> None:
     cfg = DataConfig("imagefolder", str(root), num_workers=0, cache_dir=str(blocker / "sub"))
     with pytest.raises(data.UserError, match=r"^cannot write the decoded-image cache in .*data.cache_dir"):
         make_loaders(cfg, [], 2, seed=0)
+
+
+def test_a_full_disk_under_the_cache_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No room for the cache: one UserError before any image is decoded, no `.tmp` left (not SIGBUS, rc 135)."""
+    root = make_imagefolder(tmp_path / "f", classes=2, per_class=2)
+    cache = tmp_path / "cache"
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)  # the disk has no room for the cache's blocks
+    reads = count_reads(monkeypatch)
+    cfg = DataConfig("imagefolder", str(root), num_workers=0, cache_dir=str(cache))
+    with pytest.raises(UserError, match=r"^cannot write the decoded-image cache in .*: No space left on device "
+                                        r"\(\d.* needed\); set data.cache_dir"):
+        make_loaders(cfg, [], 2, seed=0)
+    assert not reads and not list(cache.iterdir()), "nothing decoded, no partial cache file"
 
 
 def test_a_bad_image_while_decoding_leaves_no_progress_bar(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Callable, Sequence, TextIO
 import numpy as np
 from tqdm import tqdm
 
+from blocks.text import short_bytes
 from search.errors import UserError
 from search.progress import is_terminal
 
@@ -46,17 +49,24 @@ def decoded(paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray]
     path = Path(cache_dir) / f"{name}-{cache_key(paths, size, prepare)}.npy"
     if path.is_file():
         return np.load(path, mmap_mode="r")
+    tmp, shape = None, (len(paths), size, size, 3)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # A new file of a random name, created exclusively: several workers may build at once (last wins), and
         # a link planted at a predictable name is never followed.
         fd, name_tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
         tmp = Path(name_tmp)
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            _reserve(fd, tmp)
+        finally:
+            os.close(fd)
     except OSError as exc:
-        raise UserError(f"cannot write the decoded-image cache in '{cache_dir}': {exc.strerror or exc}; "
-                        f"set data.cache_dir to a writable folder") from None
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write the decoded-image cache in '{cache_dir}': {exc.strerror or exc} "
+                        f"({short_bytes(int(np.prod(shape)))} needed); set data.cache_dir to a writable folder "
+                        f"with room for it") from None
     try:
         _decode_into(out, paths, size, read, f"decoding {name} once", sys.stderr if stream is None else stream)
         out.flush()
@@ -69,6 +79,20 @@ def decoded(paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray]
         if stale != path:
             stale.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
+
+
+def _reserve(fd: int, tmp: Path) -> None:
+    """Allocate every block of the memmap's file now, or raise OSError (ENOSPC) while that is still an error.
+
+    open_memmap leaves the file sparse, and a store into a page the disk has no room for cannot fail: the
+    kernel kills the process with SIGBUS (exit 135), leaving the temporary file behind. posix_fallocate
+    reserves the blocks or says ENOSPC; without it (macOS), the free space is checked instead.
+    """
+    size = tmp.stat().st_size
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, size)
+    elif shutil.disk_usage(tmp.parent).free < size:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp.parent))
 
 
 def _decode_into(out: np.ndarray, paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray], desc: str,

@@ -41,8 +41,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], f
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = False) -> Path:
-    """Write `text` (UTF-8) to `path` atomically, as atomic_write does."""
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")), fsync)
+    """Write `text` (UTF-8) to `path` atomically, as atomic_write does.
+
+    A file name that is not valid in the locale reaches Python as lone surrogates (PEP 383: b"\\xff" is
+    "\\udcff"), which UTF-8 cannot encode: they are written as `\\udcff`, so the file stays valid UTF-8.
+    """
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8", "backslashreplace")), fsync)
 
 
 @contextmanager
@@ -105,7 +109,7 @@ def write_output(path: str | os.PathLike, text: str) -> None:
     except FileNotFoundError:  # a new name (or a link to one): created
         kind = stat.S_IFREG
     if stat.S_ISFIFO(kind) or stat.S_ISCHR(kind):
-        with open(path, "w", encoding="utf-8", newline="") as stream:  # a FIFO waits for its reader, as `>` does
+        with open(path, "w", encoding="utf-8", errors="backslashreplace", newline="") as stream:  # a FIFO waits for its reader, as `>` does
             stream.write(text)
     elif stat.S_ISREG(kind):
         atomic_write_text(os.path.realpath(path), text)  # the link's target replaced, the link itself kept

@@ -39,6 +39,11 @@ def main_guard(fn: Callable[[], Any]) -> int:
     A database that fails mid-run (a server gone, a lock never released) -> one line and exit 1:
     the study keeps what was committed, and a rerun resumes it.
     """
+    if getattr(sys.stdout, "errors", None) == "strict":
+        # An ASCII stdout (PYTHONIOENCODING=ascii, an old C locale) would raise UnicodeEncodeError at the first
+        # file name it cannot encode; such a name is printed as `\udcff` instead. (Under a C locale Python
+        # itself uses surrogateescape and writes the name's own bytes back.)
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
         fn()
     except UserError as e:

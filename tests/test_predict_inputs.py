@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from blocks import ArchSpec
 from search.data import datasets as data
 from search.data import sources
 from search.review import predict
+from tests.helpers.spaces import ROOT
 
 SPEC = ArchSpec(stages=2, blocks=(1, 1), width=8, input_size=12, num_classes=3)
 
@@ -88,3 +92,21 @@ def test_an_image_over_the_size_limit_is_refused_before_decoding(width: int, hei
     assert err.strip().splitlines()[-1].startswith(f"error: image '{big}' is ") and "over the limit of 50 megapixels" in err
     with pytest.raises(data.UserError, match=r"over the limit of 50 megapixels \(resize it first\)$"):
         sources.read_image(big)
+
+
+@pytest.mark.parametrize("output", ["out.csv", "-"])
+def test_a_file_name_the_locale_cannot_encode(tmp_path: Path, output: str) -> None:
+    """An image named with a byte that is not UTF-8, under the C locale and an ASCII stdout: the CSV is written
+    (valid UTF-8, the byte as `\\udcff`), no UnicodeEncodeError; the name printed to stdout the same way."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image(Path(os.fsdecode(bytes(folder) + b"/caf\xe9-\xff.png")))
+    model = model_pt(tmp_path / "m.pt", mean=[0.5] * 3, std=[0.25] * 3)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONUTF8": "0", "PYTHONIOENCODING": "ascii"}
+    proc = subprocess.run([sys.executable, "-m", "search", "predict", str(model), "--images",
+                           str(folder), "--output", output, "--device", "cpu"], cwd=tmp_path, env=env,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    text = (tmp_path / output).read_bytes() if output != "-" else proc.stdout
+    assert b"caf\\udce9-\\udcff.png" in text and text.decode("ascii")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from blocks.text import version
 
 from . import shipped_spaces
+from .cli import main_guard
 
 USAGE = """usage: resnet-search COMMAND [ARGS...]   (or: python -m search COMMAND [ARGS...])
 
@@ -45,8 +46,23 @@ def dashboard(argv: list[str]) -> int:
         print(f"error: '{results / 'study.db'}' is missing (for a study on a server, add --storage URL)",
               file=sys.stderr)
         return 2
-    return subprocess.call([exe, args.storage or default_storage(results), "--artifact-dir",
-                            str(artifact_dir(results)), *rest])
+    if main_guard(lambda: _check_dashboard(results, args.storage)) != 0:
+        return 2
+    # exec, not a child: a SIGTERM or Ctrl-C sent to this process reaches optuna-dashboard itself, which
+    # would otherwise go on holding its port after the wrapper died.
+    os.execv(exe, [exe, args.storage or default_storage(results), "--artifact-dir", str(artifact_dir(results)), *rest])
+
+
+def _check_dashboard(results: Path, storage: str | None) -> None:
+    """Refuse what optuna-dashboard would only meet with a traceback: a bad --storage, a read-only study.db folder."""
+    from .errors import UserError
+    from .storage import check_url
+
+    if storage is not None:
+        check_url(storage)
+    elif not os.access(results, os.W_OK):  # SQLite writes its journal beside study.db, even to read
+        raise UserError(f"results folder '{results}' is read-only: SQLite cannot open study.db there; copy the "
+                        f"folder somewhere writable")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +18,9 @@ from typing import Any, Iterator
 
 import optuna
 import pytest
+
+from tests.helpers.spaces import ROOT
+from tests.helpers.studies import WAIT_S, assert_one_line_error, wait_for
 
 EXE = Path(sys.executable).with_name("optuna-dashboard")
 DASHBOARD = str(EXE) if EXE.is_file() else shutil.which("optuna-dashboard")
@@ -129,3 +134,37 @@ def test_dashboard_names_the_metric_and_opens_artifacts_and_notes(dashboard: str
         elif "rejected" in t.user_attrs:
             assert served["note"]["body"].startswith("**Rejected before building**")
             assert t.user_attrs["rejected"] in served["note"]["body"] and served["artifacts"] == []
+
+
+def dashboard_cli(args: list[str], env: dict[str, str], **kw: Any) -> subprocess.Popen:
+    """`python -m search dashboard ARGS` as a user starts it."""
+    return subprocess.Popen([sys.executable, "-m", "search", "dashboard", *args], env={**os.environ, **env,
+                            "PYTHONPATH": str(ROOT)}, **kw)
+
+
+def test_sigterm_reaches_optuna_dashboard(tmp_path: Path) -> None:
+    """The wrapper execs optuna-dashboard (same pid): a SIGTERM to it never leaves a server holding the port."""
+    bin_dir, pid_file = tmp_path / "bin", tmp_path / "dashboard.pid"
+    bin_dir.mkdir()
+    fake = bin_dir / "optuna-dashboard"  # stands for the real one: says its pid, then serves (sleeps)
+    fake.write_text('#!/bin/sh\necho $$ > "$PID_FILE.tmp" && mv "$PID_FILE.tmp" "$PID_FILE"\nexec sleep 600\n')
+    fake.chmod(0o755)
+    (tmp_path / "study.db").write_bytes(b"")
+    proc = dashboard_cli([str(tmp_path)], {"PATH": f"{bin_dir}:{os.environ['PATH']}", "PID_FILE": str(pid_file)})
+    try:
+        pid = int(wait_for(lambda: pid_file.is_file() and pid_file.read_text().strip(), WAIT_S, "the dashboard"))
+        assert pid == proc.pid, "optuna-dashboard runs as a child the signal would not reach"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=WAIT_S) == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_bad_storage_is_one_line_before_the_dashboard_starts(tmp_path: Path) -> None:
+    proc = dashboard_cli([str(tmp_path), "--storage", "foo://bar"], {}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=WAIT_S)
+    assert_one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), "'foo://bar'",
+                          "unknown database 'foo'")

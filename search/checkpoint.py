@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from blocks.atomic import atomic_write
+from blocks.holds import Check, like, problem, tensor
 from blocks.io import UnreadableFile, safe_load
 
-# What fit saves after every epoch: tensors, numbers, strings, lists and dicts only (torch.load's
-# weights_only accepts nothing else), "ema" too when the run averages its weights.
-KEYS = ("model", "optimizer", "schedule", "history", "rng")
+# What fit saves after every epoch (training_shape says what each holds): tensors, numbers, strings, lists and
+# dicts only (torch.load's weights_only accepts nothing else), "ema" too when the run averages its weights.
 SET_ASIDE = ".unreadable"  # suffix given to a checkpoint that could not be read, kept for a look
 ASIDE_NAMES = 100  # .unreadable, .unreadable.1 ...: names tried when a folder (never replaced) holds one
 
@@ -54,46 +54,62 @@ def restore_training(state: dict[str, Any], model: nn.Module, opt: Any, schedule
     torch.set_rng_state(state["rng"].cpu())
 
 
-def read(path: Path, model: nn.Module, ema: bool, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The state saved at `path`, checked to be a whole one for `model` (and its EMA); UnreadableCheckpoint else."""
+def read(path: Path, shape: Any, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state saved at `path`, checked to hold `shape` (training_shape's); UnreadableCheckpoint else."""
     try:
         state = safe_load(path, map_location)
     except (UnreadableFile, OSError) as e:
         raise UnreadableCheckpoint(f"cannot read checkpoint {path}: {getattr(e, 'strerror', None) or e}") from None
-    why = _problem(state, model, ema)
+    why = problem(state, shape)
     if why is not None:
         raise UnreadableCheckpoint(f"cannot resume from checkpoint {path}: {why}")
     return state
 
 
-def _problem(state: Any, model: nn.Module, ema: bool) -> str | None:
-    """What makes `state` unusable to resume `model`, or None."""
-    if not isinstance(state, dict):
-        return f"it holds a {type(state).__name__}, not a training state"
-    missing = [k for k in KEYS + (("ema",) if ema else ()) if k not in state]
-    if missing:
-        return f"it has no {', '.join(missing)}"
-    if not all(isinstance(state[k], dict) for k in ("model", "optimizer", "schedule") + (("ema",) if ema else ())):
-        return "its model, optimiser, schedule or EMA entry is not a saved state"
-    shapes = {k: v.shape for k, v in model.state_dict().items()}
-    if _shapes(state["model"]) != shapes:
-        return "it holds the weights of another architecture"
-    # AveragedModel's state: the model's under "module.", and its update count
-    if ema and _shapes(state["ema"]) != {**{f"module.{k}": v for k, v in shapes.items()}, "n_averaged": torch.Size([])}:
-        return "its EMA holds the weights of another architecture"
-    if not isinstance(state["history"], list) or not all(isinstance(h, dict) for h in state["history"]):
-        return "its history is not a list of epochs"
-    rng = state["rng"]
-    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
-        return "its random-number state is not a byte tensor"
-    return None
+def training_shape(model: nn.Module, opt: torch.optim.Optimizer, schedules: list[Any], ema: bool, epoch: Any,
+                   epochs: int) -> dict[str, Any]:
+    """What a checkpoint must hold to resume `model` with `opt` and one of `schedules` (fresh ones of the run's
+    spec): their states in the same layout, torch's RNG state, and at most `epochs` epochs each holding `epoch`."""
+    weights = {k: v.shape for k, v in model.state_dict().items()}
+    shape = {"model": _weights(weights, "the weights of this architecture"),
+             "optimizer": _optimizer(opt), "schedule": _schedule([s.state_dict() for s in schedules]),
+             "history": Check([epoch], lambda h: [e["epoch"] for e in h] == list(range(1, len(h) + 1))
+                              and len(h) <= epochs, f"at most {epochs} epochs numbered from 1"),
+             "rng": tensor(torch.get_rng_state().shape, torch.uint8)}  # a wrong size fails set_rng_state
+    if ema:  # AveragedModel's state: the model's under "module.", and its update count
+        averaged = {**{f"module.{k}": v for k, v in weights.items()}, "n_averaged": torch.Size([])}
+        shape["ema"] = _weights(averaged, "the averaged weights of this architecture")
+    return shape
 
 
-def _shapes(weights: dict[str, Any]) -> dict[str, Any] | None:
-    """Each tensor's shape by name, or None when an entry is not a tensor."""
-    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        return None
-    return {k: v.shape for k, v in weights.items()}
+def _weights(shapes: dict[str, torch.Size], what: str) -> Check:
+    """A state_dict of exactly these tensors (load_state_dict is strict)."""
+    return Check(dict, lambda w: all(isinstance(v, torch.Tensor) for v in w.values())
+                 and {k: v.shape for k, v in w.items()} == shapes, what)
+
+
+def _optimizer(opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """An optimiser state over the same parameters, in the same groups, as `opt`'s (its per-parameter tensors
+    of the parameter's shape, or scalars such as Adam's step): load_state_dict checks only the group sizes."""
+    fresh = opt.state_dict()
+    sizes = {i: p.shape for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
+    groups = [g["params"] for g in fresh["param_groups"]]
+    per_param = Check(dict, lambda s: all(
+        k in sizes and isinstance(v, dict) and all(not isinstance(t, torch.Tensor) or t.shape in (sizes[k], ())
+                                                   for t in v.values()) for k, v in s.items()),
+        "a state of this model's parameters")
+    group = like(fresh["param_groups"][0], need=("params", "lr"))
+    return {"state": per_param, "param_groups": Check([group], lambda gs: [g["params"] for g in gs] == groups,
+                                                      f"{len(groups)} groups over this model's {len(sizes)} parameters")}
+
+
+def _schedule(fresh: list[dict[str, Any]]) -> Check:
+    """A schedule state like one of `fresh` (its private keys may differ between PyTorch versions)."""
+    def like_one(s: dict[str, Any]) -> bool:
+        return any(problem(s, like(f, need=tuple(k for k in f if not k.startswith("_")))) is None
+                   and len(s.get("base_lrs", ())) == len(f.get("base_lrs", ())) for f in fresh)
+
+    return Check(dict, like_one, "the state of this run's schedule")
 
 
 def set_aside(path: Path) -> Path:

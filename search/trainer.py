@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blocks.holds import Maybe, Number
+
 from . import checkpoint as ckpt_io
 from .checkpoint import UnreadableCheckpoint
 from .config import TrainSpec
@@ -226,13 +228,22 @@ def resume(state: TrainState, path: Path) -> list[EpochResult]:
     return history
 
 
+# What each epoch of a checkpoint's history holds: EpochResult's numbers (images_per_s came later).
+EPOCH = {f.name: Maybe(Number) if f.default is not dataclasses.MISSING else Number
+         for f in dataclasses.fields(EpochResult)}
+
+
 def load_checkpoint(path: Path, model: nn.Module, spec: TrainSpec,
                     device: torch.device | str = "cpu") -> tuple[dict[str, Any], list[EpochResult]]:
     """The state fit saved at `path` and its epochs, checked to resume `model` under `spec`; UnreadableCheckpoint else."""
-    state = ckpt_io.read(path, model, spec.ema is not None, device)
+    opt = make_optimizer(model, spec)  # fresh ones, whose states show what a saved one must hold; the schedule
+    # has a warmup phase only when an epoch has enough batches for one: the two it can be
+    schedules = [make_schedule(opt, spec, steps) for steps in (1, 1_000_000)]
+    shape = ckpt_io.training_shape(model, opt, schedules, spec.ema is not None, EPOCH, spec.epochs)
+    state = ckpt_io.read(path, shape, device)
     try:
         return state, [EpochResult(**h) for h in state["history"]]
-    except TypeError:  # fields missing or unknown
+    except TypeError:  # fields unknown
         raise UnreadableCheckpoint(f"cannot resume from checkpoint {path}: its history is not fit's") from None
 
 

@@ -31,7 +31,9 @@ from search.data.datasets import make_loaders
 from search.review import folder_lock, predict, report, retrain
 from search.study.stop import StopRequested
 from search.config import TrainSpec
-from search.trainer import fit, resumable_epochs
+from search import checkpoint as ckpt_io
+from search.review.results import open_results
+from search.trainer import EpochResult, fit, resumable_epochs, setup_training
 from search.trials import RESUMED_FROM
 from tests.helpers.datasets import make_cifar10
 from tests.helpers.hostile import BREAKERS, Touch, fifo_watch, full_disk_at, plant_hostile
@@ -125,7 +127,8 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return space, results
 
 
-@pytest.mark.parametrize("kind", ["hostile", "truncated", "empty", "fifo"])
+@pytest.mark.parametrize("kind", ["hostile", "truncated", "empty", "fifo", "no param groups", "rng of 100 bytes",
+                                  "20 epochs"])
 def test_a_broken_trial_checkpoint_restarts_the_trial(interrupted: tuple[Path, Path], tmp_path: Path, marker: Path,
                                                       kind: str, capsys: pytest.CaptureFixture) -> None:
     """The resumed trial's checkpoint cannot be read: one line, set aside, the retry trains from epoch 1."""
@@ -149,17 +152,28 @@ def test_a_broken_trial_checkpoint_restarts_the_trial(interrupted: tuple[Path, P
     assert (results / "checkpoints" / "trial_0.pt.unreadable").exists()
 
 
-@pytest.mark.parametrize("kind", ["hostile", "empty", "not a zip"])
+def saved_train_state(results: Path, n: int, path: Path) -> None:
+    """A train_state.pt of trial n's `retrain --epochs 1` after its epoch, as retrain saves it (to break in place)."""
+    plan = retrain.make_plans(open_results(results), [n], 1)[0]
+    model = build(plan.spec)
+    state = setup_training(model, plan.train, torch.device("cpu"), 1)
+    epoch = EpochResult(1, 1.0, 0.5, 1.0, 0.5, 0.1, SPEC.input_size, 1.0)
+    ckpt_io.save_training(path, model, state.opt, state.schedule, state.ema, [dataclasses.asdict(epoch)])
+
+
+@pytest.mark.parametrize("kind", ["hostile", "empty", "not a zip", "optimizer {}", "rng of 100 bytes", "20 epochs"])
 def test_a_broken_retrain_state_restarts_the_seed(smoke_copy: Path, marker: Path, kind: str,
                                                   capsys: pytest.CaptureFixture) -> None:
     n = quickest(smoke_copy)
     run_dir = smoke_copy / "retrain" / f"{n:05d}" / "seed_0"
     run_dir.mkdir(parents=True)
+    saved_train_state(smoke_copy, n, run_dir / "train_state.pt")
     BREAKERS[kind](run_dir / "train_state.pt", marker)
     assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 0
     out, err = capsys.readouterr()
     said = [line for line in (out + err).splitlines() if "train_state.pt" in line]
     assert len(said) == 1 and said[0].startswith(f"[trial {n} seed 0] cannot "), said
+    assert "Traceback" not in out + err
     assert said[0].endswith("; kept as train_state.pt.unreadable; training restarts from epoch 1")
     assert (run_dir / "model.pt").is_file() and not (run_dir / "train_state.pt").exists()
     with open(run_dir.parent / folder_lock.LOCK) as f:  # the run released its lock

@@ -38,7 +38,20 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+def rewrite(path: Path, **change: object) -> None:
+    """Save a checkpoint again with entries changed: it loads, and holds what it should not."""
+    state = torch.load(path, weights_only=True)  # the test's own file: trusted
+    torch.save({**state, **change}, path)
+
+
+def more_epochs(path: Path, n: int = 20) -> None:
+    """A checkpoint whose history says `n` epochs (its first repeated), more than any test's run trains."""
+    first = torch.load(path, weights_only=True)["history"][0]
+    rewrite(path, history=[{**first, "epoch": e, "val_acc": 0.99} for e in range(1, n + 1)])
+
+
 # Ways to break a saved file in place; "hostile" writes a hostile pickle (marker: a file it would touch).
+# From "optimizer {}" on, the file loads: what it holds is wrong.
 BREAKERS: dict[str, Callable[[Path, Path], object]] = {
     "hostile": lambda path, marker: plant_hostile(path, marker, model={}, optimizer={}, schedule={}),
     "empty": lambda path, marker: path.write_bytes(b""),
@@ -46,6 +59,10 @@ BREAKERS: dict[str, Callable[[Path, Path], object]] = {
     "not a zip": lambda path, marker: path.write_bytes(b"\x00not a checkpoint\xff" * 64),
     "no model": lambda path, marker: torch.save({"history": []}, path),
     "fifo": lambda path, marker: (path.unlink(), os.mkfifo(path)),  # a read would wait for a writer forever
+    "optimizer {}": lambda path, marker: rewrite(path, optimizer={}),
+    "no param groups": lambda path, marker: rewrite(path, optimizer={"state": {}, "param_groups": []}),
+    "rng of 100 bytes": lambda path, marker: rewrite(path, rng=torch.zeros(100, dtype=torch.uint8)),
+    "20 epochs": lambda path, marker: more_epochs(path),
 }
 
 

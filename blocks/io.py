@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_write, open_regular
+from .holds import problem
 from .resnet import ResNet, build
 from .spec import ArchSpec
 from .text import one_line
@@ -48,6 +50,25 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
         raise  # the disk's error (permission, I/O, not a regular file), not the file's content: the caller names it
     except Exception as e:  # UnpicklingError, RuntimeError (a truncated zip), EOFError (empty), KeyError ...
         raise UnreadableFile(_why(e, path)) from None
+
+
+def read_json(path: str | os.PathLike, shape: Any) -> Any:
+    """The JSON document at `path`, checked to hold `shape` (blocks.holds); UnreadableFile, in one line, else.
+
+    A record the tool wrote may come back truncated, binary or edited into another kind of document: it is
+    refused here, never met later as a JSON, Unicode or AttributeError.
+    """
+    with open_regular(path) as f:  # OSError (the disk, a FIFO) is the caller's to name
+        text = f.read()
+    try:
+        data = json.loads(text.decode("utf-8"))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both are
+        why = "the file is empty" if not text else f"it is truncated or not JSON ({one_line(e)[:200]})"
+        raise UnreadableFile(why) from None
+    why = problem(data, shape)
+    if why:
+        raise UnreadableFile(f"it does not hold what it should: {why}")
+    return data
 
 
 def _why(e: Exception, path: Path) -> str:

@@ -14,9 +14,10 @@ import torch
 
 from blocks import ArchSpec, build
 from blocks.atomic import atomic_write_text
+from blocks.io import UnreadableFile, read_json
 
 from .baselines import sample_baseline
-from .checkpoint import CheckpointWriteError
+from .checkpoint import CheckpointWriteError, set_aside
 from .config import SearchConfig
 from .contained import inside
 from .dashboard import note_rejected, upload
@@ -30,7 +31,7 @@ from .storage import STORAGE_ERRORS, stored_trial
 from .device import resolve_device
 from .trainer import EpochResult, fit, resumable_epochs, seed_everything
 from .trials import (BASELINE, INTERRUPTED, REJECTED, RESUMED_FROM, RETRY_OF, WORKER, count_finished,
-                     count_running, is_baseline, ranked)
+                     count_running, is_baseline, ranked, record_shape)
 
 
 class Objective:
@@ -245,7 +246,12 @@ class Objective:
         self.log(f"[trial {trial.number}] retries trial {chain[-1]} (same params and seed as trial {first})")
         prev = self.records / f"{chain[-1]:05d}.json"
         if prev.is_file():  # the stopped run's record (when it ran on this machine) points at its retry
-            record = json.loads(prev.read_text())
+            try:
+                record = read_json(prev, record_shape(chain[-1]))
+            except (UnreadableFile, OSError) as e:  # not the retry's fault: it runs, the record is kept for a look
+                self.log(f"[trial {trial.number}] cannot read trial {chain[-1]}'s record {prev}: "
+                         f"{getattr(e, 'strerror', None) or e}; kept as {set_aside(prev).name}")
+                return first
             if record.get("state") == "running":
                 record["state"] = "failed"  # its worker died
             record["retried_as"] = trial.number

@@ -11,6 +11,8 @@ from typing import Any, Iterable
 
 import optuna
 
+from blocks.holds import Check, Maybe
+
 S = optuna.trial.TrialState
 
 # User attributes (keys of trial.user_attrs) that carry a trial's story.
@@ -23,6 +25,12 @@ BASELINE = "baseline"  # the hand design's name from the YAML's `baselines:` (ab
 
 # The kinds a trial is shown as, in the order tables and legends list them.
 KINDS = ("complete", "pruned", "rejected", "failed", "running", "waiting")
+
+
+def record_shape(number: int) -> dict[str, Any]:
+    """What trials/<number>.json must hold when read back: trial `number`'s document (not a copy of another's)."""
+    return {"number": Check(int, lambda n: n == number, f"{number}, this trial's number"), "state": Maybe(str),
+            "arch": Maybe(dict), "params": Maybe(int)}
 
 
 def is_baseline(t: Any) -> bool:

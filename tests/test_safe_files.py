@@ -127,16 +127,22 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return space, results
 
 
-@pytest.mark.parametrize("kind", ["hostile", "truncated", "empty", "fifo", "no param groups", "rng of 100 bytes",
-                                  "20 epochs"])
-def test_a_broken_trial_checkpoint_restarts_the_trial(interrupted: tuple[Path, Path], tmp_path: Path, marker: Path,
-                                                      kind: str, capsys: pytest.CaptureFixture) -> None:
-    """The resumed trial's checkpoint cannot be read: one line, set aside, the retry trains from epoch 1."""
+def copy_interrupted(interrupted: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """(space, results) of a private copy of the interrupted search, its study.db copied whole."""
     space, original = interrupted
     results = tmp_path / "r" / "space"
     shutil.copytree(original, results, ignore=shutil.ignore_patterns("study.db*"))
     with sqlite3.connect(original / "study.db") as src, sqlite3.connect(results / "study.db") as out:
         src.backup(out)
+    return space, results
+
+
+@pytest.mark.parametrize("kind", ["hostile", "truncated", "empty", "fifo", "no param groups", "rng of 100 bytes",
+                                  "20 epochs"])
+def test_a_broken_trial_checkpoint_restarts_the_trial(interrupted: tuple[Path, Path], tmp_path: Path, marker: Path,
+                                                      kind: str, capsys: pytest.CaptureFixture) -> None:
+    """The resumed trial's checkpoint cannot be read: one line, set aside, the retry trains from epoch 1."""
+    space, results = copy_interrupted(interrupted, tmp_path)
     ckpt = results / "checkpoints" / "trial_0.pt"
     BREAKERS[kind](ckpt, marker)
     capsys.readouterr()
@@ -159,6 +165,24 @@ def saved_train_state(results: Path, n: int, path: Path) -> None:
     state = setup_training(model, plan.train, torch.device("cpu"), 1)
     epoch = EpochResult(1, 1.0, 0.5, 1.0, 0.5, 0.1, SPEC.input_size, 1.0)
     ckpt_io.save_training(path, model, state.opt, state.schedule, state.ema, [dataclasses.asdict(epoch)])
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not a zip", "a JSON list"])
+def test_a_broken_record_of_the_retried_trial_is_set_aside(interrupted: tuple[Path, Path], tmp_path: Path,
+                                                          marker: Path, kind: str,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """trials/00000.json is not trial 0's record: one line, set aside; the retry resumes from the checkpoint."""
+    space, results = copy_interrupted(interrupted, tmp_path)
+    record = results / "trials" / "00000.json"
+    BREAKERS[kind](record, marker)
+    capsys.readouterr()
+    assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    said = [line for line in (out + err).splitlines() if "00000.json" in line]
+    assert len(said) == 1 and said[0].endswith("; kept as 00000.json.unreadable"), said
+    assert "Traceback" not in out + err
+    assert retry_of(study_at(results), 0).user_attrs[RESUMED_FROM] == 3
+    assert (results / "trials" / "00000.json.unreadable").exists()
 
 
 @pytest.mark.parametrize("kind", ["hostile", "empty", "not a zip", "optimizer {}", "rng of 100 bytes", "20 epochs"])

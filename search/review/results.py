@@ -12,12 +12,13 @@ from typing import Any
 import optuna
 
 from blocks import ArchSpec, build
+from blocks.io import UnreadableFile, read_json
 
 from ..config import SearchConfig, load_config
 from ..errors import UserError
 from ..study.identity import DATA_ATTR, config_difference, data_difference, data_identity
 from ..storage import default_storage, make_storage, redact_url
-from ..trials import REJECTED, ranked
+from ..trials import REJECTED, ranked, record_shape
 
 S = optuna.trial.TrialState
 MAX_NAME, MAX_LISTED = 60, 10  # characters of a study name, and names, that a message quotes
@@ -82,9 +83,10 @@ class StudyResults:
         if not path.is_file():
             return path, None
         try:
-            return path, json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"trial {number}: '{path}' is not valid JSON: {e}") from None
+            return path, read_json(path, record_shape(number))
+        except (UnreadableFile, OSError) as e:
+            raise UserError(f"trial {number}: '{path}' is not its record: {getattr(e, 'strerror', None) or e}; "
+                            f"fix or delete it") from None
 
     def verified_spec(self, number: int) -> tuple[ArchSpec, dict[str, Any]]:
         """The trial's ArchSpec, rebuilt and checked against the parameter count recorded at search time."""

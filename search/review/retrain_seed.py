@@ -12,13 +12,15 @@ import torch
 import blocks
 from blocks import build
 from blocks.atomic import atomic_write, atomic_write_text
-from blocks.io import UnreadableFile, safe_load
+from blocks.holds import Check, problem
+from blocks.io import UnreadableFile, read_json, safe_load
 
 from ..contained import inside
 from ..checkpoint import CheckpointWriteError
+from ..describe import arch_brief
 from ..errors import ResultsWriteError, UserError
 from ..progress import Progress
-from ..trainer import EpochResult, fit, predict, resumable_epochs, seed_everything
+from ..trainer import EPOCH, EpochResult, fit, predict, resumable_epochs, seed_everything
 from . import evaluate as ev
 from . import recipe
 from .results import StudyResults
@@ -85,13 +87,25 @@ def _trained_model(res: StudyResults, plan: Plan, k: int, seed: int, run_dir: Pa
     if not model_path.is_file():
         return _train(res, plan, seed, run_dir, loaders, on_val, device, tag, log, later_runs, stop)
     log(f"{tag} already trained ({model_path}); testing the saved model")
+    again = f"delete it (or rerun with --fresh) to train seed {k} of trial {plan.number} again"
     try:
         model = blocks.load(model_path, device)
     except ValueError as e:
-        raise UserError(f"{e}; delete it (or rerun with --fresh) to train seed {k} of trial {plan.number} "
-                        f"again") from None
+        raise UserError(f"{e}; {again}") from None
+    why = problem(model.extra, _saved_shape(plan, seed), "extra") or (
+        None if model.spec == plan.spec else f"it holds another design ({arch_brief(model.spec.to_dict())})")
+    if why:  # a model.pt copied from another run, or saved by blocks.save without what retrain records
+        raise UserError(f"'{model_path}' is not seed {k} of trial {plan.number}: {why}; {again}")
     (run_dir / "train_state.pt").unlink(missing_ok=True)  # left by a stop between saving and cleaning up
     return model, model.extra["history"]
+
+
+def _saved_shape(plan: Plan, seed: int) -> dict[str, Any]:
+    """What a seed run's model.pt records in its `extra` (as _train saves it): this trial, this seed, every epoch."""
+    epochs = plan.train.epochs
+    return {"trial": Check(int, lambda n: n == plan.number, f"{plan.number}"),
+            "seed": Check(int, lambda s: s == seed, f"{seed}"),
+            "history": Check([EPOCH], lambda h: len(h) == epochs, f"{epochs} epochs")}
 
 
 def _train(res: StudyResults, plan: Plan, seed: int, run_dir: Path, loaders: Any, on_val: bool,
@@ -179,7 +193,11 @@ def _claim(run_dir: Path, settings: dict[str, Any]) -> None:
     """Record what this run folder trains; refuse to resume or reuse one made with other settings."""
     path = run_dir / "run.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        try:
+            old = read_json(path, {"trial": int, "seed": int})
+        except (UnreadableFile, OSError) as e:
+            raise UserError(f"{path} is not a retrain record: {getattr(e, 'strerror', None) or e}; rerun with --fresh "
+                            f"to start this folder over") from None
         diff = [k for k in settings if old.get(k) != json.loads(json.dumps(settings[k]))]
         if diff:
             was = ", ".join(f"{k}={old.get(k)!r}" for k in diff if k not in ("arch", "train")) or ", ".join(diff)

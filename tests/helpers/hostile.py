@@ -63,6 +63,7 @@ BREAKERS: dict[str, Callable[[Path, Path], object]] = {
     "no param groups": lambda path, marker: rewrite(path, optimizer={"state": {}, "param_groups": []}),
     "rng of 100 bytes": lambda path, marker: rewrite(path, rng=torch.zeros(100, dtype=torch.uint8)),
     "20 epochs": lambda path, marker: more_epochs(path),
+    "a JSON list": lambda path, marker: path.write_text("[1, 2]"),  # for records: valid JSON, not a record
 }
 
 

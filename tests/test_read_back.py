@@ -1,0 +1,62 @@
+"""What a file read back holds is checked, not only that it loads: a record or a model of another run is one line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import blocks
+from search.review import retrain
+from tests.helpers.hostile import BREAKERS
+from tests.helpers.studies import best, quickest
+
+
+def one_error_line(capsys: pytest.CaptureFixture, start: str, says: str) -> None:
+    """stderr is one line, beginning with `start` and saying `says`; no traceback anywhere."""
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith(f"error: {start}") and says in err, err
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("kind", ["another trial's", "saved without extra"])
+def test_a_model_of_another_run_is_refused_in_one_line(smoke_retrained: Path, smoke_copy: Path, kind: str,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """model.pt copied from trial B's folder into A's, or written by blocks.save alone: never tested as A's."""
+    shutil.copytree(smoke_retrained / "retrain", smoke_copy / "retrain")
+    a, b = best(smoke_copy, 2)
+    model = smoke_copy / "retrain" / f"{a:05d}" / "seed_0" / "model.pt"
+    if kind == "another trial's":
+        shutil.copy(smoke_copy / "retrain" / f"{b:05d}" / "seed_0" / "model.pt", model)
+    else:
+        blocks.save(model, blocks.load(model))
+    capsys.readouterr()
+    assert retrain.main([str(smoke_copy), "--trial", str(a), "--epochs", "1", "--device", "cpu"]) == 2
+    one_error_line(capsys, f"'{model}' is not seed 0 of trial {a}: ", "rerun with --fresh")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not a zip", "a JSON list"])
+def test_a_broken_run_record_is_refused_in_one_line(smoke_retrained: Path, smoke_copy: Path, kind: str,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """A seed folder's run.json that is not a record: retrain says so and how to start over, exit 2."""
+    shutil.copytree(smoke_retrained / "retrain", smoke_copy / "retrain")
+    n = best(smoke_copy, 1)[0]
+    record = smoke_copy / "retrain" / f"{n:05d}" / "seed_0" / "run.json"
+    BREAKERS[kind](record, record.with_name("code-ran"))
+    capsys.readouterr()
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
+    one_error_line(capsys, f"{record} is not a retrain record: ", "rerun with --fresh")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not a zip", "a JSON list"])
+def test_a_broken_trial_record_is_refused_in_one_line(smoke_copy: Path, kind: str,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """trials/<n>.json that is not trial n's record: retrain names it before anything trains, exit 2."""
+    n = quickest(smoke_copy)
+    record = smoke_copy / "trials" / f"{n:05d}.json"
+    BREAKERS[kind](record, record.with_name("code-ran"))
+    capsys.readouterr()
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
+    one_error_line(capsys, f"trial {n}: '{record}' is not its record: ", "fix or delete it")
+    assert not (smoke_copy / "retrain" / f"{n:05d}" / "seed_0").exists()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import blocks
+from search.data import decode_cache
 from search.review import retrain
 from tests.helpers.hostile import BREAKERS
 from tests.helpers.studies import best, quickest
@@ -60,3 +63,30 @@ def test_a_broken_trial_record_is_refused_in_one_line(smoke_copy: Path, kind: st
     assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
     one_error_line(capsys, f"trial {n}: '{record}' is not its record: ", "fix or delete it")
     assert not (smoke_copy / "retrain" / f"{n:05d}" / "seed_0").exists()
+
+
+# A decoded-image cache broken in place: the BREAKERS that apply, and another data's array under its name.
+CACHE_BREAKERS = {"truncated": BREAKERS["truncated"], "overwritten": BREAKERS["not a zip"],
+                  "another shape": lambda path, marker: np.save(path, np.zeros((3, 4, 4, 3), np.uint8))}
+
+
+@pytest.mark.parametrize("kind", CACHE_BREAKERS)
+def test_a_broken_decode_cache_is_set_aside_and_decoded_again(tmp_path: Path, kind: str) -> None:
+    images = [tmp_path / f"{i}.png" for i in range(2)]
+    for p in images:
+        p.write_bytes(b"x")
+
+    def decoded() -> tuple[np.ndarray, str]:
+        stream = io.StringIO()
+        out = decode_cache.decoded(images, 4, lambda p: np.ones((4, 4, 3), np.uint8), tmp_path / "cache", "d",
+                                   stream=stream)
+        return out, stream.getvalue()
+
+    decoded()
+    (cache,) = (tmp_path / "cache").glob("d-*.npy")
+    CACHE_BREAKERS[kind](cache, tmp_path / "code-ran")
+    out, said = decoded()
+    assert out.shape == (2, 4, 4, 3) and (out == 1).all()
+    lines = [line for line in said.splitlines() if cache.name in line]
+    assert len(lines) == 1 and lines[0].endswith(f"; kept as {cache.name}.unreadable, decoding again"), said
+    assert (tmp_path / "cache" / f"{cache.name}.unreadable").is_file()

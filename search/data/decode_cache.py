@@ -14,7 +14,9 @@ from typing import Callable, Sequence, TextIO
 import numpy as np
 from tqdm import tqdm
 
-from blocks.text import short_bytes
+from blocks.holds import Check, problem
+from blocks.text import one_line, short_bytes
+from search.checkpoint import set_aside
 from search.errors import UserError
 from search.progress import is_terminal
 
@@ -47,9 +49,13 @@ def decoded(paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray]
     Progress goes to `stream` (stderr): a bar on a terminal, one plain line otherwise.
     """
     path = Path(cache_dir) / f"{name}-{cache_key(paths, size, prepare)}.npy"
-    if path.is_file():
-        return np.load(path, mmap_mode="r")
+    out = stream if stream is not None else sys.stderr
     tmp, shape = None, (len(paths), size, size, 3)
+    if path.is_file():
+        held = _cached(path, shape)
+        if not isinstance(held, str):
+            return held
+        print(f"decoded-image cache {path}: {held}; kept as {set_aside(path).name}, decoding again", file=out)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # A new file of a random name, created exclusively: several workers may build at once (last wins), and
@@ -57,7 +63,7 @@ def decoded(paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray]
         fd, name_tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         tmp = Path(name_tmp)
         try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             _reserve(fd, tmp)
         finally:
             os.close(fd)
@@ -68,9 +74,9 @@ def decoded(paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray]
                         f"({short_bytes(int(np.prod(shape)))} needed); set data.cache_dir to a writable folder "
                         f"with room for it") from None
     try:
-        _decode_into(out, paths, size, read, f"decoding {name} once", sys.stderr if stream is None else stream)
-        out.flush()
-        del out
+        _decode_into(images, paths, size, read, f"decoding {name} once", out)
+        images.flush()
+        del images
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -93,6 +99,22 @@ def _reserve(fd: int, tmp: Path) -> None:
         os.posix_fallocate(fd, 0, size)
     elif shutil.disk_usage(tmp.parent).free < size:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp.parent))
+
+
+def _cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | str:
+    """The images stored at `path` when it holds `shape` uint8 images; why not, in one line, else.
+
+    The key names the files, not what the cache holds: a cache truncated, overwritten or copied from other
+    data would otherwise fail later inside numpy, during a trial.
+    """
+    try:
+        images = np.load(path, mmap_mode="r")  # pickles are refused (allow_pickle is False)
+    except (ValueError, EOFError, OSError) as e:  # truncated, not an .npy file, unreadable
+        return f"it is truncated or not an image array ({one_line(e)[:200]})"
+    size = "x".join(map(str, shape[1:]))
+    why = problem(images, Check(np.ndarray, lambda a: a.shape == shape and a.dtype == np.uint8,
+                                f"{shape[0]} {size} uint8 images"), "it")
+    return images if why is None else f"{why} (it holds {images.shape} {images.dtype})"
 
 
 def _decode_into(out: np.ndarray, paths: Sequence[Path], size: int, read: Callable[[Path], np.ndarray], desc: str,

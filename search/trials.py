@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import optuna
 
-from blocks.holds import Check, Maybe
+from blocks.holds import Check, Maybe, Number
 
 S = optuna.trial.TrialState
 
@@ -25,6 +25,12 @@ BASELINE = "baseline"  # the hand design's name from the YAML's `baselines:` (ab
 
 # The kinds a trial is shown as, in the order tables and legends list them.
 KINDS = ("complete", "pruned", "rejected", "failed", "running", "waiting")
+
+
+# What the user attributes that report and retrain read must hold (the objective writes them; an edited
+# study.db may not): one line names the first that does not, never a TypeError in a sort or a table.
+ATTRS = {"arch": Maybe(dict), "train": Maybe(dict), "params": Maybe(int), "flops": Maybe(Number),
+         "seed": Maybe(int), "val_acc_curve": Maybe([Number]), "epoch_times_s": Maybe([Number])}
 
 
 def record_shape(number: int) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 
 import blocks
 from search.data import decode_cache
-from search.review import retrain
+from search.review import report, retrain
 from tests.helpers.hostile import BREAKERS
 from tests.helpers.studies import best, quickest
 
@@ -90,3 +92,20 @@ def test_a_broken_decode_cache_is_set_aside_and_decoded_again(tmp_path: Path, ki
     lines = [line for line in said.splitlines() if cache.name in line]
     assert len(lines) == 1 and lines[0].endswith(f"; kept as {cache.name}.unreadable, decoding again"), said
     assert (tmp_path / "cache" / f"{cache.name}.unreadable").is_file()
+
+
+@pytest.mark.parametrize("command", ["report", "retrain"])
+@pytest.mark.parametrize("key, value, says", [("arch", "3x3", "arch is a str of 3, not dict"),
+                                              ("params", "many", "params is a str of 4, not int")])
+def test_an_edited_study_attribute_is_refused_in_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture,
+                                                          command: str, key: str, value: str, says: str) -> None:
+    """study.db edited so that a trial's arch or params is text: report and retrain name it, exit 2."""
+    n = best(smoke_copy, 1)[0]
+    with sqlite3.connect(smoke_copy / "study.db") as db:  # Optuna itself will not edit a finished trial
+        (trial_id,) = db.execute("SELECT trial_id FROM trials WHERE number = ?", (n,)).fetchone()
+        db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = ?",
+                   (json.dumps(value), trial_id, key))
+    capsys.readouterr()
+    args = [str(smoke_copy)] + (["--trial", str(n), "--epochs", "1", "--device", "cpu"] if command == "retrain" else [])
+    assert {"report": report, "retrain": retrain}[command].main(args) == 2
+    one_error_line(capsys, "study 'smoke' in ", f"trial {n}'s user attribute {says}; restore the database")

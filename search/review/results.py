@@ -12,13 +12,14 @@ from typing import Any
 import optuna
 
 from blocks import ArchSpec, build
+from blocks.holds import problem
 from blocks.io import UnreadableFile, read_json
 
 from ..config import SearchConfig, load_config
 from ..errors import UserError
 from ..study.identity import DATA_ATTR, config_difference, data_difference, data_identity
 from ..storage import default_storage, make_storage, redact_url
-from ..trials import REJECTED, ranked, record_shape
+from ..trials import ATTRS, REJECTED, ranked, record_shape
 
 S = optuna.trial.TrialState
 MAX_NAME, MAX_LISTED = 60, 10  # characters of a study name, and names, that a message quotes
@@ -40,8 +41,14 @@ class StudyResults:
 
     @cached_property
     def trials(self) -> list[optuna.trial.FrozenTrial]:
-        """Every trial of the study, by number."""
-        return sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
+        """Every trial of the study, by number; a user attribute that is not what the search writes is a UserError."""
+        trials = sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
+        for t in trials:
+            why = problem(t.user_attrs, ATTRS)
+            if why:
+                raise UserError(f"study {self.name!r} in {redact_url(self.storage_url)}: trial {t.number}'s user "
+                                f"attribute {why}; restore the database from a copy")
+        return trials
 
     def complete(self) -> list[optuna.trial.FrozenTrial]:
         """Complete trials, best first (highest val_acc, then fewest parameters)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 from typing import Any, Callable
 
@@ -18,6 +20,16 @@ LINE_MAX = 1000  # characters of an error line: the values it echoes are cut alr
 def bounded(line: str) -> str:
     """`line` with its middle elided past LINE_MAX (the start says where, the end what was expected)."""
     return line if len(line) <= LINE_MAX else f"{line[: LINE_MAX * 2 // 3]} ... {line[-LINE_MAX // 3:]}"
+
+
+def python_command() -> str:
+    """The interpreter running now, as a shell word for a printed next step: `.venv/bin/python` when it lies
+    under the current folder, else its absolute path. A bare `python` fails for a user who never activated
+    the venv the README installs into (ModuleNotFoundError: torch)."""
+    exe = os.path.abspath(sys.executable)
+    here = os.getcwd()
+    inside = os.path.commonpath([exe, here]) == here
+    return shlex.quote(os.path.relpath(exe, here) if inside else exe)
 
 
 def say(line: str) -> None:

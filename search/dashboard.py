@@ -7,7 +7,6 @@ so `optuna-dashboard STORAGE --artifact-dir results/<study>/artifacts` lists and
 from __future__ import annotations
 
 import os
-import shlex
 import tempfile
 import warnings
 from pathlib import Path
@@ -16,7 +15,6 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from .contained import inside
-from .storage import redact_url
 
 ARTIFACT_DIR = "artifacts"  # under results/<study>/
 MIMETYPES = {".json": "application/json", ".csv": "text/csv", ".html": "text/html", ".pt": "application/octet-stream",
@@ -54,12 +52,6 @@ def note_rejected(trial: optuna.Trial, reason: str) -> None:
     except ImportError:  # the dashboard extra is not installed: the `rejected` attribute still says it
         return
     save_note(trial, f"**Rejected before building** (never trained; Optuna state PRUNED): {reason}")
-
-
-def dashboard_command(storage_url: str, results: Path) -> str:
-    """The optuna-dashboard command line for this study, with its artifacts, quoted for a POSIX shell."""
-    url, artifacts = shlex.quote(redact_url(storage_url)), shlex.quote(str(artifact_dir(results)))
-    return f"optuna-dashboard {url} --artifact-dir {artifacts}"
 
 
 def attach_retrain(study: optuna.Study, number: int, results: Path, folder: Path) -> int:

@@ -36,9 +36,8 @@ from blocks.text import version
 from . import shipped_space, shipped_spaces
 from .baselines import enqueue_baselines
 from .checks import check_for_training
-from .cli import main_guard, say
+from .cli import main_guard, python_command, say
 from .config import SearchConfig, load_config
-from .dashboard import dashboard_command
 from .dryrun import Clock, TrainingTimer, sample_designs, summarise, time_training
 from .errors import UserError, clip
 from .objective import Objective
@@ -240,13 +239,14 @@ def _run_workers(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Stud
 
 
 def next_commands(args: argparse.Namespace, results: Path, storage: str) -> str:
-    """The three commands that follow a search, quoted for a POSIX shell: the report, the dashboard, the retrain."""
+    """The three commands that follow a search, quoted for a POSIX shell and run by this interpreter: the report,
+    the dashboard, the retrain."""
     on_server = f" --storage {shlex.quote(redact_url(storage))}" if args.storage else ""
-    folder = shlex.quote(str(results))
+    folder, py = shlex.quote(str(results)), python_command()
     return "\n".join(["next:",
-                      f"  python -m search report {folder}{on_server}        # one HTML page of charts",
-                      f"  {dashboard_command(storage, results)}        # browse trials and artifacts",
-                      f"  python -m search retrain {folder}{on_server}       # train the best trial to full epochs, then test"])
+                      f"  {py} -m search report {folder}{on_server}        # one HTML page of charts",
+                      f"  {py} -m search dashboard {folder}{on_server}     # browse trials and artifacts",
+                      f"  {py} -m search retrain {folder}{on_server}       # train the best trial to full epochs, then test"])
 
 
 def _without_workers(argv: list[str]) -> list[str]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import optuna
@@ -61,8 +63,8 @@ def test_next_commands_are_shell_quoted(tmp_path: Path, storage: str | None) -> 
     url = storage or f"sqlite:///{results / 'study.db'}"
     lines = run.next_commands(argparse.Namespace(storage=storage), results, url).splitlines()[1:]
     words = [shlex.split(line.split("  #")[0]) for line in lines]
-    assert words[0][:4] == ["python", "-m", "search", "report"] and words[0][4] == str(results)
-    assert words[1] == ["optuna-dashboard", run.redact_url(url), "--artifact-dir", str(results / "artifacts")]
-    assert words[2][3:5] == ["retrain", str(results)]
+    py = os.path.realpath(sys.executable)  # the interpreter running the search, not a bare `python`
+    assert [os.path.realpath(w[0]) for w in words] == [py] * 3
+    assert [w[1:5] for w in words] == [["-m", "search", c, str(results)] for c in ("report", "dashboard", "retrain")]
     if storage:
-        assert words[0][5:] == words[2][5:] == ["--storage", "postgresql://me:***@db host/s"]
+        assert words[0][5:] == words[1][5:] == words[2][5:] == ["--storage", "postgresql://me:***@db host/s"]

@@ -23,7 +23,7 @@ import blocks
 from blocks import complexity
 from blocks.atomic import atomic_write, atomic_write_text
 
-from ..cli import main_guard
+from ..cli import main_guard, python_command
 from ..errors import UserError
 from . import tflite
 
@@ -73,8 +73,8 @@ def locate(args: argparse.Namespace) -> tuple[Path, Any]:
     number = res.choose([args.trial] if args.trial is not None else None, None)[0]
     path = source / "retrain" / f"{number:05d}" / f"seed_{args.seed}" / "model.pt"
     if not path.is_file():
-        raise UserError(f"trial {number} has no retrained model ({path} is missing): run `python -m search retrain "
-                        f"{source} --trial {number}` first")
+        raise UserError(f"trial {number} has no retrained model ({path} is missing): run `{python_command()} -m search "
+                        f"retrain {source} --trial {number}` first")
     return path, res.cfg.data
 
 

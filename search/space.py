@@ -12,6 +12,8 @@ from .data.augment import policy_names
 from .distributions import Dist
 
 MIN_WIDTH = 8  # solved widths are multiples of this many channels
+WIDTH_DEFAULT = "solve"  # space.width left out: fill the budget (spaces/README.md states it)
+FILL_DEFAULT = 1.0  # space.fill left out: the share of the params budget the solved width aims for
 MAX_WIDTH = 4096
 
 
@@ -36,7 +38,7 @@ def corner_dict(cfg: SearchConfig, pick: Callable[[Any], Any], num_classes: int,
     else:
         b = pick(blocks)
         d["blocks"] = list(b) if isinstance(b, (list, tuple)) else [int(b)] * stages
-    width = space.get("width", "solve")
+    width = space.get("width", WIDTH_DEFAULT)
     d["width"] = MIN_WIDTH if width == "solve" else int(pick(width))
     d.setdefault("head", cfg.rules.head or "linear")
     d["num_classes"], d["input_size"] = num_classes, input_size
@@ -122,13 +124,13 @@ def sample_arch(trial: Any, cfg: SearchConfig, num_classes: int, input_size: int
             d[key] = suggest(trial, key, value)
     d.setdefault("head", cfg.rules.head or "linear")
     d["num_classes"], d["input_size"] = num_classes, input_size
-    width = space.get("width", "solve")
+    width = space.get("width", WIDTH_DEFAULT)
     if width != "solve":
         d["width"] = int(suggest(trial, "width", width))
         return d, None
     if d.get("widths") is not None:
         return d, None  # explicit per-stage widths: nothing to solve
-    fill = float(suggest(trial, "fill", space.get("fill", 1.0)))
+    fill = float(suggest(trial, "fill", space.get("fill", FILL_DEFAULT)))
     try:
         ArchSpec.from_dict({**d, "width": MIN_WIDTH})
     except ValueError as e:

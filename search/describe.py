@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from blocks import ArchSpec
+
+# Keys a space may search that change the design but not its B/C/F/K/P letters: named only when they differ
+# from ArchSpec's default, so the common design stays short and two different designs never read alike.
+NAMED_WHEN_SET = ("stem", "shortcut", "head")
+
 
 def arch_brief(arch: dict) -> str:
     """A short one-line description of an architecture dict (W= per-stage widths when filled)."""
     blocks = arch.get("blocks")
     width = f"W={arch['widths']}" if arch.get("widths") else f"C={arch.get('width')}"
-    parts = [f"{arch.get('block', 'basic')}", f"B={blocks}", width,
-             f"F={arch.get('kernel', 3)}", f"K={arch.get('skip_kernel', 1)}", f"P={arch.get('pool')}"]
+    parts = [f"{arch.get('block', ArchSpec.block)}", f"B={blocks}", width,
+             f"F={arch.get('kernel', ArchSpec.kernel)}", f"K={arch.get('skip_kernel', ArchSpec.skip_kernel)}",
+             f"P={arch.get('pool')}"]
     if arch.get("separable"):
         parts.append("sep")
+    parts += [f"{key}={arch[key]}" for key in NAMED_WHEN_SET if arch.get(key, getattr(ArchSpec, key)) !=
+              getattr(ArchSpec, key)]
     return " ".join(parts)

@@ -32,10 +32,20 @@ def dashboard(argv: list[str]) -> int:
     from .dashboard import artifact_dir
     from .storage import default_storage
 
-    p = argparse.ArgumentParser(prog="resnet-search dashboard", description=dashboard.__doc__)
+    p = argparse.ArgumentParser(prog="resnet-search dashboard", description=dashboard.__doc__,
+                                epilog="Any other option goes to optuna-dashboard unchanged (optuna-dashboard "
+                                       "--help lists them).")
     p.add_argument("results", help="results/<study> folder")
     p.add_argument("--storage", help="the study's URL when it is on a server (default: RESULTS/study.db)")
+    # optuna-dashboard's own options a user reaches for, named here so that --help shows them
+    p.add_argument("--port", help="port to serve on (optuna-dashboard's default: 8080)")
+    p.add_argument("--host", help="address to serve on (optuna-dashboard's default: 127.0.0.1; 0.0.0.0 = every "
+                                  "interface, for a remote machine)")
+    p.add_argument("--server", choices=["auto", "wsgiref", "gunicorn"], help="HTTP server (default: auto)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no request log")
     args, rest = p.parse_known_args(argv)
+    rest = [*(v for k in ("port", "host", "server") if getattr(args, k) for v in (f"--{k}", getattr(args, k))),
+            *(["--quiet"] if args.quiet else []), *rest]
     results = Path(args.results)
     exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).with_name("optuna-dashboard"))
     if not Path(exe).is_file():
@@ -51,6 +61,14 @@ def dashboard(argv: list[str]) -> int:
     # exec, not a child: a SIGTERM or Ctrl-C sent to this process reaches optuna-dashboard itself, which
     # would otherwise go on holding its port after the wrapper died.
     os.execv(exe, [exe, args.storage or default_storage(results), "--artifact-dir", str(artifact_dir(results)), *rest])
+
+
+def spaces(argv: list[str]) -> int:
+    """List the example spaces shipped with the package and where they are (give the name or the path to run)."""
+    argparse.ArgumentParser(prog="resnet-search spaces", description=spaces.__doc__).parse_args(argv)
+    for path in shipped_spaces():
+        print(f"{path.stem:<12} {path}")
+    return 0
 
 
 def _check_dashboard(results: Path, storage: str | None) -> None:
@@ -72,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "--version" or rest == ["--version"]:  # `resnet-search report --version` too
+    if command == "--version" or "--version" in rest:  # every command: `resnet-search retrain R --version` too
         print(f"resnet-budget-search {version()}")
         return 0
     if command == "run":
@@ -93,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "dashboard":
         return dashboard(rest)
     if command == "spaces":
-        for path in shipped_spaces():
-            print(f"{path.stem:<12} {path}")
-        return 0
+        return spaces(rest)
     print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -8,6 +8,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from search import SPACES_DIR, shipped_space
 from search.__main__ import main
 
@@ -40,3 +42,30 @@ def test_python_m_search_version_and_commands(capsys) -> None:
 def test_dashboard_command_refuses_a_folder_without_a_study(tmp_path: Path, capsys) -> None:
     assert main(["dashboard", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: '{tmp_path / 'study.db'}' is missing")
+
+
+@pytest.mark.parametrize("argv", [["run", "x.yaml", "--version"], ["retrain", "R", "--version"],
+                                  ["predict", "x", "--version"], ["spaces", "--version"]])
+def test_every_command_takes_version_after_its_arguments(argv: list[str], capsys) -> None:
+    assert main(argv) == 0 and capsys.readouterr().out.startswith("resnet-budget-search ")
+
+
+@pytest.mark.parametrize("argv, says, not_says", [
+    (["spaces", "--help"], ["usage: resnet-search spaces", "shipped"], ["cifar10_5m.yaml"]),
+    (["dashboard", "--help"], ["--port", "--host", "--server", "optuna-dashboard --help"], []),
+    (["predict", "--help"], ["at most 50 megapixels", "images per forward pass", "where the models run"],
+     ["MAX_PIXELS", "search.data.sources"])])
+def test_help_describes_the_options(argv: list[str], says: list[str], not_says: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and all(s in out for s in says) and not any(s in out for s in not_says)
+
+
+def test_dashboard_passes_its_named_and_unknown_options_to_optuna_dashboard(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "study.db").touch()
+    ran: list[list[str]] = []
+    monkeypatch.setattr("search.__main__.os.execv", lambda exe, args: ran.append(args))
+    main(["dashboard", str(tmp_path), "--port", "9000", "--host", "0.0.0.0", "--quiet", "--allow-unsafe"])
+    assert ran[0][1:] == [f"sqlite:///{tmp_path / 'study.db'}", "--artifact-dir", str(tmp_path / "artifacts"),
+                          "--port", "9000", "--host", "0.0.0.0", "--quiet", "--allow-unsafe"]

@@ -2,8 +2,8 @@
 
 A MODEL is a retrained `model.pt`, or a folder holding some (`results/<study>/retrain/00012` = all its
 seeds); several models are an ensemble (the mean of their softmax, as retrain's ensembles). Each image is
-read as RGB (at most search.data.sources.MAX_PIXELS), its shorter side resized to the model's input size and the centre
-square kept, then normalised with the statistics the model was trained with (stored in model.pt; a
+read as RGB (at most {megapixels} megapixels), its shorter side resized to the model's input size and the
+centre square kept, then normalised with the statistics the model was trained with (stored in model.pt; a
 model.pt without them needs --mean/--std, or names a dataset whose defaults are used with a note).
 """
 
@@ -28,7 +28,7 @@ from blocks.atomic import write_output
 from ..data import augment
 from ..cli import main_guard
 from ..data.datasets import NORMALISATION, ImageDataset, loader_workers
-from ..data.sources import Split
+from ..data.sources import MAX_PIXELS, Split
 from ..errors import UserError
 from ..progress import Progress
 from ..device import resolve_device
@@ -38,7 +38,8 @@ from .evaluate import ensemble_probs
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="resnet-search predict", description=__doc__,
+    p = argparse.ArgumentParser(prog="resnet-search predict",
+                                description=__doc__.format(megapixels=MAX_PIXELS // 10**6),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", help="model.pt files or folders holding them (several = an ensemble)")
     p.add_argument("--images", nargs="+", required=True,
@@ -46,8 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", default="predictions.csv",
                    help="CSV to write (default: predictions.csv); - or a FIFO or device (/dev/stdout) as a stream")
     p.add_argument("--top-k", type=int, default=5, help="classes per image, most probable first (default 5)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="images per forward pass (default 128; lower it if the device runs out of memory)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the models run (default auto: cuda when there is one)")
     p.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
                    help="per-channel mean of the training images, pixels in [0, 1] (default: saved in model.pt)")
     p.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),

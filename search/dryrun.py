@@ -23,7 +23,7 @@ import optuna
 import torch
 
 from blocks import ArchSpec, build, complexity
-from blocks.text import short_bytes, short_count
+from blocks.text import plural, short_bytes, short_count
 
 from . import trainer
 from .config import SearchConfig
@@ -181,7 +181,7 @@ def _space_lines(cfg: SearchConfig, designs: list[Design]) -> list[str]:
     lines.append(_range("FLOPs", [d.flops for d in designs], short_count) + "  (fvcore: one multiply-add = one FLOP)")
     peak, per = cfg.budget.peak_activations, cfg.budget.activation_bytes
     lines.append(_range("peak memory", [d.peak for d in designs], short_count) + "  (activation elements live at "
-                 "once, batch 1" + (f"; budget {peak:,} = {short_bytes(peak * per)} at {per} byte(s) each)"
+                 "once, batch 1" + (f"; budget {peak:,} = {short_bytes(peak * per)} at {plural(per, 'byte')} each)"
                                     if peak is not None else ")"))
     return lines
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from blocks.text import plural
 from search.describe import arch_brief
 
 RESNET8 = {"stages": 3, "blocks": [1, 1, 1], "widths": [16, 32, 64], "kernel": 3, "skip_kernel": 1, "pool": None,
@@ -21,3 +22,9 @@ def test_default_stem_shortcut_and_head_are_not_spelled_out() -> None:
     assert arch_brief(RESNET8) == "basic B=[1, 1, 1] W=[16, 32, 64] F=3 K=1 P=None"
     assert arch_brief({k: v for k, v in RESNET8.items() if k not in ("stem", "shortcut", "head")}) == \
         arch_brief(RESNET8)  # a record written before these keys existed reads as their defaults
+
+
+@pytest.mark.parametrize("n, noun, many, text", [(1, "image", None, "1 image"), (0, "row", None, "0 rows"),
+                                                 (2, "class", "classes", "2 classes"), (1024, "row", None, "1,024 rows")])
+def test_plural(n: int, noun: str, many: str | None, text: str) -> None:
+    assert plural(n, noun, many) == text

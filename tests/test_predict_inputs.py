@@ -110,3 +110,13 @@ def test_a_file_name_the_locale_cannot_encode(tmp_path: Path, output: str) -> No
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     text = (tmp_path / output).read_bytes() if output != "-" else proc.stdout
     assert b"caf\\udce9-\\udcff.png" in text and text.decode("ascii")
+
+
+def test_one_image_and_one_model_read_in_the_singular(tmp_path: Path) -> None:
+    model, img = model_pt(tmp_path / "m.pt", mean=[0.5] * 3, std=[0.25] * 3), image(tmp_path / "a.png")
+    logged: list[str] = []
+    predict.run(predict.parse_args([str(model), "--images", str(img), "--output", str(tmp_path / "p.csv"),
+                                    "--device", "cpu", "--top-k", "1"]), log=logged.append)
+    lines = [line for line in logged if not line.startswith("model 0")]
+    assert lines[0].startswith("predicting 1 image with 1 model (12px, 3 classes)")
+    assert lines[-1] == f"wrote {tmp_path / 'p.csv'} (1 row, top 1 class each)"

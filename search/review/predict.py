@@ -24,6 +24,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 import blocks
 from blocks.atomic import write_output
+from blocks.text import plural
 
 from ..data import augment
 from ..cli import main_guard
@@ -167,13 +168,13 @@ def run(args: argparse.Namespace, log=print) -> Path:
     ds = ImageDataset(Split(np.arange(len(files)), paths=files), augment.eval_pipeline(pre=augment.square(size)))
     loader = DataLoader(ds, batch_size=args.batch_size, num_workers=min(loader_workers("auto"), 4),
                         collate_fn=augment.NormalizeCollate(mean, std))
-    log(f"predicting {len(files):,} images with {len(models)} model{'s' if len(models) > 1 else ''} "
+    log(f"predicting {plural(len(files), 'image')} with {plural(len(models), 'model')} "
         f"({size}px, {len(names)} classes) on {device}")
     probs = ensemble_probs([predict(m, loader, device, on_batch=Progress(f"model {k}", 0, log=log))[0]
                             for k, m in enumerate(models)])
     out = Path(args.output)
     write_csv(out, files, probs, names, args.top_k)
-    log(f"wrote {out} ({len(files):,} rows, top {min(args.top_k, len(names))} classes each)")
+    log(f"wrote {out} ({plural(len(files), 'row')}, top {plural(min(args.top_k, len(names)), 'class', 'classes')} each)")
     return out
 
 

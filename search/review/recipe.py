@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from blocks.text import plural
+
 from ..config import RetrainConfig
 from ..errors import UserError
 from ..config import TrainSpec
@@ -54,5 +56,5 @@ def describe(train: TrainSpec, augment: list, facts: dict[str, Any]) -> str:
     smoothing = f", label smoothing {train.label_smoothing:g}" if train.label_smoothing else ""
     names = ", ".join(next(iter(s)) if isinstance(s, dict) else str(s) for s in augment) or "none"
     return (f"{facts['dataset']}: {facts['train_images']:,} images ({facts['images']}) at {facts['image_size']}px; "
-            f"{train.epochs} epoch{'s' if train.epochs > 1 else ''} {opt} lr {train.lr:g} wd {train.weight_decay:g} {train.schedule}{warm}, "
+            f"{plural(train.epochs, 'epoch')} {opt} lr {train.lr:g} wd {train.weight_decay:g} {train.schedule}{warm}, "
             f"batch {train.batch_size}{ema}{smoothing}; augment: {names}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from blocks import ArchSpec
+from blocks.text import plural
 
 from ..cli import main_guard, say
 from ..dashboard import attach_retrain
@@ -115,7 +116,7 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
     device = resolve_device(args.device)
     out = res.folder / "retrain"
     log(f"retraining trial{'s' if len(plans) > 1 else ''} {', '.join(map(str, numbers))} of study "
-        f"{res.name!r}: {epochs} epoch{'s' if epochs > 1 else ''}, {seeds} seed{'s' if seeds > 1 else ''}, "
+        f"{res.name!r}: {plural(epochs, 'epoch')}, {plural(seeds, 'seed')}, "
         f"{'train + val' if on_val else 'train'} images, on {device} -> {out}")
     runs: dict[int, list[SeedRun]] = {}
     with contextlib.ExitStack() as locks, Stop() as stop:  # SIGINT/SIGTERM: stop between batches, resumable

@@ -87,3 +87,15 @@ def test_importances_from_few_trials_carry_a_caveat() -> None:
     study = small_study(6)
     _, note = figs.importances(study, study.trials)
     assert not note.startswith("Only")
+
+
+def test_optuna_warnings_become_one_plain_sentence_each() -> None:
+    """PED-ANOVA's warnings (six of them on a small study) read as what they mean, each once, not pasted."""
+    messages = ["The number of trials is too small (3) for the quantile.", "Target and region quantiles select "
+                "the same set of trials.", "Some regimes for parameter `lr` have less than 2 trials.",
+                "Some regimes for parameter `wd` have less than 2 trials.", "low `target` values are preferred",
+                "something new"]
+    note = figs.optuna_caveats(messages)
+    assert note.count("Too few complete trials") == 1 and note.count("too few trials to rate") == 1
+    assert "scored alike" in note and "low `target`" not in note and "`lr`" not in note
+    assert note.endswith("Optuna warned: something new")

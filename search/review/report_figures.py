@@ -140,7 +140,7 @@ def importances(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> 
                                                           params=sorted(varying))
         except (RuntimeError, ValueError, ZeroDivisionError) as e:
             return None, f"Parameter importances could not be computed: {e}"
-    note = " ".join(dict.fromkeys(str(w.message) for w in caught if "low `target`" not in str(w.message)))
+    note = optuna_caveats([str(w.message) for w in caught])
     names = list(imp)[::-1]  # largest at the top
     fig = go.Figure(go.Bar(x=[imp[n] for n in names], y=names, orientation="h", marker_color="#1f77b4",
                            hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
@@ -148,7 +148,25 @@ def importances(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> 
             height=max(300, 60 + 28 * len(names)))
     caveat = (f"Only {len(done)} complete trials: a rough hint, not a ranking to rely on (importances settle "
               f"with {FEW_TRIALS} or more). " if len(done) < FEW_TRIALS else "")
-    return fig, caveat + (f"Optuna warned: {note}" if note else "")
+    return fig, caveat + note
+
+
+# What PED-ANOVA's warnings mean for a reader of the chart (optuna/importance/_ped_anova), in one sentence each.
+CAVEATS = (("low `target`", ""),  # our own -val_acc target, as intended
+           ("number of trials is too small", "Too few complete trials to split into a good and a bad group: "
+                                             "the bars are rough."),
+           ("quantiles select the same set", "Most trials scored alike, so the bars separate little."),
+           ("have less than", "Some parameter values were tried by too few trials to rate them."))
+
+
+def optuna_caveats(messages: list[str]) -> str:
+    """Optuna's warnings during the importance computation as plain sentences, each once; others verbatim."""
+    said = []
+    for message in messages:
+        plain = next((text for key, text in CAVEATS if key in message), f"Optuna warned: {message}")
+        if plain and plain not in said:
+            said.append(plain)
+    return " ".join(said)
 
 
 ARCH_AXES = ("stages", "depth", "width", "kernel", "skip_kernel", "pool", "block", "separable", "shortcut",

@@ -381,3 +381,18 @@ def test_retrain_amp_replaces_the_trials_precision(amp: bool | None, expected: b
 
     assert final_train(TrainSpec(epochs=40, amp="auto"), RetrainConfig(amp=amp)).amp == expected
 
+
+
+def test_retrain_ends_with_the_next_steps_a_shell_runs(tmp_path: Path) -> None:
+    """After a retrain: predict with the model and export it, by the interpreter that ran it, quoted."""
+    import os
+    import shlex
+    import sys
+
+    results = tmp_path / "my results"
+    lines = retrain.next_steps(results, 7).splitlines()
+    assert lines[0] == "next:"
+    predict_words, export_words = (shlex.split(line.split("  #")[0]) for line in lines[1:])
+    assert os.path.realpath(predict_words[0]) == os.path.realpath(sys.executable)
+    assert predict_words[1:5] == ["-m", "search", "predict", str(results / "retrain" / "00007" / "seed_0" / "model.pt")]
+    assert export_words[1:] == ["-m", "search", "export", str(results), "--trial", "7"]

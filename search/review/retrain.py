@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, Callable
 from blocks import ArchSpec
 from blocks.text import plural
 
-from ..cli import main_guard, say
+from ..cli import main_guard, python_command, say
 from ..dashboard import attach_retrain
 from ..device import resolve_device
 from ..errors import UserError
@@ -138,7 +139,17 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
     if len(plans) > 1:
         summary["ensemble"] = write_ensemble(res, runs, out, unlabeled)
     log(summary_lines(res, plans, runs, summary.get("ensemble")))
+    log(next_steps(res.folder, plans[0].number))
     return summary
+
+
+def next_steps(results: Path, number: int) -> str:
+    """What follows a retrain, run by this interpreter: label new images with the model, or export it."""
+    py, model = python_command(), shlex.quote(str(results / "retrain" / f"{number:05d}" / "seed_0" / "model.pt"))
+    return "\n".join(["next:",
+                      f"  {py} -m search predict {model} --images DIR      # label your own images",
+                      f"  {py} -m search export {shlex.quote(str(results))} --trial {number}   "
+                      f"# int8 .tflite for a microcontroller (the mcu extra)"])
 
 
 def _unlabeled_paths(cfg: Any) -> list[Path]:

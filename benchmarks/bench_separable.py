@@ -13,6 +13,8 @@ of rounds that alternate old and new, so load that comes and goes hits both alik
 - profile: where the new step's time goes, by operation kind;
 - roofline: the bytes each step's operations read and write (each tensor once per operation: a floor),
   against this machine's measured copy bandwidth, next to the step's measured time;
+- layers: each 5x5 depthwise layer's weight gradient alone, oneDNN's generic kernel against the column
+  groups (`--layers-only` prints just this);
 - threads: the new step at 1 and 2 threads, OpenMP's threads spinning (its default, ACTIVE) or sleeping
   (OMP_WAIT_POLICY=PASSIVE) while they wait, on the quiet machine and with a busy loop taking one core
   (each configuration a child process: OpenMP reads its wait policy once, at start);
@@ -218,6 +220,42 @@ def fit_epoch(root: str, threads: int) -> dict[str, float]:
     return out
 
 
+LAYERS = ((16, 32, 1), (16, 32, 2), (56, 16, 1), (88, 8, 1))  # (channels, input side, stride) in the winner
+
+
+def layer_times(reps: int = 20) -> dict[str, dict[str, float]]:
+    """ms of one 5x5 depthwise weight gradient at batch 128, one thread: oneDNN's own call against weight_grad."""
+    from blocks.depthwise import weight_grad
+
+    torch.set_num_threads(1)
+    out = {}
+    for channels, side, stride in LAYERS:
+        x = torch.randn(128, channels, side, side).contiguous(memory_format=torch.channels_last)
+        side_out = (side - 1) // stride + 1
+        grad = torch.randn(128, channels, side_out, side_out).contiguous(memory_format=torch.channels_last)
+        w = torch.empty(channels, 1, 5, 5)
+        runs = {"old": lambda: torch.ops.aten.convolution_backward(
+                    grad, x, w, None, [stride] * 2, [2, 2], [1, 1], False, [0, 0], channels, [False, True, False]),
+                "new": lambda: weight_grad(grad, x, w, (stride, stride), (2, 2))}
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(reps):  # alternating, as the steps
+            for k, run in runs.items():
+                t0 = time.perf_counter()
+                run()
+                times[k].append(1e3 * (time.perf_counter() - t0))
+        out[f"{channels} channels, {side} px, stride {stride}"] = {k: statistics.median(v) for k, v in times.items()}
+    return out
+
+
+def print_layers(record: dict) -> None:
+    """The layers section, printed and kept in `record`."""
+    record["layers_ms"] = layer_times()
+    print("\nlayers: one 5x5 depthwise weight gradient, batch 128, one thread, median ms (old = oneDNN's generic "
+          "kernel, new = column groups)")
+    for k, v in record["layers_ms"].items():
+        print(f"  {k}: old {v['old']:.2f}, new {v['new']:.2f} ({v['old'] / v['new']:.1f}x)", flush=True)
+
+
 def thread_rates(steps: int, rounds: int) -> dict[str, float]:
     """images/s of the new winner step per (threads, wait policy), quiet and beside a busy loop on one core."""
     out = {}
@@ -253,6 +291,7 @@ def main() -> None:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--fit-root", help="also one whole epoch of fit on DIR/cifar-10-batches-py, old and new")
     p.add_argument("--fit-threads", default="2", help="threads of the --fit-root epochs")
+    p.add_argument("--layers-only", action="store_true", help="only the per-layer weight-gradient times")
     p.add_argument("--child-threads", type=int, help=argparse.SUPPRESS)  # thread_rates' child: one figure
     args = p.parse_args()
     if args.child_threads:
@@ -261,6 +300,9 @@ def main() -> None:
         return
     record: dict = {"machine": machine(), "steps": {}}
     print(json.dumps(record["machine"]))
+    if args.layers_only:
+        print_layers(record)
+        return
     print("| design | multiply-adds | threads | old img/s | new img/s | new / old | GMAC/s new (3x forward) |")
     print("|---|---|---|---|---|---|---|")
     for name, arch in DESIGNS.items():
@@ -290,6 +332,7 @@ def main() -> None:
             step_s = 128 / measured
             line += f"; measured {1e3 * step_s:.0f} ms: the floor is {floor_s / step_s:.0%} of it"
         print(line, flush=True)
+    print_layers(record)
     print("\nthreads (the winner's new step, images/s; OpenMP waits spinning = ACTIVE, sleeping = PASSIVE):")
     record["threads"] = thread_rates(args.steps, args.rounds)
     for k, v in record["threads"].items():

@@ -2,9 +2,9 @@
 
 PyTorch's CPU convolutions are oneDNN's. oneDNN's depthwise backward-weights kernel (`jit_dw`) takes
 kernels at most 3 wide (oneDNN src/cpu/x64/jit_uni_dw_conv_kernel_utils.cpp: `jcp.kw <= 3`; any height).
-A 5x5 or 7x7 depthwise weight gradient falls to oneDNN's generic grouped kernel instead, which spent
-3-9x the time of the kernel-3-wide path on the MCU space's shapes (benchmarks/bench_separable.py) and
-was a third of the winner's training step. So for kernels wider than 3 the weight gradient is
+A 5x5 or 7x7 depthwise weight gradient falls to oneDNN's generic grouped kernel instead, which took
+1.3-2.2x the time of the column groups below on the MCU winner's layers (`python
+benchmarks/bench_separable.py --layers-only`). So for kernels wider than 3 the weight gradient is
 computed as column groups at most 3 wide, each a depthwise weight gradient of a (k, <=3) kernel on
 the input shifted so that the group's columns line up: the same sums, added in another order
 (equal to fp32 rounding). The forward and the input gradient are oneDNN's own depthwise kernels.

@@ -104,10 +104,15 @@ def recipe(args: argparse.Namespace) -> str:
     return f"_{args.epochs}ep" if getattr(args, "epochs", None) else ""
 
 
+def arm(args: argparse.Namespace) -> str:
+    """The search arm's folder name: '' for the shipped TPE search (seed 0), e.g. 'random_seed1' for a control."""
+    return "" if (args.sampler, args.sampler_seed) == ("tpe", 0) else f"{args.sampler}_seed{args.sampler_seed}"
+
+
 def results(args: argparse.Namespace) -> Path:
     """The study's results folder, restored from the committed snapshot when this machine has none; a recipe
     with other epochs gets a folder of its own, so that its seeds never resume another recipe's."""
-    folder = Path(args.results_dir) / recipe(args).lstrip("_") / STUDY
+    folder = Path(args.results_dir) / arm(args) / recipe(args).lstrip("_") / STUDY
     for name in ("study.db", "config.yaml"):  # retrain reads the study's config.yaml (its retrain: recipe)
         if not (folder / name).exists() and (SNAPSHOT / name).exists():
             folder.mkdir(parents=True, exist_ok=True)
@@ -161,8 +166,10 @@ def contenders(folder: Path) -> dict[int, str]:
 
 def search_cmd(args: argparse.Namespace) -> list[str]:
     """`python -m search.run` on the space, as this benchmark runs it."""
-    return [sys.executable, "-m", "search.run", str(SPACE), "--results-dir", args.results_dir,
+    return [sys.executable, "-m", "search.run", str(SPACE), "--results-dir", str(Path(args.results_dir) / arm(args)),
             "--workers", str(args.workers), "--data-root", args.data_root, "--set", "data.download=false",
+            *(["--set", f"search.sampler={args.sampler}", "--set", f"search.seed={args.sampler_seed}",
+               "--set", "train.amp=false"] if arm(args) else []),  # fp32 as TPE's search ran, on any VM
             *[a for s in args.set for a in ("--set", s)]]
 
 
@@ -343,7 +350,13 @@ def main() -> int:
                    "(its own results folder, snapshot under retrain/<design>_<E>ep/)")
     p.add_argument("--only", nargs="*", help="retrain only these designs (e.g. 'baseline resnet8')")
     p.add_argument("--set", action="append", default=[], help="passed to search.run (e.g. search.n_trials=24)")
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "random"],
+                   help="a control arm: its own results folder and snapshot benchmarks/mcu/<sampler>_seed<k>/")
+    p.add_argument("--sampler-seed", type=int, default=0)
     args = p.parse_args()
+    if arm(args):
+        global SNAPSHOT
+        SNAPSHOT = SNAPSHOT / arm(args)
     print(f"{args.phase} on {machine()}, commit {commit()}, load average {os.getloadavg()[0]:.1f}", flush=True)
     return {"dryrun": dryrun, "search": search, "retrain": retrain, "table": table,
             "verify": verify}[args.phase](args)

@@ -5,7 +5,10 @@ needs: the study database, the cost of every segment run, and every finished ret
   python benchmarks/bench_mcu.py dryrun  --data-root DIR   # the dry run's estimate of the search, kept to compare
   python benchmarks/bench_mcu.py search  --data-root DIR   # spaces/cifar10_mcu.yaml, 45,000 / 5,000 split
   python benchmarks/bench_mcu.py retrain --data-root DIR   # winner, resnet8, resnet14: 3 seeds on 50,000, tested once
-  python benchmarks/bench_mcu.py table                     # the table for BENCHMARKS.md
+  python benchmarks/bench_mcu.py retrain --epochs 120 --only 'baseline resnet8' --seeds 1 ...  # a longer recipe
+  python benchmarks/bench_mcu.py search --sampler random --sampler-seed 1 ...  # a control arm, its own folders
+  python benchmarks/bench_mcu.py table                     # the table for BENCHMARKS.md, every recipe's rows
+  python benchmarks/bench_mcu.py samplers                  # TPE's search against the control arms
   python benchmarks/bench_mcu.py verify  --data-root DIR   # every committed model.pt against its metrics.json
 DIR holds `cifar-10-batches-py/`, made offline from the JPEG copy with
 `python ../shared/tools/cifar-pickle.py <dir>/cifar-10-images-jpg DIR`: label the figures "CIFAR-10 (JPEG copy)".
@@ -39,6 +42,10 @@ SPACE = ROOT / "spaces" / "cifar10_mcu.yaml"
 STUDY = "cifar10_mcu"
 SNAPSHOT = ROOT / "benchmarks" / "mcu"  # committed: study.db, cost.json, retrain/<label>/seed_k/*
 DESIGNS = ("search winner", "baseline resnet8", "baseline resnet14")
+# mlcommons/tiny PR #116: the reference ResNet-8 on CIFAR-10's own pixels (not our JPEG copy), 500 epochs of
+# Adam at batch 32, lr 1e-3 decayed 0.99 an epoch, rotation, shifts and flips; full-integer int8 via TFLite.
+OFFICIAL = ("| official ResNet-8 (mlcommons/tiny PR #116: CIFAR-10's own pixels, 500 epochs Adam, batch 32) | - | "
+            "78,666 | 12,677,760 | - | - | 500 | 1 | 87.2 | - | 87.0 | - |")
 
 
 def commit() -> str:
@@ -221,6 +228,13 @@ def retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_retrain_epochs(folder: Path) -> int:
+    """The shipped recipe's epochs, from the study's config.yaml."""
+    from search.config import load_config
+
+    return load_config(folder / "config.yaml").retrain.epochs
+
+
 def fmt(values: list[float]) -> str:
     """mean +- std (n-1) of accuracies, in %; one seed has no spread, so none is shown."""
     if not values:
@@ -255,32 +269,50 @@ def search_summary(study: list, costs: list[dict], workers: int) -> str:
             f"machines: {sorted({c['machine'] for c in segments})}")
 
 
+def retrained(folder: Path) -> Iterator[tuple[str, str, int, list[Path]]]:
+    """(design, recipe suffix, trial number, seed folders) for every snapshot folder under retrain/: the
+    shipped recipe ('') and each other one ('_60ep'), in the order of contenders()."""
+    for number, label in contenders(folder).items():
+        stem = label.replace(" ", "_")
+        for run in sorted((SNAPSHOT / "retrain").glob(f"{stem}*")):
+            suffix = run.name[len(stem):]
+            if suffix and not (suffix.startswith("_") and suffix.endswith("ep") and suffix[1:-2].isdigit()):
+                continue  # another design whose name starts with this one's
+            yield label, suffix, number, sorted(p.parent for p in run.glob("seed_*/metrics.json"))
+
+
+def int8_top1(seed: Path) -> float | None:
+    """The int8 model's test top-1 from its export sidecar (`search export ... --evaluate 10000`), if any."""
+    sidecar = seed / "model_int8.json"
+    acc = json.loads(sidecar.read_text()).get("accuracy") if sidecar.exists() else None
+    return acc["int8_top1"] if acc and acc.get("images") == 10000 else None
+
+
 def table(args: argparse.Namespace) -> int:
-    """Test top-1 per design (plain and flip-TTA), its counts and CPU-hours, and the winner's margin."""
+    """Test top-1 per design and recipe (plain, flip-TTA, int8), its counts and CPU-hours, and the margins."""
     folder = results(args)
     costs = json.loads((SNAPSHOT / "cost.json").read_text()) if (SNAPSHOT / "cost.json").exists() else []
     by_number = {t.number: t for t in trials(folder)}
+    shipped = load_retrain_epochs(folder)
     accs: dict[str, list[float]] = {}
-    print("| design | trial | params | multiply-adds | peak act. | search val | search s/epoch | seeds | "
-          "test top-1 % | flip-TTA % | retrain CPU-h | epochs' wall-h |")
+    print("| design | trial | params | multiply-adds | peak act. | search val | epochs | seeds | "
+          "test top-1 % | flip-TTA % | int8 top-1 % | retrain CPU-h per seed |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for number, label in contenders(folder).items():
-        seeds = sorted((SNAPSHOT / "retrain" / label.replace(" ", "_")).glob("seed_*/metrics.json"))
-        docs = [json.loads(p.read_text()) for p in seeds]
+    for label, suffix, number, seeds in retrained(folder):
+        docs = [json.loads((s / "metrics.json").read_text()) for s in seeds]
         plain = [d["test"]["top1"] for d in docs]
         tta = [d["test_tta"]["top1"] for d in docs if "test_tta" in d]
-        accs[label] = plain
-        # cost.json has the segments that ended; curves.csv every finished epoch's wall time, even one a kill
-        # cut before its segment was recorded (wall time: one thread's CPU time plus any wait for the core)
-        cpu_h = sum(c["cpu_s"] for c in costs if c["label"] == f"retrain {label}") / 3600
-        wall_h = sum(float(row["time_s"]) for p in seeds
-                     for row in csv.DictReader((p.parent / "curves.csv").read_text().splitlines())) / 3600
+        int8 = [a for a in map(int8_top1, seeds) if a is not None]
+        accs[label + suffix.replace("_", " ")] = plain
+        # cost.json has the segments that ended (a seed may take several: a session's end stops one)
+        cpu_h = sum(c["cpu_s"] for c in costs if c["label"] == f"retrain {label}{suffix.replace('_', ' ')}") / 3600
         t = by_number[number]
-        epoch_s = t.user_attrs.get("epoch_times_s") or []  # one worker's epochs over the 45,000 + 5,000
-        span = f"{min(epoch_s):.0f}-{max(epoch_s):.0f}" if epoch_s else "-"
         print(f"| {label} | {number} | {t.user_attrs.get('params', 0):,} | {t.user_attrs.get('flops', 0):,} | "
-              f"{t.user_attrs.get('peak_activations', '-')} | {t.values[0]:.4f} | {span} | {len(plain)} | "
-              f"{fmt(plain)} | {fmt(tta) if len(tta) == len(plain) else '-'} | {cpu_h:.2f} | {wall_h:.2f} |")
+              f"{t.user_attrs.get('peak_activations', '-')} | {t.values[0]:.4f} | "
+              f"{suffix[1:-2] if suffix else shipped} | {len(plain)} | {fmt(plain)} | "
+              f"{fmt(tta) if len(tta) == len(plain) else '-'} | {fmt(int8) if int8 else '-'} | "
+              f"{cpu_h / len(plain) if plain else 0:.2f} |")
+    print(OFFICIAL)
     print(search_summary(list(by_number.values()), costs, args.workers))
     estimate = SNAPSHOT / "dryrun.txt"
     if estimate.exists():
@@ -288,16 +320,48 @@ def table(args: argparse.Namespace) -> int:
         print("dry run (" + estimate.read_text().splitlines()[0].lstrip("# ") + "):\n  " + "\n  ".join(said))
     w = accs.get("search winner")
     for label, ref in accs.items():
-        if label == "search winner" or not w or len(w) < 2 or len(ref) < 2:
+        if label == "search winner" or not w or len(w) < 2 or not ref:
             continue
-        spread = max(statistics.stdev(w), statistics.stdev(ref))
+        # one seed of a row has no spread of its own: the winner's alone stands in for it
+        spread = max(statistics.stdev(w), statistics.stdev(ref) if len(ref) > 1 else 0.0)
         diff = statistics.mean(w) - statistics.mean(ref)
         print(f"search winner - {label}: {100 * diff:+.2f} points of test top-1; twice the larger seed std is "
-              f"{200 * spread:.2f}: {'beats it' if diff > 2 * spread else 'does NOT beat it'} by that test")
+              f"{200 * spread:.2f}{' (one seed of ' + label + ')' if len(ref) == 1 else ''}: "
+              f"{'beats it' if diff > 2 * spread else 'does NOT beat it'} by that test")
     for label, plain in accs.items():
         if plain:
             print(f"{label} {'reaches' if statistics.mean(plain) >= 0.85 else 'does NOT reach'} MLPerf Tiny's 85% "
                   f"(mean test top-1 {100 * statistics.mean(plain):.2f}%)")
+    return 0
+
+
+def samplers(args: argparse.Namespace) -> int:
+    """TPE's search against each control arm's (benchmarks/mcu/<sampler>_seed<k>/study.db): best validation
+    top-1 of the searched trials at the trial length, the top three, the median, and the improvement over the
+    average random architecture (Yang et al., ICLR 2020), here the mean of the random arms' complete trials:
+    pruned trials stopped early, so their last value is no 8-epoch figure."""
+    import optuna
+
+    from search.trials import is_baseline
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    root = ROOT / "benchmarks" / "mcu"
+    arms = {"tpe_seed0": root / "study.db", **{p.parent.name: p for p in sorted(root.glob("*_seed*/study.db"))}}
+    values = {}
+    for name, db in arms.items():
+        study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
+        values[name] = sorted((t.values[0] for t in study.get_trials(deepcopy=False)
+                               if t.state.name == "COMPLETE" and t.values and not is_baseline(t)), reverse=True)
+    randoms = [v for name, vs in values.items() if name.startswith("random") for v in vs]
+    average = statistics.mean(randoms) if randoms else None
+    print("| arm | complete searched trials | best val | top three | median | best - average random |")
+    print("|---|---|---|---|---|---|")
+    for name, vs in values.items():
+        gain = f"{100 * (vs[0] - average):+.2f} points" if vs and average is not None else "-"
+        print(f"| {name} | {len(vs)} | {100 * vs[0]:.2f} | {', '.join(f'{100 * v:.2f}' for v in vs[:3])} | "
+              f"{100 * statistics.median(vs):.2f} | {gain} |" if vs else f"| {name} | 0 | - | - | - | - |")
+    if average is not None:
+        print(f"average random architecture: {100 * average:.2f}% validation top-1 over {len(randoms)} complete trials")
     return 0
 
 
@@ -340,7 +404,7 @@ def verify(args: argparse.Namespace) -> int:
 def main() -> int:
     """Run one phase."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("phase", choices=["dryrun", "search", "retrain", "table", "verify"])
+    p.add_argument("phase", choices=["dryrun", "search", "retrain", "table", "samplers", "verify"])
     p.add_argument("--data-root", default=str(ROOT / "data"), help="holds cifar-10-batches-py/")
     p.add_argument("--results-dir", default=str(ROOT / "results"))
     p.add_argument("--workers", type=int, default=2, help="search worker processes (one per core)")
@@ -359,7 +423,7 @@ def main() -> int:
         SNAPSHOT = SNAPSHOT / arm(args)
     print(f"{args.phase} on {machine()}, commit {commit()}, load average {os.getloadavg()[0]:.1f}", flush=True)
     return {"dryrun": dryrun, "search": search, "retrain": retrain, "table": table,
-            "verify": verify}[args.phase](args)
+            "samplers": samplers, "verify": verify}[args.phase](args)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -127,3 +128,25 @@ def test_a_sampler_that_fails_leaves_no_trial_running(tmp_path: Path) -> None:
     with pytest.raises(OverflowError):
         ask(study, study.get_trials())
     assert [t.state for t in study.get_trials()] == [S.FAIL]
+
+
+def test_optunas_private_parts_we_use_still_do_what_we_rely_on(tmp_path: Path) -> None:
+    """pyproject pins no upper Optuna: each private access in search/storage.py is held here on the installed
+    release (a new one that moves them fails this test, not a user's search)."""
+    from search.storage import default_storage, heartbeat, rdb_storage, stored_trial, trial_id, with_heartbeat
+
+    storage = make_storage(default_storage(tmp_path), heartbeat_s=1, grace_s=2)
+    study = optuna.create_study(storage=storage, study_name="private")
+    assert rdb_storage(study) is storage  # through Optuna's private cache layer
+    trial = ask(study, study.get_trials())
+    trial.set_user_attr("k", 1)
+    assert stored_trial(trial).user_attrs == {"k": 1} and stored_trial(trial).number == trial.number
+    assert trial_id(trial) == trial_id(study.get_trials()[0])
+    assert with_heartbeat(storage, [trial_id(trial)]) == set()
+    with heartbeat(study, trial):
+        deadline = time.monotonic() + 60  # the thread writes its first beat as it starts: wait for it, not a time
+        while not with_heartbeat(storage, [trial_id(trial)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert with_heartbeat(storage, [trial_id(trial)]) == {trial_id(trial)}
+    study.tell(trial, 0.5)
+    assert study.get_trials()[0].state == optuna.trial.TrialState.COMPLETE

@@ -52,10 +52,6 @@ def dashboard(argv: list[str]) -> int:
         print("error: optuna-dashboard is not installed (pip install 'resnet-budget-search[dashboard]')",
               file=sys.stderr)
         return 2
-    if args.storage is None and not (results / "study.db").is_file():
-        print(f"error: '{results / 'study.db'}' is missing (for a study on a server, add --storage URL)",
-              file=sys.stderr)
-        return 2
     if main_guard(lambda: _check_dashboard(results, args.storage)) != 0:
         return 2
     # exec, not a child: a SIGTERM or Ctrl-C sent to this process reaches optuna-dashboard itself, which
@@ -72,10 +68,15 @@ def spaces(argv: list[str]) -> int:
 
 
 def _check_dashboard(results: Path, storage: str | None) -> None:
-    """Refuse what optuna-dashboard would only meet with a traceback: a bad --storage, a read-only study.db folder."""
+    """Refuse what optuna-dashboard would only meet with a traceback: a name too long, no study.db, a bad --storage,
+    a read-only study.db folder."""
     from .errors import UserError
+    from .names import check_path
     from .storage import check_url
 
+    check_path(results, "results folder")
+    if storage is None and not (results / "study.db").is_file():
+        raise UserError(f"'{results / 'study.db'}' is missing (for a study on a server, add --storage URL)")
     if storage is not None:
         check_url(storage)
     elif not os.access(results, os.W_OK):  # SQLite writes its journal beside study.db, even to read

@@ -13,6 +13,7 @@ import sqlalchemy
 from blocks.text import drop_stdout, one_line
 
 from .errors import UserError
+from .names import too_long
 
 LINE_MAX = 1000  # characters of an error line: the values it echoes are cut already; this bounds the rest
 
@@ -70,6 +71,9 @@ def main_guard(fn: Callable[[], Any]) -> int:
               file=sys.stderr)
         return 1
     except OSError as e:
+        if (line := too_long(e)) is not None:  # a name a user gave, which no check above measured
+            print(f"error: {line}", file=sys.stderr)
+            return 2
         if e.errno in (28, 30, 13):  # no space left, read-only file system, permission denied
             print(f"error: {e.strerror}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
             return 2

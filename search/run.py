@@ -40,6 +40,7 @@ from .cli import main_guard, python_command, say
 from .config import SearchConfig, load_config
 from .dryrun import Clock, TrainingTimer, sample_designs, summarise, time_training
 from .errors import UserError, clip
+from .names import check_path
 from .objective import Objective
 from .review.summary import summary_table
 from .study.stop import Stop
@@ -111,12 +112,16 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         strings.append(f"data.root={args.data_root}")
     if args.storage:
         strings.append(f"storage={args.storage}")
+    check_path(args.space, "SPACE")
+    check_path(args.results_dir, "--results-dir")
     space = shipped_space(args.space)
     if not Path(space).exists():
         names = ", ".join(p.stem for p in shipped_spaces())
         raise UserError(f"{clip(args.space)}: no such file, nor a shipped space (shipped: {names}; "
                         f"`resnet-search spaces` says where they are)")
-    return load_config(space, overrides, strings)
+    cfg = load_config(space, overrides, strings)
+    check_path(Path(args.results_dir) / cfg.study_name, "the results folder")  # both fit; together they may not
+    return cfg
 
 
 def prepare_results(cfg: SearchConfig, results_root: str) -> Path:

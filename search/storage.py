@@ -25,6 +25,7 @@ from blocks.atomic import open_lock_file
 from blocks.text import one_line
 
 from .errors import UserError
+from .names import check_path
 from .trials import INTERRUPTED, WORKER
 
 # Heartbeats, trial grouping and retry are marked experimental by Optuna; they are what we rely on.
@@ -38,6 +39,7 @@ HEARTBEAT_MAX_S, GRACE_MAX_S = 3600, 86400
 MAX_RETRY = 3  # retries of one trial killed with its worker
 STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)  # the database failed
 SQLITE_TIMEOUT_S = 60  # a writer waits this long for the SQLite file lock instead of failing
+SCHEMA_LOCK = ".schema.lock"  # beside an SQLite database: the longest of the names made from its name (-wal, .lock)
 SCHEMES = "sqlite:///FILE, postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE or mysql://..."
 # pg_advisory_lock key (one bigint) serialising table creation: the first 8 bytes of sha256("search.schema").
 SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"search.schema").digest()[:8], "big", signed=True)
@@ -74,6 +76,8 @@ def check_url(url: str) -> sqlalchemy.engine.URL:
     except ImportError:
         extra = " (pip install 'resnet-budget-search[postgres]')" if parsed.get_backend_name() == "postgresql" else ""
         raise UserError(f"storage {redact_url(given)!r}: no database driver for {parsed.drivername}{extra}") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        check_path(parsed.database, "storage file", room=len(SCHEMA_LOCK))
     return parsed
 
 
@@ -133,7 +137,7 @@ def _schema_lock(url: str, parsed: sqlalchemy.engine.URL, engine_kwargs: dict[st
 def _lock_file(database: str | None) -> Iterator[None]:
     """Hold `DATABASE.schema.lock` exclusively (a file apart from the study lock's: neither waits on the other)."""
     try:
-        f = open_lock_file(f"{database}.schema.lock") if database and database != ":memory:" else None
+        f = open_lock_file(f"{database}{SCHEMA_LOCK}") if database and database != ":memory:" else None
     except OSError:  # a read-only folder holds an existing study (RDBStorage reports anything else)
         f = None
     if f is None:

@@ -107,8 +107,8 @@ def test_the_check_sees_a_circle_hidden_in_a_function(tmp_path: Path) -> None:
 LAYERS: list[tuple[str, ...]] = [
     ("blocks",),  # the ResNet builder and its analytic counts: knows nothing of the search
     ("search", "search.errors", "search.yaml_load", "search.trials", "search.describe", "search.progress",
-     "search.cli", "search.distributions", "search.contained"),  # foundations: exceptions, YAML, trial attribute
-    # names, progress, the results folder's containment rule
+     "search.cli", "search.distributions", "search.contained", "search.names"),  # foundations: exceptions, YAML,
+    # trial attribute names, progress, the results folder's containment rule, names bounded in bytes
     ("search.config",),  # the schema: every key with its default, parsing and value checks only
     ("search.data", "search.space", "search.rules", "search.baselines", "search.trainer", "search.checkpoint",
      "search.device", "search.optim", "search.ema", "search.probe", "search.dryrun", "search.storage",

@@ -15,6 +15,7 @@ import yaml
 
 from ..distributions import Dist, candidates, parse_value
 from ..errors import UserError, clip, shown
+from ..names import check_name, check_path
 from ..yaml_load import MAX_BYTES, load_yaml
 from .schema import (ARCH_KEYS, DATASETS, LATENCY_BATCH_MAX, MAX_EPOCHS, OBJECTIVES, PRUNERS, SAMPLERS, SEED_MAX,
                      SPACE_EXTRA, STUDY_NAME_MAX, Baseline, BudgetConfig, DataConfig, RetrainConfig, RulesConfig, SearchConfig,
@@ -100,7 +101,7 @@ def apply_overrides(raw: dict, overrides: list[str], where: str, parse: bool = T
 def load_config(path: str | Path, overrides: list[str] | None = None,
                 strings: list[str] | None = None) -> SearchConfig:
     """Read, override and validate a search-space YAML; `strings` are overrides taken verbatim (names, URLs)."""
-    path = Path(path)
+    path = Path(check_path(path, "space"))
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     if path.stat().st_size > MAX_BYTES:
@@ -314,6 +315,8 @@ def _check_search(s: SearchSection, path: str) -> None:
         raise UserError(f"{path}: search.study_name {shown(name)}: expected a plain name of at most "
                         f"{STUDY_NAME_MAX} printable characters (it names a folder under --results-dir: no '/', "
                         f"'\\' or leading '.')")
+    if name is not None:
+        check_name(name, f"{path}: search.study_name")  # the folder's name: 200 characters can be 800 bytes
 
 
 def _parse_space(d: Any, path: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from blocks import ArchSpec
 
 from ..distributions import Dist
 from ..errors import UserError, shown
+from ..names import check_path
 
 ARCH_KEYS = {f.name for f in dataclasses.fields(ArchSpec)}
 SPACE_EXTRA = {"fill"}  # fraction of the params budget the solved width aims for
@@ -37,7 +38,7 @@ AMP_CHOICES = ("auto", True, False)
 NOT_IN_FINGERPRINT = {"search": ("n_trials", "timeout", "study_name", "max_rejections", "sampler", "seed"),
                       "data": ("root", "num_workers", "download")}
 SEED_MAX = 2**32 - 1  # numpy (hence Optuna's samplers) takes seeds below 2**32
-STUDY_NAME_MAX = 200  # characters; the name is a folder under --results-dir (most file systems allow 255 bytes)
+STUDY_NAME_MAX = 200  # characters, and at most search.names.NAME_MAX (255) bytes: the name is a folder under --results-dir
 LATENCY_BATCH_MAX = 1024  # the latency probe holds a whole batch's activations at once (LARGE_BATCH is 256)
 
 
@@ -84,6 +85,9 @@ def check_data_values(cfg: DataConfig, where: str = "data") -> None:
     for failed, key, expected in bad:
         if failed:
             raise UserError(f"{where}.{key}: {shown(getattr(cfg, key))} {expected}")
+    for key in ("root", "cache_dir"):  # folders: each name in them within the file system's bytes
+        if isinstance(getattr(cfg, key), str):
+            check_path(getattr(cfg, key), f"{where}.{key}")
 
 
 class TrainSpecError(ValueError):

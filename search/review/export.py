@@ -25,6 +25,7 @@ from blocks.atomic import atomic_write, atomic_write_text
 
 from ..cli import main_guard, python_command
 from ..errors import UserError
+from ..names import TEMP_ROOM, check_path
 from . import tflite
 
 FORMAT = "resnet-budget-search.tflite/1"  # bumped when the sidecar's keys change
@@ -154,10 +155,13 @@ def sidecar(path: Path, model: torch.nn.Module, data: Any, n: int, tflite_bytes:
 
 def export(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
     """Convert, check and write the .tflite and its sidecar; returns the .tflite's path."""
-    tflite.need_converter()
     n = args.calibration_images
     if n < 1 or args.evaluate < 0:
         raise UserError(f"--calibration-images {n} --evaluate {args.evaluate}: expected at least 1 and 0")
+    check_path(args.source, "SOURCE")
+    if args.output:  # checked now, not after minutes of conversion; the sidecar may add '.json' to the name
+        check_path(args.output, "--output", room=TEMP_ROOM + len(".json"))
+    tflite.need_converter()
     source, data = locate(args)
     data = None if args.random_calibration else data
     if args.evaluate and data is None:

@@ -31,6 +31,7 @@ from ..cli import main_guard
 from ..data.datasets import NORMALISATION, ImageDataset, loader_workers
 from ..data.sources import MAX_PIXELS, Split
 from ..errors import UserError
+from ..names import TEMP_ROOM, check_path
 from ..progress import Progress
 from ..device import resolve_device
 from ..trainer import predict
@@ -157,6 +158,11 @@ def run(args: argparse.Namespace, log=print) -> Path:
     """Predict and write the CSV; returns its path."""
     if args.top_k < 1 or args.batch_size < 1:
         raise UserError(f"--top-k {args.top_k} --batch-size {args.batch_size}: expected 1 or more")
+    for what, given in (("MODEL", args.models), ("--images", args.images)):
+        for path in given:
+            check_path(path, what)
+    if args.output != "-":
+        check_path(args.output, "--output", room=TEMP_ROOM)  # a file is written through a temporary one beside it
     device = resolve_device(args.device)
     paths = model_paths(args.models)
     models = load_models(paths, device)

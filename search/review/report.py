@@ -20,6 +20,7 @@ from ..cli import main_guard
 from ..dashboard import upload
 from ..describe import arch_brief
 from ..errors import UserError
+from ..names import TEMP_ROOM, check_path
 from ..trials import KINDS, REJECTED, completed, count_kinds, is_baseline
 from . import report_figures as figs
 from .results import StudyResults, open_results
@@ -239,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def run() -> None:
+        if args.output:
+            check_path(args.output, "--output", room=TEMP_ROOM)  # the page is written through a temporary file
         if args.output and Path(args.output).suffix.lower() not in (".html", ".htm"):
             raise UserError(f"--output {args.output}: the report is one HTML page; give a .html path "
                             f"(a browser's Print > Save as PDF makes a PDF of it)")

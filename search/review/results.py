@@ -17,6 +17,7 @@ from blocks.io import UnreadableFile, read_json
 
 from ..config import SearchConfig, load_config
 from ..errors import UserError
+from ..names import check_path
 from ..study.identity import DATA_ATTR, config_difference, data_difference, data_identity
 from ..storage import default_storage, make_storage, redact_url
 from ..trials import ATTRS, REJECTED, ranked, record_shape
@@ -158,6 +159,7 @@ class StudyResults:
 def open_results(folder: Path, storage: str | None = None, data_root: str | None = None,
                  overrides: list[str] | None = None, study_name: str | None = None) -> StudyResults:
     """Load results/<study>/ (config.yaml, `--set` overrides, the study); every missing piece is a one-line UserError."""
+    check_path(folder, "results folder")
     if not folder.is_dir():
         raise UserError(f"results folder '{folder}' does not exist (python -m search.run writes results/<study>/)")
     config = folder / "config.yaml"

@@ -15,6 +15,7 @@ from blocks.atomic import atomic_text, atomic_write, atomic_write_text
 
 from ..contained import inside
 from ..errors import UserError
+from ..names import fit_name
 from . import evaluate as ev
 from .results import StudyResults
 
@@ -76,7 +77,8 @@ def write_ensemble(res: StudyResults, runs: dict[int, list[SeedRun]], out: Path,
                    unlabeled: list[Path] | None) -> dict[str, Any]:
     """Average the members' softmax per seed index; write ensemble_<a>-<b>/ next to the single models."""
     members = sorted(runs)
-    folder = inside(res.folder, out / f"ensemble_{'-'.join(map(str, members))}")
+    name = fit_name(f"ensemble_{'-'.join(map(str, members))}")  # --top 60: 360 bytes, cut with a digest to fit
+    folder = inside(res.folder, out / name)
     folder.mkdir(parents=True, exist_ok=True)
     names = res.class_names(runs[members[0]][0].probs.shape[1])
     per_seed, per_seed_tta = [], []

@@ -63,6 +63,32 @@ def test_predict_a_folder_with_one_model_and_an_ensemble(smoke_retrained: Path, 
     assert [r["file"] for r in rows] == [str(f) for f in files[:2]] and len(rows[0]) == 1 + 2 * 5
 
 
+def test_the_default_csv_goes_beside_the_model_never_the_current_folder(smoke_retrained: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """No --output: predictions_<images>.csv in the model's folder (inside its results folder), printed; the
+    current folder is left alone, a link planted at that name is replaced (never written through), and other
+    images get a file of their own."""
+    files = images(tmp_path / "photos")
+    trial = tmp_path / "results" / "smoke" / "retrain" / "00001"  # a copy: the session's study stays as it is
+    (trial / "seed_0").mkdir(parents=True)
+    model = trial / "seed_0" / "model.pt"
+    model.write_bytes(next((smoke_retrained / "retrain").glob("0*/seed_0/model.pt")).read_bytes())
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    expected, outside = model.parent / "predictions_photos.csv", tmp_path / "outside.csv"
+    outside.write_text("keep")
+    expected.symlink_to(outside)
+    assert predict.main([str(model), "--images", str(tmp_path / "photos"), "--device", "cpu"]) == 0
+    assert f"wrote {expected} (5 rows, top 5 classes each)" in capsys.readouterr().out
+    assert list(work.iterdir()) == [] and outside.read_text() == "keep" and not expected.is_symlink()
+    assert sorted(r["file"] for r in read(expected)) == sorted(map(str, files))
+    assert predict.main([str(trial), "--images", str(files[0]), str(files[1]), "--device", "cpu"]) == 0
+    assert len(read(trial / "predictions_img0_and_1_more.csv")) == 2 and len(read(expected)) == 5
+    assert list(work.iterdir()) == []
+
+
 def test_predict_errors_are_one_line(smoke_retrained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     model = next((smoke_retrained / "retrain").glob("0*/seed_0/model.pt"))
     assert predict.main([str(model), "--images", str(tmp_path / "nowhere")]) == 2

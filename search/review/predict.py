@@ -5,6 +5,7 @@ seeds); several models are an ensemble (the mean of their softmax, as retrain's 
 read as RGB (at most {megapixels} megapixels), its shorter side resized to the model's input size and the
 centre square kept, then normalised with the statistics the model was trained with (stored in model.pt; a
 model.pt without them needs --mean/--std, or names a dataset whose defaults are used with a note).
+The CSV goes beside the first model, as predictions_<IMAGES>.csv, unless --output says where.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 import blocks
-from blocks.atomic import write_output
+from blocks.atomic import atomic_write_text, write_output
 from blocks.text import plural
 
 from ..data import augment
@@ -31,7 +32,7 @@ from ..cli import main_guard
 from ..data.datasets import NORMALISATION, ImageDataset, loader_workers
 from ..data.sources import MAX_PIXELS, Split
 from ..errors import UserError
-from ..names import TEMP_ROOM, check_path
+from ..names import TEMP_ROOM, check_path, fit_name
 from ..progress import Progress
 from ..device import resolve_device
 from ..trainer import predict
@@ -46,8 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("models", nargs="+", help="model.pt files or folders holding them (several = an ensemble)")
     p.add_argument("--images", nargs="+", required=True,
                    help="image folders (searched recursively), image files, or .txt files listing one path a line")
-    p.add_argument("--output", default="predictions.csv",
-                   help="CSV to write (default: predictions.csv); - or a FIFO or device (/dev/stdout) as a stream")
+    p.add_argument("--output",
+                   help="CSV to write (default: predictions_<IMAGES>.csv in the first MODEL's folder, named after the "
+                        "first --images); - or a FIFO or device (/dev/stdout) as a stream")
     p.add_argument("--top-k", type=int, default=5, help="classes per image, most probable first (default 5)")
     p.add_argument("--batch-size", type=int, default=128,
                    help="images per forward pass (default 128; lower it if the device runs out of memory)")
@@ -161,7 +163,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
     for what, given in (("MODEL", args.models), ("--images", args.images)):
         for path in given:
             check_path(path, what)
-    if args.output != "-":
+    if args.output not in (None, "-"):
         check_path(args.output, "--output", room=TEMP_ROOM)  # a file is written through a temporary one beside it
     device = resolve_device(args.device)
     paths = model_paths(args.models)
@@ -178,14 +180,33 @@ def run(args: argparse.Namespace, log=print) -> Path:
         f"({size}px, {len(names)} classes) on {device}")
     probs = ensemble_probs([predict(m, loader, device, on_batch=Progress(f"model {k}", 0, log=log))[0]
                             for k, m in enumerate(models)])
-    out = Path(args.output)
-    write_csv(out, files, probs, names, args.top_k)
+    out = Path(args.output) if args.output is not None else default_output(args.models, args.images)
+    write_csv(out, files, probs, names, args.top_k, named=args.output is not None)
     log(f"wrote {out} ({plural(len(files), 'row')}, top {plural(min(args.top_k, len(names)), 'class', 'classes')} each)")
     return out
 
 
-def write_csv(path: Path, files: list[Path], probs: torch.Tensor, names: list[str], k: int) -> None:
-    """One row per image: file, then class_i and prob_i for the k most probable classes."""
+def default_output(models: list[str], images: list[str]) -> Path:
+    """predictions_<images>.csv in the first MODEL's folder (the folder given, or the one holding the model.pt).
+
+    Beside the model, so inside its results folder, never the current folder; named after the images, so a run
+    on other images never replaces it (one on the same images does, as a rerun should).
+    """
+    first = Path(models[0])
+    folder = first if first.is_dir() else first.parent
+    label = Path(images[0]).resolve().stem or "images"  # `.` is the current folder's name; `/` has none
+    if len(images) > 1:
+        label += f"_and_{len(images) - 1}_more"
+    return folder / (fit_name(f"predictions_{label}", room=len(".csv") + TEMP_ROOM) + ".csv")
+
+
+def write_csv(path: Path, files: list[Path], probs: torch.Tensor, names: list[str], k: int,
+              named: bool = True) -> None:
+    """One row per image: file, then class_i and prob_i for the k most probable classes.
+
+    `named`: the user named `path` (a FIFO or device there is streamed to, a link followed); else it is the
+    default name beside the model, written atomically over whatever is there (a planted link is replaced).
+    """
     k = min(k, probs.shape[1])
     top = probs.topk(k, dim=1)
     header = ["file"] + [f"{c}_{i}" for i in range(1, k + 1) for c in ("class", "prob")]
@@ -197,9 +218,13 @@ def write_csv(path: Path, files: list[Path], probs: torch.Tensor, names: list[st
     try:  # a file: atomically (a kill mid-write leaves the previous CSV); `-`, a FIFO or /dev/null: as a stream
         if str(path) != "-":
             path.parent.mkdir(parents=True, exist_ok=True)
-        write_output(path, text.getvalue())
+        if named:
+            write_output(path, text.getvalue())
+        else:
+            atomic_write_text(path, text.getvalue())
     except OSError as e:
-        raise UserError(f"cannot write '{path}': {e.strerror or e}") from None
+        hint = "" if named else " (choose where with --output)"
+        raise UserError(f"cannot write '{path}': {e.strerror or e}{hint}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     return main_guard(lambda: run(args, log))
 
 
-def _is_stdout(output: str) -> bool:
+def _is_stdout(output: str | None) -> bool:
     """Whether --output is `-` or names the file standard output already is (/dev/stdout)."""
+    if output is None:  # the default file beside the model
+        return False
     try:
         return output == "-" or os.path.samestat(os.stat(output), os.fstat(sys.stdout.fileno()))
     except (OSError, ValueError, io.UnsupportedOperation):  # no such file; stdout replaced (pytest) or closed

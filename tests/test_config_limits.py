@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ from search.config import load_config
 from search.errors import shown
 from search.yaml_load import MAX_NODES
 from tests.helpers.datasets import make_imagefolder
+from tests.helpers.hostile import fifo_watch
 from tests.helpers.spaces import SPACE, write_space
+from tests.helpers.studies import assert_one_line_error, cli
 
 def assert_refused(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], expected: str) -> str:
     """run.main(args) is exit 2 with one short `error:` line holding `expected`, and no study exists."""
@@ -128,6 +131,23 @@ def test_unknown_space_lists_the_shipped_ones(entry: list[str], tmp_path: Path, 
     err = capsys.readouterr().err
     assert err.startswith("error: nosuch: no such file, nor a shipped space (shipped: cifar10_5m, cifar10_mcu, smoke, tiny_26m")
     assert len(err.splitlines()) == 1
+
+
+def test_a_fifo_as_the_yaml_is_one_line_at_once(tmp_path: Path) -> None:
+    """`search.run <(cat x.yaml)` or a FIFO by name: refused at once for what it is, never waited on (it could be
+    read only once; --workers and every rerun read the YAML again); it was `no such file`."""
+    os.mkfifo(tmp_path / "space.yaml")
+    with fifo_watch(tmp_path / "space.yaml") as blocked:  # a reader waiting on it would fail the test, not hang it
+        proc = cli("space.yaml", "--dry-run", cwd=tmp_path)
+    assert_one_line_error(proc, "error: space.yaml: cannot read the YAML: not a regular file (a FIFO); give the "
+                                "YAML as a file")
+    assert not blocked and sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
+def test_a_folder_as_the_yaml_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "space.yaml").mkdir()
+    assert_refused(tmp_path, capsys, [str(tmp_path / "space.yaml")], "cannot read the YAML: not a regular file (a "
+                                                                      "folder)")
 
 
 @pytest.mark.parametrize("entry", ["search.run", "search", "search report", "search retrain", "search predict",

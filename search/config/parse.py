@@ -4,7 +4,9 @@ names and unknown keys are refused here, with the file and key in the message.""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
+import os
 import re
 import types
 import typing
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from blocks.atomic import open_regular
 
 from ..distributions import Dist, candidates, parse_value
 from ..errors import UserError, clip, shown
@@ -102,12 +106,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
                 strings: list[str] | None = None) -> SearchConfig:
     """Read, override and validate a search-space YAML; `strings` are overrides taken verbatim (names, URLs)."""
     path = Path(check_path(path, "space"))
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    if path.stat().st_size > MAX_BYTES:
-        raise UserError(f"{path}: {path.stat().st_size:,} bytes, over the {MAX_BYTES:,} a config may hold")
+    text = _read_space(path)
     try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
+        raw = load_yaml(text.decode("utf-8"))
     except UserError as e:  # too deep, an alias bomb, a duplicate key: `line N: ...`
         raise UserError(f"{path}: {e}") from None
     except (UnicodeDecodeError, ValueError) as e:  # a binary file; yaml's ReaderError is a ValueError too
@@ -121,6 +122,22 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
     raw = apply_overrides(raw, overrides or [], str(path))
     raw = apply_overrides(raw, strings or [], str(path), parse=False)
     return parse_config(raw, str(path))
+
+
+def _read_space(path: Path) -> bytes:
+    """The YAML's bytes, from a regular file only: a FIFO (`<(cat x.yaml)`) is refused at once, never waited on,
+    as it could be read only once and each --workers process and every rerun reads the YAML again."""
+    try:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_BYTES:
+                raise UserError(f"{path}: {size:,} bytes, over the {MAX_BYTES:,} a config may hold")
+            return f.read()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as e:  # a FIFO, a device, a folder (open_regular's EINVAL), no permission
+        hint = "; give the YAML as a file" if e.errno == errno.EINVAL else ""
+        raise UserError(f"{path}: cannot read the YAML: {e.strerror or e}{hint}") from None
 
 
 SECTIONS = ("data", "budget", "rules", "space", "train", "augment", "search", "storage", "retrain", "baselines")

@@ -70,7 +70,13 @@ def _create(path: Path) -> tuple[Path, int]:
 
 def open_lock_file(path: str | os.PathLike) -> BinaryIO:
     """Open (creating) a lock file for fcntl.flock without following a link planted at its name, nor using a FIFO."""
-    return _regular(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), "r+b")
+    try:
+        return _regular(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), "r+b")
+    except OSError as e:
+        if e.errno == errno.ELOOP and os.path.islink(path):  # O_NOFOLLOW's refusal reads "Too many levels of links"
+            raise OSError(errno.ELOOP, "a symbolic link, which a lock is never opened through (it could lead "
+                                       "anywhere); remove the link and rerun", str(path)) from None
+        raise
 
 
 def open_regular(path: str | os.PathLike) -> BinaryIO:

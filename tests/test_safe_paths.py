@@ -87,6 +87,36 @@ def test_a_fifo_at_the_retrain_lock_is_refused_in_one_line(smoke_copy: Path, cap
     assert stat.S_ISFIFO(os.lstat(lock).st_mode) and [p.name for p in lock.parent.iterdir()] == [lock.name]
 
 
+LINKED_LOCK = "a symbolic link, which a lock is never opened through (it could lead anywhere); remove the link and rerun"
+
+
+def test_a_link_at_the_retrain_lock_is_refused_in_one_line(smoke_copy: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """.retrain.lock -> a file outside: one line saying it is a link (was: 'Too many levels of symbolic links'),
+    exit 2, nothing trained, the file outside untouched."""
+    n = quickest(smoke_copy)
+    lock = smoke_copy / "retrain" / f"{n:05d}" / folder_lock.LOCK
+    lock.parent.mkdir(parents=True)
+    (tmp_path / "outside.txt").write_text("untouched")
+    lock.symlink_to(tmp_path / "outside.txt")
+    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == f"error: cannot open the retrain lock {lock}: {LINKED_LOCK}\n"
+    assert (tmp_path / "outside.txt").read_text() == "untouched" and [p.name for p in lock.parent.iterdir()] == [
+        lock.name]
+
+
+def test_a_link_at_the_study_lock_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """study.db.lock -> a file outside: one line before any trial runs, exit 2, the file outside untouched."""
+    space = write_space(tmp_path, {"search": {"n_trials": 1}, "augment": []})
+    results = tmp_path / "r" / "space"
+    results.mkdir(parents=True)
+    (tmp_path / "outside.txt").write_text("untouched")
+    (results / "study.db.lock").symlink_to(tmp_path / "outside.txt")
+    assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == f"error: cannot open the study lock {results / 'study.db.lock'}: {LINKED_LOCK}\n"
+    assert (tmp_path / "outside.txt").read_text() == "untouched" and not study_at(results).get_trials()
+
+
 def test_a_folder_at_the_set_aside_name_is_kept(tmp_path: Path) -> None:
     """trial_0.pt.unreadable is a folder: the unreadable checkpoint goes to .unreadable.1, the folder is untouched."""
     ckpt = tmp_path / "trial_0.pt"

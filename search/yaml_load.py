@@ -55,9 +55,11 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-# YAML 1.2 floats without a dot (`1e-3`, `5E+4`): YAML 1.1, hence PyYAML, reads them as strings.
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
-                              list("-+0123456789"))
+# YAML 1.2 numbers in e-notation without a dot or an exponent sign (`1e-3`, `5E4`, `1.5e3`): YAML 1.1, hence
+# PyYAML, reads them as strings.
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+                              list("-+0123456789."))
 
 
 def _expanded(node: Node, sizes: dict[int, tuple[int, int]], open_: set[int], level: int = 1) -> tuple[int, int]:

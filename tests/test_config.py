@@ -74,6 +74,8 @@ REFUSED = {  # name: (command-line arguments after the YAML, what the one `error
                                         "space.yaml: train.epochs: train.warmup_epochs 2: expected in [0, epochs)"),
     "objectives as a string": (["--set", "search.objectives=val_acc"],  # typed by the field's type, not its text
                                "search.objectives: expected tuple[str, ...], got 'val_acc'"),
+    "a fraction where an int is expected": (["--set", "budget.params=1.5e0"], "budget.params: expected int, got 1.5"),
+    "a whole float past 2**53": (["--set", "search.n_trials=1e300"], "search.n_trials: expected int, got 1e+300"),
     "unknown key": (["--set", "search.n_trails=3"], "search.n_trails: unknown key"),
     "wrong type": (["--set", "train.epochs=many"], "train.epochs"),
     "unknown transform": (["--set", "augment=[{HorizontalFlipp: {p: 0.5}}]"], "HorizontalFlipp"),
@@ -114,6 +116,20 @@ def test_names_and_urls_from_flags_are_taken_as_typed(tmp_path: Path) -> None:
                            "--data-root", "1e3"])
     cfg = run.config_from_args(args)
     assert cfg.study_name == "2024" and cfg.storage == "sqlite:///:memory:" and cfg.data.root == "1e3"
+
+
+def test_whole_numbers_in_e_notation_are_ints_where_ints_are_expected(tmp_path: Path) -> None:
+    """`budget.params: 5e6` (YAML) and `--set search.n_trials=1e5` are 5,000,000 and 100,000 (were refused:
+    'expected int, got 5000000.0'); `1.28e2` is a number too (was the string '1.28e2'); keys that take floats
+    keep floats."""
+    space = write_space(tmp_path, {"budget": {"params": 5e6}})
+    assert "params: 5000000.0" in space.read_text()  # as a user writes it: a float in the file
+    cfg = load_config(space, ["search.n_trials=1e5", "train.batch_size=1.28e2", "train.epochs={int: [1e0, 3e0]}",
+                              "space.blocks=[1e0, 2e0]", "train.lr=1e0"])
+    assert (cfg.budget.params, cfg.search.n_trials, cfg.train["batch_size"]) == (5_000_000, 100_000, 128)
+    assert (cfg.train["epochs"].low, cfg.train["epochs"].high, cfg.space["blocks"]) == (1, 3, [1, 2])
+    assert all(type(v) is int for v in (cfg.budget.params, cfg.search.n_trials, cfg.train["batch_size"]))
+    assert type(cfg.train["lr"]) is float and cfg.train["lr"] == 1.0
 
 
 def test_largest_seed_samples_every_trial(tmp_path: Path) -> None:

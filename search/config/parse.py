@@ -21,6 +21,7 @@ from ..distributions import Dist, candidates, parse_value
 from ..errors import UserError, clip, shown
 from ..names import check_name, check_path
 from ..yaml_load import MAX_BYTES, load_yaml
+from .numbers import whole_numbers
 from .schema import (ARCH_KEYS, DATASETS, LATENCY_BATCH_MAX, MAX_EPOCHS, OBJECTIVES, PRUNERS, SAMPLERS, SEED_MAX,
                      SPACE_EXTRA, STUDY_NAME_MAX, Baseline, BudgetConfig, DataConfig, RetrainConfig, RulesConfig, SearchConfig,
                      SearchSection, TrainSpec, TrainSpecError, check_data_values, max_train_epochs)
@@ -145,6 +146,7 @@ SECTIONS = ("data", "budget", "rules", "space", "train", "augment", "search", "s
 
 def parse_config(raw: dict, path: str) -> SearchConfig:
     """Validate the raw YAML mapping into a SearchConfig (values only: no dataset is opened, no model built)."""
+    raw = whole_numbers(raw)  # `budget.params: 5e6` is an int where an int is expected
     for key in raw:
         if key not in SECTIONS:
             raise UserError(f"{path}: unknown section {shown(key)} (expected: {', '.join(SECTIONS)})")

@@ -6,6 +6,7 @@ loop, the summary, the report and the results reader all ask here.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any, Iterable
 
@@ -62,8 +63,17 @@ def count_kinds(trials: Iterable[optuna.trial.FrozenTrial]) -> Counter:
 
 
 def completed(trials: Iterable[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """The COMPLETE trials that have values, in study order."""
-    return [t for t in trials if t.state == S.COMPLETE and t.values]
+    """The COMPLETE trials that have finite values, in study order.
+
+    A val_acc is a fraction in [0, 1]; an infinite one (a study.db edited, an enqueued value) would rank first
+    and be retrained as "the best", and a NaN (or NULL) would sort anywhere: such a trial is no result.
+    """
+    return [t for t in trials if t.state == S.COMPLETE and t.values and all(map(_finite, t.values))]
+
+
+def _finite(value: Any) -> bool:
+    """Whether an objective value is a finite number (SQLite keeps a NaN as NULL, which Optuna reads as None)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def ranked(trials: Iterable[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:

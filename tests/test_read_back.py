@@ -14,6 +14,7 @@ import pytest
 import blocks
 from search.data import decode_cache
 from search.review import report, retrain
+from search.review.results import open_results
 from tests.helpers.hostile import BREAKERS
 from tests.helpers.studies import best, quickest
 
@@ -109,3 +110,37 @@ def test_an_edited_study_attribute_is_refused_in_one_line(smoke_copy: Path, caps
     args = [str(smoke_copy)] + (["--trial", str(n), "--epochs", "1", "--device", "cpu"] if command == "retrain" else [])
     assert {"report": report, "retrain": retrain}[command].main(args) == 2
     one_error_line(capsys, "study 'smoke' in ", f"trial {n}'s user attribute {says}; restore the database")
+
+
+def set_values(results: Path, numbers: list[int], value: float | None, kind: str = "FINITE") -> None:
+    """Edit study.db so that these trials' val_acc is `value` as Optuna stores it (INF_POS for +inf; NULL is how
+    SQLite keeps a NaN); Optuna itself never writes either for a COMPLETE trial."""
+    with sqlite3.connect(results / "study.db") as db:
+        for n in numbers:
+            db.execute("UPDATE trial_values SET value = ?, value_type = ? WHERE trial_id = "
+                       "(SELECT trial_id FROM trials WHERE number = ?)", (value, kind, n))
+
+
+def test_an_infinite_value_is_never_the_best_trial(smoke_copy: Path) -> None:
+    """A trial whose val_acc is +inf (study.db edited) is not retrained as "the best" (it was); the best finite one is."""
+    first, second = best(smoke_copy, 2)
+    set_values(smoke_copy, [second], None, "INF_POS")
+    res = open_results(smoke_copy)
+    assert res.choose(None, None) == [first] and second not in [t.number for t in res.complete()]
+
+
+def test_no_finite_complete_trial_is_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture) -> None:
+    done = [t.number for t in open_results(smoke_copy).complete()]
+    set_values(smoke_copy, done, None, "INF_POS")
+    assert retrain.main([str(smoke_copy), "--epochs", "1", "--device", "cpu"]) == 2
+    one_error_line(capsys, "study 'smoke' in ", f"has no complete trial to retrain (trial {min(done)}'s val_acc is "
+                                                "inf, which no search writes: restore study.db from a copy")
+
+
+@pytest.mark.parametrize("command", ["report", "retrain"])
+def test_a_null_value_is_one_line(smoke_copy: Path, command: str, capsys: pytest.CaptureFixture) -> None:
+    """A NaN written into study.db is NULL there, which Optuna's reader meets with an AssertionError traceback."""
+    set_values(smoke_copy, [best(smoke_copy, 1)[0]], None)
+    args = [str(smoke_copy)] + (["--epochs", "1", "--device", "cpu"] if command == "retrain" else [])
+    assert {"report": report, "retrain": retrain}[command].main(args) == 2
+    one_error_line(capsys, "study 'smoke' in ", "a trial's value is NULL (a NaN written into the database)")

@@ -43,7 +43,12 @@ class StudyResults:
     @cached_property
     def trials(self) -> list[optuna.trial.FrozenTrial]:
         """Every trial of the study, by number; a user attribute that is not what the search writes is a UserError."""
-        trials = sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
+        try:
+            trials = sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
+        except AssertionError:  # Optuna's reader asserts on a value stored as NULL, which is how SQLite keeps a NaN
+            raise UserError(f"study {self.name!r} in {redact_url(self.storage_url)}: a trial's value is NULL (a NaN "
+                            f"written into the database), which Optuna cannot read; restore the database from a "
+                            f"copy") from None
         for t in trials:
             why = problem(t.user_attrs, ATTRS)
             if why:
@@ -80,7 +85,10 @@ class StudyResults:
         if top < 1:
             raise UserError(f"--top {top}: expected at least 1")
         if not done:
-            raise UserError(f"study {self.name!r} in {self.folder} has no complete trial to retrain")
+            odd = [t for t in self.trials if t.state == S.COMPLETE and t.values]  # complete, none finite
+            why = (f" (trial {odd[0].number}'s val_acc is {odd[0].values[0]}, which no search writes: restore study.db "
+                   f"from a copy, or name a trial with --trial)" if odd else "")
+            raise UserError(f"study {self.name!r} in {self.folder} has no complete trial to retrain{why}")
         if top > len(done):
             raise UserError(f"--top {top}: study {self.name!r} has only {len(done)} complete trials")
         return [t.number for t in done[:top]]

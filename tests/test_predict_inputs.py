@@ -81,6 +81,20 @@ def test_a_model_without_normalisation(tmp_path: Path, capfd: pytest.CaptureFixt
                          f"mean {list(data.CIFAR10_MEAN)} std {list(data.CIFAR10_STD)}")
 
 
+@pytest.mark.parametrize("mean, std", [("1e308", "0.5"), ("0.5", "1e-320"), ("123.7", "58.4"), ("nan", "0.5"),
+                                       ("0.5", "inf")])
+def test_absurd_normalisation_is_one_line(mean: str, std: str, tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """--mean/--std are statistics of pixels in [0, 1]: a mean of 1e308 or a std of 1e-320 wrote a CSV of NaN
+    probabilities (exit 0); values in 0-255 units are refused with that hint."""
+    out = tmp_path / "p.csv"
+    code = predict.main([str(model_pt(tmp_path / "m.pt")), "--images", str(image(tmp_path / "a.png")), "--output",
+                         str(out), "--device", "cpu", "--mean", mean, mean, mean, "--std", std, std, std])
+    err = one_error(capfd, code)
+    assert err.startswith(f"error: --mean {float(mean)} ") and "expected each mean in [0, 1] and each std in [1/255, " \
+                                                                "1]" in err and "255 times too large" in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("width, height", [(10_000, 10_000), (20_000, 10_000)])  # PIL warns, then refuses
 def test_an_image_over_the_size_limit_is_refused_before_decoding(width: int, height: int, tmp_path: Path,
                                                                  capfd: pytest.CaptureFixture) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import math
 import os
 import sys
 from pathlib import Path
@@ -39,6 +38,11 @@ from ..trainer import predict
 from .evaluate import ensemble_probs
 
 
+# The least per-channel std taken: one grey level. A channel that varies less is constant, and dividing by less
+# would send its pixels past +-255 (a std of 1e-320 made every probability NaN, as did a mean of 1e308).
+STD_MIN = 1 / 255
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(prog="resnet-search predict",
@@ -58,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
                    help="per-channel mean of the training images, pixels in [0, 1] (default: saved in model.pt)")
     p.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
-                   help="per-channel standard deviation, as --mean (default: saved in model.pt)")
+                   help="per-channel standard deviation, as --mean, 1/255 to 1 (default: saved in model.pt)")
     return p.parse_args(argv)
 
 
@@ -125,8 +129,10 @@ def normalisation(args: argparse.Namespace, extra: dict, where: Path, log=print)
     if (args.mean is None) != (args.std is None):
         raise UserError("--mean and --std go together: give both (3 values each) or neither")
     if args.mean is not None:
-        if not all(math.isfinite(v) for v in args.mean) or not all(math.isfinite(v) and v > 0 for v in args.std):
-            raise UserError(f"--mean {args.mean} --std {args.std}: expected finite values, std above 0")
+        if not all(0 <= v <= 1 for v in args.mean) or not all(STD_MIN <= v <= 1 for v in args.std):  # NaN fails too
+            raise UserError(f"--mean {' '.join(map(str, args.mean))} --std {' '.join(map(str, args.std))}: expected "
+                            f"each mean in [0, 1] and each std in [1/255, 1], statistics of pixels scaled to [0, 1] "
+                            f"(values in 0-255 units are 255 times too large)")
         return list(args.mean), list(args.std)
     if "mean" in extra and "std" in extra:
         return extra["mean"], extra["std"]
@@ -182,7 +188,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
                             for k, m in enumerate(models)])
     out = Path(args.output) if args.output is not None else default_output(args.models, args.images)
     write_csv(out, files, probs, names, args.top_k, named=args.output is not None)
-    log(f"wrote {out} ({plural(len(files), 'row')}, top {plural(min(args.top_k, len(names)), 'class', 'classes')} each)")
+    log(f"wrote {'standard output' if str(out) == '-' else out} ({plural(len(files), 'row')}, top {plural(min(args.top_k, len(names)), 'class', 'classes')} each)")
     return out
 
 

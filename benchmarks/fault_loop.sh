@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The fault, worker, signal, study, trial-loop, storage and resume tests N times in a row with every core kept busy by a spinning shell loop: the
-# check that they do not depend on wall-clock luck (issue 11). Prints one line per run and the tally.
+# check that they do not depend on wall-clock luck (issue 11). Issue 29's tests with FIFOs, signals, pipes and threads
+# joined the list: mid-run faults (a closed stdout, NaN, a full disk), planted and special files, links out of a
+# results folder, files read back, the dashboard's signals. Prints one line per run and the tally.
 #
 #   benchmarks/fault_loop.sh [RUNS=20]
 #   TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:PORT/postgres benchmarks/fault_loop.sh 20
@@ -17,7 +19,9 @@ passed=0
 for i in $(seq "$runs"); do
   start=$(date +%s)
   if .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_faults.py tests/test_workers.py tests/test_stop.py \
-      tests/test_study.py tests/test_trial_loop.py tests/test_storage.py tests/test_resume.py > "$logs/run_$i.log" 2>&1; then
+      tests/test_study.py tests/test_trial_loop.py tests/test_storage.py tests/test_resume.py \
+      tests/test_midrun_faults.py tests/test_safe_files.py tests/test_safe_paths.py tests/test_read_back.py \
+      tests/test_dashboard.py > "$logs/run_$i.log" 2>&1; then
     result=pass; passed=$((passed + 1))
   else
     result=FAIL

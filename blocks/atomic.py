@@ -16,6 +16,8 @@ from typing import BinaryIO, Callable, Iterator, TextIO
 # the temporary file is always a new one of ours; its mode is 0o666 less the umask, as open() makes it.
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 _TRIES = 100  # random names to try before giving up (a clash takes 2**48 names in one folder)
+_TOKEN = 6  # random bytes in a temporary name, written as 12 hex digits
+TEMP_EXTRA = len(f"..{'0' * 2 * _TOKEN}.tmp")  # bytes a temporary name adds to its file's: '.' + name + '.<hex>.tmp'
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], fsync: bool = False) -> Path:
@@ -60,7 +62,7 @@ def atomic_text(path: str | os.PathLike) -> Iterator[TextIO]:
 def _create(path: Path) -> tuple[Path, int]:
     """A new temporary file beside `path` (`.<name>.<random>.tmp`), created exclusively: its path and fd."""
     for _ in range(_TRIES):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(_TOKEN)}.tmp")
         try:
             return tmp, os.open(tmp, _FLAGS, 0o666)
         except FileExistsError:

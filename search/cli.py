@@ -50,7 +50,8 @@ def main_guard(fn: Callable[[], Any]) -> int:
     """Run `fn`; UserError -> `error: ...` and exit 2; Ctrl-C -> a resume hint and exit 130.
 
     A database that fails mid-run (a server gone, a lock never released) -> one line and exit 1:
-    the study keeps what was committed, and a rerun resumes it.
+    the study keeps what was committed, and a rerun resumes it. A name too long for the file system, a full
+    or read-only disk, a permission refused -> one line and exit 2.
     """
     if getattr(sys.stdout, "errors", None) == "strict":
         # An ASCII stdout (PYTHONIOENCODING=ascii, an old C locale) would raise UnicodeEncodeError at the first

@@ -15,11 +15,13 @@ import hashlib
 import os
 from pathlib import PurePath
 
+from blocks.atomic import TEMP_EXTRA
+
 from .errors import UserError, clip, shown
 
 NAME_MAX = 255  # bytes in one file or folder name (Linux's and macOS's NAME_MAX)
 PATH_MAX = 4096  # bytes in a whole path (Linux's PATH_MAX; macOS's is 1,024, which ENAMETOOLONG still catches)
-TEMP_ROOM = 18  # bytes blocks.atomic adds to a name for the temporary file it writes first: '.' + name + '.<12 hex>.tmp'
+TEMP_ROOM = TEMP_EXTRA  # bytes blocks.atomic adds to a name for the temporary file it writes first (18)
 SHOWN = 60  # characters of an over-long name quoted in a message
 _UNITS = "UTF-8 takes 2 bytes for an accented letter, 3 for most CJK characters"
 

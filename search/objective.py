@@ -29,6 +29,7 @@ from .rules import check_sample, module_violation
 from .space import sample
 from .storage import STORAGE_ERRORS, stored_trial
 from .device import resolve_device
+from .threads import epoch_threads
 from .trainer import EpochResult, fit, resumable_epochs, seed_everything
 from .trials import (BASELINE, INTERRUPTED, REJECTED, RESUMED_FROM, RETRY_OF, WORKER, count_finished,
                      count_running, is_baseline, ranked, record_shape)
@@ -39,7 +40,7 @@ class Objective:
 
     def __init__(self, cfg: SearchConfig, results: Path, device: str = "auto",
                  log: Callable[[str], None] = print, probe: LatencyProbe | None = None,
-                 stop: Callable[[], bool] | None = None, progress_every_s: float = PLAIN_EVERY_S):
+                 stop: Callable[[], bool] | None = None, progress_every_s: float = PLAIN_EVERY_S, workers: int = 1):
         from .data.datasets import dataset_info
 
         self.cfg, self.results, self.log = cfg, results, log
@@ -49,6 +50,8 @@ class Objective:
         self.stop = stop  # asked between batches (search.study.stop.Stop in a worker)
         self.progress_every_s = progress_every_s  # seconds between plain progress lines (not on a terminal)
         self.device = resolve_device(device)
+        # torch's CPU threads each epoch: this worker's share (of `workers` on this machine) of the free cores
+        self.threads = epoch_threads(self.device, workers, log)
         self.info = dataset_info(cfg.data)
         self.rejections_in_a_row = 0
         self.warned_one_step = False  # the one-step-per-epoch note is printed once per process
@@ -170,7 +173,7 @@ class Objective:
         try:
             return fit(model, loaders.train, loaders.val, train, self.device, on_epoch=on_epoch,
                        checkpoint=ckpt, native_size=self.info.image_size, seed=seed, stop=self.stop,
-                       on_batch=on_epoch.progress)
+                       on_batch=on_epoch.progress, threads=self.threads)
         except KeyboardInterrupt:  # keep the checkpoint: a rerun resumes the trial from its last epoch
             record["state"] = "interrupted"
             self._write(trial.number, record, quiet=True)

@@ -202,7 +202,7 @@ def _run_here(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, 
             f"(budget {cfg.budget.params:,} params{_flops(cfg)}) -> {results}")
         t0 = time.time()
         with Stop() as stop:  # from here on Ctrl-C / SIGTERM only ask the loops to stop at a safe point
-            objective = Objective(cfg, results, args.device, log=log, stop=stop)
+            objective = Objective(cfg, results, args.device, log=log, stop=stop, workers=args.workers)
             run_trials(study, objective, target, lock, stop, timeout=cfg.search.timeout, grace_s=args.grace,
                        poll_s=min(5.0, args.heartbeat), log=log)
         log(f"ran for {time.time() - t0:.0f}s")
@@ -224,7 +224,8 @@ def _run_workers(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Stud
         log(f"study {cfg.study_name!r}: {done} finished, running {target - done} more with {args.workers} workers "
             f"(budget {cfg.budget.params:,} params{_flops(cfg)}) -> {results}")
         t0 = time.time()
-        workers, interrupted = launch(_without_workers(args.argv), args.workers, results, args.device, echo=log)
+        # each child keeps --workers N: it takes its share of the free cores (a --worker-index makes it one worker)
+        workers, interrupted = launch(args.argv, args.workers, results, args.device, echo=log)
         log(f"ran for {time.time() - t0:.0f}s")
     failed = [w for w in workers if w.proc.returncode != 0]
     for w in failed:
@@ -252,19 +253,6 @@ def next_commands(args: argparse.Namespace, results: Path, storage: str) -> str:
                       f"  {py} -m search report {folder}{on_server}        # one HTML page of charts",
                       f"  {py} -m search dashboard {folder}{on_server}     # browse trials and artifacts",
                       f"  {py} -m search retrain {folder}{on_server}       # train the best trial to full epochs, then test"])
-
-
-def _without_workers(argv: list[str]) -> list[str]:
-    """The command line minus `--workers N` (each child is one worker)."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--workers":
-            skip = True
-        elif not a.startswith("--workers="):
-            out.append(a)
-    return out
 
 
 def _flops(cfg: SearchConfig) -> str:

@@ -41,6 +41,7 @@ class EpochResult:
     image_size: int  # training image side, px
     time_s: float  # wall time of train + eval
     images_per_s: float = 0.0  # training images per second of the epoch's training loop (eval excluded)
+    threads: int = 0  # torch's CPU threads during the epoch (0: recorded before threads were)
 
 
 @dataclass
@@ -111,7 +112,8 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: bool 
 def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, device: torch.device, *,
         on_epoch: Callable[[EpochResult], None] | None = None, checkpoint: Path | None = None,
         native_size: int | None = None, seed: int | None = None,
-        stop: Callable[[], bool] | None = None, on_batch: BatchHook | None = None) -> list[EpochResult]:
+        stop: Callable[[], bool] | None = None, on_batch: BatchHook | None = None,
+        threads: Callable[[int], int] | None = None) -> list[EpochResult]:
     """Train for spec.epochs, evaluating every epoch; `on_epoch` may raise to stop (e.g. pruning).
 
     With spec.ema, validation scores the EMA weights, and the model ends holding them.
@@ -126,6 +128,9 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
     checks it first, setting it aside). With
     `seed`, every epoch reseeds torch and the loader's shuffling and augmentation from (seed, epoch),
     so a resumed run sees the same batches as an uninterrupted one.
+
+    `threads(epoch)` is asked before every epoch (0-based) for torch's CPU threads, e.g. a
+    search.threads.EpochThreads that picks them from the free cores; without it they stay as they are.
     """
     state = setup_training(model, spec, device, len(train_loader))
     history = resume(state, checkpoint) if checkpoint is not None and checkpoint.exists() else []
@@ -133,6 +138,8 @@ def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, d
         if on_epoch is not None:
             on_epoch(result)
     for epoch in range(len(history), spec.epochs):
+        if threads is not None:
+            torch.set_num_threads(threads(epoch))
         if seed is not None:
             torch.manual_seed(seed * 1000 + epoch)
             reseed_loader(train_loader, seed * 1000 + epoch)
@@ -190,7 +197,8 @@ def run_epoch(state: TrainState, train_loader: Any, val_loader: Any, epoch: int,
     val_loss, val_acc = (evaluate(scored, val_loader, device, spec.amp, size, spec.tta) if val_loader is not None
                          else (math.nan, math.nan))
     return EpochResult(epoch + 1, loss_sum / max(1, n), correct / max(1, n), val_loss, val_acc,
-                       state.opt.param_groups[0]["lr"], size or side, time.perf_counter() - t0, speed)
+                       state.opt.param_groups[0]["lr"], size or side, time.perf_counter() - t0, speed,
+                       torch.get_num_threads())
 
 
 def train_epoch(state: TrainState, loader: Any, epoch: int, size: int | None, stop: Callable[[], bool] | None,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers.spaces import ROOT, SMOKE_OVERRIDES  # SMOKE_OVERRIDES: spaces/smoke.yaml shrunk to seconds
 from tests.helpers.studies import copy_results
@@ -18,6 +20,17 @@ def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         home = tmp_path_factory.mktemp("cache_home")
         mp.setenv("XDG_CACHE_HOME", str(home))
         yield home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fixed_threads() -> Iterator[str]:
+    """OMP_NUM_THREADS for the session (torch's own count unless set): threads that the machine's load does not
+    change, so that runs a test compares compute alike (search.threads leaves fixed threads alone); the tests of
+    the load-driven choice unset it and give a fake machine's load."""
+    with pytest.MonkeyPatch.context() as mp:
+        value = os.environ.get("OMP_NUM_THREADS", str(torch.get_num_threads()))
+        mp.setenv("OMP_NUM_THREADS", value)
+        yield value
 
 
 @pytest.fixture(scope="session")

@@ -110,9 +110,9 @@ LAYERS: list[tuple[str, ...]] = [
      "search.cli", "search.distributions", "search.contained", "search.names"),  # foundations: exceptions, YAML,
     # trial attribute names, progress, the results folder's containment rule, names bounded in bytes
     ("search.config",),  # the schema: every key with its default, parsing and value checks only
-    ("search.data", "search.space", "search.rules", "search.baselines", "search.trainer", "search.checkpoint",
-     "search.device", "search.optim", "search.ema", "search.probe", "search.dryrun", "search.storage",
-     "search.dashboard", "search.checks"),  # the core: data, sampling, rules, training, Optuna's storage and artifacts
+    ("search.data", "search.space", "search.rules", "search.baselines", "search.trainer", "search.threads",
+     "search.checkpoint", "search.device", "search.optim", "search.ema", "search.probe", "search.dryrun",
+     "search.storage", "search.dashboard", "search.checks"),  # the core: data, sampling, rules, training, Optuna's storage and artifacts
     ("search.objective",),  # one trial: sample, check, build, train, report
     ("search.study",),  # the study: its lock and identity, workers, signals, the trial loop
     ("search.review",),  # what a finished study is used for: report, retrain, predict

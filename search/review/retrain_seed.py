@@ -20,6 +20,7 @@ from ..checkpoint import CheckpointWriteError
 from ..describe import arch_brief
 from ..errors import ResultsWriteError, UserError
 from ..progress import Progress
+from ..threads import epoch_threads
 from ..trainer import EPOCH, EpochResult, fit, predict, resumable_epochs, seed_everything
 from . import evaluate as ev
 from . import recipe
@@ -132,7 +133,8 @@ def _train(res: StudyResults, plan: Plan, seed: int, run_dir: Path, loaders: Any
                         log=log)
     try:
         results = fit(model, loaders.train, None if on_val else loaders.val, train, device, on_epoch=on_epoch,
-                      checkpoint=state, native_size=loaders.info.image_size, seed=seed, stop=stop, on_batch=progress)
+                      checkpoint=state, native_size=loaders.info.image_size, seed=seed, stop=stop, on_batch=progress,
+                      threads=epoch_threads(device, log=log))
     except FloatingPointError as e:  # fit raises before saving the epoch: train_state.pt keeps the last good one
         kept = f"; the last good epoch's state is kept in {state}" if state.is_file() else ""
         raise UserError(f"{tag} {e}{kept}; try a lower retrain.lr (--set retrain.lr=...) with --fresh") from None

@@ -1,7 +1,8 @@
 """The --workers parent: start N worker processes of this command, relay their output, forward Ctrl-C.
 
-Each worker is `python -m search.run ... --worker-index i`, with its own GPU (round robin) or a share
-of the CPU cores; its output goes to results/<study>/worker<i>.log and, prefixed `[wI]`, to ours.
+Each worker is `python -m search.run ... --workers N --worker-index i`, with its own GPU (round robin) or,
+on the CPU, its share of the free cores (search.threads, re-picked every epoch); its output goes to
+results/<study>/worker<i>.log and, prefixed `[wI]`, to ours.
 A Ctrl-C or SIGTERM to the parent reaches the workers as SIGINT (each stops at its next safe point).
 """
 
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..device import threads_per_worker
 from .stop import Signals
 
 POLL_S = 1.0  # the parent looks at its workers at least this often (a signal or a worker's exit wakes it)
@@ -48,13 +48,11 @@ def visible_gpus(device: str) -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def worker_env(index: int, n: int, gpus: list[str]) -> dict[str, str]:
-    """Environment of worker `index`: its own GPU (round robin), or a share of the CPU cores."""
+def worker_env(index: int, gpus: list[str]) -> dict[str, str]:
+    """Environment of worker `index`: its own GPU (round robin); on the CPU it picks its threads itself."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-    elif "OMP_NUM_THREADS" not in os.environ:  # N workers each using every core slow each other down
-        env["OMP_NUM_THREADS"] = str(threads_per_worker(n))
     return env
 
 
@@ -78,7 +76,7 @@ def launch(argv: list[str], n: int, results: Path, device: str,
         log_path = results / f"worker{i}.log"
         cmd = [sys.executable, "-m", "search.run", *argv, "--worker-index", str(i)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                env=worker_env(i, n, gpus), preexec_fn=_die_with_parent)
+                                env=worker_env(i, gpus), preexec_fn=_die_with_parent)
         workers.append(Worker(i, proc, log_path))
         where = f"GPU {gpus[i % len(gpus)]}" if gpus else "CPU"
         echo(f"worker {i}: pid {proc.pid} on {where}, log {log_path}")

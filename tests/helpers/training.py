@@ -18,16 +18,17 @@ DATA = DataConfig(dataset="synthetic", synthetic_train=160, synthetic_test=40, s
 
 
 def reproduce(space: Path, record: dict) -> list:
-    """Train a trial's recorded arch and train spec again with its seed on the CPU (the objective's order)."""
+    """Train a trial's recorded arch and train spec again with its seed and each epoch's threads on the CPU (the
+    objective's order)."""
     cfg = load_config(space)
     train = TrainSpec.from_dict(record["train"])
-    torch.set_num_threads(record["threads"])
     seed_everything(record["seed"])  # seed, build, loaders, fit: as search.objective does
     model = build(ArchSpec.from_dict(record["arch"]))
     steps = policy_steps(cfg.augment, train.augment_policy or DEFAULT_POLICY)
     loaders = make_loaders(cfg.data, steps, train.batch_size, seed=record["seed"], device="cpu")
     return fit(model, loaders.train, loaders.val, train, torch.device("cpu"),
-               native_size=dataset_info(cfg.data).image_size, seed=record["seed"])
+               native_size=dataset_info(cfg.data).image_size, seed=record["seed"],
+               threads=lambda epoch: record["epochs"][epoch]["threads"])
 
 
 def same_metrics(history: list, record: dict) -> bool:

@@ -30,11 +30,6 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def threads_per_worker(workers: int) -> int:
-    """CPU threads each of `workers` worker processes on this machine gets: an equal share of its cores."""
-    return max(1, cpu_cores() // max(1, workers))
-
-
 def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
     """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist)."""
     try:

@@ -3,15 +3,16 @@
 Designs are drawn by Optuna's random sampler from an in-memory study (nothing is written, no study is
 created or touched), resolved and checked exactly as the objective does, and summarised. A short timed
 probe of PROBE_DESIGNS designs, one from each fifth of the drawn designs' FLOPs, gives the expected duration
-on this device at their mean time per image, baselines included (with `--workers N`: N trials at once, each
-timed on its worker's share of the cores). Both are
-bounded: drawing stops after DRAW_S seconds, and the probe times a smaller batch than the training one
-when that one would need over PROBE_BYTES of activations or a step would take over a share of PROBE_S.
+on this device at their mean time per image, baselines included. On the CPU the probe trains on the threads
+a trial would start with here (search.threads: a share of the cores that other processes leave free, the
+share of one of `--workers N`), and a busy machine is said in the estimate. Both are bounded: drawing stops
+after DRAW_S seconds, and the probe times a smaller batch than the training one when that one would need
+over PROBE_BYTES of activations or a step would take over a share of PROBE_S (more on the fewer threads a
+busy machine leaves, so that load does not shrink the batch timed).
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections import Counter
@@ -28,9 +29,10 @@ from blocks.text import plural, short_bytes, short_count
 from . import trainer
 from .config import SearchConfig
 from .describe import arch_brief
-from .device import sync, threads_per_worker, to_device
+from .device import cpu_cores, sync, to_device
 from .rules import check_sample
 from .space import sample
+from .threads import PROCESS, Load, LoadMeter, fixed_by, threads_for
 from .config import TrainSpec
 
 EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (forward only, no backward)
@@ -43,6 +45,7 @@ SAVED_PER_OUTPUT = 8  # float32 tensors of a block's output size kept for backwa
 # Steps per epoch the probe's schedule is sized for: more than it takes, so that no schedule (one-cycle's
 # end is an error) runs out; the learning rate's value does not change a step's time.
 SCHEDULE_STEPS = 1000
+OWN = "this dry run's"  # whose part of the load average this process's is
 Clock = Callable[[], float]
 
 
@@ -57,7 +60,20 @@ class ProbeRefused(Exception):
     """The probe will not time this design (it would need more memory than PROBE_BYTES allows)."""
 
 
-TrainingTimer = Callable[[ArchSpec, TrainSpec, torch.device], Timing]  # seconds per training image of a design
+# Seconds per training image of a design: (spec, train, device, seconds its timing may take) -> Timing
+TrainingTimer = Callable[[ArchSpec, TrainSpec, torch.device, float], Timing]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the probe runs here, and how many trials the search trains at once."""
+
+    threads: int | None  # the probe's torch threads (None: as this process has them)
+    parallel: int  # trials training at once
+    limit_s: float  # seconds the probe of one design may take
+    threads_said: str = ""  # the probe line's words on its threads, where they are not the quiet machine's
+    busy: str = ""  # the estimate line's clause on a machine whose cores are not all free
+    crowded: str = ""  # the line saying that workers beyond the cores or GPUs do not shorten the search
 
 
 @dataclass
@@ -100,9 +116,10 @@ def activation_bytes(spec: ArchSpec) -> int:
     return 4 * (SAVED_PER_OUTPUT * outputs + spec.in_channels * spec.input_size ** 2)
 
 
-def time_training(spec: ArchSpec, train: TrainSpec, device: torch.device, *, clock: Clock = time.perf_counter,
-                  limit_s: float = PROBE_S) -> Timing:
-    """Seconds per training image of `spec` on random images, at its batch size or at a bounded part of it.
+def time_training(spec: ArchSpec, train: TrainSpec, device: torch.device, limit_s: float = PROBE_S, *,
+                  clock: Clock = time.perf_counter) -> Timing:
+    """Seconds per training image of `spec` on random images, at its batch size or at a bounded part of it
+    (`limit_s`: seconds the timed steps may take together, each step a share).
 
     Each timed step is the trainer's own (trainer.train_step on a model set up by trainer.setup_training):
     channels_last, torch.compile and bf16 autocast exactly as trials train.
@@ -144,9 +161,10 @@ def _stepper(state: trainer.TrainState, spec: ArchSpec, clock: Clock) -> Callabl
 
 def summarise(cfg: SearchConfig, designs: list[Design], rejected: Counter, n_train: int, n_val: int,
               device: torch.device, probe: TrainingTimer = time_training, notes: Sequence[str] = (),
-              asked: int | None = None, workers: int = 1) -> list[str]:
+              asked: int | None = None, workers: int = 1, meter: LoadMeter | None = None) -> list[str]:
     """The dry run's report lines; `notes` (what was skipped or bounded) follow the first; `asked`: draws wanted;
-    `workers`: the worker processes the search will run on this machine (--workers)."""
+    `workers`: the worker processes the search will run on this machine (--workers); `meter`: reads the
+    machine's load before the probe (this process's search.threads.PROCESS when None)."""
     n = len(designs) + sum(rejected.values())
     lines = [f"dry run of {cfg.path}: {n:,} designs drawn at random (seed {cfg.search.seed}); nothing trained, "
              f"no study created or touched"]
@@ -162,7 +180,11 @@ def summarise(cfg: SearchConfig, designs: list[Design], rejected: Counter, n_tra
     if not designs:
         lines.append("no design of this space can be trained: widen the space or raise the budget")
         return lines
-    return lines + _space_lines(cfg, designs) + _duration_lines(cfg, designs, n_train, n_val, device, probe, workers)
+    runs = cfg.search.n_trials + len(cfg.baselines)  # baselines train once, outside n_trials
+    load = (meter or PROCESS).read() if device.type == "cpu" else None  # read before the probe adds to it
+    plan = plan_here(device, workers, runs, load)
+    return lines + _space_lines(cfg, designs) + _duration_lines(cfg, designs, n_train, n_val, device, probe, plan,
+                                                               workers)
 
 
 def _space_lines(cfg: SearchConfig, designs: list[Design]) -> list[str]:
@@ -186,51 +208,79 @@ def _space_lines(cfg: SearchConfig, designs: list[Design]) -> list[str]:
     return lines
 
 
-def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_val: int, device: torch.device,
-                    probe: TrainingTimer, workers: int = 1) -> list[str]:
-    """The probe of PROBE_DESIGNS designs spread over the drawn designs' FLOPs, and the expected duration at
-    their mean time per image (a trial's time follows its compute; one design's speed can be 10x another's).
+def plan_here(device: torch.device, workers: int, runs: int, load: Load | None) -> Plan:
+    """The probe's threads and time, and the trials at once, for `workers` processes running `runs` trials here.
 
-    With N workers on a CPU the probe runs on the threads each worker gets (its share of the cores, as
-    `--workers` gives them), and N trials run at once; on CUDA, one per GPU.
+    On the CPU each worker takes its share of the cores other processes leave free (search.threads, as
+    trials do), and workers beyond the free cores share them; on CUDA one trial runs per GPU.
+    """
+    if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        crowded = (f"{workers} workers on {plural(gpus, 'GPU')}: at most {gpus} trials train at once; workers "
+                   f"beyond the GPUs do not shorten the search") if workers > gpus else ""
+        return Plan(None, max(1, min(workers, gpus, runs)), PROBE_S, crowded=crowded)
+    load = load or Load(0.0, 0.0, cpu_cores())  # no load average on this OS: taken as quiet
+    quiet = threads_for(Load(0.0, 0.0, load.cores, load.most), workers)
+    fixed = fixed_by()
+    threads = torch.get_num_threads() if fixed else threads_for(load, workers)
+    free = max(1, load.free)
+    at_once = max(1, min(workers, free // threads))
+    crowded = (f"{workers} workers on {plural(free, 'free core')} at {plural(threads, 'thread')} each train as "
+               f"fast as {at_once} would; workers beyond the free cores do not shorten the search"
+               if at_once < workers else "")
+    whose = fixed or ("one worker's share of the free cores" if workers > 1 else "the free cores")
+    said = f", {plural(threads, 'thread')}: {whose}" if workers > 1 or threads != quiet else ""
+    busy = ""
+    if load.free < load.cores:
+        on = f"the {plural(threads, 'thread')} {fixed} sets" if fixed else plural(threads, "thread")
+        busy = (f"; machine busy: {load.says(OWN)}; estimated on {on}: the search takes less time if cores free up, "
+                f"more if the load grows")
+    limit_s = PROBE_S if fixed else PROBE_S * quiet / threads  # fewer threads: the batch a quiet machine times
+    return Plan(None if fixed else threads, min(at_once, runs), limit_s, said, busy, crowded)
+
+
+def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_val: int, device: torch.device,
+                    probe: TrainingTimer, plan: Plan, workers: int = 1) -> list[str]:
+    """The probe of PROBE_DESIGNS designs spread over the drawn designs' FLOPs, and the expected duration at
+    their mean time per image (a trial's time follows its compute; one design's speed can be 10x another's),
+    with `plan.parallel` trials at once.
     """
     by_flops = sorted(designs, key=lambda d: d.flops)
     k = min(PROBE_DESIGNS, len(by_flops))
     picked = [by_flops[int((i + 0.5) * len(by_flops) / k)] for i in range(k)]  # distinct: k <= len(by_flops)
-    parallel, threads = _parallel(device, workers)
-    rates = _time_designs(picked, probe, device, threads)
+    rates = _time_designs(picked, probe, device, plan)
     if isinstance(rates, str):
         return [rates]
     s_per_img = statistics.fmean(r.s_per_img for r in rates)
-    at = _batch_words({(r.batch, d.train.batch_size) for r, d in zip(rates, picked)})
-    if threads:
-        at += f", {threads} thread{'s' * (threads > 1)}: one worker's share of the cores"
+    at = _batch_words({(r.batch, d.train.batch_size) for r, d in zip(rates, picked)}) + plan.threads_said
     speeds = sorted(1 / r.s_per_img for r in rates)
     span = f"{speeds[0]:,.0f} img/s" if len(speeds) == 1 else f"{speeds[0]:,.0f} .. {speeds[-1]:,.0f} img/s"
     flops = f"{short_count(picked[0].flops)}" + (f" .. {short_count(picked[-1].flops)}" if len(picked) > 1 else "")
     epochs = statistics.median(d.train.epochs for d in designs)
     trial_s = epochs * (n_train + EVAL_COST * n_val) * s_per_img
     runs = cfg.search.n_trials + len(cfg.baselines)  # baselines train once, outside n_trials
-    total = runs * trial_s / parallel
+    total = runs * trial_s / plan.parallel
     n_base = len(cfg.baselines)
     trials = f"{cfg.search.n_trials} trials" + (f" + {n_base} baseline{'s' * (n_base > 1)}" if n_base else "")
     how = f"with {workers} workers" if workers > 1 else "on this device"
+    once = f" / {plan.parallel} at once" if plan.parallel > 1 else ""
     return [f"probe: {len(picked)} design{'s' * (len(picked) > 1)} spread over the drawn FLOPs ({flops}) train at "
             f"{span} on {device} ({at}); {1 / s_per_img:,.0f} img/s in the mean time per image",
+            *([f"note: {plan.crowded}"] if plan.crowded else []),
             f"expected duration: {trials} x {epochs:g} epochs x ({n_train:,} training + {n_val:,} validation "
-            f"images){f' / {parallel} at once' if parallel > 1 else ''} = about {_hours(total)} {how} without "
-            f"pruning (one trial about {_hours(trial_s)}; pruned trials stop early)"]
+            f"images){once} = about {_hours(total)} {how} without pruning (one trial about {_hours(trial_s)}; "
+            f"pruned trials stop early){plan.busy}"]
 
 
 def _time_designs(picked: list[Design], probe: TrainingTimer, device: torch.device,
-                  threads: int | None) -> list[Timing] | str:
-    """Each design's Timing on `threads` threads, or the one line saying why there is no estimate."""
+                  plan: Plan) -> list[Timing] | str:
+    """Each design's Timing on the plan's threads, or the one line saying why there is no estimate."""
     rates = []
     for d in picked:
         what = f"a design ({arch_brief(d.spec.to_dict())}, {short_count(d.params)} params)"
         try:
-            with _torch_threads(threads):
-                rates.append(probe(d.spec, d.train, device))
+            with _torch_threads(plan.threads):
+                rates.append(probe(d.spec, d.train, device, plan.limit_s))
         except ProbeRefused as e:
             return f"probe: {what} not timed: {e}; no duration estimate"
         except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError and the CPU allocator's: RuntimeErrors
@@ -247,15 +297,6 @@ def _batch_words(pairs: set[tuple[int, int]]) -> str:
                 if any(t != b for t, b in pairs) else "at their training batches")
     ((timed, batch),) = pairs
     return f"batch {batch:,}" if timed == batch else f"timed at batch {timed:,} of {batch:,}, scaled per image"
-
-
-def _parallel(device: torch.device, workers: int) -> tuple[int, int | None]:
-    """Trials training at once, and the CPU threads the probe should use (None: as this process has them)."""
-    if device.type == "cuda":
-        return max(1, min(workers, torch.cuda.device_count())), None
-    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:  # workers then keep the value given (study.supervisor)
-        return max(1, workers), None
-    return workers, threads_per_worker(workers)
 
 
 @contextmanager

@@ -50,6 +50,7 @@ from .storage import (GRACE_MAX_S, GRACE_S, HEARTBEAT_MAX_S, HEARTBEAT_S, check_
 from .study.study import StudyLock, open_study, requeue_interrupted
 from .study.supervisor import describe_exit, launch
 from .study.trial_loop import run_trials
+from .threads import LoadMeter
 from .device import resolve_device
 from .trials import count_finished
 
@@ -168,8 +169,9 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
 
 
 def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: TrainingTimer = time_training,
-            clock: Clock = time.monotonic) -> None:
-    """Validate, draw designs and print what the space holds and how long its search would take here."""
+            clock: Clock = time.monotonic, meter: LoadMeter | None = None) -> None:
+    """Validate, draw designs and print what the space holds and how long its search would take here (`meter`:
+    reads the machine's load; this process's by default)."""
     if args.dry_run_samples < 1:
         raise UserError(f"--dry-run-samples {args.dry_run_samples}: expected 1 or more")
     found = check_for_training(cfg, images="count")  # counts the images: nothing decoded, downloaded or written
@@ -177,7 +179,7 @@ def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: Train
                                        clock=clock)
     notes = [found.skipped] if found.skipped else []
     for line in summarise(cfg, designs, rejected, found.n_train, found.n_val, resolve_device(args.device), probe,
-                          notes, asked=args.dry_run_samples, workers=args.workers):
+                          notes, asked=args.dry_run_samples, workers=args.workers, meter=meter):
         log(line)
 
 

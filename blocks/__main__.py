@@ -1,8 +1,8 @@
 """Size one fixed design by hand: `python -m blocks '{"blocks": [2,2,2,2], "width": 64}'` or a YAML file.
 
 Prints exact parameters, FLOPs (fvcore's convention), peak activation memory, receptive field, the count
-of 1x1 convs that widen the channels and a per-stage table, all from `complexity(spec)` without building
-the model.
+of 1x1 convs that widen the channels, a per-stage table and the FLOPs by kind of operation, all from
+`complexity(spec)` without building the model.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .layers import MAC_KINDS
 from .resnet import ACTIVATION_BYTES, Complexity, complexity
 from .spec import ArchSpec
 from .text import drop_stdout, one_line, short_bytes, short_count, version
@@ -92,7 +93,15 @@ def report(spec: ArchSpec, cx: Complexity) -> str:
     rows = zip(spec.blocks, spec.stage_widths, spec.stage_strides, cx.stage_peaks, cx.stage_shapes)
     for i, (depth, width, stride, peak, (c, h, w)) in enumerate(rows, start=1):
         lines.append(f"{i:>5}  {depth:>6}  {width:>5}  {stride:>6}  {peak:>10}  {c} x {h} x {w}")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", *macs_lines(cx)])
+
+
+def macs_lines(cx: Complexity) -> list[str]:
+    """The FLOPs split by the kind of operation that does them, each with its share of the total."""
+    lines = ["FLOPs by kind of operation (which of them CMSIS-NN runs on a fast int8 kernel: docs/sizing.md)"]
+    for kind, n in cx.macs_by_kind:
+        lines.append(f"  {MAC_KINDS[kind]:<42} {n:>15,}  {n / max(cx.flops, 1):>6.1%}")
+    return lines + ["latency on a microcontroller is not measured by this toolkit"]
 
 
 def to_json(cx: Complexity) -> str:
@@ -100,6 +109,7 @@ def to_json(cx: Complexity) -> str:
     d = dataclasses.asdict(cx)
     d["stage_shapes"] = [list(s) for s in cx.stage_shapes]
     d["stage_peaks"] = list(cx.stage_peaks)
+    d["macs_by_kind"] = dict(cx.macs_by_kind)
     d["peak_activation_bytes"] = cx.peak_bytes()
     return json.dumps(d, indent=2)
 
@@ -108,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, size the spec and print it; return the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m blocks",
-        description="Exact params, FLOPs (fvcore convention: one multiply-add = one FLOP, batch 1), peak "
-                    "activation memory, receptive field and stage shapes of one ResNet spec, computed without "
-                    "building it.",
+        description="Exact params, FLOPs (fvcore convention: one multiply-add = one FLOP, batch 1) in total and "
+                    "by kind of operation, peak activation memory, receptive field and stage shapes of one ResNet "
+                    "spec, computed without building it.",
         epilog="examples: python -m blocks '{\"blocks\": [2,2,2,2], \"width\": 64}'   "
                "python -m blocks '{blocks: [3,4,6,3], block: bottleneck, stem: imagenet, input_size: 224}'   "
                "python -m blocks arch.yaml",

@@ -14,17 +14,33 @@ residual add's two inputs and its output are live together. BatchNorm (folded in
 it), ReLU (in place), dropout and flatten are no extra tensor. Every other layer writes a new tensor:
 each conv (a separable conv's depthwise output is an intermediate tensor), a projection shortcut, a
 zero-pad shortcut's strided subsampling and its padding, each pooling layer and the linear layer.
+
+Every counted FLOP is also counted under the kind of operation that does it (`Cx.macs`, keys MAC_KINDS), so
+the kinds add up to the total. The kinds follow the int8 kernels CMSIS-NN picks for a layer (docs/sizing.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .depthwise import DepthwiseConv2d
+
+# Multiply-adds by kind, in the order printed. The depthwise kinds are the three paths of CMSIS-NN's
+# arm_depthwise_conv_wrapper_s8.c: 3x3 with one filter a channel, other kernels with one filter a channel,
+# and a channel multiplier over 1 (any kernel). BatchNorm is folded into its conv when deployed.
+MAC_KINDS = {
+    "dense": "dense conv (k > 1)",
+    "depthwise_3x3": "depthwise 3x3",
+    "depthwise_other": "depthwise, other kernels",
+    "depthwise_multiplier": "depthwise, channel multiplier > 1",
+    "pointwise": "pointwise conv (1x1)",
+    "linear": "linear",
+    "norm_pool": "BatchNorm (folded on device), global pool",
+}
 
 
 @dataclass
@@ -42,6 +58,7 @@ class Cx:
     live: int = 0  # elements of the tensors live now, the current map included
     peak: int = 0  # the largest number of elements live at once so far
     keep: bool = False  # the current map stays live after the next layer (a block input kept for its shortcut)
+    macs: dict[str, int] = field(default_factory=dict)  # the FLOPs so far by kind (MAC_KINDS); they sum to flops
 
     def __post_init__(self) -> None:
         if not self.live:  # a fresh state: its feature map (the network's input) is the one live tensor
@@ -59,10 +76,26 @@ class Cx:
     def join(self, other: "Cx") -> "Cx":
         """Merge a parallel branch into this one: counts add, the receptive field is the larger."""
         self.params += other.params
-        self.flops += other.flops
+        for kind, n in other.macs.items():
+            add_flops(self, kind, n)
         self.widening_1x1 += other.widening_1x1
         self.rf = max(self.rf, other.rf)
         return self
+
+
+def add_flops(cx: Cx, kind: str, n: int) -> None:
+    """Count `n` FLOPs (multiply-adds) done by an operation of `kind` (a MAC_KINDS key)."""
+    cx.flops += n
+    cx.macs[kind] = cx.macs.get(kind, 0) + n
+
+
+def conv_kind(c_in: int, c_out: int, k: int, groups: int) -> str:
+    """The MAC_KINDS key of a k x k conv from c_in to c_out channels in `groups` groups."""
+    if groups == 1:
+        return "pointwise" if k == 1 else "dense"
+    if c_out > c_in:  # groups == c_in: each input channel feeds c_out // c_in filters
+        return "depthwise_multiplier"
+    return "depthwise_3x3" if k == 3 else "depthwise_other"
 
 
 def new_tensor(cx: Cx, freed: int) -> Cx:
@@ -85,7 +118,7 @@ def conv_cx(cx: Cx, c_out: int, k: int, stride: int = 1, groups: int = 1, bias: 
     h, w, freed = out_size(cx.h, k, stride), out_size(cx.w, k, stride), cx.size
     weights = c_out * (cx.c // groups) * k * k
     cx.params += weights + (c_out if bias else 0)
-    cx.flops += weights * h * w
+    add_flops(cx, conv_kind(cx.c, c_out, k, groups), weights * h * w)
     cx.rf += (k - 1) * cx.jump
     cx.jump *= stride
     if k == 1 and c_out > cx.c:
@@ -97,7 +130,7 @@ def conv_cx(cx: Cx, c_out: int, k: int, stride: int = 1, groups: int = 1, bias: 
 def bn_cx(cx: Cx) -> Cx:
     """Twin of nn.BatchNorm2d(cx.c) in eval mode: weight + bias, 2 FLOPs per element (folded: no tensor)."""
     cx.params += 2 * cx.c
-    cx.flops += 2 * cx.c * cx.h * cx.w
+    add_flops(cx, "norm_pool", 2 * cx.c * cx.h * cx.w)
     return cx
 
 

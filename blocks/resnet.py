@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .layers import (Cx, bn_cx, block_conv, block_conv_cx, conv, conv_cx, make_shortcut, new_tensor, pool_cx,
-                     residual_add_cx)
+from .layers import (MAC_KINDS, Cx, add_flops, bn_cx, block_conv, block_conv_cx, conv, conv_cx, make_shortcut,
+                     new_tensor, pool_cx, residual_add_cx)
 from .spec import ArchSpec
 
 ACTIVATION_BYTES = 1  # bytes per activation element: int8, as MLPerf Tiny and TFLite Micro deploy
@@ -114,7 +114,7 @@ class Head(nn.Module):
         """Twin of Head(kind, cx.c, cx.h, pool, num_classes, dropout); dropout and flatten are no tensor."""
         freed = cx.size
         if pool is None:
-            cx.flops += cx.c * cx.h * cx.w  # fvcore: adaptive_avg_pool2d, 1 per input element
+            add_flops(cx, "norm_pool", cx.c * cx.h * cx.w)  # fvcore: adaptive_avg_pool2d, 1 per input element
             cx.h = cx.w = 1
         else:
             cx.h, cx.w = (cx.h - pool) // pool + 1, (cx.w - pool) // pool + 1
@@ -122,10 +122,10 @@ class Head(nn.Module):
         if kind == "linear":
             features = cx.c * cx.h * cx.w
             cx.params += features * num_classes + num_classes
-            cx.flops += features * num_classes
+            add_flops(cx, "linear", features * num_classes)
         else:
             conv_cx(cx, num_classes, 1, bias=True)
-            cx.flops += cx.c * cx.h * cx.w
+            add_flops(cx, "norm_pool", cx.c * cx.h * cx.w)  # the global average after the 1x1 conv
         freed = cx.size
         cx.c, cx.h, cx.w = num_classes, 1, 1
         return new_tensor(cx, freed)
@@ -184,6 +184,8 @@ class Complexity:
     # live at once when the layers run in order, the input image included; BN folded, ReLU in place.
     peak_activations: int = 0
     stage_peaks: tuple[int, ...] = field(default=())  # the same peak within each stage's layers
+    # FLOPs split by the kind of operation that does them, every key of MAC_KINDS in its order; they sum to flops
+    macs_by_kind: tuple[tuple[str, int], ...] = field(default=())
 
     def peak_bytes(self, bytes_per_element: int = ACTIVATION_BYTES) -> int:
         """Peak activation memory in bytes at this precision (default int8, as MLPerf Tiny deploys)."""
@@ -211,4 +213,5 @@ def complexity(spec: ArchSpec) -> Complexity:
         cx.peak = max(before, cx.peak)
     rf = cx.rf
     Head.complexity(cx, spec.head, spec.pool, spec.num_classes)
-    return Complexity(cx.params, cx.flops, rf, cx.widening_1x1, tuple(shapes), cx.peak, tuple(peaks))
+    macs = tuple((kind, cx.macs.get(kind, 0)) for kind in MAC_KINDS)
+    return Complexity(cx.params, cx.flops, rf, cx.widening_1x1, tuple(shapes), cx.peak, tuple(peaks), macs)

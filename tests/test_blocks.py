@@ -20,6 +20,7 @@ from fvcore.nn import FlopCountAnalysis, parameter_count
 from torch import nn
 
 from blocks import ArchSpec, build, complexity
+from blocks.layers import MAC_KINDS
 from tests.helpers.specs import INVALID, N_DRAWS, SPECS
 
 GOLDEN = Path(__file__).with_name("golden_complexity.json")
@@ -35,11 +36,37 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def fvcore_flops(model: nn.Module, in_channels: int, size: int) -> int:
+def fvcore_analysis(model: nn.Module, in_channels: int, size: int) -> FlopCountAnalysis:
     """fvcore's FLOP count of `model` in eval mode on one random image of side `size`."""
     x = torch.randn(1, in_channels, size, size)
-    fca = FlopCountAnalysis(model.eval(), x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    return int(fca.total())
+    return FlopCountAnalysis(model.eval(), x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+
+
+def fvcore_flops(model: nn.Module, in_channels: int, size: int) -> int:
+    """fvcore's total FLOPs of `model` on one image of side `size`."""
+    return int(fvcore_analysis(model, in_channels, size).total())
+
+
+def module_kind(m: nn.Module) -> str:
+    """The kind of operation a leaf module of the built model does, read from the module itself (MAC_KINDS)."""
+    if isinstance(m, nn.Linear):
+        return "linear"
+    if not isinstance(m, nn.Conv2d):
+        return "norm_pool"  # BatchNorm, pooling; ReLU, dropout, identity and the zero-pad shortcut count 0
+    if m.groups == 1:
+        return "pointwise" if m.kernel_size == (1, 1) else "dense"
+    if m.out_channels > m.in_channels:
+        return "depthwise_multiplier"
+    return "depthwise_3x3" if m.kernel_size == (3, 3) else "depthwise_other"
+
+
+def fvcore_by_kind(model: nn.Module, fca: FlopCountAnalysis) -> dict[str, int]:
+    """fvcore's FLOPs of every leaf module, added up by the kind of the module (every MAC_KINDS key)."""
+    counts, by_kind = fca.by_module(), dict.fromkeys(MAC_KINDS, 0)
+    for name, m in model.named_modules():
+        if not any(m.children()):
+            by_kind[module_kind(m)] += counts.get(name, 0)
+    return by_kind
 
 
 def _spec_id(spec: ArchSpec) -> str:
@@ -64,15 +91,20 @@ def test_sampler_draws_300_valid_specs_over_every_option() -> None:
         assert None in seen(key) and len(seen(key)) > 5, key
     assert min(seen("input_size")) < 24 and max(seen("input_size")) > 56
     assert min(seen("width")) <= 16 and max(seen("width")) >= 100
+    kinds = {kind for s in SPECS for kind, n in complexity(s).macs_by_kind if n}
+    assert kinds == set(MAC_KINDS)  # every kind of operation is held to fvcore below
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[f"{i:03d}-{_spec_id(s)}" for i, s in enumerate(SPECS)])
 def test_analytic_counts_equal_model_and_fvcore(spec: ArchSpec) -> None:
-    """params, FLOPs, stage shapes and widening 1x1 count equal the built model's and fvcore's."""
+    """params, FLOPs (in total and by kind), stage shapes and widening 1x1 count equal the model's and fvcore's."""
     cx = complexity(spec)
     model = build(spec).eval()
     assert cx.params == sum(p.numel() for p in model.parameters()) == parameter_count(model)[""]
-    assert cx.flops == fvcore_flops(model, spec.in_channels, spec.input_size)
+    fca = fvcore_analysis(model, spec.in_channels, spec.input_size)
+    assert cx.flops == fca.total()
+    by_kind = fvcore_by_kind(model, fca)
+    assert dict(cx.macs_by_kind) == by_kind and sum(by_kind.values()) == cx.flops  # every FLOP is in a leaf's kind
     shapes: list[tuple[int, ...]] = []
     hooks = [st.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:]))) for st in model.stages]
     with torch.no_grad():

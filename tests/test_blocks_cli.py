@@ -63,7 +63,24 @@ def test_json_output_from_inline_yaml(capsys: pytest.CaptureFixture[str]) -> Non
         "params": 11173962, "flops": 556659712, "receptive_field": 109, "widening_1x1": 3,
         "stage_shapes": [[64, 32, 32], [128, 16, 16], [256, 8, 8], [512, 4, 4]],
         "peak_activations": 196608, "stage_peaks": [196608, 131072, 65536, 32768], "peak_activation_bytes": 196608,
+        # 3x3 convs: the stem's 3 x 64 x 9 x 32^2 and 15 more; 1x1: three projections of 2,097,152 each; 512 x 10
+        "macs_by_kind": {"dense": 549126144, "depthwise_3x3": 0, "depthwise_other": 0, "depthwise_multiplier": 0,
+                         "pointwise": 6291456, "linear": 5120, "norm_pool": 1236992},
     }
+
+
+def test_flops_by_kind_of_the_mcu_winner(capsys: pytest.CaptureFixture[str]) -> None:
+    """The MLPerf Tiny winner (trial 26): most of its multiply-adds are 1x1 and 5x5 depthwise, none 3x3 depthwise."""
+    proc = run_main(capsys, "{stages: 3, blocks: [3, 1, 3], widths: [16, 56, 88], kernel: 5, separable: true}")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "FLOPs:              10498416 (10.50 MFLOPs" in out
+    kinds = out[out.index("FLOPs by kind of operation"):].splitlines()
+    assert [line.split()[-2:] for line in kinds[1:8]] == [
+        ["442,368", "4.2%"], ["0", "0.0%"], ["3,712,000", "35.4%"], ["0", "0.0%"], ["5,943,296", "56.6%"],
+        ["880", "0.0%"], ["399,872", "3.8%"]]
+    assert kinds[3].startswith("  depthwise, other kernels") and kinds[5].startswith("  pointwise conv (1x1)")
+    assert kinds[8] == "latency on a microcontroller is not measured by this toolkit"
 
 
 @pytest.mark.parametrize("nested", [False, True], ids=["top-level", "under-arch"])

@@ -138,3 +138,18 @@ def test_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert report.main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: results folder") and err.count("\n") == 1
+
+
+def test_report_splits_multiply_adds_by_kind(tmp_path: Path) -> None:
+    """Each shown trial's FLOPs by kind: one 8-wide basic block at 32 px is all dense 3x3 convs, BN and the head."""
+    page = report.write_report(small_study(tmp_path, [0.4]))[0].read_text()
+    section = page[page.index("<h2>Multiply-adds by kind of operation</h2>"):]
+    assert "Microcontroller latency is not measured here" in section and "docs/sizing.md" in section
+    header, row = re.findall(r"<tr>(.*?)</tr>", section)[:2]
+    assert re.findall(r"<th[^>]*>(.*?)</th>", header) == [
+        "trial", "design", "dense conv (k &gt; 1)", "depthwise 3x3", "depthwise, other kernels",
+        "depthwise, channel multiplier &gt; 1", "pointwise conv (1x1)", "linear",
+        "BatchNorm (folded on device), global pool", "total"]
+    # dense: 3*8*9*32^2 (stem) + 2 * 8*8*9*32^2 = 1,400,832; linear 8*10; BN 3 * 2*8*32^2 + pool 8*32^2 = 57,344
+    assert re.findall(r"<td[^>]*>(.*?)</td>", row) == ["0", "searched", "1.40M", "0", "0", "0", "0", "80", "57.34k",
+                                                      "1.46M"]

@@ -11,9 +11,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import optuna
 import plotly.graph_objects as go
 
+from blocks import ArchSpec, complexity
 from blocks.atomic import atomic_write_text
+from blocks.layers import MAC_KINDS
 from blocks.text import short_count
 
 from ..cli import main_guard
@@ -127,8 +130,7 @@ def overview(page: Page, res: StudyResults) -> None:
     page.raw(f"<p>{len(trials)} trials: " + ", ".join(f"{counts[k]} {k}" for k in KINDS if counts[k])
              + f". Hard budget: {budget.params:,} parameters{flops}. Objectives: "
              + html.escape(", ".join(res.cfg.search.objectives)) + f". {figs.FLOPS_NOTE}.</p>")
-    done = res.complete()
-    shown = done[:10] + [t for t in done[10:] if is_baseline(t)]  # every baseline, for comparison
+    shown = _shown(res)
     rows = [[t.number, f"{t.values[0]:.4f}", short_count(t.user_attrs.get("params")),
              f"{t.user_attrs.get('params', 0) / budget.params:.1%}", short_count(t.user_attrs.get("flops")),
              t.user_attrs.get("receptive_field", "-"), design(t), arch_brief(t.user_attrs.get("arch", {}))]
@@ -140,6 +142,35 @@ def overview(page: Page, res: StudyResults) -> None:
     if reasons:
         page.raw("<p>Rejected before building (never trained), by reason:</p>"
                  + table(["reason", "trials"], [[r, n] for r, n in reasons.most_common()], left=(0,)))
+
+
+def _shown(res: StudyResults) -> list[optuna.trial.FrozenTrial]:
+    """The 10 best complete trials and every baseline, for comparison."""
+    done = res.complete()
+    return done[:10] + [t for t in done[10:] if is_baseline(t)]
+
+
+def macs_section(page: Page, res: StudyResults) -> None:
+    """The multiply-adds of the trials in the overview, split by the kind of operation that does them."""
+    page.section("Multiply-adds by kind of operation", "The FLOPs of the trials above, split by the kind of "
+                 "operation that does them (blocks.complexity, fvcore convention). They do not run equally fast "
+                 "on a microcontroller: CMSIS-NN has int8 kernels of its own for 3x3 depthwise and stride-1 1x1 "
+                 "convs, a general one for other depthwise kernels, and the plain C loop for a depthwise conv "
+                 "with a channel multiplier (docs/sizing.md). Microcontroller latency is not measured here.")
+    rows, invalid = [], []
+    for t in _shown(res):
+        try:
+            cx = complexity(ArchSpec.from_dict(t.user_attrs.get("arch", {})))
+        except (ValueError, TypeError):
+            invalid.append(str(t.number))
+            continue
+        rows.append([t.number, design(t), *(short_count(n) for _, n in cx.macs_by_kind), short_count(cx.flops)])
+    if rows:
+        page.raw(table(["trial", "design", *MAC_KINDS.values(), "total"], rows, left=(1,)))
+    elif not invalid:
+        page.note("No complete trial yet.")
+    if invalid:
+        page.note(f"Not shown: trial {', '.join(invalid)}, whose recorded architecture is not a valid design.")
 
 
 def retrain_section(page: Page, res: StudyResults) -> None:
@@ -200,6 +231,7 @@ def build_report(res: StudyResults) -> Page:
     page.figure(figs.tradeoff(trials, "flops", res.cfg.budget.flops), "flops")
     page.figure(figs.tradeoff(trials, "peak_activations", res.cfg.budget.peak_activations), "peak")
     page.figure(figs.accuracy_vs_speed(trials), "speed")  # measured: FLOPs do not predict speed (BENCHMARKS.md)
+    macs_section(page, res)
     page.section("Parameter importances", "How much each searched parameter explains val_acc "
                  "(optuna.importance.get_param_importances).")
     fig, note = figs.importances(study, trials)

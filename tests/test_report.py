@@ -12,8 +12,8 @@ import optuna
 import pytest
 
 from search.review import report
-from search.config import load_config
-from search.review.results import StudyResults, open_results
+from search.review.results import open_results
+from tests.helpers.studies import small_study
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -107,19 +107,6 @@ def test_browser_check_sees_script_errors(tmp_path: Path) -> None:
     path.write_text(page.render("broken"))
     errors = script_errors(render(path, tmp_path))
     assert "boom from the test" in errors and "unhandled rejection: lost promise" in errors
-
-
-def small_study(tmp_path: Path, values: list[float]) -> StudyResults:
-    """A study with one complete trial per value (no training), next to the smoke space's config."""
-    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 'study.db'}",
-                                study_name="tiny")
-    for i, v in enumerate(values):
-        study.add_trial(optuna.trial.create_trial(
-            params={"lr": 0.1}, distributions={"lr": optuna.distributions.FloatDistribution(0.01, 1)}, value=v,
-            user_attrs={"params": 1000 * (i + 1), "flops": 5000, "val_acc_curve": [v / 2, v],
-                        "arch": {"stages": 1, "blocks": [1], "width": 8}}))
-    cfg = load_config(ROOT / "spaces" / "smoke.yaml")
-    return StudyResults(tmp_path, cfg, study, f"sqlite:///{tmp_path / 'study.db'}")
 
 
 @pytest.mark.parametrize("values, note", [

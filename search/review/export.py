@@ -26,7 +26,7 @@ from blocks.atomic import atomic_write, atomic_write_text
 from ..cli import main_guard, python_command
 from ..errors import UserError
 from ..names import TEMP_ROOM, check_path
-from . import tflite
+from . import int8_results, tflite
 
 FORMAT = "resnet-budget-search.tflite/1"  # bumped when the sidecar's keys change
 CALIBRATION_IMAGES = 500  # default; the ranges of a 10-class CIFAR model settle well before this
@@ -187,7 +187,22 @@ def export(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path
               if isinstance(arena, dict) else "arena not measured (no tflite-micro)")
     log(f"wrote {out} ({len(tflite_bytes):,} bytes, int8 end to end, {seconds:.1f} s; {memory}; analytic peak "
         f"{doc['analytic_peak_bytes']:,} bytes) and {out.with_suffix('.json').name}")
+    if args.evaluate:
+        record(source, out, doc, log)
     return out
+
+
+def record(source: Path, out: Path, doc: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Say the int8 accuracy and keep it beside a retrained seed's model, where the retrain table and report read it."""
+    acc = doc["accuracy"]
+    where = int8_results.write_record(source, acc, {"tflite": str(out), "tflite_sha256": doc["sha256"],
+                                                    "calibration": doc["calibration"]})
+    kept = f"; recorded in {where} for the retrain summary and the report" if where else ""
+    log(f"int8 top-1 {acc['int8_top1']:.4f}, fp32 {acc['fp32_top1']:.4f} on the same {acc['images']:,} test images "
+        f"({acc['int8_top1'] - acc['fp32_top1']:+.4f}; the same class on {acc['agreement']:.1%}){kept}")
+    if acc["fp32_top1"] - acc["int8_top1"] > int8_results.PTQ_LOSS:
+        log(f"note: int8 loses more than {int8_results.PTQ_LOSS * 100:.1f} points of top-1 to post-training "
+            f"quantisation; quantisation-aware training is not available in this toolkit yet")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from ..describe import arch_brief
 from ..errors import UserError
 from ..names import TEMP_ROOM, check_path
 from ..trials import KINDS, REJECTED, completed, count_kinds, is_baseline
+from . import int8_results
 from . import report_figures as figs
 from .results import StudyResults, open_results
 from .summary import design
@@ -182,21 +183,31 @@ def retrain_section(page: Page, res: StudyResults) -> None:
     if not docs:
         page.note("No retrain results yet: run python -m search retrain " + shlex.quote(str(res.folder)))
         return
+    int8 = [_int8(d) for d in docs]  # read from the seed folders: export may have run since the retrain
+    shown = any(int8)  # the int8 columns only where an export recorded an int8 accuracy
     rows = []
-    for d in docs:
+    for d, int8_of_d in zip(docs, int8):
         test, tta = d.get("test", {}), d.get("test_tta", {})
         if "members" in d:
             singles = "; ".join(f"trial {n}: {_pm(s.get('top1'))}" for n, s in d.get("members_test", {}).items())
-            rows.append([f"ensemble {d['members']}", "-", _pm(test.get("top1")), _pm(tta.get("top1")),
-                         _pm(test.get("top5")), "-", "-", "-", singles])
+            row = [f"ensemble {d['members']}", "-", _pm(test.get("top1")), _pm(tta.get("top1")),
+                   _pm(test.get("top5")), "-", "-", "-", singles]
         else:
             t = next((t for t in res.trials if t.number == d.get("trial")), None)
             label = f"trial {d['trial']}" + (f" ({design(t)})" if t is not None and is_baseline(t) else "")
-            rows.append([label, f"{d['val_acc']:.4f}" if d.get("val_acc") is not None else "-",
-                         _pm(test.get("top1")), _pm(tta.get("top1")), _pm(test.get("top5")),
-                         short_count(d.get("params")), d.get("epochs"), _trained_on(d), d.get("test_set", "")])
-    page.raw(table(["model", "search val_acc", "test top-1 plain", "test top-1 flip TTA", "test top-5 plain",
-                    "params", "epochs", "trained on", "test set / members"], rows, left=(0, 7, 8)))
+            row = [label, f"{d['val_acc']:.4f}" if d.get("val_acc") is not None else "-",
+                   _pm(test.get("top1")), _pm(tta.get("top1")), _pm(test.get("top5")),
+                   short_count(d.get("params")), d.get("epochs"), _trained_on(d), d.get("test_set", "")]
+        rows.append(row[:5] + _int8_cells(int8_of_d) + row[5:] if shown else row)
+    header = ["model", "search val_acc", "test top-1 plain", "test top-1 flip TTA", "test top-5 plain",
+              *(["int8 top-1", "int8 − fp32 (same images)"] if shown else []),
+              "params", "epochs", "trained on", "test set / members"]
+    page.raw(table(header, rows, left=(0, len(header) - 2, len(header) - 1)))
+    if shown:
+        page.note("int8: the exported full-integer .tflite (python -m search export --evaluate) on the first test "
+                  "images it was run on, beside the fp32 model's top-1 on those same images: a negative "
+                  "difference is top-1 lost to post-training quantisation. Quantisation-aware training is not "
+                  "available yet.")
     page.figure(figs.retrain_curves(docs), "retrain-curves")
     singles = [d for d in docs if "trial" in d and "test" in d]
     if singles:
@@ -204,6 +215,25 @@ def retrain_section(page: Page, res: StudyResults) -> None:
         bars, heat = figs.retrain_classes(best)
         page.figure(bars, "retrain-classes")
         page.figure(heat, "retrain-confusion")
+
+
+def _int8(d: dict[str, Any]) -> dict[str, Any] | None:
+    """The int8 records of a retrained trial's seeds (int8_results.summary); None for an ensemble or none."""
+    if "members" in d:
+        return None
+    listed = d.get("seeds") if isinstance(d.get("seeds"), list) else []
+    seeds = {s.get("folder") for s in listed if isinstance(s, dict)}  # the seed runs this summary is over
+    return int8_results.summary([f for f in sorted(Path(d["folder"]).glob("seed_*")) if f.name in seeds])
+
+
+def _int8_cells(s: dict[str, Any] | None) -> list[str]:
+    """'int8 top-1' and 'int8 − fp32' of one row: mean ± std, the images and seeds; '-' without a record."""
+    if s is None:
+        return ["-", "-"]
+    images = f" ({s['images']:,} images)"
+    diff = s["minus_fp32"]
+    std = f" ± {diff['std']:.4f}" if diff["std"] is not None else ""
+    return [_pm(s["top1"]) + images, f"{diff['mean']:+.4f}{std}"]
 
 
 def _trained_on(d: dict) -> str:

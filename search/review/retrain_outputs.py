@@ -17,6 +17,7 @@ from ..contained import inside
 from ..errors import UserError
 from ..names import fit_name
 from . import evaluate as ev
+from . import int8_results
 from .results import StudyResults
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def write_trial_summary(res: StudyResults, plan: Plan, runs: list[SeedRun], on_v
            "augment": seed0.get("augment"), "test_set": test_set_name(res.cfg, len(runs[0].labels)),
            "test": ev.summarise_seeds([r.metrics for r in runs]),
            **({"test_tta": ev.summarise_seeds([r.tta for r in runs])} if all(r.tta for r in runs) else {}),
+           **({"test_int8": int8} if (int8 := int8_results.summary([r.folder for r in runs])) else {}),
            "seeds": [{"seed": r.seed, "folder": r.folder.name, **brief([r])} for r in runs]}
     atomic_write_text(folder / "metrics.json", json.dumps(ev.jsonable(doc), indent=1))
     ev.write_per_class_csv(folder / "per_class.csv", [r.metrics["per_class"] for r in runs])
@@ -148,9 +150,11 @@ def test_set_name(cfg: Any, n: int) -> str:
 
 
 def brief(runs: list[SeedRun]) -> dict[str, Any]:
-    """Test top-1 (top-5) mean and std over the runs of one trial, plain and (top1_tta ...) with flip TTA."""
+    """Test top-1 (top-5) mean and std over the runs of one trial, plain, (top1_tta ...) with flip TTA and
+    (int8_top1 ...) as an exported int8 model where `search export --evaluate` recorded one."""
     tta = [r.tta for r in runs] if all(r.tta for r in runs) else []
-    return {**_brief_metrics([r.metrics for r in runs]), **_brief_metrics(tta, "_tta")}
+    return {**_brief_metrics([r.metrics for r in runs]), **_brief_metrics(tta, "_tta"),
+            **int8_results.brief([r.folder for r in runs])}
 
 
 def _brief_metrics(metrics: list[dict[str, Any]], suffix: str = "") -> dict[str, Any]:
@@ -161,32 +165,49 @@ def _brief_metrics(metrics: list[dict[str, Any]], suffix: str = "") -> dict[str,
     return out
 
 
+# Columns of the printed table after the search's val_acc: (header, key of brief()); the int8 ones appear
+# only where `search export --evaluate` recorded an int8 accuracy for a shown trial.
+COLUMNS = [("test top-1 plain", "top1"), ("top-1 flip TTA", "top1_tta"), ("test top-5 plain", "top5")]
+INT8_COLUMNS = [("int8 top-1", "int8_top1"), ("int8 - fp32", "int8_minus_fp32"), ("int8 images", "int8_images")]
+
+
 def summary_lines(res: StudyResults, plans: list[Plan], runs: dict[int, list[SeedRun]],
                   ensemble: dict[str, Any] | None) -> str:
     """The table printed at the end: search accuracy next to test accuracy (mean +- std over seeds)."""
-
-    def pm(b: dict[str, Any], key: str) -> str:
-        if key not in b:
-            return "-"
-        return f"{b[key]:.4f}" + (f" ± {b[f'{key}_std']:.4f}" if b.get(f"{key}_std") is not None else "")
-
     n = len(runs[plans[0].number][0].labels)
+    briefs = {p.number: brief(runs[p.number]) for p in plans}
+    int8 = any("int8_top1" in b for b in briefs.values())
+    columns = COLUMNS + (INT8_COLUMNS if int8 else [])
     lines = [f"test set: {test_set_name(res.cfg, n)}; 'plain' = one pass, 'flip TTA' = mean softmax of each "
              f"image and its mirror"]
+    if int8:
+        lines.append("int8 = the exported int8 .tflite (search export --evaluate) on the first 'int8 images' test "
+                     "images; 'int8 - fp32' = its top-1 minus the fp32 model's on those same images")
     for p in plans:
         lines.append(f"trial {p.number} trained on {_recipe_of(runs[p.number][0])}")
-    lines.append(f"{'trial':>6}  {'search val_acc':>14}  {'test top-1 plain':>17}  {'top-1 flip TTA':>17}  "
-                 f"{'test top-5 plain':>17}  {'params':>9}  folder")
+
+    def row(trial: str, val: str, cells: list[str], params: str, folder: Any) -> str:
+        return f"{trial:>6}  {val:>14}" + "".join(f"  {c:>17}" for c in cells) + f"  {params:>9}  {folder}"
+
+    lines.append(row("trial", "search val_acc", [name for name, _ in columns], "params", "folder"))
     for p in plans:
-        b = brief(runs[p.number])
         val = p.record.get("val_acc")
-        lines.append(f"{p.number:>6}  {val if val is None else f'{val:.4f}':>14}  {pm(b, 'top1'):>17}  "
-                     f"{pm(b, 'top1_tta'):>17}  {pm(b, 'top5'):>17}  {p.record['params']:>9,}  "
-                     f"{runs[p.number][0].folder.parent}")
+        lines.append(row(str(p.number), "None" if val is None else f"{val:.4f}",
+                         [_cell(briefs[p.number], key) for _, key in columns], f"{p.record['params']:,}",
+                         runs[p.number][0].folder.parent))
     if ensemble is not None:
-        lines.append(f"{'ens.':>6}  {'':>14}  {pm(ensemble, 'top1'):>17}  {pm(ensemble, 'top1_tta'):>17}  "
-                     f"{pm(ensemble, 'top5'):>17}  {'':>9}  {ensemble['folder']}")
+        lines.append(row("ens.", "", [_cell(ensemble, key) for _, key in columns], "", ensemble["folder"]))
     return "\n".join(lines)
+
+
+def _cell(b: dict[str, Any], key: str) -> str:
+    """One figure of brief(): mean (± std over seeds); '-' where there is none (never a zero)."""
+    if key not in b:
+        return "-"
+    if key == "int8_images":
+        return f"{b[key]:,}"
+    mean = f"{b[key]:+.4f}" if key == "int8_minus_fp32" else f"{b[key]:.4f}"
+    return mean + (f" ± {b[f'{key}_std']:.4f}" if b.get(f"{key}_std") is not None else "")
 
 
 def _recipe_of(run: SeedRun) -> str:

@@ -16,7 +16,8 @@ from typing import Callable
 import optuna
 import pytest
 
-from search.review.results import open_results
+from search.config import load_config
+from search.review.results import StudyResults, open_results
 from search.trials import REJECTED, RETRY_OF, count_finished
 from tests.helpers.spaces import ROOT
 
@@ -126,3 +127,16 @@ def copy_results(folder: Path, dst: Path) -> Path:
         src.backup(out)
     shutil.copytree(folder / "trials", dst / "trials")
     return dst
+
+
+def small_study(tmp_path: Path, values: list[float]) -> StudyResults:
+    """A study with one complete trial per value (no training), next to the smoke space's config."""
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 'study.db'}",
+                                study_name="tiny")
+    for i, v in enumerate(values):
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": 0.1}, distributions={"lr": optuna.distributions.FloatDistribution(0.01, 1)}, value=v,
+            user_attrs={"params": 1000 * (i + 1), "flops": 5000, "val_acc_curve": [v / 2, v],
+                        "arch": {"stages": 1, "blocks": [1], "width": 8}}))
+    cfg = load_config(ROOT / "spaces" / "smoke.yaml")
+    return StudyResults(tmp_path, cfg, study, f"sqlite:///{tmp_path / 'study.db'}")

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .depthwise import DepthwiseConv2d
+from .pointwise import StridedPointwiseConv2d
 
 # Multiply-adds by kind, in the order printed. The depthwise kinds are the three paths of CMSIS-NN's
 # arm_depthwise_conv_wrapper_s8.c: 3x3 with one filter a channel, other kernels with one filter a channel,
@@ -145,6 +146,8 @@ def pool_cx(cx: Cx, k: int, stride: int) -> Cx:
 
 def conv(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1, bias: bool = False) -> nn.Conv2d:
     """A 'same'-padded conv (odd kernel)."""
+    if k == 1 and stride > 1 and groups == 1:  # a projection shortcut: around a oneDNN crash (pointwise.py)
+        return StridedPointwiseConv2d(c_in, c_out, stride, bias=bias)
     return nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=bias)
 
 

@@ -136,11 +136,6 @@ def time_training(spec: ArchSpec, train: TrainSpec, device: torch.device, limit_
     step(small)  # warm-up: first calls allocate and pick kernels
     per_img = step(small) / small
     batch = max(small, min(most, int(limit_s / (PROBE_STEPS + 1) / max(per_img, 1e-9))))  # each step in a share
-    # A cut batch is even: at two threads torch 2.14's oneDNN corrupts memory (segfault, heap abort) in the weight
-    # gradient of a 1x1 stride-2 convolution in channels_last with under 16 input channels (a narrow design's
-    # projection shortcut) on an odd batch; measured on an AVX-512 EPYC, cf. oneDNN issue #6035.
-    if batch < train.batch_size:
-        batch = max(small, batch - batch % 2)
     if batch == small:
         return Timing(per_img, small)
     step(batch)  # warm-up at the new shape

@@ -144,3 +144,24 @@ def test_the_checks_see_a_broken_link_and_a_missing_name(tmp_path: Path) -> None
     assert missing_imports(page) == ["search.trainer.no_such_name"]
     assert slug("Exactly `n_trials`") == "exactly-n_trials" and slug("Ctrl-C, SIGTERM and resuming") == \
         "ctrl-c-sigterm-and-resuming"
+
+
+def readme_test_command() -> list[str]:
+    """The commands of the README's test block (the `bash` block after "Run the checks and the tests")."""
+    text = (ROOT / "README.md").read_text().split("Run the checks and the tests", 1)[1]
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [c.strip() for line in block.splitlines() for c in line.split("&&") if c.strip()]
+
+
+def ci_test_command() -> list[str]:
+    """The commands .ci/run runs after its fresh `.venv/bin/pip install -q -e .` (pip's `-q` dropped)."""
+    lines = (ROOT / ".ci" / "run").read_text().split(".venv/bin/pip install -q -e .\n", 1)[1].splitlines()
+    return [c.strip().replace("pip install -q ", "pip install ") for line in lines for c in line.split("&&")
+            if c.strip() and not line.lstrip().startswith("#")]
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    readme = readme_test_command()
+    assert readme == ci_test_command()
+    assert readme[-1] == ".venv/bin/python -m pytest -q" and {".venv/bin/ruff check", ".venv/bin/mypy",
+                                                               ".venv/bin/lint-imports"} <= set(readme)

@@ -19,9 +19,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blocks import ArchSpec, build, complexity  # noqa: E402
-from search.config import DataConfig  # noqa: E402
+from search.config import (
+    DataConfig,  # noqa: E402
+    TrainSpec,  # noqa: E402
+)
 from search.data.datasets import dataset_info, make_loaders  # noqa: E402
-from search.config import TrainSpec  # noqa: E402
 from search.trainer import fit, seed_everything  # noqa: E402
 
 ARCH = {"stages": 3, "blocks": [1, 1, 1], "width": 32}  # ~0.3M params, a small CIFAR ResNet

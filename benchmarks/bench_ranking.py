@@ -26,12 +26,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blocks import ArchSpec, build, complexity  # noqa: E402
+from search.config import (
+    TrainSpec,  # noqa: E402
+    load_config,  # noqa: E402
+)
 from search.data.augment import DEFAULT_POLICY, policy_steps  # noqa: E402
-from search.config import load_config  # noqa: E402
 from search.data.datasets import dataset_info, make_loaders  # noqa: E402
 from search.rules import arch_violation, train_violation  # noqa: E402
 from search.space import resolve_train, sample  # noqa: E402
-from search.config import TrainSpec  # noqa: E402
 from search.trainer import evaluate, fit, seed_everything  # noqa: E402
 
 WAYS = ("last plain", "last TTA", "EMA plain", "EMA TTA")

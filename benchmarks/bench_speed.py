@@ -17,8 +17,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -26,13 +26,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blocks import ArchSpec, build, complexity  # noqa: E402
+from search.config import TrainSpec  # noqa: E402
 from search.data import augment  # noqa: E402
 from search.data.batch_augment import BatchAugment, split_policy  # noqa: E402
 from search.data.batches import ArrayBatches, DeviceBatches, as_is  # noqa: E402
-from search.progress import Progress  # noqa: E402
-from search.config import TrainSpec  # noqa: E402
 from search.device import autocast, prepare_model, use_amp  # noqa: E402
 from search.optim import make_optimizer  # noqa: E402
+from search.progress import Progress  # noqa: E402
 from search.trainer import fit  # noqa: E402
 
 DENSE = {"stages": 3, "blocks": [2, 2, 2], "width": 64}  # 2.78M params, 422M FLOPs at 32 px

@@ -8,9 +8,10 @@ import os
 import secrets
 import stat
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, TextIO
+from typing import BinaryIO, TextIO
 
 # O_CREAT | O_EXCL fails on any existing name, a symbolic link included (POSIX: it is never followed), so
 # the temporary file is always a new one of ours; its mode is 0o666 less the umask, as open() makes it.

@@ -70,11 +70,11 @@ class Cx:
         """Elements of the current feature map."""
         return self.c * self.h * self.w
 
-    def branch(self) -> "Cx":
+    def branch(self) -> Cx:
         """Same feature map, zero totals: for counting the other branch of a residual block."""
         return Cx(self.h, self.w, self.c, rf=self.rf, jump=self.jump)
 
-    def join(self, other: "Cx") -> "Cx":
+    def join(self, other: Cx) -> Cx:
         """Merge a parallel branch into this one: counts add, the receptive field is the larger."""
         self.params += other.params
         for kind, n in other.macs.items():

@@ -7,8 +7,20 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .layers import (MAC_KINDS, Cx, add_flops, bn_cx, block_conv, block_conv_cx, conv, conv_cx, make_shortcut,
-                     new_tensor, pool_cx, residual_add_cx)
+from .layers import (
+    MAC_KINDS,
+    Cx,
+    add_flops,
+    block_conv,
+    block_conv_cx,
+    bn_cx,
+    conv,
+    conv_cx,
+    make_shortcut,
+    new_tensor,
+    pool_cx,
+    residual_add_cx,
+)
 from .spec import ArchSpec
 
 ACTIVATION_BYTES = 1  # bytes per activation element: int8, as MLPerf Tiny and TFLite Micro deploy

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 BLOCK_KINDS = ("basic", "bottleneck")
 STEM_KINDS = ("cifar", "imagenet", "conv_s2")
@@ -58,7 +59,7 @@ class ArchSpec:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ArchSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> ArchSpec:
         """Build and validate a spec from a plain dict (YAML keys); unknown keys are errors."""
         if not isinstance(d, Mapping):
             raise ValueError(f"architecture must be a mapping of keys, got {type(d).__name__}")
@@ -92,7 +93,7 @@ class ArchSpec:
                 out[key] = list(out[key])
         return out
 
-    def replace(self, **changes: Any) -> "ArchSpec":
+    def replace(self, **changes: Any) -> ArchSpec:
         """A validated copy with some keys changed."""
         d = self.to_dict()
         d.update(changes)

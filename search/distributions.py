@@ -7,8 +7,9 @@ trial for a value; config, space, rules and baselines import it, and it imports 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import UserError, shown
 

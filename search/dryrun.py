@@ -16,9 +16,10 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import optuna
 import torch
@@ -27,13 +28,12 @@ from blocks import ArchSpec, build, complexity
 from blocks.text import plural, short_bytes, short_count
 
 from . import trainer
-from .config import SearchConfig
+from .config import SearchConfig, TrainSpec
 from .describe import arch_brief
 from .device import cpu_cores, sync, to_device
 from .rules import check_sample
 from .space import sample
 from .threads import PROCESS, Load, LoadMeter, fixed_by, threads_for
-from .config import TrainSpec
 
 EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (forward only, no backward)
 DRAW_S = 30.0  # seconds drawing may take; the designs drawn by then are summarised

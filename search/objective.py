@@ -6,8 +6,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import torch
@@ -22,17 +23,28 @@ from .config import SearchConfig
 from .contained import inside
 from .dashboard import note_rejected, upload
 from .describe import arch_brief
+from .device import resolve_device
 from .errors import ResultsWriteError, UserError
 from .probe import LatencyProbe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
 from .rules import check_sample, module_violation
 from .space import sample
 from .storage import STORAGE_ERRORS, stored_trial
-from .device import resolve_device
 from .threads import epoch_threads
 from .trainer import EpochResult, fit, resumable_epochs, seed_everything
-from .trials import (BASELINE, INTERRUPTED, REJECTED, RESUMED_FROM, RETRY_OF, WORKER, count_finished,
-                     count_running, is_baseline, ranked, record_shape)
+from .trials import (
+    BASELINE,
+    INTERRUPTED,
+    REJECTED,
+    RESUMED_FROM,
+    RETRY_OF,
+    WORKER,
+    count_finished,
+    count_running,
+    is_baseline,
+    ranked,
+    record_shape,
+)
 
 
 class Objective:

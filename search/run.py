@@ -38,20 +38,28 @@ from .baselines import enqueue_baselines
 from .checks import check_for_training
 from .cli import main_guard, python_command, say
 from .config import SearchConfig, load_config
+from .device import resolve_device
 from .dryrun import Clock, TrainingTimer, sample_designs, summarise, time_training
 from .errors import UserError, clip
 from .names import check_path
 from .objective import Objective
 from .review.summary import summary_table
-from .study.stop import Stop
+from .storage import (
+    GRACE_MAX_S,
+    GRACE_S,
+    HEARTBEAT_MAX_S,
+    HEARTBEAT_S,
+    check_url,
+    close_storage,
+    default_storage,
+    redact_url,
+)
 from .study.identity import check_folder, data_identity
-from .storage import (GRACE_MAX_S, GRACE_S, HEARTBEAT_MAX_S, HEARTBEAT_S, check_url, close_storage,
-                            default_storage, redact_url)
+from .study.stop import Stop
 from .study.study import StudyLock, open_study, requeue_interrupted
 from .study.supervisor import describe_exit, launch
 from .study.trial_loop import run_trials
 from .threads import LoadMeter
-from .device import resolve_device
 from .trials import count_finished
 
 

@@ -14,8 +14,9 @@ import hashlib
 import importlib.util
 import sqlite3
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
 import sqlalchemy

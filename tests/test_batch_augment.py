@@ -120,8 +120,8 @@ def test_policy_split_and_normalisation() -> None:
 
 
 def test_loaders_gather_uint8_batches_and_augment_on_the_device() -> None:
-    from search.data.batches import ArrayBatches, DeviceBatches
     from search.config import DataConfig
+    from search.data.batches import ArrayBatches, DeviceBatches
     from search.data.datasets import make_loaders
     from search.errors import UserError
 

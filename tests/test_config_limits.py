@@ -22,6 +22,7 @@ from tests.helpers.hostile import fifo_watch
 from tests.helpers.spaces import SPACE, write_space
 from tests.helpers.studies import assert_one_line_error, cli
 
+
 def assert_refused(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], expected: str) -> str:
     """run.main(args) is exit 2 with one short `error:` line holding `expected`, and no study exists."""
     assert run.main([*args, "--results-dir", str(tmp_path / "r")]) == 2

@@ -12,11 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from search.data import augment
-from search.data import datasets as data
 from search.config import DataConfig, check_data_values
+from search.data import augment, sources
+from search.data import datasets as data
 from search.data.augment import build_transforms, count_transforms, policy_names, policy_steps, validate_augment
-from search.data import sources
 from search.data.datasets import (
     CIFAR10_MEAN,
     dataset_info,
@@ -137,7 +136,7 @@ def test_tiny_imagenet_loaders(tiny_root: Path) -> None:
     loaders = make_loaders(cfg, [{"HorizontalFlip": None}], 4, seed=1, test=True)
     assert len(loaders.train.dataset) + len(loaders.val.dataset) == 18
     x, y = _all(loaders.train)
-    assert x.shape[1:] == (3, 64, 64) and 0 <= y.min() and y.max() < 3  # the greyscale JPEG is RGB too
+    assert x.shape[1:] == (3, 64, 64) and y.min() >= 0 and y.max() < 3  # the greyscale JPEG is RGB too
     xt, yt = _all(loaders.test)  # the official val set, labelled by val_annotations.txt
     ann = (tiny_root / "tiny-imagenet-200" / "val" / "val_annotations.txt").read_text().splitlines()
     assert xt.shape == (6, 3, 64, 64) and yt.tolist() == [wnids.index(line.split("\t")[1]) for line in ann]

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search.data import datasets as data
-from search.data import sources
-from search.data import decode_cache
-from search.data.batches import ArrayBatches
 from search.config import DataConfig
+from search.data import datasets as data
+from search.data import decode_cache, sources
+from search.data.batches import ArrayBatches
 from search.data.datasets import make_loaders
 from search.errors import UserError
 from tests.helpers.datasets import make_imagefolder, make_tiny_imagenet

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.data import decode_cache
 from search.config import DataConfig
+from search.data import decode_cache
 from search.data.datasets import make_loaders
 from tests.helpers.datasets import make_imagefolder
 

@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from blocks import ArchSpec, build
-from blocks import depthwise
+from blocks import ArchSpec, build, depthwise
 from blocks.depthwise import DepthwiseConv2d
 from blocks.layers import SeparableConv
 

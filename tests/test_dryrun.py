@@ -10,9 +10,8 @@ import torch
 
 from blocks import ArchSpec, complexity
 from search import dryrun, run
-from search.data import sources
-from search.data import decode_cache
 from search.config import TrainSpec
+from search.data import decode_cache, sources
 from tests.helpers.datasets import make_cifar10, make_imagefolder
 from tests.helpers.machine import FakeMachine, free_threads  # noqa: F401 (a fixture)
 from tests.helpers.spaces import PRUNING_SPACE, write_space

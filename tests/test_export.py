@@ -17,7 +17,6 @@ from search.data.datasets import make_loaders
 from search.review import export, tflite
 from search.review.results import open_results
 from search.trainer import fit, seed_everything
-
 from tests.helpers.specs import SPECS
 from tests.helpers.studies import best
 

@@ -8,8 +8,8 @@ import re
 import signal
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import optuna
 import pytest

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import blocks
-from search.review import predict
 from search.__main__ import main as entry
+from search.review import predict
 
 
 def images(folder: Path) -> list[Path]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from search.progress import Progress
 from search.config import TrainSpec
+from search.progress import Progress
 from search.trainer import fit
 
 

@@ -12,8 +12,8 @@ curves.csv (its text), the search's trial record (floats through JSON, which rou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch

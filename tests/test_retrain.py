@@ -21,7 +21,6 @@ from search.review import evaluate as ev
 from search.review import retrain, retrain_outputs, retrain_seed
 from search.review.results import open_results
 from search.trainer import predict
-
 from tests.helpers.datasets import make_tiny_imagenet
 from tests.helpers.studies import best, quickest, read_csv
 

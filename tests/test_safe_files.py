@@ -9,8 +9,8 @@ import os
 import pickle
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import optuna
@@ -22,17 +22,16 @@ from PIL import Image
 import blocks
 from blocks import ArchSpec, build
 from blocks.atomic import atomic_write_text, open_lock_file
-from search import run
-from search.data import decode_cache
-from search.checkpoint import UnreadableCheckpoint
-from search.config import DataConfig
-from search.errors import UserError
-from search.data.datasets import make_loaders
-from search.review import folder_lock, predict, report, retrain
-from search.study.stop import StopRequested
-from search.config import TrainSpec
 from search import checkpoint as ckpt_io
+from search import run
+from search.checkpoint import UnreadableCheckpoint
+from search.config import DataConfig, TrainSpec
+from search.data import decode_cache
+from search.data.datasets import make_loaders
+from search.errors import UserError
+from search.review import folder_lock, predict, report, retrain
 from search.review.results import open_results
+from search.study.stop import StopRequested
 from search.trainer import EpochResult, fit, resumable_epochs, setup_training
 from search.trials import RESUMED_FROM
 from tests.helpers.datasets import make_cifar10

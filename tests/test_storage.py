@@ -14,10 +14,8 @@ import pytest
 import sqlalchemy
 from optuna.storages._rdb import models
 
-from search import run
+from search import SPACES_DIR, run, storage
 from search.errors import UserError
-from search import storage
-from search import SPACES_DIR
 from search.storage import ask, make_storage, redact_url
 from tests.helpers.spaces import write_space
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from blocks import build
-from search.data.datasets import make_loaders
 from search.config import TrainSpec
+from search.data.datasets import make_loaders
 from search.device import compiled, native_bf16, use_amp
 from search.optim import make_optimizer, make_schedule
 from search.trainer import fit

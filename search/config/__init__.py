@@ -3,9 +3,22 @@ YAML and `--set` and checked on its values alone, unknown keys being errors (par
 built model is checked later, by search.checks, in the commands that train."""
 
 from .parse import apply_overrides, load_config, parse_config
-from .schema import (DATASETS, IMAGE_SIZE_MIN, MAX_EPOCHS, Baseline, BudgetConfig, DataConfig, RetrainConfig,
-                     RulesConfig, SearchConfig, SearchSection, TrainSpec, TrainSpecError, check_data_values,
-                     max_train_epochs)
+from .schema import (
+                     DATASETS,
+                     IMAGE_SIZE_MIN,
+                     MAX_EPOCHS,
+                     Baseline,
+                     BudgetConfig,
+                     DataConfig,
+                     RetrainConfig,
+                     RulesConfig,
+                     SearchConfig,
+                     SearchSection,
+                     TrainSpec,
+                     TrainSpecError,
+                     check_data_values,
+                     max_train_epochs,
+)
 
 __all__ = ["DATASETS", "IMAGE_SIZE_MIN", "MAX_EPOCHS", "Baseline", "BudgetConfig", "DataConfig", "RetrainConfig",
            "RulesConfig", "SearchConfig", "SearchSection", "TrainSpec", "TrainSpecError", "apply_overrides", "check_data_values",

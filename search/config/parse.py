@@ -10,8 +10,9 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -22,9 +23,29 @@ from ..errors import UserError, clip, shown
 from ..names import check_name, check_path
 from ..yaml_load import MAX_BYTES, load_yaml
 from .numbers import whole_numbers
-from .schema import (ARCH_KEYS, DATASETS, LATENCY_BATCH_MAX, MAX_EPOCHS, OBJECTIVES, PRUNERS, SAMPLERS, SEED_MAX,
-                     SPACE_EXTRA, STUDY_NAME_MAX, Baseline, BudgetConfig, DataConfig, RetrainConfig, RulesConfig, SearchConfig,
-                     SearchSection, TrainSpec, TrainSpecError, check_data_values, max_train_epochs)
+from .schema import (
+    ARCH_KEYS,
+    DATASETS,
+    LATENCY_BATCH_MAX,
+    MAX_EPOCHS,
+    OBJECTIVES,
+    PRUNERS,
+    SAMPLERS,
+    SEED_MAX,
+    SPACE_EXTRA,
+    STUDY_NAME_MAX,
+    Baseline,
+    BudgetConfig,
+    DataConfig,
+    RetrainConfig,
+    RulesConfig,
+    SearchConfig,
+    SearchSection,
+    TrainSpec,
+    TrainSpecError,
+    check_data_values,
+    max_train_epochs,
+)
 
 
 def _typed(cls: type, d: Any, where: str) -> Any:

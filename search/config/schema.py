@@ -121,7 +121,7 @@ class TrainSpec:
     tta: bool = False  # validate on the mean softmax of each image and its horizontal mirror
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainSpec":
+    def from_dict(cls, d: dict[str, Any]) -> TrainSpec:
         """Build from a plain dict, rejecting unknown keys and values (a TrainSpecError naming the key)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)

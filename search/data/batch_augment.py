@@ -9,8 +9,8 @@ so a policy means the same thing wherever it runs; tests/test_batch_augment.py c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import albumentations as A
 import cv2

@@ -7,9 +7,9 @@ import hashlib
 import os
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -17,11 +17,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import find_classes
 
 from blocks.text import one_line
-from . import augment, batch_augment, batches, decode_cache, sources
-from .sources import Split
 from search.config import IMAGE_SIZE_MIN, DataConfig, check_data_values
 from search.device import cpu_cores
 from search.errors import UserError
+
+from . import augment, batch_augment, batches, decode_cache, sources
+from .sources import Split
 
 # Per-channel mean/std of pixels in [0, 1]. CIFAR-10: over its 50k training images (as in airbench).
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

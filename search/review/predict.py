@@ -26,14 +26,14 @@ import blocks
 from blocks.atomic import atomic_write_text, write_output
 from blocks.text import plural
 
-from ..data import augment
 from ..cli import main_guard
+from ..data import augment
 from ..data.datasets import NORMALISATION, ImageDataset, loader_workers
 from ..data.sources import MAX_PIXELS, Split
+from ..device import resolve_device
 from ..errors import UserError
 from ..names import TEMP_ROOM, check_path, fit_name
 from ..progress import Progress
-from ..device import resolve_device
 from ..trainer import predict
 from .evaluate import ensemble_probs
 

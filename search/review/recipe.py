@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from blocks.text import plural
 
-from ..config import RetrainConfig
+from ..config import RetrainConfig, TrainSpec
 from ..errors import UserError
-from ..config import TrainSpec
 
 RETRAIN_SETTABLE = ("data.", "retrain.")  # what `python -m search retrain --set` may change (not what was searched)
 

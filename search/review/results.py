@@ -18,8 +18,8 @@ from blocks.io import UnreadableFile, read_json
 from ..config import SearchConfig, load_config
 from ..errors import UserError
 from ..names import check_path
-from ..study.identity import DATA_ATTR, config_difference, data_difference, data_identity
 from ..storage import default_storage, make_storage, redact_url
+from ..study.identity import DATA_ATTR, config_difference, data_difference, data_identity
 from ..trials import ATTRS, REJECTED, ranked, record_shape
 
 S = optuna.trial.TrialState

@@ -7,21 +7,22 @@ import contextlib
 import dataclasses
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from blocks import ArchSpec
 from blocks.text import plural
 
+from ..checks import check_for_training
 from ..cli import main_guard, python_command, say
+from ..config import MAX_EPOCHS, TrainSpec
+from ..contained import inside
 from ..dashboard import attach_retrain
 from ..device import resolve_device
 from ..errors import UserError
 from ..study.stop import Stop
-from ..checks import check_for_training
-from ..contained import inside
-from ..config import MAX_EPOCHS, TrainSpec
 from . import recipe
 from .folder_lock import clear_folder, lock_folder
 from .results import StudyResults, open_results

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -15,8 +16,8 @@ from blocks.atomic import atomic_write, atomic_write_text
 from blocks.holds import Check, problem
 from blocks.io import UnreadableFile, read_json, safe_load
 
-from ..contained import inside
 from ..checkpoint import CheckpointWriteError
+from ..contained import inside
 from ..describe import arch_brief
 from ..errors import ResultsWriteError, UserError
 from ..progress import Progress

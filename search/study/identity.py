@@ -8,8 +8,9 @@ existed is accepted and the part recorded, so old studies keep opening.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
 import yaml

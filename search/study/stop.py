@@ -65,7 +65,7 @@ class Signals:
         except BlockingIOError:
             pass  # drained
 
-    def __enter__(self) -> "Signals":
+    def __enter__(self) -> Signals:
         if threading.current_thread() is threading.main_thread():  # handlers can only live there
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self.handle)

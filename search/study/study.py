@@ -6,8 +6,9 @@ import datetime
 import fcntl
 import hashlib
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import optuna
 import sqlalchemy
@@ -19,10 +20,19 @@ from blocks.text import one_line
 from ..config import SearchConfig, max_train_epochs
 from ..dashboard import name_metrics
 from ..errors import UserError
+from ..storage import (
+    GRACE_S,
+    HEARTBEAT_S,
+    MAX_RETRY,
+    RetryCallback,
+    make_storage,
+    rdb_storage,
+    redact_url,
+    trial_id,
+    with_heartbeat,
+)
 from ..trials import INTERRUPTED
 from .identity import check_and_record
-from ..storage import (GRACE_S, HEARTBEAT_S, MAX_RETRY, RetryCallback, make_storage,
-                      rdb_storage, redact_url, trial_id, with_heartbeat)
 
 S = optuna.trial.TrialState
 
@@ -171,7 +181,7 @@ class StudyLock:
             fcntl.flock(held, fcntl.LOCK_UN)
             held.close()
 
-    def __enter__(self) -> "StudyLock":
+    def __enter__(self) -> StudyLock:
         self.acquire()
         return self
 

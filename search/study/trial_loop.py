@@ -11,14 +11,15 @@ as `interrupted`, and no trial is ever left RUNNING by an error this process sur
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 
 from ..objective import Objective, mark_interrupted
+from ..storage import STORAGE_ERRORS, ask, heartbeat
 from ..trials import count_finished, count_running
 from .stop import Stop
-from ..storage import STORAGE_ERRORS, ask, heartbeat
 from .study import StudyLock, fail_orphans
 
 S = optuna.trial.TrialState

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import torch

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -234,9 +235,9 @@ def layer_times(reps: int = 20) -> dict[str, dict[str, float]]:
         side_out = (side - 1) // stride + 1
         grad = torch.randn(128, channels, side_out, side_out).contiguous(memory_format=torch.channels_last)
         w = torch.empty(channels, 1, 5, 5)
-        runs = {"old": lambda: torch.ops.aten.convolution_backward(
-                    grad, x, w, None, [stride] * 2, [2, 2], [1, 1], False, [0, 0], channels, [False, True, False]),
-                "new": lambda: weight_grad(grad, x, w, (stride, stride), (2, 2))}
+        runs = {"old": partial(torch.ops.aten.convolution_backward, grad, x, w, None, [stride] * 2, [2, 2], [1, 1],
+                               False, [0, 0], channels, [False, True, False]),
+                "new": partial(weight_grad, grad, x, w, (stride, stride), (2, 2))}
         times: dict[str, list[float]] = {k: [] for k in runs}
         for _ in range(reps):  # alternating, as the steps
             for k, run in runs.items():

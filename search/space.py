@@ -71,15 +71,22 @@ def fill_widths(d: dict[str, Any], max_params: float, max_flops: float | None,
         return None
     base = None if widening_1x1 else complexity(ArchSpec.from_dict({**d, "width": c})).widening_1x1
     fits = _fits(d, max_params, max_flops, base, max_peak)
+
+    def fits_widened(widths: list[int], i: int) -> Callable[[int], bool]:
+        """Whether `widths` with stage i widened by k steps of MIN_WIDTH still fits, as a function of k."""
+        return lambda k: fits(_widened(widths, i, k))
+
     widths = [c * 2**i for i in range(int(d["stages"]))]
     for i in reversed(range(len(widths))):
-        def widened(k: int, i: int = i) -> dict[str, Any]:
-            return {"width": widths[0] + (k * MIN_WIDTH if i == 0 else 0),
-                    "widths": widths[:i] + [widths[i] + k * MIN_WIDTH] + widths[i + 1:]}
-
-        k = _largest(lambda k: fits(widened(k)), (MAX_WIDTH - widths[i]) // MIN_WIDTH)
-        widths = widened(k)["widths"]
+        k = _largest(fits_widened(widths, i), (MAX_WIDTH - widths[i]) // MIN_WIDTH)
+        widths = _widened(widths, i, k)["widths"]
     return {**d, "width": widths[0], "widths": widths}
+
+
+def _widened(widths: list[int], i: int, k: int) -> dict[str, Any]:
+    """The keys `width` and `widths` for `widths` with stage i widened by k steps of MIN_WIDTH."""
+    new = [*widths[:i], widths[i] + k * MIN_WIDTH, *widths[i + 1:]]
+    return {"width": new[0], "widths": new}
 
 
 def _fits(d: dict[str, Any], max_params: float, max_flops: float | None, max_widening: int | None = None,

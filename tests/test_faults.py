@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -61,7 +62,7 @@ def freeze_mid_trial(results: Path) -> tuple[dict, int]:
         seen = wait_for(mid_trial(results), WAIT_S, "a trial in the middle of its epochs")
         pid = int(seen["worker"].rsplit(":", 1)[1])
         os.kill(pid, signal.SIGSTOP)
-        wait_for(lambda: stopped(pid), WAIT_S, f"worker {pid} to stop")
+        wait_for(partial(stopped, pid), WAIT_S, f"worker {pid} to stop")
         now = read_record(results / "trials" / f"{seen['number']:05d}.json")
         if now is not None and now["state"] == "running" and 1 <= len(now["epochs"]) <= 14:
             return now, pid
@@ -270,7 +271,7 @@ def test_a_trial_that_fails_on_its_data_is_not_resumed(tmp_path: Path, capsys: p
                                             "num_workers": 0}, "search": {"n_trials": 1}})
     results = tmp_path / "r" / "space"
     args = [str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]
-    for rerun in range(2):
+    for _ in range(2):  # the run, then its rerun
         assert run.main(args) == 2
         out, err = capsys.readouterr()
         last = err.strip().splitlines()[-1]  # (a decoding progress bar may come first)

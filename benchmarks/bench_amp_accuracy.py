@@ -62,7 +62,7 @@ def main() -> None:
         train = TrainSpec(epochs=args.epochs, batch_size=args.batch_size, lr=0.1, schedule="onecycle", amp=amp)
         curves[amp] = run(data, arch, train, args.seed)
     print("epoch  val_acc fp32  val_acc bf16  s/epoch fp32  s/epoch bf16")
-    for a, b in zip(curves[False], curves[True]):
+    for a, b in zip(curves[False], curves[True], strict=True):
         print(f"{a.epoch:5d}  {a.val_acc:12.4f}  {b.val_acc:12.4f}  {a.time_s:12.1f}  {b.time_s:12.1f}")
 
 

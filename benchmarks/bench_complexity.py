@@ -97,7 +97,7 @@ def main() -> None:
         analytic.append(t_a), builds.append(t_b), fvcores.append(t_f)
         print(f"{i:>3} {counts_a[0]:>11} {counts_a[1] / 1e6:>9.1f} {t_a * 1e3:>12.3f} {t_b * 1e3:>9.1f} "
               f"{t_f * 1e3:>10.1f}")
-    slow = [b + f for b, f in zip(builds, fvcores)]
+    slow = [b + f for b, f in zip(builds, fvcores, strict=True)]
     mean_a, mean_f = statistics.fmean(analytic), statistics.fmean(slow)
     print(f"all {len(specs)} specs: analytic params and FLOPs equal fvcore's; load average {os.getloadavg()[0]:.1f}")
     print(f"analytic {mean_a * 1e3:.3f} ms/spec, build+fvcore {mean_f * 1e3:.0f} ms/spec "

@@ -90,7 +90,7 @@ def report(spec: ArchSpec, cx: Complexity) -> str:
         "",
         f"{'stage':>5}  {'blocks':>6}  {'width':>5}  {'stride':>6}  {'peak':>10}  output C x H x W",
     ]
-    rows = zip(spec.blocks, spec.stage_widths, spec.stage_strides, cx.stage_peaks, cx.stage_shapes)
+    rows = zip(spec.blocks, spec.stage_widths, spec.stage_strides, cx.stage_peaks, cx.stage_shapes, strict=True)
     for i, (depth, width, stride, peak, (c, h, w)) in enumerate(rows, start=1):
         lines.append(f"{i:>5}  {depth:>6}  {width:>5}  {stride:>6}  {peak:>10}  {c} x {h} x {w}")
     return "\n".join(lines + ["", *macs_lines(cx)])

@@ -152,7 +152,7 @@ class ResNet(nn.Module):
         block, e = BLOCKS[spec.block], spec.block_expansion
         self.stem = Stem(spec.stem, spec.in_channels, spec.stem_width)
         c_in, stages = spec.stem_width, []
-        for width, depth, stride in zip(spec.stage_widths, spec.blocks, spec.stage_strides):
+        for width, depth, stride in zip(spec.stage_widths, spec.blocks, spec.stage_strides, strict=True):
             layers = []
             for i in range(depth):
                 layers.append(block(c_in, width, width * e, stride if i == 0 else 1, spec))
@@ -216,7 +216,7 @@ def complexity(spec: ArchSpec) -> Complexity:
     cx = Cx(h=spec.input_size, w=spec.input_size, c=spec.in_channels)  # the input image is live until read
     Stem.complexity(cx, spec.stem, spec.stem_width)
     block, e, shapes, peaks = BLOCKS[spec.block], spec.block_expansion, [], []
-    for width, depth, stride in zip(spec.stage_widths, spec.blocks, spec.stage_strides):
+    for width, depth, stride in zip(spec.stage_widths, spec.blocks, spec.stage_strides, strict=True):
         before, cx.peak = cx.peak, 0
         for i in range(depth):
             block.complexity(cx, width, width * e, stride if i == 0 else 1, spec)

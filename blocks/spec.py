@@ -187,7 +187,7 @@ class ArchSpec:
         if self.shortcut == "zero_pad":
             outs = [w * self.block_expansion for w in self.stage_widths]
             ins = [self.stem_width] + outs[:-1]
-            need(all(o >= i for i, o in zip(ins, outs)), "shortcut",
+            need(all(o >= i for i, o in zip(ins, outs, strict=True)), "shortcut",
                  "zero_pad needs block output channels that never shrink (it can only pad, not project)")
         final = self.stage_sizes()[-1]
         if self.pool is not None:

@@ -112,7 +112,7 @@ def sample_designs(cfg: SearchConfig, n: int, num_classes: int, input_size: int,
 def activation_bytes(spec: ArchSpec) -> int:
     """Rough bytes of activations one training image keeps for backward (float32), from the stage shapes."""
     shapes = complexity(spec).stage_shapes
-    outputs = sum(depth * c * h * w for depth, (c, h, w) in zip(spec.blocks, shapes))
+    outputs = sum(depth * c * h * w for depth, (c, h, w) in zip(spec.blocks, shapes, strict=True))
     return 4 * (SAVED_PER_OUTPUT * outputs + spec.in_channels * spec.input_size ** 2)
 
 
@@ -252,7 +252,7 @@ def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_va
     if isinstance(rates, str):
         return [rates]
     s_per_img = statistics.fmean(r.s_per_img for r in rates)
-    at = _batch_words({(r.batch, d.train.batch_size) for r, d in zip(rates, picked)}) + plan.threads_said
+    at = _batch_words({(r.batch, d.train.batch_size) for r, d in zip(rates, picked, strict=True)}) + plan.threads_said
     speeds = sorted(1 / r.s_per_img for r in rates)
     span = f"{speeds[0]:,.0f} img/s" if len(speeds) == 1 else f"{speeds[0]:,.0f} .. {speeds[-1]:,.0f} img/s"
     flops = f"{short_count(picked[0].flops)}" + (f" .. {short_count(picked[-1].flops)}" if len(picked) > 1 else "")

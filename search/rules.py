@@ -187,7 +187,7 @@ def _check_peak_reachable(cfg: SearchConfig, smallest: dict[str, Any]) -> None:
     keys = [k for k in PEAK_KEYS if isinstance(cfg.space.get(k), Dist) and cfg.space[k].kind == "choice"]
     best: tuple[int, str] | None = None
     for values in itertools.islice(itertools.product(*(cfg.space[k].choices for k in keys)), MAX_PEAK_CORNERS):
-        d = {**smallest, **{k: list(v) if isinstance(v, tuple) else v for k, v in zip(keys, values)}}
+        d = {**smallest, **{k: list(v) if isinstance(v, tuple) else v for k, v in zip(keys, values, strict=True)}}
         try:
             peak = complexity(ArchSpec.from_dict(d)).peak_activations
         except ValueError:

@@ -43,7 +43,7 @@ def crop_params(out: np.ndarray, pad: int = 4) -> list[tuple[int, int, bool]]:
     rows, cols = out[:, 16, 16, 0] // 7, out[:, 16, 16, 1] // 7
     flipped = out[:, 16, 17, 1].astype(int) < out[:, 16, 16, 1].astype(int)
     left = np.where(flipped, cols - (31 - 16) + pad, cols - 16 + pad)
-    return list(zip((rows - 16 + pad).tolist(), left.tolist(), flipped.tolist()))
+    return list(zip((rows - 16 + pad).tolist(), left.tolist(), flipped.tolist(), strict=True))
 
 
 def same_distribution(a: list, b: list) -> float:
@@ -64,8 +64,8 @@ def test_pad_crop_flip_match_albumentations(border_mode: int, fill: int) -> None
     assert same_distribution(p_ref, p_ours) > 1e-3  # offsets uniform over [0, 8]^2, flips at p = 0.5
     assert abs(np.mean([f for *_, f in p_ours]) - 0.5) < 4 * 0.5 / np.sqrt(N)
     # Border pixels: every batched output equals the albumentations output drawn with the same offsets.
-    by_params = dict(zip(p_ref, ref))
-    assert all(np.array_equal(out, by_params[p]) for p, out in zip(p_ours, ours) if p in by_params)
+    by_params = dict(zip(p_ref, ref, strict=True))
+    assert all(np.array_equal(out, by_params[p]) for p, out in zip(p_ours, ours, strict=True) if p in by_params)
     assert len(set(p_ours) & set(by_params)) == 162
 
 

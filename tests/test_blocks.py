@@ -235,7 +235,7 @@ def write_golden() -> None:
                        "flops": fvcore_flops(model, spec.in_channels, spec.input_size),
                        "receptive_field": measured_rf(rf_spec, size=spec.input_size),
                        **dict(zip(("peak_activations", "stage_peaks"),
-                                  fx_peak_activations(model, spec.in_channels, spec.input_size)))}
+                                  fx_peak_activations(model, spec.in_channels, spec.input_size), strict=True))}
         print(name, table[name])
     GOLDEN.write_text(json.dumps(table, indent=2) + "\n")
 

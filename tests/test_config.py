@@ -66,7 +66,7 @@ REFUSED = {  # name: (command-line arguments after the YAML, what the one `error
     "study name too long": (["--study-name", "n" * 100_000], "expected a plain name of at most 200 printable"),
     "study name with a tab": (["--study-name", "a\tb"], "search.study_name 'a\\tb': expected a plain name"),
     "alias bomb in a --set value": (["--set", "storage=[&a [x, x, x, x, x, x, x, x, x, x], " + ", ".join(
-        f"&{c} [{', '.join([f'*{p}'] * 10)}]" for p, c in zip("abcde", "bcdef")) + "]"],
+        f"&{c} [{', '.join([f'*{p}'] * 10)}]" for p, c in zip("abcde", "bcdef", strict=True)) + "]"],
         f"expands to more than {MAX_NODES:,} values"),
     "even kernel in a choice": (["--set", "space.kernel={choice: [3, 4]}"],  # the error names its key: kernel's
                                 "space.kernel: value 4 is invalid: invalid architecture key 'kernel' = 4"),

@@ -39,7 +39,7 @@ def _text() -> str:
 
 
 BOMB = ("  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
-        + "".join(f"  {c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")))
+        + "".join(f"  {c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)))
 TEXTS = {  # name: (the YAML file's text, what the one line must say)
     "nested 3000 levels": (_text() + "storage: " + "[" * 3000 + "]" * 3000 + "\n", "nested more than 64 levels"),
     "nested mappings": (_text() + "storage: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n", "nested more than 64 levels"),

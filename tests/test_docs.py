@@ -129,7 +129,7 @@ def readme_layers() -> list[str]:
 def test_readme_layout_is_the_declared_layers() -> None:
     items, layers = readme_layers(), declared_layers()
     assert len(items) == len(layers)
-    for item, names in zip(items, layers):
+    for item, names in zip(items, layers, strict=True):
         for name in names:
             short = name.split(".")[-1]
             assert re.search(rf"\b{re.escape(short)}\b", item), f"README Layout: {name} missing from: {item}"

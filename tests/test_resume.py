@@ -126,7 +126,7 @@ def fit_with_ema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytes
         run(tmp_path / "c.pt", stop_after=1)
     assert "ema" in torch.load(tmp_path / "c.pt", weights_only=True)
     resumed, again = run(tmp_path / "c.pt")
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
     return [(h.train_loss, h.val_loss) for h in straight], [(h.train_loss, h.val_loss) for h in resumed]
 
 

@@ -213,7 +213,7 @@ def synthetic_images(n: int, classes: int, size: int, seed: int, stream: int) ->
     labels = rng.permutation(np.arange(n) % classes).astype(np.int64)
     dy, dx = rng.integers(0, 2 * pad + 1, size=(2, n))
     contrast = rng.uniform(0.6, 1.2, size=(n, 1, 1, 1))
-    images = np.stack([protos[y, a : a + size, b : b + size] for y, a, b in zip(labels, dy, dx)]).astype(np.float32)
+    images = np.stack([protos[y, a : a + size, b : b + size] for y, a, b in zip(labels, dy, dx, strict=True)]).astype(np.float32)
     images = 128 + (images - 128) * contrast + rng.normal(0, 40, size=images.shape)
     return np.clip(images, 0, 255).astype(np.uint8), labels
 

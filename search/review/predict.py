@@ -155,7 +155,7 @@ def load_models(paths: list[Path], device: torch.device) -> list[torch.nn.Module
         except (ValueError, FileNotFoundError) as e:
             raise UserError(str(e)) from None
     first = models[0].extra
-    for p, m in zip(paths[1:], models[1:]):
+    for p, m in zip(paths[1:], models[1:], strict=True):
         for key in ("class_names", "image_size", "mean", "std"):
             if m.extra.get(key) != first.get(key):
                 raise UserError(f"{p}: its {key} differs from {paths[0]}'s; an ensemble needs models of one dataset")
@@ -219,7 +219,7 @@ def write_csv(path: Path, files: list[Path], probs: torch.Tensor, names: list[st
     text = io.StringIO(newline="")
     w = csv.writer(text)
     w.writerow(header)
-    for file, p, idx in zip(files, top.values.tolist(), top.indices.tolist()):
+    for file, p, idx in zip(files, top.values.tolist(), top.indices.tolist(), strict=True):
         w.writerow([str(file)] + [v for j in range(k) for v in (names[idx[j]], f"{p[j]:.6f}")])
     try:  # a file: atomically (a kill mid-write leaves the previous CSV); `-`, a FIFO or /dev/null: as a stream
         if str(path) != "-":

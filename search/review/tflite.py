@@ -222,7 +222,7 @@ def _quiet() -> Iterator[None]:
                 os.dup2(null.fileno(), fd)
             yield
         finally:
-            for fd, old in zip((1, 2), saved):
+            for fd, old in zip((1, 2), saved, strict=True):
                 os.dup2(old, fd)
                 os.close(old)
 

@@ -55,7 +55,7 @@ def _shrink(d: dict[str, Any]) -> None:
         for s in d.get("strides") or [1] + [2] * (d["stages"] - 1):
             side = -(-side // s)
             sides.append(side)
-        cost = max((w * max(d["kernel"], e) * n) ** 2 for w, n in zip(ws, sides))
+        cost = max((w * max(d["kernel"], e) * n) ** 2 for w, n in zip(ws, sides, strict=True))
         if max(ws) * e <= MAX_CHANNELS and cost <= MAX_STAGE_COST:
             return
         if min(ws) >= 16:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -350,10 +351,8 @@ def worker_id() -> str:
 
 def mark_interrupted(trial: optuna.Trial, reason: str) -> None:
     """Record why a trial stopped before its end (Optuna then marks it FAIL); a rerun resumes it."""
-    try:
+    with contextlib.suppress(Exception):  # the storage went away too: the heartbeat grace period fails and retries it
         trial.set_user_attr(INTERRUPTED, reason)
-    except Exception:  # the storage went away too: the heartbeat grace period will fail and retry the trial
-        pass
 
 
 def _device_name(device: torch.device) -> str:

@@ -145,10 +145,8 @@ def _lock_file(database: str | None) -> Iterator[None]:
         yield
         return
     with f:
-        try:
+        with contextlib.suppress(OSError):  # a file system without locks (some NFS mounts): as unserialised as before
             fcntl.flock(f, fcntl.LOCK_EX)  # freed by the OS when the holder dies
-        except OSError:  # a file system without locks (some NFS mounts): as unserialised as before
-            pass
         yield
 
 

@@ -47,32 +47,32 @@ def dashboard(smoke_study: Path, tmp_path: Path) -> Iterator[str]:
     if DASHBOARD is None:
         pytest.skip("optuna-dashboard is not installed (pip install -e '.[dashboard]')")
     port = free_port()
-    log = open(tmp_path / "dashboard.log", "w+")
-    proc = subprocess.Popen([DASHBOARD, f"sqlite:///{smoke_study / 'study.db'}", "--host", HOST, "--port",
-                             str(port), "--server", "wsgiref", "--artifact-dir", str(smoke_study / "artifacts")], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"optuna-dashboard exited with {proc.returncode}: {log.read()[-2000:]}")
-            try:
-                get(f"{base}/api/meta")
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    pytest.fail("optuna-dashboard did not answer within 60 s")
-                time.sleep(0.3)
-        yield base
-    finally:
-        proc.terminate()
+    with open(tmp_path / "dashboard.log", "w+") as log:
+        proc = subprocess.Popen([DASHBOARD, f"sqlite:///{smoke_study / 'study.db'}", "--host", HOST, "--port",
+                                 str(port), "--server", "wsgiref", "--artifact-dir", str(smoke_study / "artifacts")],
+                                stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://{HOST}:{port}"
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    pytest.fail(f"optuna-dashboard exited with {proc.returncode}: {log.read()[-2000:]}")
+                try:
+                    get(f"{base}/api/meta")
+                    break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    if time.monotonic() > deadline:
+                        pytest.fail("optuna-dashboard did not answer within 60 s")
+                    time.sleep(0.3)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def attrs(items: list[dict[str, str]]) -> dict[str, str]:

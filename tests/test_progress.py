@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import re
@@ -92,7 +93,7 @@ def test_log_file_gets_a_plain_line_every_interval(tmp_path: Path) -> None:
 def test_later_epochs_use_the_measured_epoch_time(tmp_path: Path) -> None:
     """After one whole epoch, the trial estimate uses its wall time (training + validation)."""
     clock, lines = Clock(), []
-    p = Progress("trial 1", epochs=3, log=lines.append, stream=open(os.devnull, "w"), clock=clock, every_s=0)
+    p = Progress("trial 1", epochs=3, log=lines.append, stream=io.StringIO(), clock=clock, every_s=0)
     drive(p, clock, epochs=1, n=4, batch=10, step_s=1.0)
     clock.t += 6.0 + 1.0  # validation, then the first batch of epoch 2: 10 s from batch 1 to batch 1
     p(2, 1, 4, 10)

@@ -19,6 +19,7 @@ deadlock on the lock the interrupted main thread holds inside `Event.wait`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -51,10 +52,8 @@ class Signals:
 
     def wake(self) -> None:
         """End a `wait` in progress, or the next one (callable from any thread)."""
-        try:
+        with contextlib.suppress(BlockingIOError):  # the pipe is full of wakeups already
             os.write(self._write, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full of wakeups already
 
     def wait(self, seconds: float) -> None:
         """Sleep up to `seconds`, waking early on a signal or a `wake`."""
@@ -127,7 +126,5 @@ class Stop(Signals):
 def _close(*fds: int) -> None:
     """Close the pipe of a Signals that is gone."""
     for fd in fds:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass

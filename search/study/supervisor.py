@@ -8,6 +8,7 @@ A Ctrl-C or SIGTERM to the parent reaches the workers as SIGINT (each stops at i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -58,10 +59,8 @@ def worker_env(index: int, gpus: list[str]) -> dict[str, str]:
 
 def _die_with_parent() -> None:
     """Linux: a worker gets SIGTERM (a clean stop) when the process that started it dies."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: no such call
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def launch(argv: list[str], n: int, results: Path, device: str,

@@ -137,8 +137,8 @@ def export_onnx(model: torch.nn.Module, spec: ArchSpec, path: Path) -> None:
 def need_onnx() -> None:
     """Refuse --onnx up front (before hours of training) when the exporter's packages are missing."""
     try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
+        import onnx  # noqa: F401 (imported only to learn that it is installed)
+        import onnxscript  # noqa: F401 (imported only to learn that it is installed)
     except ImportError as e:
         raise UserError(f"--onnx needs the onnx exporter's packages ({e.name} is missing): "
                         f"pip install onnx onnxscript") from None

@@ -54,7 +54,7 @@ def need_converter() -> None:
 def has_micro() -> bool:
     """Whether TFLite Micro's Python interpreter (PyPI `tflite-micro`) is installed, for the arena."""
     try:
-        import tflite_micro  # noqa: F401
+        import tflite_micro  # noqa: F401 (imported only to learn that it is installed)
     except ImportError:
         return False
     return True

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.layers import declared_layers
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "BENCHMARKS.md", ROOT / "spaces" / "README.md", ROOT / "results" / "README.md",
         *sorted((ROOT / "docs").glob("*.md"))]
@@ -111,13 +113,6 @@ def test_relative_links_resolve(path: Path) -> None:
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_python_examples_import_what_exists(path: Path) -> None:
     assert missing_imports(path) == []
-
-
-def declared_layers() -> list[tuple[str, ...]]:
-    """`LAYERS` of tests/test_imports.py, read from its source (test modules do not import each other)."""
-    tree = ast.parse((ROOT / "tests" / "test_imports.py").read_text())
-    node = next(n for n in tree.body if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "LAYERS")
-    return ast.literal_eval(node.value)
 
 
 def readme_layers() -> list[str]:

@@ -8,11 +8,9 @@ import dataclasses
 import shlex
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blocks import ArchSpec
 from blocks.text import plural
 
 from ..checks import check_for_training
@@ -25,6 +23,7 @@ from ..errors import UserError
 from ..study.stop import Stop
 from . import recipe
 from .folder_lock import clear_folder, lock_folder
+from .plan import Plan
 from .results import StudyResults, open_results
 from .retrain_outputs import SeedRun, brief, need_onnx, summary_lines, write_ensemble, write_trial_summary
 from .retrain_seed import train_and_test
@@ -55,17 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="write predictions.csv for the unlabeled test split (Tiny ImageNet's test/)")
     p.add_argument("--fresh", action="store_true", help="discard earlier retrain output of these trials first")
     return p.parse_args(argv)
-
-
-@dataclass
-class Plan:
-    """One trial to retrain: its number, verified spec, full-length TrainSpec and search results."""
-
-    number: int
-    spec: ArchSpec
-    train: TrainSpec
-    seed: int
-    record: dict[str, Any]  # search-time facts: val_acc, params, flops, receptive_field
 
 
 def full_length(train: TrainSpec, epochs: int) -> TrainSpec:

@@ -6,7 +6,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -18,10 +18,8 @@ from ..errors import UserError
 from ..names import fit_name
 from . import evaluate as ev
 from . import int8_results
+from .plan import Plan
 from .results import StudyResults
-
-if TYPE_CHECKING:
-    from .retrain import Plan
 
 TEST_SETS = {"cifar10": "CIFAR-10 test batch", "tiny_imagenet": "Tiny ImageNet official val",
              "synthetic": "synthetic test split", "imagefolder": "image folder test/ (or val/)"}

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -25,11 +25,9 @@ from ..threads import epoch_threads
 from ..trainer import EPOCH, EpochResult, fit, predict, resumable_epochs, seed_everything
 from . import evaluate as ev
 from . import recipe
+from .plan import Plan
 from .results import StudyResults
 from .retrain_outputs import SeedRun, export_onnx, test_set_name, write_predictions, write_run_files
-
-if TYPE_CHECKING:
-    from .retrain import Plan
 
 SEED_STRIDE = 1000  # retrain seed k of a trial trains with the trial's search seed + k * SEED_STRIDE
 Log = Callable[[str], None]

@@ -16,6 +16,7 @@ import albumentations as A
 import cv2
 import torch
 from albumentations.augmentations.geometric.functional import adjust_padding_by_position, get_padding_params
+from albumentations.core.transforms_interface import BasicTransform
 
 Generator = torch.Generator
 # cv2 border mode -> how an out-of-range row/column index maps back into the image (see _border_index).
@@ -168,20 +169,22 @@ class Holes:
 
 
 TWINS = ("PadIfNeeded", "RandomCrop", "HorizontalFlip", "CoarseDropout")
+Twin = Pad | Crop | PadCrop | Flip | Holes  # a batched transform: (uint8 batch, generator) -> batch
 
 
-def twin(t: object) -> object | None:
+def twin(t: BasicTransform) -> Twin | None:
     """The batched twin of one built albumentations transform, or None when it has none."""
+    fill = _numeric(getattr(t, "fill", None))
     if type(t) is A.HorizontalFlip:
         return Flip(float(t.p))
     if type(t) is A.PadIfNeeded and t.p == 1 and t.pad_height_divisor is None and t.pad_width_divisor is None \
-            and t.position != "random" and t.border_mode in BORDERS and t.min_height and t.min_width:
-        return Pad(int(t.min_height), int(t.min_width), t.position, BORDERS[t.border_mode], _numeric(t.fill))
+            and t.position != "random" and t.border_mode in BORDERS and t.min_height and t.min_width \
+            and fill is not None:
+        return Pad(int(t.min_height), int(t.min_width), t.position, BORDERS[t.border_mode], fill)
     if type(t) is A.RandomCrop and t.p == 1 and not t.pad_if_needed:
         return Crop(int(t.height), int(t.width))
-    if type(t) is A.CoarseDropout and _numeric(t.fill) is not None:
-        return Holes(tuple(t.num_holes_range), tuple(t.hole_height_range), tuple(t.hole_width_range),
-                     _numeric(t.fill), float(t.p))
+    if type(t) is A.CoarseDropout and fill is not None:
+        return Holes(tuple(t.num_holes_range), tuple(t.hole_height_range), tuple(t.hole_width_range), fill, float(t.p))
     return None
 
 
@@ -194,24 +197,25 @@ def _numeric(fill: object) -> float | tuple | None:
     return None
 
 
-def split_policy(transforms: list) -> tuple[list, list]:
+def split_policy(transforms: list[BasicTransform]) -> tuple[list[BasicTransform], list[Twin]]:
     """(albumentations transforms for workers, twins for the device): the device gets the longest tail of twins."""
     twins = [twin(t) for t in transforms]
     start = len(transforms)
     while start > 0 and twins[start - 1] is not None:
         start -= 1
-    fused: list = []
-    for op in twins[start:]:  # a pad followed by a crop: one pass, no padded copy
-        if isinstance(op, Crop) and fused and isinstance(fused[-1], Pad):
-            op = PadCrop(fused.pop(), op)
-        fused.append(op)
+    fused: list[Twin] = []
+    for op in twins[start:]:
+        if isinstance(op, Crop) and fused and isinstance(pad := fused[-1], Pad):
+            fused[-1] = PadCrop(pad, op)  # a pad followed by a crop: one pass, no padded copy
+        elif op is not None:  # (none is, past `start`)
+            fused.append(op)
     return transforms[:start], fused
 
 
 class BatchAugment:
     """uint8 (N, C, H, W) batch -> the twins in order -> float32 normalised as (x / 255 - mean) / std."""
 
-    def __init__(self, twins: list, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, twins: Sequence[Twin], mean: Sequence[float], std: Sequence[float]) -> None:
         self.twins = list(twins)
         self.mean = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1) * 255.0
         self.std = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1) * 255.0

@@ -9,8 +9,10 @@ import random
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
+import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -48,7 +50,7 @@ class DatasetInfo:
 class Loaders:
     """The DataLoaders of one run; `val` is None with train_on_val (or val_fraction 0), `test` unless asked."""
 
-    train: DataLoader
+    train: DataLoader | batches.DeviceBatches  # batches augmented on the device, or by DataLoader workers
     val: DataLoader | None
     test: DataLoader | None
     info: DatasetInfo
@@ -71,7 +73,7 @@ class ImageDataset(Dataset):
     def __getitems__(self, batch: list[int]) -> list[tuple[np.ndarray, int]]:
         """One batch (DataLoader's batched fetch); a SeededBatch reseeds the augmentation first."""
         seed = getattr(batch, "seed", None)
-        if seed is not None and isinstance(self.transform, augment.A.Compose):
+        if seed is not None and isinstance(self.transform, A.Compose):
             augment.reseed(self.transform, seed)
         return [self[i] for i in batch]
 
@@ -178,10 +180,12 @@ def split_indices(n: int, val_fraction: float, seed: int, subset: int | None = N
 def _seed_worker(worker_id: int) -> None:
     """Seed numpy, random and the albumentations pipeline of a DataLoader worker from torch's seed."""
     info = torch.utils.data.get_worker_info()
+    if info is None:  # not in a worker: nothing to seed
+        return
     seed = info.seed % 2**32  # torch derives it from the loader's generator (new each epoch) and the worker id
     np.random.seed(seed)
     random.seed(seed)
-    if isinstance(info.dataset, ImageDataset) and isinstance(info.dataset.transform, augment.A.Compose):
+    if isinstance(info.dataset, ImageDataset) and isinstance(info.dataset.transform, A.Compose):
         augment.reseed(info.dataset.transform, seed)
 
 
@@ -194,13 +198,14 @@ def loader_workers(requested: int | str) -> int:
     cores = cpu_cores()
     if requested == "auto":
         return cores
-    if requested > cores:
-        if requested not in _LOWERED:
-            _LOWERED.add(requested)
-            print(f"note: data.num_workers {requested} is more than the {cores} CPU cores here; using {cores}",
+    n = int(requested)
+    if n > cores:
+        if n not in _LOWERED:
+            _LOWERED.add(n)
+            print(f"note: data.num_workers {n} is more than the {cores} CPU cores here; using {cores}",
                   file=sys.stderr)
         return cores
-    return int(requested)
+    return n
 
 
 _LOWERED: set[int] = set()  # num_workers values already reported as lowered (one line per process)
@@ -218,7 +223,7 @@ def drops_little(n: int, batch_size: int) -> bool:
 DROP_AT_MOST = 0.1  # share of the training images an epoch may leave out to keep every batch full
 
 
-def _loader(ds: Dataset, batch_size: int, info: DatasetInfo, *, train: bool, seed: int, device: str,
+def _loader(ds: ImageDataset | batches.ArrayBatches, batch_size: int, info: DatasetInfo, *, train: bool, seed: int, device: str,
             workers: int | str, collate: Callable | None = None) -> DataLoader:
     """A DataLoader of normalised batches with seeded order and workers; pinned memory on CUDA."""
     cuda = str(device).startswith("cuda")
@@ -243,7 +248,8 @@ def make_loaders(cfg: DataConfig, steps: list, batch_size: int, *, seed: int, de
         raise UserError(f"batch size {batch_size} must be at least 1")
     info = info or dataset_info(cfg)
     trainval, test_split = sources.load_splits(cfg, test)
-    trainval, test_split = _decoded(cfg, info, trainval, "train"), _decoded(cfg, info, test_split, "test")
+    trainval = _decoded(cfg, info, trainval, "train")
+    test_split = None if test_split is None else _decoded(cfg, info, test_split, "test")
     train_idx, val_idx = split_indices(len(trainval.labels), cfg.val_fraction, cfg.split_seed, cfg.subset)
     if train_on_val:
         train_idx, val_idx = np.sort(np.concatenate([train_idx, val_idx])), val_idx[:0]
@@ -252,16 +258,17 @@ def make_loaders(cfg: DataConfig, steps: list, batch_size: int, *, seed: int, de
     augment.reseed(train_tf, seed)  # the check drew from the generator
     eval_tf = augment.eval_pipeline()
     eval_bs = eval_batch_size or 2 * batch_size  # no activations kept for backward: larger batches fit
-    opts = dict(train=False, seed=seed, device=device, workers=cfg.num_workers)
-    val = _loader(ImageDataset(trainval, eval_tf, val_idx), eval_bs, info, **opts) if len(val_idx) else None
-    test_loader = None if test_split is None else _loader(ImageDataset(test_split, eval_tf), eval_bs, info, **opts)
+    load = partial(_loader, batch_size=eval_bs, info=info, train=False, seed=seed, device=device,
+                   workers=cfg.num_workers)
+    val = load(ImageDataset(trainval, eval_tf, val_idx)) if len(val_idx) else None
+    test_loader = None if test_split is None else load(ImageDataset(test_split, eval_tf))
     train = _train_loader(cfg, trainval, train_idx, train_tf, batch_size, info, seed=seed, device=device, where=where)
     return Loaders(train, val, test_loader, info)
 
 
-def _decoded(cfg: DataConfig, info: DatasetInfo, split: Split | None, name: str) -> Split | None:
+def _decoded(cfg: DataConfig, info: DatasetInfo, split: Split, name: str) -> Split:
     """An image-file split as a memory-mapped array decoded once (squared to the image size); others as they are."""
-    if split is None or split.paths is None:
+    if split.paths is None:
         return split
     prepare = augment.eval_pipeline(pre=augment.square(info.image_size))  # images of a folder may differ in size
     folder = Path(cfg.cache_dir) if cfg.cache_dir else decode_cache.default_dir()
@@ -272,24 +279,24 @@ def _decoded(cfg: DataConfig, info: DatasetInfo, split: Split | None, name: str)
     return Split(split.labels, images=images)
 
 
-def _train_loader(cfg: DataConfig, split: Split, idx: np.ndarray, pipeline: augment.A.Compose, batch_size: int,
+def _train_loader(cfg: DataConfig, split: Split, idx: np.ndarray, pipeline: A.Compose, batch_size: int,
                   info: DatasetInfo, *, seed: int, device: str, where: str) -> DataLoader | batches.DeviceBatches:
     """Training batches: the policy's tail of batched twins on `device`, what precedes it in DataLoader workers."""
-    opts = dict(train=True, seed=seed, device=device, workers=cfg.num_workers)
+    load = partial(_loader, batch_size=batch_size, info=info, train=True, seed=seed, device=device,
+                   workers=cfg.num_workers)
     if cfg.augment_on == "workers":
-        return _loader(ImageDataset(split, pipeline, idx), batch_size, info, **opts)
+        return load(ImageDataset(split, pipeline, idx))
     host, twins = batch_augment.split_policy(list(pipeline.transforms))
     if cfg.augment_on == "device" and host:
         raise UserError(f"data.augment_on: device, but {where}: {type(host[-1]).__name__} has no batched twin "
                         f"(twins: {', '.join(batch_augment.TWINS)}, as a tail of the policy); use auto or workers")
     on_device = batch_augment.BatchAugment(twins, info.mean, info.std)
     if not host and split.images is not None:  # gather whole batches from the array: no per-image Python
-        ds: Dataset = batches.ArrayBatches(split.images, split.labels, idx)
-        loader = _loader(ds, batch_size, info, **{**opts, "workers": 0}, collate=batches.as_is)
+        loader = load(batches.ArrayBatches(split.images, split.labels, idx), workers=0, collate=batches.as_is)
     else:
-        worker_tf = augment.A.Compose(host)
+        worker_tf = A.Compose(host)
         augment.reseed(worker_tf, seed)
-        loader = _loader(ImageDataset(split, worker_tf, idx), batch_size, info, **opts, collate=batches.uint8_collate)
+        loader = load(ImageDataset(split, worker_tf, idx), collate=batches.uint8_collate)
     return batches.DeviceBatches(loader, on_device, device)
 
 

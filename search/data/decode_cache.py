@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -123,7 +123,7 @@ def _decode_into(out: np.ndarray, paths: Sequence[Path], size: int, read: Callab
     """Fill `out` with the images of `paths`, showing progress on `stream`."""
     if is_terminal(stream):
         # leave=False: the bar is wiped when it closes, so an `error:` line after it stands on a line of its own.
-        images = tqdm(paths, desc=desc, unit="img", mininterval=2.0, leave=False, file=stream)
+        images: Iterable[Path] = tqdm(paths, desc=desc, unit="img", mininterval=2.0, leave=False, file=stream)
     else:  # a log file or a pipe: a bar's carriage returns would run into the next line
         print(f"{desc}: {len(paths):,} images", file=stream, flush=True)
         images = paths

@@ -38,7 +38,11 @@ class Split:
 
     def read(self, i: int) -> np.ndarray:
         """Image i as an RGB HWC uint8 array."""
-        return self.images[i] if self.images is not None else read_image(self.paths[i])
+        if self.images is not None:
+            return self.images[i]
+        if self.paths is None:
+            raise ValueError("a Split holds its images or their paths")
+        return read_image(self.paths[i])
 
 
 def read_image(path: Path | str) -> np.ndarray:
@@ -208,13 +212,13 @@ def synthetic_images(n: int, classes: int, size: int, seed: int, stream: int) ->
     pad = max(1, size // 8)  # shifts of up to 1/8 of the side
     grids = np.random.default_rng(seed).integers(0, 256, size=(classes, 4, 4, 3), dtype=np.uint8)
     side = size + 2 * pad  # the class patterns depend on `seed` only: train and test streams share them
-    protos = np.stack([np.asarray(Image.fromarray(g).resize((side, side), Image.BICUBIC)) for g in grids])
+    protos = np.stack([np.asarray(Image.fromarray(g).resize((side, side), Image.Resampling.BICUBIC)) for g in grids])
     rng = np.random.default_rng([seed, stream])
     labels = rng.permutation(np.arange(n) % classes).astype(np.int64)
     dy, dx = rng.integers(0, 2 * pad + 1, size=(2, n))
     contrast = rng.uniform(0.6, 1.2, size=(n, 1, 1, 1))
-    images = np.stack([protos[y, a : a + size, b : b + size] for y, a, b in zip(labels, dy, dx, strict=True)]).astype(np.float32)
-    images = 128 + (images - 128) * contrast + rng.normal(0, 40, size=images.shape)
+    crops = np.stack([protos[y, a : a + size, b : b + size] for y, a, b in zip(labels, dy, dx, strict=True)])
+    images = 128 + (crops.astype(np.float32) - 128) * contrast + rng.normal(0, 40, size=crops.shape)
     return np.clip(images, 0, 255).astype(np.uint8), labels
 
 
@@ -232,8 +236,10 @@ def load_splits(cfg: DataConfig, test: bool) -> tuple[Split, Split | None]:
     if cfg.dataset == "synthetic":
         args = (cfg.synthetic_classes, cfg.synthetic_size, cfg.split_seed)
         images, labels = synthetic_images(cfg.synthetic_train, *args, stream=0)
-        t_images, t_labels = synthetic_images(cfg.synthetic_test, *args, stream=1) if test else (None, None)
-        return Split(labels, images=images), (Split(t_labels, images=t_images) if test else None)
+        if not test:
+            return Split(labels, images=images), None
+        t_images, t_labels = synthetic_images(cfg.synthetic_test, *args, stream=1)
+        return Split(labels, images=images), Split(t_labels, images=t_images)
     if cfg.dataset == "tiny_imagenet":
         folder = _tiny_dir(cfg)
         wnids = tiny_wnids(folder)

@@ -74,7 +74,7 @@ def _create(path: Path) -> tuple[Path, int]:
 def open_lock_file(path: str | os.PathLike) -> BinaryIO:
     """Open (creating) a lock file for fcntl.flock without following a link planted at its name, nor using a FIFO."""
     try:
-        return _regular(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), "r+b")
+        return os.fdopen(_regular(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)), "r+b")
     except OSError as e:
         if e.errno == errno.ELOOP and os.path.islink(path):  # O_NOFOLLOW's refusal reads "Too many levels of links"
             raise OSError(errno.ELOOP, "a symbolic link, which a lock is never opened through (it could lead "
@@ -84,10 +84,10 @@ def open_lock_file(path: str | os.PathLike) -> BinaryIO:
 
 def open_regular(path: str | os.PathLike) -> BinaryIO:
     """Open a file to read, refusing at once (OSError) anything but a regular file: a FIFO would block the read."""
-    return _regular(path, os.O_RDONLY, "rb")
+    return os.fdopen(_regular(path, os.O_RDONLY), "rb")
 
 
-def _regular(path: str | os.PathLike, flags: int, mode: str) -> BinaryIO:
+def _regular(path: str | os.PathLike, flags: int) -> int:
     """os.open without blocking (O_NONBLOCK: a FIFO without a writer opens at once), then fstat: regular files only."""
     fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o666)
     kind = os.fstat(fd).st_mode
@@ -95,7 +95,7 @@ def _regular(path: str | os.PathLike, flags: int, mode: str) -> BinaryIO:
         os.close(fd)
         raise OSError(errno.EINVAL, f"not a regular file (a {_KINDS.get(stat.S_IFMT(kind), 'special file')})", str(path))
     os.set_blocking(fd, True)  # reads and writes of a regular file never block anyway; keep the usual semantics
-    return os.fdopen(fd, mode)
+    return fd
 
 
 _KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",

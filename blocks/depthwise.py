@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.jit import is_scripting, is_tracing  # type: ignore[attr-defined]  # documented, not in its __all__
 
 GROUP = 3  # the widest kernel oneDNN's depthwise backward-weights kernel takes
 
@@ -42,21 +43,21 @@ class DepthwiseConv2d(nn.Conv2d):
             return False
         return (self.kernel_size[1] > GROUP and x.device.type == "cpu" and torch.is_grad_enabled()
                 and self.weight.requires_grad and self.padding_mode == "zeros"
-                and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()))
+                and not (is_tracing() or is_scripting() or torch.compiler.is_compiling()))
 
 
 class _ColumnGroupedDepthwise(torch.autograd.Function):
     """F.conv2d(x, weight, stride, padding, groups=channels), its weight gradient in column groups."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
                 padding: tuple[int, int]) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.padding = stride, padding
         return F.conv2d(x, weight, None, stride, padding, 1, weight.shape[0])
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         x, weight = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
             memory_format=torch.channels_last) else grad.contiguous()

@@ -65,9 +65,9 @@ def read_json(path: str | os.PathLike, shape: Any) -> Any:
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both are
         why = "the file is empty" if not text else f"it is truncated or not JSON ({one_line(e)[:200]})"
         raise UnreadableFile(why) from None
-    why = problem(data, shape)
-    if why:
-        raise UnreadableFile(f"it does not hold what it should: {why}")
+    mismatch = problem(data, shape)
+    if mismatch:
+        raise UnreadableFile(f"it does not hold what it should: {mismatch}")
     return data
 
 

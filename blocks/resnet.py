@@ -80,7 +80,7 @@ class Bottleneck(nn.Module):
         return residual_add_cx(cx, x, spec.shortcut, spec.skip_kernel, stride)
 
 
-BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+BLOCKS: dict[str, type[BasicBlock | Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 STEM_CONV = {"cifar": (3, 1), "conv_s2": (3, 2), "imagenet": (7, 2)}  # stem kind -> its conv's (kernel, stride)
 
 
@@ -110,6 +110,7 @@ class Head(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1) if pool is None else nn.AvgPool2d(pool)
         side = 1 if pool is None else (size - pool) // pool + 1
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc: nn.Linear | nn.Sequential
         if kind == "linear":
             self.fc = nn.Linear(c_in * side * side, num_classes)
         else:

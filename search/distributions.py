@@ -29,16 +29,24 @@ class Dist:
         """Ask the Optuna trial for a value under the stable parameter name `name`."""
         if self.kind == "choice":
             return trial.suggest_categorical(name, list(self.choices))
+        low, high = self.bounds()
         if self.kind == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
+            return trial.suggest_int(name, int(low), int(high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, float(low), float(high), step=self.step, log=self.log)
+
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of an int or float distribution; a choice has none (ValueError)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.kind} distribution has no low and high")
+        return self.low, self.high
 
     def values(self) -> list | None:
         """Every value this distribution can give, when it is a finite choice."""
         if self.kind == "choice":
             return list(self.choices)
         if self.kind == "int" and not self.log:
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+            low, high = self.bounds()
+            return list(range(int(low), int(high) + 1, int(self.step or 1)))
         return None
 
 

@@ -29,7 +29,7 @@ class _Loader(yaml.SafeLoader):
 
     depth = 0
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         """Compose one node, refusing nesting past MAX_DEPTH before Python's own recursion limit is hit."""
         self.depth += 1
         try:

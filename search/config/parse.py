@@ -59,7 +59,7 @@ def _typed(cls: type, d: Any, where: str) -> Any:
     for key, value in d.items():
         if key not in fields:
             raise UserError(f"{where}.{clip(str(key))}: unknown key (expected one of: {', '.join(fields)})")
-        _check_type(value, hints[key], f"{where}.{key}")
+        _check_type(value, fields[key].metadata.get("yaml", hints[key]), f"{where}.{key}")
     missing = [f.name for f in fields.values()
                if f.name not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:  # `budget: {}` or `--set budget=null`: the tool's words, not dataclass's TypeError
@@ -73,7 +73,8 @@ def _yaml_types(hint: Any) -> tuple[type, ...] | None:
         return None
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         parts = [_yaml_types(a) for a in typing.get_args(hint)]
-        return None if None in parts else tuple(t for p in parts for t in p)
+        known = [p for p in parts if p is not None]
+        return None if len(known) < len(parts) else tuple(t for p in known for t in p)
     base = typing.get_origin(hint) or hint
     if base in (tuple, list):
         return (list,)
@@ -229,30 +230,33 @@ def _parse_budget(d: Any, path: str) -> BudgetConfig:
     if budget.latency_batch > LATENCY_BATCH_MAX:
         raise UserError(f"{path}: budget.latency_batch {budget.latency_batch}: expected at most {LATENCY_BATCH_MAX} "
                         f"(the probe holds the whole batch in memory)")
-    return _parse_peak_budget(budget, path)
+    return _parse_peak_budget(budget, (d or {}).get("peak_activations"), path)
 
 
 BYTE_UNITS = {"b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
 
 
-def _parse_peak_budget(budget: BudgetConfig, path: str) -> BudgetConfig:
-    """budget.peak_activations as whole elements: a unit string ("64KiB") divided by activation_bytes."""
-    value, per = budget.peak_activations, budget.activation_bytes
+def _parse_peak_budget(budget: BudgetConfig, value: int | str | None, path: str) -> BudgetConfig:
+    """budget.peak_activations (`value`, as the YAML gave it) as whole elements: a unit string ("64KiB") divided
+    by activation_bytes."""
+    per = budget.activation_bytes
     where = f"{path}: budget.peak_activations"
     if per < 1:
         raise UserError(f"{path}: budget.activation_bytes: expected bytes per element >= 1 (1 = int8), got {per}")
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([a-zA-Z]+)\s*", value)
-        if m is None or m.group(2).lower() not in BYTE_UNITS:
-            raise UserError(f"{where}: {value!r} is not a positive number of elements or a byte size such as "
-                            f"64KiB or 256kB (units: B, kB, KiB, MB, MiB, GB, GiB)")
-        value = int(float(m.group(1)) * BYTE_UNITS[m.group(2).lower()] // per)
-        if value <= 0:
-            raise UserError(f"{where}: {budget.peak_activations!r} at budget.activation_bytes {per} is less than "
-                            f"one element; expected a positive size")
-    elif value is not None and value <= 0:
-        raise UserError(f"{where}: expected a positive number of elements or a byte size such as 64KiB, got {value}")
-    return dataclasses.replace(budget, peak_activations=value)
+    if not isinstance(value, str):
+        if value is not None and value <= 0:
+            raise UserError(f"{where}: expected a positive number of elements or a byte size such as 64KiB, "
+                            f"got {value}")
+        return dataclasses.replace(budget, peak_activations=value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([a-zA-Z]+)\s*", value)
+    if m is None or m.group(2).lower() not in BYTE_UNITS:
+        raise UserError(f"{where}: {value!r} is not a positive number of elements or a byte size such as "
+                        f"64KiB or 256kB (units: B, kB, KiB, MB, MiB, GB, GiB)")
+    elements = int(float(m.group(1)) * BYTE_UNITS[m.group(2).lower()] // per)
+    if elements <= 0:
+        raise UserError(f"{where}: {value!r} at budget.activation_bytes {per} is less than one element; "
+                        f"expected a positive size")
+    return dataclasses.replace(budget, peak_activations=elements)
 
 
 def _check_train(train: dict[str, Any], path: str) -> None:
@@ -290,7 +294,8 @@ def _parse_baselines(items: Any, path: str) -> tuple[Baseline, ...]:
         return ()
     if not isinstance(items, list):
         raise UserError(f"{path}: baselines: expected a list of designs, got {shown(items)}")
-    out, train_keys = [], {f.name for f in dataclasses.fields(TrainSpec)}
+    out: list[Baseline] = []
+    train_keys = {f.name for f in dataclasses.fields(TrainSpec)}
     for i, item in enumerate(items):
         where = f"{path}: baselines[{i}]"
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str) or not item["name"]:

@@ -9,7 +9,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from blocks import ArchSpec
 
@@ -189,8 +189,9 @@ class BudgetConfig:
     latency_ms: float | None = None  # measured inference ms per forward pass at latency_batch, on the trial's device
     latency_batch: int = 1  # batch size of the latency budget's probe
     # Peak activation memory at batch 1 (blocks' count: tensors live at once, BN folded, ReLU in place), in
-    # elements; a YAML string with a unit ("64KiB") is bytes, parsed into elements at activation_bytes each.
-    peak_activations: int | str | None = None
+    # elements; a YAML string with a unit ("64KiB") is bytes, parsed into elements at activation_bytes each
+    # (metadata "yaml": the types the YAML may give, where they differ from the parsed field's).
+    peak_activations: int | None = field(default=None, metadata={"yaml": int | str | None})
     activation_bytes: int = 1  # bytes per activation element: 1 = int8, as MLPerf Tiny and TFLite Micro deploy
 
 
@@ -201,7 +202,8 @@ class RulesConfig:
     head: str | None = None  # "conv" = no fully connected layer
     dropout: bool = True  # false = no dropout layer anywhere
     widening_1x1: bool = True  # false = no 1x1 conv that increases the channel count (shortcuts included)
-    min_receptive_field: int | str | None = None  # pixels, or "input" = at least the input size
+    min_receptive_field: int | Literal["input"] | None = field(  # pixels, or "input" = at least the input size
+        default=None, metadata={"yaml": int | str | None})
     max_epochs: int | None = None  # upper bound on search and retrain epochs
     min_augmentations: int | None = None  # each augmentation policy needs at least this many transforms
 
@@ -305,5 +307,5 @@ def max_train_epochs(cfg: SearchConfig) -> int:
     """The most epochs a trial of this space can train (TrainSpec's default where train.epochs is not set)."""
     epochs = cfg.train.get("epochs", TrainSpec.epochs)
     if isinstance(epochs, Dist):
-        return int(max(epochs.choices) if epochs.kind == "choice" else epochs.high)
+        return int(max(epochs.choices) if epochs.kind == "choice" else epochs.bounds()[1])
     return int(epochs)

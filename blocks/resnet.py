@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -150,6 +151,7 @@ class ResNet(nn.Module):
     def __init__(self, spec: ArchSpec):
         super().__init__()
         self.spec = spec
+        self.extra: dict[str, Any] = {}  # what blocks.load read beside the weights (blocks.save's `extra`)
         block, e = BLOCKS[spec.block], spec.block_expansion
         self.stem = Stem(spec.stem, spec.in_channels, spec.stem_width)
         c_in, stages = spec.stem_width, []

@@ -57,9 +57,10 @@ def _middle(dist: Dist) -> Any:
         if any(isinstance(c, (tuple, list, dict)) for c in dist.choices):
             return json.dumps(dist.choices[0])  # list-valued choices are stored as JSON (space.suggest)
         return dist.choices[0]
-    mid = math.sqrt(dist.low * dist.high) if dist.log else (dist.low + dist.high) / 2
+    low, high = dist.bounds()
+    mid = math.sqrt(low * high) if dist.log else (low + high) / 2
     if dist.step:
-        mid = dist.low + round((mid - dist.low) / dist.step) * dist.step
+        mid = low + round((mid - low) / dist.step) * dist.step
     return int(round(mid)) if dist.kind == "int" else float(mid)
 
 

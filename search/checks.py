@@ -10,7 +10,7 @@ from typing import Literal
 from .baselines import check_baselines
 from .config import SearchConfig
 from .data.augment import check_batchable, policy_names, policy_steps, square, train_pipeline, validate_augment
-from .data.datasets import DatasetInfo, dataset_info, make_loaders, survey
+from .data.datasets import DatasetInfo, dataset_info, image_count, make_loaders, survey
 from .distributions import candidates
 from .errors import UserError
 from .rules import check_space_meets_rules
@@ -24,6 +24,12 @@ class Checked:
     n_train: int | None = None  # training images after the validation split (None: not counted)
     n_val: int | None = None  # validation images
     skipped: str | None = None  # what a dry run could not check (a built-in dataset not on disk)
+
+    def counts(self) -> tuple[int, int]:
+        """(training, validation) images, of a check that loaded or counted them."""
+        if self.n_train is None or self.n_val is None:
+            raise ValueError("the images were not counted (a check with images='none')")
+        return self.n_train, self.n_val
 
 
 def check_for_training(cfg: SearchConfig, images: Literal["load", "count", "none"] = "load") -> Checked:
@@ -44,7 +50,7 @@ def check_for_training(cfg: SearchConfig, images: Literal["load", "count", "none
         checked = Checked(info, found.n_train, found.n_val, found.skipped)
     else:
         loaders = make_loaders(cfg.data, [], 2, seed=0, info=info)
-        checked = Checked(info, len(loaders.train.dataset), 0 if loaders.val is None else len(loaders.val.dataset))
+        checked = Checked(info, image_count(loaders.train), image_count(loaders.val))
     if checked.n_val == 0:  # every trial would train, then fail on a NaN accuracy, and not count
         raise UserError(f"{cfg.path}: data.val_fraction {cfg.data.val_fraction} of {checked.n_train} "
                         f"training images leaves no validation images; a search needs them to rank trials")

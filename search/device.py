@@ -60,7 +60,7 @@ def autocast(device: torch.device, amp: bool | str) -> Any:
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """Move a model to `device` in channels_last (NHWC) memory format, the fast layout for oneDNN and cuDNN."""
-    return model.to(device=device, memory_format=torch.channels_last)
+    return model.to(device).to(memory_format=torch.channels_last)
 
 
 def compiled(model: nn.Module, on: bool) -> Any:

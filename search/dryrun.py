@@ -31,7 +31,7 @@ from . import trainer
 from .config import SearchConfig, TrainSpec
 from .describe import arch_brief
 from .device import cpu_cores, sync, to_device
-from .rules import check_sample
+from .rules import Resolved, check_sample
 from .space import sample
 from .threads import PROCESS, Load, LoadMeter, fixed_by, threads_for
 
@@ -93,18 +93,20 @@ def sample_designs(cfg: SearchConfig, n: int, num_classes: int, input_size: int,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=cfg.search.seed),
                                 direction="maximize")  # in memory: nothing is stored
-    designs, rejected = [], Counter()
+    designs: list[Design] = []
+    rejected: Counter[str] = Counter()
     deadline = clock() + limit_s
     for _ in range(n):
         if clock() > deadline:
             break
         trial = study.ask()
         arch_d, train_d, reason = sample(trial, cfg, num_classes, input_size)
-        spec, train, cx, reason = check_sample(arch_d, train_d, reason, cfg)
-        if reason is None:
-            designs.append(Design(spec, train, cx.params, cx.flops, cx.peak_activations))
+        verdict = check_sample(arch_d, train_d, reason, cfg)
+        if isinstance(verdict, Resolved):
+            cx = verdict.cx
+            designs.append(Design(verdict.spec, verdict.train, cx.params, cx.flops, cx.peak_activations))
         else:
-            rejected[reason.split(" (")[0]] += 1  # the kind of reason, without its per-sample figures
+            rejected[verdict.reason.split(" (")[0]] += 1  # the kind of reason, without its per-sample figures
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     return designs, rejected
 
@@ -139,7 +141,8 @@ def time_training(spec: ArchSpec, train: TrainSpec, device: torch.device, limit_
     if batch == small:
         return Timing(per_img, small)
     step(batch)  # warm-up at the new shape
-    deadline, times = clock() + limit_s, []
+    deadline = clock() + limit_s
+    times: list[float] = []
     while len(times) < PROBE_STEPS and (not times or clock() < deadline):
         times.append(step(batch))
     return Timing(statistics.fmean(times) / batch, batch)

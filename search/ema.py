@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -16,22 +16,32 @@ def warmed_decay(decay: float, updates: int) -> float:
     return min(decay, (1 + updates) / (10 + updates))
 
 
-def _ema_update(decay: float) -> Any:
+class EMA(AveragedModel):
+    """torch's AveragedModel, with the type of the copy it averages declared."""
+
+    module: nn.Module
+
+
+Tensors = tuple[torch.Tensor, ...] | list[torch.Tensor]
+
+
+def _ema_update(decay: float) -> Callable[[Tensors, Tensors, torch.Tensor | int], None]:
     """AveragedModel multi_avg_fn: lerp float tensors towards the model's; copy integer buffers."""
 
     @torch.no_grad()
-    def update(ema: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+    def update(ema: Tensors, current: Tensors, n_averaged: torch.Tensor | int) -> None:
         if not torch.is_floating_point(ema[0]):
             torch._foreach_copy_(ema, current)  # BatchNorm's num_batches_tracked: a count, not a weight
             return
-        n = n_averaged.to(ema[0].dtype)  # on the device: no host sync per step
-        torch._foreach_lerp_(ema, current, 1.0 - torch.clamp((1 + n) / (10 + n), max=decay))
+        n = torch.as_tensor(n_averaged, dtype=ema[0].dtype, device=ema[0].device)  # (a tensor: no host sync)
+        weight = 1.0 - torch.clamp((1 + n) / (10 + n), max=decay)
+        torch._foreach_lerp_(ema, current, weight)  # type: ignore[call-overload]  # a 0-dim tensor weight: no stub has it
 
     return update
 
 
-def make_ema(model: nn.Module, decay: float) -> AveragedModel:
+def make_ema(model: nn.Module, decay: float) -> EMA:
     """A copy of `model` whose parameters and buffers track an EMA of the model's after each update."""
     # use_buffers=True averages BatchNorm's running mean and variance too (timm's ModelEmaV2/V3 semantics),
     # so the EMA weights are evaluated with statistics that belong to them, not to the live weights.
-    return AveragedModel(model, multi_avg_fn=_ema_update(decay), use_buffers=True)
+    return EMA(model, multi_avg_fn=_ema_update(decay), use_buffers=True)

@@ -9,18 +9,18 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, NoReturn
 
 import optuna
 import torch
 
-from blocks import ArchSpec, build
+from blocks import ArchSpec, Complexity, build
 from blocks.atomic import atomic_write_text
 from blocks.io import UnreadableFile, read_json
 
 from .baselines import sample_baseline
 from .checkpoint import CheckpointWriteError, set_aside
-from .config import SearchConfig
+from .config import SearchConfig, TrainSpec
 from .contained import inside
 from .dashboard import note_rejected, upload
 from .describe import arch_brief
@@ -28,7 +28,7 @@ from .device import resolve_device
 from .errors import ResultsWriteError, UserError
 from .probe import LatencyProbe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
-from .rules import check_sample, module_violation
+from .rules import Rejected, Resolved, check_sample, module_violation
 from .space import sample
 from .storage import STORAGE_ERRORS, stored_trial
 from .threads import epoch_threads
@@ -46,6 +46,9 @@ from .trials import (
     ranked,
     record_shape,
 )
+
+if TYPE_CHECKING:
+    from .data.datasets import Loaders
 
 
 class Objective:
@@ -81,21 +84,23 @@ class Objective:
         arch_d, train_d, reason = pick(trial, cfg, self.info.num_classes, self.info.image_size)
         trial.set_user_attr("arch", arch_d)
         trial.set_user_attr("train", train_d)
-        spec, train, cx, reason = check_sample(arch_d, train_d, reason, cfg)
-        trial.set_user_attr("arch_short", arch_brief(spec.to_dict() if spec is not None else arch_d))  # short, readable
-        if cx is not None:
+        verdict = check_sample(arch_d, train_d, reason, cfg)
+        design = verdict if isinstance(verdict, Resolved) else verdict.design
+        trial.set_user_attr("arch_short", arch_brief(design.spec.to_dict() if design else arch_d))  # short, readable
+        if design is not None:
+            spec, cx = design.spec, design.cx
             trial.set_user_attr("arch", spec.to_dict())  # resolved: every key, defaults included
-            trial.set_user_attr("train", train.to_dict())
+            trial.set_user_attr("train", design.train.to_dict())
             trial.set_user_attr("params", cx.params)
             trial.set_user_attr("flops", cx.flops)
             trial.set_user_attr("peak_activations", cx.peak_activations)  # elements, batch 1 (bytes at int8)
             trial.set_user_attr("receptive_field", cx.receptive_field)
             trial.set_user_attr("budget_utilisation", round(cx.params / cfg.budget.params, 4))
-        if reason is not None:
-            return self._reject(trial, reason)
-        return self._train(trial, spec, train, cx)
+        if isinstance(verdict, Rejected):
+            return self._reject(trial, verdict.reason)
+        return self._train(trial, verdict.spec, verdict.train, verdict.cx)
 
-    def _reject(self, trial: optuna.Trial, reason: str) -> Any:
+    def _reject(self, trial: optuna.Trial, reason: str) -> NoReturn:
         """Record why this sample can never be trained, and end the trial without building anything."""
         self.rejections_in_a_row += 1
         trial.set_user_attr(REJECTED, reason)
@@ -107,7 +112,8 @@ class Objective:
                      f"the space barely fits, shrink it or raise the budget")
         raise optuna.TrialPruned(f"rejected: {reason}")
 
-    def _train(self, trial: optuna.Trial, spec: ArchSpec, train: Any, cx: Any) -> Any:
+    def _train(self, trial: optuna.Trial, spec: ArchSpec, train: TrainSpec,
+               cx: Complexity) -> float | tuple[float, ...]:
         """Build, train with per-epoch reports and pruning, and return the objective values."""
         first = self._link_retry(trial)
         seed = self.cfg.search.seed + first  # a retry keeps the seed of the trial it continues
@@ -124,7 +130,7 @@ class Objective:
         history = self._fit(trial, model, loaders, train, seed, record, ckpt, done)
         return self._finish(trial, model, train, cx, record, history, ckpt)
 
-    def _build(self, trial: optuna.Trial, spec: ArchSpec, cx: Any, seed: int) -> torch.nn.Module:
+    def _build(self, trial: optuna.Trial, spec: ArchSpec, cx: Complexity, seed: int) -> torch.nn.Module:
         """The trial's model, seeded, checked against the analytic rule check and parameter count."""
         seed_everything(seed)
         model = build(spec)
@@ -137,7 +143,7 @@ class Objective:
         trial.set_user_attr("device", _device_name(self.device))
         return model
 
-    def _over_latency(self, trial: optuna.Trial, model: torch.nn.Module, train: Any) -> str | None:
+    def _over_latency(self, trial: optuna.Trial, model: torch.nn.Module, train: TrainSpec) -> str | None:
         """Why the model breaks the latency budget (measured before any training), or None."""
         budget = self.cfg.budget
         if budget.latency_ms is None:
@@ -148,10 +154,10 @@ class Objective:
             return f"latency {ms:.2f} ms at batch {budget.latency_batch} is over the budget of {budget.latency_ms} ms"
         return None
 
-    def _loaders(self, train: Any, seed: int) -> Any:
+    def _loaders(self, train: TrainSpec, seed: int) -> Loaders:
         """The trial's training and validation loaders (its augmentation policy, batch and seed)."""
         from .data.augment import DEFAULT_POLICY, policy_steps
-        from .data.datasets import make_loaders
+        from .data.datasets import image_count, make_loaders
 
         cfg = self.cfg
         steps = policy_steps(cfg.augment, train.augment_policy or DEFAULT_POLICY)
@@ -159,12 +165,12 @@ class Objective:
                                where=f"{cfg.path}: augment")
         if len(loaders.train) == 1 and not self.warned_one_step:
             self.warned_one_step = True
-            self.log(f"note: {len(loaders.train.dataset)} training images at batch {train.batch_size} make one optimiser "
-                     f"step per epoch, so the learning rate recorded per epoch (set after that step) is never one a "
+            self.log(f"note: {image_count(loaders.train)} training images at batch {train.batch_size} make one "
+                     f"optimiser step per epoch, so the learning rate recorded per epoch (set after that step) is never one a "
                      f"step used; use a smaller batch or more images")
         return loaders
 
-    def _resume_point(self, trial: optuna.Trial, first: int, ckpt: Path, model: torch.nn.Module, train: Any,
+    def _resume_point(self, trial: optuna.Trial, first: int, ckpt: Path, model: torch.nn.Module, train: TrainSpec,
                       record: dict) -> int:
         """Epochs restored from the checkpoint of the trial this one retries (0 for a fresh trial)."""
         done = 0
@@ -179,8 +185,8 @@ class Objective:
             self.log(f"[trial {trial.number}] resuming trial {first} from epoch {done + 1} ({ckpt})")
         return done
 
-    def _fit(self, trial: optuna.Trial, model: torch.nn.Module, loaders: Any, train: Any, seed: int, record: dict,
-             ckpt: Path, done: int) -> list[EpochResult]:
+    def _fit(self, trial: optuna.Trial, model: torch.nn.Module, loaders: Loaders, train: TrainSpec, seed: int,
+             record: dict, ckpt: Path, done: int) -> list[EpochResult]:
         """Train the trial; a failure is recorded, and says whether the trial resumes (its checkpoint kept) or not."""
         on_epoch = EpochHook(self, trial, train, record, done)
         try:
@@ -209,7 +215,7 @@ class Objective:
         finally:
             on_epoch.progress.close()
 
-    def _finish(self, trial: optuna.Trial, model: torch.nn.Module, train: Any, cx: Any, record: dict,
+    def _finish(self, trial: optuna.Trial, model: torch.nn.Module, train: TrainSpec, cx: Complexity, record: dict,
                 history: list[EpochResult], ckpt: Path) -> float | tuple[float, ...]:
         """Measure the trained model's latency, write the final record, and return the objective values."""
         ckpt.unlink(missing_ok=True)
@@ -237,7 +243,7 @@ class Objective:
         """Upload the trial's final record as an artifact, so the dashboard opens it from the trial's page."""
         upload(trial, self.records / f"{trial.number:05d}.json", self.results)
 
-    def _record(self, trial: optuna.Trial, spec: ArchSpec, train: Any, cx: Any, seed: int) -> dict:
+    def _record(self, trial: optuna.Trial, spec: ArchSpec, train: TrainSpec, cx: Complexity, seed: int) -> dict:
         """The per-trial JSON document (written after every epoch)."""
         record = {"number": trial.number, "study": self.cfg.study_name, "state": "running",
                   "arch": spec.to_dict(), "train": train.to_dict(), "seed": seed,
@@ -290,7 +296,7 @@ class Objective:
 class EpochHook:
     """fit's on_epoch for one trial: record and log each epoch, report it to the pruner, prune."""
 
-    def __init__(self, objective: Objective, trial: optuna.Trial, train: Any, record: dict, done: int):
+    def __init__(self, objective: Objective, trial: optuna.Trial, train: TrainSpec, record: dict, done: int):
         cfg = objective.cfg
         self.objective, self.trial, self.train, self.record = objective, trial, train, record
         self.done = done  # epochs restored from a checkpoint (fit replays them)

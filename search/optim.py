@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 if TYPE_CHECKING:
     from .config import TrainSpec
@@ -23,7 +24,7 @@ def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
     return cls(groups, lr=spec.lr)
 
 
-def make_schedule(opt: torch.optim.Optimizer, spec: TrainSpec, steps_per_epoch: int) -> Any:
+def make_schedule(opt: torch.optim.Optimizer, spec: TrainSpec, steps_per_epoch: int) -> LRScheduler:
     """A per-step LR schedule over the whole run."""
     total = max(1, spec.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler
@@ -32,6 +33,7 @@ def make_schedule(opt: torch.optim.Optimizer, spec: TrainSpec, steps_per_epoch: 
     if spec.schedule == "cyclic":
         return sched.LambdaLR(opt, lambda s: cyclic_factor(s, total, spec.cycles))
     warm = min(total - 1, int(spec.warmup_epochs * steps_per_epoch))
+    main: LRScheduler
     if spec.schedule == "cosine":
         main = sched.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total - warm)))))
     elif spec.schedule == "step":  # x0.1 at 50% and 75% of the run

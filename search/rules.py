@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -10,7 +11,7 @@ from torch import nn
 from blocks import ArchSpec, Complexity, complexity
 from blocks.spec import SpecError
 
-from .config import SearchConfig, TrainSpec
+from .config import RulesConfig, SearchConfig, TrainSpec
 from .data.augment import count_transforms, policy_names, policy_steps
 from .distributions import Dist, candidates
 from .errors import UserError
@@ -24,7 +25,7 @@ MAX_PEAK_CORNERS = 512  # combinations of categorical choices tried for the smal
 PEAK_KEYS = ("stem", "strides", "widths", "block", "expansion", "separable", "shortcut", "pool", "head")
 
 
-def min_receptive_field(rules: Any, input_size: int) -> int | None:
+def min_receptive_field(rules: RulesConfig, input_size: int) -> int | None:
     """The receptive field floor in pixels (`input` = the input size), or None."""
     if rules.min_receptive_field == "input":
         return input_size
@@ -52,17 +53,34 @@ def arch_violation(spec: ArchSpec, cx: Complexity, cfg: SearchConfig) -> str | N
     return None
 
 
-def check_sample(arch_d: dict, train_d: dict, reason: str | None,
-                 cfg: SearchConfig) -> tuple[ArchSpec | None, TrainSpec | None, Complexity | None, str | None]:
-    """A sampled design resolved and checked: (spec, train, complexity, None), or why it cannot be trained."""
+@dataclass(frozen=True)
+class Resolved:
+    """A sampled design that may be trained: its spec, training settings and analytic complexity."""
+
+    spec: ArchSpec
+    train: TrainSpec
+    cx: Complexity
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A sampled design that may not be trained: why, and the design when it could be resolved (over a budget)."""
+
+    reason: str
+    design: Resolved | None = None
+
+
+def check_sample(arch_d: dict, train_d: dict, reason: str | None, cfg: SearchConfig) -> Resolved | Rejected:
+    """A sampled design (`reason`: why sampling already refused it) resolved and checked against budgets and rules."""
     if reason is not None:
-        return None, None, None, reason
+        return Rejected(reason)
     try:
         spec, train = ArchSpec.from_dict(arch_d), TrainSpec.from_dict(train_d)
     except ValueError as e:
-        return None, None, None, str(e)
-    cx = complexity(spec)
-    return spec, train, cx, arch_violation(spec, cx, cfg) or train_violation(spec, train, cfg)
+        return Rejected(str(e))
+    design = Resolved(spec, train, complexity(spec))
+    why = arch_violation(spec, design.cx, cfg) or train_violation(spec, train, cfg)
+    return design if why is None else Rejected(why, design)
 
 
 def train_violation(spec: ArchSpec, train: TrainSpec, cfg: SearchConfig) -> str | None:
@@ -150,7 +168,8 @@ def _low(v: Any) -> Any:
     if v.kind == "choice":
         nums = [c for c in v.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
         return min(nums) if len(nums) == len(v.choices) else v.choices[0]
-    return int(v.low) if v.kind == "int" else v.low
+    low = v.bounds()[0]
+    return int(low) if v.kind == "int" else low
 
 
 def _check_budget_reachable(cfg: SearchConfig, d: dict[str, Any]) -> None:
@@ -174,16 +193,15 @@ def _check_budget_reachable(cfg: SearchConfig, d: dict[str, Any]) -> None:
         raise UserError(f"{cfg.path}: budget.flops {cfg.budget.flops:,} is below the smallest network in the "
                         f"space ({cx.flops:,} FLOPs at {label}); raise the budget or shrink the space")
     if cfg.budget.peak_activations is not None:
-        _check_peak_reachable(cfg, d)
+        _check_peak_reachable(cfg, d, cfg.budget.peak_activations)
 
 
-def _check_peak_reachable(cfg: SearchConfig, smallest: dict[str, Any]) -> None:
-    """Raise when every design of the space is over budget.peak_activations.
+def _check_peak_reachable(cfg: SearchConfig, smallest: dict[str, Any], budget: int) -> None:
+    """Raise when every design of the space is over `budget`, budget.peak_activations.
 
     The peak is not smallest at the params corner (a strided stem or a separable conv can lower it), so
     every combination of the choices in PEAK_KEYS is tried at the smallest numbers, up to MAX_PEAK_CORNERS.
     """
-    budget = cfg.budget.peak_activations
     keys = [k for k in PEAK_KEYS if isinstance(cfg.space.get(k), Dist) and cfg.space[k].kind == "choice"]
     best: tuple[int, str] | None = None
     for values in itertools.islice(itertools.product(*(cfg.space[k].choices for k in keys)), MAX_PEAK_CORNERS):

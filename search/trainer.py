@@ -6,15 +6,16 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from blocks.holds import Maybe, Number
 
@@ -22,7 +23,7 @@ from . import checkpoint as ckpt_io
 from .checkpoint import UnreadableCheckpoint
 from .config import TrainSpec
 from .device import autocast, compiled, prepare_model, to_device
-from .ema import make_ema
+from .ema import EMA, make_ema
 from .errors import StopRequested
 from .optim import make_optimizer, make_schedule
 
@@ -52,11 +53,19 @@ class TrainState:
     model: nn.Module
     step_model: Any  # the model, or torch.compile's wrapper of it (the parameters are shared)
     opt: torch.optim.Optimizer
-    schedule: Any  # a torch.optim.lr_scheduler stepped once per optimiser step
-    ema: nn.Module | None  # the weight average validated instead of the model, with spec.ema
+    schedule: LRScheduler  # stepped once per optimiser step
+    ema: EMA | None  # the weight average validated instead of the model, with spec.ema
     loss_fn: nn.Module
     spec: TrainSpec
     device: torch.device
+
+
+class Batches(Protocol):
+    """What training and evaluation read: (images, labels) batches and how many (a DataLoader, DeviceBatches)."""
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def __len__(self) -> int: ...
 
 
 def seed_everything(seed: int) -> None:
@@ -76,7 +85,7 @@ def log_probs(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Ten
     return torch.logaddexp(out, mirrored) - math.log(2.0)
 
 
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool | str = "auto",
+def evaluate(model: nn.Module, loader: Batches, device: torch.device, amp: bool | str = "auto",
              size: int | None = None, tta: bool = False) -> tuple[float, float]:
     """Mean cross-entropy loss and top-1 accuracy over `loader` (images resized to `size` px if given)."""
     model.eval()
@@ -87,12 +96,12 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool
             x = _resize(x, size)
             logp = log_probs(model, x, tta)
             loss_sum += F.nll_loss(logp, y, reduction="sum").item()
-            correct += (logp.argmax(1) == y).sum().item()
+            correct += int((logp.argmax(1) == y).sum())
             n += y.numel()
     return loss_sum / max(1, n), correct / max(1, n)
 
 
-def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: bool | str = "auto",
+def predict(model: nn.Module, loader: Batches, device: torch.device, amp: bool | str = "auto",
             tta: bool = False, on_batch: BatchHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax probabilities (N, classes) and labels (N,) over `loader`, on the CPU (flip-averaged with `tta`).
 
@@ -110,7 +119,7 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device, amp: bool 
     return torch.cat(probs), torch.cat(labels)
 
 
-def fit(model: nn.Module, train_loader: Any, val_loader: Any, spec: TrainSpec, device: torch.device, *,
+def fit(model: nn.Module, train_loader: Batches, val_loader: Batches | None, spec: TrainSpec, device: torch.device, *,
         on_epoch: Callable[[EpochResult], None] | None = None, checkpoint: Path | None = None,
         native_size: int | None = None, seed: int | None = None,
         stop: Callable[[], bool] | None = None, on_batch: BatchHook | None = None,
@@ -182,7 +191,7 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[tor
     return logits, loss
 
 
-def run_epoch(state: TrainState, train_loader: Any, val_loader: Any, epoch: int, native_size: int | None,
+def run_epoch(state: TrainState, train_loader: Batches, val_loader: Batches | None, epoch: int, native_size: int | None,
               stop: Callable[[], bool] | None, on_batch: BatchHook | None) -> EpochResult:
     """Train 0-based `epoch` at its image size, then validate (the EMA weights with spec.ema)."""
     t0 = time.perf_counter()
@@ -202,7 +211,7 @@ def run_epoch(state: TrainState, train_loader: Any, val_loader: Any, epoch: int,
                        torch.get_num_threads())
 
 
-def train_epoch(state: TrainState, loader: Any, epoch: int, size: int | None, stop: Callable[[], bool] | None,
+def train_epoch(state: TrainState, loader: Batches, epoch: int, size: int | None, stop: Callable[[], bool] | None,
                 on_batch: BatchHook | None) -> tuple[float, int, int, int]:
     """One pass of train_step over `loader` (images resized to `size`): summed loss, correct, images, last side px."""
     state.model.train()
@@ -220,14 +229,15 @@ def train_epoch(state: TrainState, loader: Any, epoch: int, size: int | None, st
         n, side = n + y.numel(), int(x.shape[-1])
         if on_batch is not None:
             on_batch(epoch + 1, i, steps, y.numel())
-    return loss_sum.item(), correct.item(), n, side  # .item() waits for the device: the loop's time is complete
+    return float(loss_sum), int(correct), n, side  # these wait for the device: the loop's time is complete
 
 
-def reseed_loader(loader: Any, seed: int) -> None:
+def reseed_loader(loader: Batches, seed: int) -> None:
     """Reseed a DataLoader's generators: its own (worker base seeds) and its batch sampler's (order, augmentation)."""
     for owner in (loader, getattr(loader, "batch_sampler", None)):
-        if isinstance(getattr(owner, "generator", None), torch.Generator):
-            owner.generator.manual_seed(seed)
+        generator = getattr(owner, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(seed)
 
 
 def resume(state: TrainState, path: Path) -> list[EpochResult]:

@@ -7,7 +7,7 @@ import hashlib
 import os
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -54,6 +54,15 @@ class Loaders:
     val: DataLoader | None
     test: DataLoader | None
     info: DatasetInfo
+
+
+def image_count(loader: DataLoader | batches.DeviceBatches | None) -> int:
+    """The images a loader reads in one pass (0 for no loader): its dataset's length."""
+    if loader is None:
+        return 0
+    if not isinstance(loader.dataset, Sized):  # every dataset made here has a length
+        raise TypeError(f"{type(loader.dataset).__name__} has no length")
+    return len(loader.dataset)
 
 
 class ImageDataset(Dataset):

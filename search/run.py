@@ -25,6 +25,7 @@ import shlex
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -57,7 +58,7 @@ from .storage import (
 from .study.identity import check_folder, data_identity
 from .study.stop import Stop
 from .study.study import StudyLock, open_study, requeue_interrupted
-from .study.supervisor import describe_exit, launch
+from .study.supervisor import Worker, describe_exit, launch
 from .study.trial_loop import run_trials
 from .threads import LoadMeter
 from .trials import count_finished
@@ -155,13 +156,14 @@ def save_config(cfg: SearchConfig, results: Path) -> None:
         raise UserError(f"results folder {results}: cannot write config.yaml: {e.strerror or e}") from None
 
 
-def run(args: argparse.Namespace, log=print) -> optuna.Study:
-    """Run (or resume) the search the arguments describe and print its summary."""
+def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> optuna.Study | None:
+    """Run (or resume) the search the arguments describe and print its summary; the study (None for a dry run)."""
     cfg = config_from_args(args)
     if cfg.storage:  # a URL the run would refuse is refused by the dry run too, before anything is written
         check_url(cfg.storage)
     if args.dry_run:
-        return dry_run(args, cfg, log)
+        dry_run(args, cfg, log)
+        return None
     info = check_for_training(cfg).info  # the dataset loads (or downloads) before any folder or study exists
     results = prepare_results(cfg, args.results_dir)
     storage = cfg.storage or default_storage(results)
@@ -176,8 +178,8 @@ def run(args: argparse.Namespace, log=print) -> optuna.Study:
         close_storage(study)  # an SQLite study.db is whole again (its write-ahead log folded in)
 
 
-def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: TrainingTimer = time_training,
-            clock: Clock = time.monotonic, meter: LoadMeter | None = None) -> None:
+def dry_run(args: argparse.Namespace, cfg: SearchConfig, log: Callable[[str], None] = print,
+            probe: TrainingTimer = time_training, clock: Clock = time.monotonic, meter: LoadMeter | None = None) -> None:
     """Validate, draw designs and print what the space holds and how long its search would take here (`meter`:
     reads the machine's load; this process's by default)."""
     if args.dry_run_samples < 1:
@@ -186,13 +188,14 @@ def dry_run(args: argparse.Namespace, cfg: SearchConfig, log=print, probe: Train
     designs, rejected = sample_designs(cfg, args.dry_run_samples, found.info.num_classes, found.info.image_size,
                                        clock=clock)
     notes = [found.skipped] if found.skipped else []
-    for line in summarise(cfg, designs, rejected, found.n_train, found.n_val, resolve_device(args.device), probe,
-                          notes, asked=args.dry_run_samples, workers=args.workers, meter=meter):
+    n_train, n_val = found.counts()
+    for line in summarise(cfg, designs, rejected, n_train, n_val, resolve_device(args.device), probe, notes,
+                          asked=args.dry_run_samples, workers=args.workers, meter=meter):
         log(line)
 
 
 def _run_here(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, results: Path, storage: str,
-              log) -> optuna.Study:
+              log: Callable[[str], None]) -> optuna.Study:
     """Be one worker: run trials in this process until the study reaches its target."""
     target = cfg.search.n_trials
     lock = StudyLock(study, results / ".study.lock")
@@ -223,11 +226,12 @@ def _run_here(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, 
 
 
 def _run_workers(args: argparse.Namespace, cfg: SearchConfig, study: optuna.Study, results: Path, storage: str,
-                 log) -> optuna.Study:
+                 log: Callable[[str], None]) -> optuna.Study:
     """Start --workers processes of this command, wait for them, and print one summary."""
     target = cfg.search.n_trials
     done = count_finished(study.get_trials(deepcopy=False))
-    workers, interrupted = [], False
+    workers: list[Worker] = []
+    interrupted = False
     if done >= target:
         log(f"study {cfg.study_name!r} already has {done} finished trials (target {target}); nothing to run")
     else:

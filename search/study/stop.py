@@ -25,9 +25,11 @@ import select
 import signal
 import threading
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import StopRequested
+
+S = TypeVar("S", bound="Signals")
 
 
 class Signals:
@@ -55,16 +57,17 @@ class Signals:
         with contextlib.suppress(BlockingIOError):  # the pipe is full of wakeups already
             os.write(self._write, b"\0")
 
-    def wait(self, seconds: float) -> None:
-        """Sleep up to `seconds`, waking early on a signal or a `wake`."""
-        select.select([self._read], [], [], seconds)
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking early on a signal or a `wake`; returns whether one came."""
+        woken, _, _ = select.select([self._read], [], [], seconds)
         try:
             while os.read(self._read, 4096):
                 pass
         except BlockingIOError:
             pass  # drained
+        return bool(woken)
 
-    def __enter__(self) -> Signals:
+    def __enter__(self: S) -> S:
         if threading.current_thread() is threading.main_thread():  # handlers can only live there
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self.handle)

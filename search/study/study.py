@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.study import StudyDirection
 
 from blocks.atomic import open_lock_file
 from blocks.text import one_line
@@ -119,7 +120,7 @@ def open_study(cfg: SearchConfig, storage_url: str, heartbeat_s: int = HEARTBEAT
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     storage = make_storage(storage_url, heartbeat_s, grace_s)
-    directions = ["maximize"] + ["minimize"] * (len(cfg.search.objectives) - 1)
+    directions = [StudyDirection.MAXIMIZE] + [StudyDirection.MINIMIZE] * (len(cfg.search.objectives) - 1)
     try:
         study = optuna.create_study(study_name=cfg.study_name, storage=storage, sampler=make_sampler(cfg),
                                     pruner=make_pruner(cfg), directions=directions, load_if_exists=True)

@@ -108,7 +108,7 @@ def _copy_output(worker: Worker, echo: Callable[[str], None]) -> None:
     """Copy a worker's output, line by line, until the worker closes it (it exits)."""
     with open(worker.log_path, "a") as f:
         f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {worker.proc.pid}\n")
-        for line in worker.proc.stdout:
+        for line in worker.proc.stdout or ():  # (started with stdout=PIPE: never empty)
             f.write(line)
             f.flush()
             line = line.rstrip("\n")

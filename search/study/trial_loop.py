@@ -75,7 +75,8 @@ def run_one(study: optuna.Study, trial: optuna.Trial, objective: Objective, stop
     A stop (or Ctrl-C) ends it as `interrupted` (a rerun resumes it); a diverged trial (CATCH) is
     logged and the search goes on; any other error is raised once the trial's end is written.
     """
-    state, values, error = S.FAIL, None, None
+    state, values = S.FAIL, None
+    error: BaseException | None = None
     with heartbeat(study, trial):
         try:
             stop.check()  # a stop that came while the trial was asked ends it before it starts

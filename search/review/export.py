@@ -25,6 +25,7 @@ from blocks import complexity
 from blocks.atomic import atomic_write, atomic_write_text
 
 from ..cli import main_guard, python_command
+from ..config import DataConfig
 from ..errors import UserError
 from ..names import TEMP_ROOM, check_path
 from . import int8_results, tflite
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def locate(args: argparse.Namespace) -> tuple[Path, Any]:
+def locate(args: argparse.Namespace) -> tuple[Path, DataConfig | None]:
     """The model.pt to export and the data config its calibration images come from (None: random)."""
     from ..config import load_config
     from .results import open_results
@@ -80,7 +81,7 @@ def locate(args: argparse.Namespace) -> tuple[Path, Any]:
     return path, res.cfg.data
 
 
-def load(path: Path) -> torch.nn.Module:
+def load(path: Path) -> blocks.ResNet:
     """blocks.load, with its refusals as one line."""
     try:
         return blocks.load(path)
@@ -88,7 +89,7 @@ def load(path: Path) -> torch.nn.Module:
         raise UserError(str(e)) from None
 
 
-def calibration(data: Any, n: int, spec: blocks.ArchSpec) -> Iterator[np.ndarray]:
+def calibration(data: DataConfig | None, n: int, spec: blocks.ArchSpec) -> Iterator[np.ndarray]:
     """NHWC float batches of `n` normalised training images (standard-normal noise when `data` is None)."""
     if data is None:
         rng = np.random.default_rng(CALIBRATION_SEED)
@@ -105,7 +106,7 @@ def calibration(data: Any, n: int, spec: blocks.ArchSpec) -> Iterator[np.ndarray
             return
 
 
-def evaluate(tflite_bytes: bytes, model: torch.nn.Module, data: Any, n: int) -> dict[str, Any]:
+def evaluate(tflite_bytes: bytes, model: torch.nn.Module, data: DataConfig, n: int) -> dict[str, Any]:
     """Int8 top-1 (LiteRT's interpreter) beside fp32 top-1 and their agreement on the first n test images."""
     from ..data.datasets import make_loaders
 
@@ -124,10 +125,10 @@ def evaluate(tflite_bytes: bytes, model: torch.nn.Module, data: Any, n: int) -> 
             "agreement": float((int8 == fp).mean()), "runtime": "LiteRT interpreter (int8 kernels)"}
 
 
-def sidecar(path: Path, model: torch.nn.Module, data: Any, n: int, tflite_bytes: bytes, graph: tflite.Graph,
-            seconds: float) -> dict[str, Any]:
+def sidecar(path: Path, model: blocks.ResNet, data: DataConfig | None, n: int, tflite_bytes: bytes,
+            graph: tflite.Graph, seconds: float) -> dict[str, Any]:
     """What a deployer needs beside the file: layout, normalisation, quantisation, classes, memory."""
-    spec, extra = model.spec, getattr(model, "extra", {})
+    spec, extra = model.spec, model.extra
     cx = complexity(spec)
     names = extra.get("class_names") or [str(k) for k in range(spec.num_classes)]
     i = graph.input
@@ -178,7 +179,7 @@ def export(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path
     if not graph.int8_clean:
         raise UserError(f"{source}: the converted graph is not int8 end to end ({graph.problems()}); nothing written")
     doc = sidecar(out, model, data, n, tflite_bytes, graph, seconds)
-    if args.evaluate:
+    if args.evaluate and data is not None:  # (--evaluate without data was refused above)
         doc["accuracy"] = evaluate(tflite_bytes, model, data, args.evaluate)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda f: f.write(tflite_bytes))  # whole or not at all, then the sidecar that describes it

@@ -146,7 +146,7 @@ def normalisation(args: argparse.Namespace, extra: dict, where: Path, log=print)
                     f"the images it was trained on (pixels in [0, 1])")
 
 
-def load_models(paths: list[Path], device: torch.device) -> list[torch.nn.Module]:
+def load_models(paths: list[Path], device: torch.device) -> list[blocks.ResNet]:
     """The models, checked to agree on classes, input size and normalisation."""
     models = []
     for p in paths:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blocks.text import plural
 
-from ..config import RetrainConfig, TrainSpec
+from ..config import DataConfig, RetrainConfig, TrainSpec
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..data.datasets import Loaders
 
 RETRAIN_SETTABLE = ("data.", "retrain.")  # what `python -m search retrain --set` may change (not what was searched)
 
@@ -33,7 +36,7 @@ def final_train(train: TrainSpec, retrain: RetrainConfig) -> TrainSpec:
     return dataclasses.replace(train, **changes)
 
 
-def final_data(data: Any, overrides: list[str], log: Callable[[str], None]) -> Any:
+def final_data(data: DataConfig, overrides: list[str], log: Callable[[str], None]) -> DataConfig:
     """The search's data settings without its `subset` (unless --set data.subset asks for one)."""
     if data.subset is None or any(o.startswith("data.subset=") for o in overrides):
         return data
@@ -41,9 +44,11 @@ def final_data(data: Any, overrides: list[str], log: Callable[[str], None]) -> A
     return dataclasses.replace(data, subset=None)
 
 
-def trained_on(loaders: Any, data: Any, on_val: bool) -> dict[str, Any]:
+def trained_on(loaders: Loaders, data: DataConfig, on_val: bool) -> dict[str, Any]:
     """What a run actually trains on: dataset, number of training images, image size, splits."""
-    return {"dataset": data.dataset, "train_images": len(loaders.train.dataset),
+    from ..data.datasets import image_count
+
+    return {"dataset": data.dataset, "train_images": image_count(loaders.train),
             "images": "train + val" if on_val else "train", "subset": data.subset,
             "image_size": loaders.info.image_size}
 

@@ -209,9 +209,9 @@ def retrain_section(page: Page, res: StudyResults) -> None:
                   "difference is top-1 lost to post-training quantisation. Quantisation-aware training is not "
                   "available yet.")
     page.figure(figs.retrain_curves(docs), "retrain-curves")
-    singles = [d for d in docs if "trial" in d and "test" in d]
-    if singles:
-        best = max(singles, key=lambda d: d["test"].get("top1", {}).get("mean", 0))
+    tested = [d for d in docs if "trial" in d and "test" in d]
+    if tested:
+        best = max(tested, key=lambda d: d["test"].get("top1", {}).get("mean", 0))
         bars, heat = figs.retrain_classes(best)
         page.figure(bars, "retrain-classes")
         page.figure(heat, "retrain-confusion")

@@ -22,7 +22,7 @@ STATE_STYLE = {  # colour and line dash of each kind of trial, the same in every
     "rejected": ("#d62728", "dot"), "failed": ("#ff7f0e", "dot"), "running": ("#2ca02c", "dot"),
     "waiting": ("#bbbbbb", "dot"),
 }
-BASELINE_STYLE = dict(symbol="diamond", size=14, color="#9467bd", line=dict(color="black", width=1))
+BASELINE_STYLE: dict[str, Any] = dict(symbol="diamond", size=14, color="#9467bd", line=dict(color="black", width=1))
 FEW_TRIALS = 5  # fewer complete trials than this: parameter importances carry a caveat
 FLOPS_NOTE = "FLOPs: fvcore convention (one fused multiply-add = one FLOP), batch 1"
 SIZE_LABELS = {"params": "parameters", "flops": "FLOPs", "peak_activations": "peak activation memory"}
@@ -184,13 +184,14 @@ def parallel(trials: list[optuna.trial.FrozenTrial]) -> tuple[go.Figure | None, 
         a["depth"] = sum(a.get("blocks") or [])
         a["pool"] = "global" if a.get("pool") is None else a["pool"]
         rows.append(a)
-    dims = []
+    dims: list[dict[str, Any]] = []
     for key in ARCH_AXES:
         values = [r.get(key) for r in rows]
         if len({repr(v) for v in values}) < 2:
             continue  # a key every trial shares says nothing here
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            ticks = sorted(set(values))  # kernel 3 and 5, never 4.5
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+        if len(ints) == len(values):
+            ticks = sorted(set(ints))  # kernel 3 and 5, never 4.5
             dims.append(dict(label=key, values=values, tickvals=ticks if len(ticks) <= 12 else None))
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             dims.append(dict(label=key, values=values))

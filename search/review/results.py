@@ -202,8 +202,9 @@ def _study_name(rdb: Any, url: str, chosen: str | None, cfg: SearchConfig, folde
         if chosen in names:
             return chosen
         raise UserError(f"--study-name {chosen[:MAX_NAME]!r}: no such study in {redact_url(url)} (it holds: {held})")
-    if cfg.search.study_name in names:  # the folder's config names its study (run.py records it)
-        return cfg.search.study_name
+    named = cfg.search.study_name  # the folder's config names its study (run.py records it)
+    if named is not None and named in names:
+        return named
     if len(names) == 1:  # a folder copied or renamed: its database's one study is the folder's
         return names[0]
     if folder.resolve().name in names:  # run.py names the folder after the study

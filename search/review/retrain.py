@@ -124,7 +124,7 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
                                                         log, later_runs=(len(plans) - i) * seeds - k - 1, stop=stop))
             write_trial_summary(res, plan, runs[plan.number], on_val, folder)
             attach_retrain(res.study, plan.number, res.folder, folder)  # optuna-dashboard opens them from the trial
-    summary = {"trials": {n: brief(r) for n, r in runs.items()}}
+    summary: dict[str, Any] = {"trials": {n: brief(r) for n, r in runs.items()}}
     if len(plans) > 1:
         summary["ensemble"] = write_ensemble(res, runs, out, unlabeled)
     log(summary_lines(res, plans, runs, summary.get("ensemble")))

@@ -13,6 +13,7 @@ import torch
 from blocks import ArchSpec
 from blocks.atomic import atomic_text, atomic_write, atomic_write_text
 
+from ..config import SearchConfig
 from ..contained import inside
 from ..errors import UserError
 from ..names import fit_name
@@ -61,6 +62,7 @@ def _scalars(m: dict[str, Any]) -> dict[str, Any]:
 def write_trial_summary(res: StudyResults, plan: Plan, runs: list[SeedRun], on_val: bool, folder: Path) -> None:
     """The trial's metrics.json (mean and std over seeds) and per_class.csv."""
     seed0 = json.loads((runs[0].folder / "run.json").read_text())
+    tta = [r.tta for r in runs if r.tta]
     doc = {"study": res.name, "trial": plan.number, **plan.record, "arch": plan.spec.to_dict(),
            "train": plan.train.to_dict(), "epochs": plan.train.epochs, "train_on_val": on_val,
            "trained_on": {k: seed0.get(k) for k in ("dataset", "train_images", "images", "subset", "image_size")},
@@ -90,21 +92,23 @@ def write_ensemble(res: StudyResults, runs: dict[int, list[SeedRun]], out: Path,
         probs = ev.ensemble_probs([g.probs for g in group])
         metrics = ev.classification_metrics(probs, labels, names)
         run = SeedRun(inside(res.folder, folder / f"seed_{k}"), group[0].seed, metrics, probs, labels)
-        if all(g.probs_tta is not None for g in group):
-            run.tta = ev.classification_metrics(ev.ensemble_probs([g.probs_tta for g in group]), labels, names)
+        probs_tta = [g.probs_tta for g in group if g.probs_tta is not None]
+        if len(probs_tta) == len(group):
+            run.tta = ev.classification_metrics(ev.ensemble_probs(probs_tta), labels, names)
         per_seed_tta.append(run.tta)
         run.folder.mkdir(exist_ok=True)
         facts = {"study": res.name, "members": members, "seed_index": k,
                  "member_top1": {str(g.folder.parent.name): g.metrics["top1"] for g in group}}
         write_run_files(run, names, facts)
-        if unlabeled is not None:
-            mean = ev.ensemble_probs([g.unlabeled for g in group])
+        if unlabeled is not None:  # every member predicted them (train_and_test with `unlabeled`)
+            mean = ev.ensemble_probs([g.unlabeled for g in group if g.unlabeled is not None])
             write_predictions(run.folder / "predictions.csv", unlabeled, mean, names)
         per_seed.append(metrics)
     doc = {"study": res.name, "members": members, "method": "mean of the members' softmax probabilities",
            "test": ev.summarise_seeds(per_seed),
            "members_test": {str(n): ev.summarise_seeds([r.metrics for r in runs[n]]) for n in members}}
-    tta = per_seed_tta if all(per_seed_tta) else []
+    tta = [m for m in per_seed_tta if m]
+    tta = tta if len(tta) == len(per_seed_tta) else []
     if tta:
         doc["test_tta"] = ev.summarise_seeds(tta)
     atomic_write_text(folder / "metrics.json", json.dumps(ev.jsonable(doc), indent=1))
@@ -129,6 +133,8 @@ def export_onnx(model: torch.nn.Module, spec: ArchSpec, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1)
     program = torch.onnx.export(model, (x,), None, input_names=["images"], output_names=["logits"],
                                 dynamic_shapes=({0: batch},), verbose=False)
+    if program is None:  # (only an export to a file returns nothing)
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
     atomic_write(path, lambda f: f.write(program.model_proto.SerializeToString()))  # whole or not at all
 
 
@@ -142,7 +148,7 @@ def need_onnx() -> None:
                         f"pip install onnx onnxscript") from None
 
 
-def test_set_name(cfg: Any, n: int) -> str:
+def test_set_name(cfg: SearchConfig, n: int) -> str:
     """Which held-out images the test numbers come from."""
     return f"{TEST_SETS.get(cfg.data.dataset, cfg.data.dataset)} ({n:,} images)"
 

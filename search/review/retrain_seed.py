@@ -6,7 +6,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,6 +17,7 @@ from blocks.holds import Check, problem
 from blocks.io import UnreadableFile, read_json, safe_load
 
 from ..checkpoint import CheckpointWriteError
+from ..config import SearchConfig
 from ..contained import inside
 from ..describe import arch_brief
 from ..errors import ResultsWriteError, UserError
@@ -28,6 +29,11 @@ from . import recipe
 from .plan import Plan
 from .results import StudyResults
 from .retrain_outputs import SeedRun, export_onnx, test_set_name, write_predictions, write_run_files
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from ..data.datasets import Loaders
 
 SEED_STRIDE = 1000  # retrain seed k of a trial trains with the trial's search seed + k * SEED_STRIDE
 Log = Callable[[str], None]
@@ -79,7 +85,7 @@ def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: 
     return run
 
 
-def _trained_model(res: StudyResults, plan: Plan, k: int, seed: int, run_dir: Path, loaders: Any, on_val: bool,
+def _trained_model(res: StudyResults, plan: Plan, k: int, seed: int, run_dir: Path, loaders: Loaders, on_val: bool,
                    device: torch.device, tag: str, log: Log, later_runs: int,
                    stop: Callable[[], bool] | None) -> tuple[torch.nn.Module, list[dict]]:
     """The seed run's model and training history: the saved model.pt when there is one, else trained now."""
@@ -108,7 +114,7 @@ def _saved_shape(plan: Plan, seed: int) -> dict[str, Any]:
             "history": Check([EPOCH], lambda h: len(h) == epochs, f"{epochs} epochs")}
 
 
-def _train(res: StudyResults, plan: Plan, seed: int, run_dir: Path, loaders: Any, on_val: bool,
+def _train(res: StudyResults, plan: Plan, seed: int, run_dir: Path, loaders: Loaders, on_val: bool,
            device: torch.device, tag: str, log: Log, later_runs: int,
            stop: Callable[[], bool] | None) -> tuple[torch.nn.Module, list[dict]]:
     """Train the seed run to its end (resuming train_state.pt), save it as model.pt; the model and its history."""
@@ -149,9 +155,11 @@ def _train(res: StudyResults, plan: Plan, seed: int, run_dir: Path, loaders: Any
     return model, history
 
 
-def _tested(model: torch.nn.Module, loaders: Any, amp: bool | str, tta: bool, device: torch.device, run_dir: Path,
-            seed: int, history: list[dict], tag: str, log: Log) -> SeedRun:
+def _tested(model: torch.nn.Module, loaders: Loaders, amp: bool | str, tta: bool, device: torch.device,
+            run_dir: Path, seed: int, history: list[dict], tag: str, log: Log) -> SeedRun:
     """The seed run tested once on the test split: plain, and flip-averaged with retrain.tta."""
+    if loaders.test is None:
+        raise ValueError("the seed run's loaders were made without the test split")
     probs, labels = _test(model, loaders.test, device, amp, run_dir, tag, log)
     names = loaders.info.class_names
     run = SeedRun(run_dir, seed, ev.classification_metrics(probs, labels, names), probs, labels, history=history)
@@ -161,7 +169,7 @@ def _tested(model: torch.nn.Module, loaders: Any, amp: bool | str, tta: bool, de
     return run
 
 
-def _predict_unlabeled(model: torch.nn.Module, cfg: Any, files: list[Path], batch: int, amp: bool | str,
+def _predict_unlabeled(model: torch.nn.Module, cfg: SearchConfig, files: list[Path], batch: int, amp: bool | str,
                        device: torch.device) -> torch.Tensor:
     """Softmax over the unlabeled test images (--predict)."""
     from ..data.datasets import make_predict_loader
@@ -170,9 +178,11 @@ def _predict_unlabeled(model: torch.nn.Module, cfg: Any, files: list[Path], batc
     return predict(model, loader, device, amp)[0]
 
 
-def _test(model: torch.nn.Module, loader: Any, device: torch.device, amp: bool, run_dir: Path, tag: str,
+def _test(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool | str, run_dir: Path, tag: str,
           log: Log) -> tuple[torch.Tensor, torch.Tensor]:
     """Test-set softmax and labels; reused from test_probs.pt when it is newer than model.pt (nothing new to test)."""
+    from ..data.datasets import image_count
+
     cache, model_path = run_dir / "test_probs.pt", run_dir / "model.pt"
     if cache.is_file() and model_path.is_file() and cache.stat().st_mtime >= model_path.stat().st_mtime:
         try:
@@ -182,7 +192,7 @@ def _test(model: torch.nn.Module, loader: Any, device: torch.device, amp: bool, 
         except (UnreadableFile, OSError, TypeError, KeyError) as e:
             log(f"{tag} cannot read the stored test results {cache} ({e}); testing the model again")
             usable = False
-        if usable and len(labels) == len(loader.dataset):
+        if usable and len(labels) == image_count(loader):
             log(f"{tag} reusing the stored test results ({cache})")
             return probs, labels
     probs, labels = predict(model, loader, device, amp, on_batch=Progress(tag[1:-1], 0, log=log))

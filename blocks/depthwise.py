@@ -13,6 +13,8 @@ Everywhere else (CUDA, autograd off, tracing by fvcore, torch.fx or ONNX, torch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,14 +52,14 @@ class _ColumnGroupedDepthwise(torch.autograd.Function):
     """F.conv2d(x, weight, stride, padding, groups=channels), its weight gradient in column groups."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
                 padding: tuple[int, int]) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.padding = stride, padding
         return F.conv2d(x, weight, None, stride, padding, 1, weight.shape[0])
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         x, weight = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
             memory_format=torch.channels_last) else grad.contiguous()

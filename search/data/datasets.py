@@ -7,7 +7,7 @@ import hashlib
 import os
 import random
 import sys
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -105,7 +105,7 @@ class SeededBatchSampler(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[SeededBatch]:
         order = torch.randperm(self.n, generator=self.generator).tolist()
         seeds = torch.randint(0, 2**62, (len(self),), generator=self.generator).tolist()
         for b, seed in enumerate(seeds):

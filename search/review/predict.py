@@ -15,6 +15,7 @@ import csv
 import io
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,8 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def normalisation(args: argparse.Namespace, extra: dict, where: Path, log=print) -> tuple[list, list]:
+def normalisation(args: argparse.Namespace, extra: dict, where: Path,
+                  log: Callable[[str], None] = print) -> tuple[list, list]:
     """Mean and std of the inputs: --mean/--std, else model.pt's, else its dataset's defaults (with a note)."""
     if (args.mean is None) != (args.std is None):
         raise UserError("--mean and --std go together: give both (3 values each) or neither")
@@ -162,7 +164,7 @@ def load_models(paths: list[Path], device: torch.device) -> list[blocks.ResNet]:
     return models
 
 
-def run(args: argparse.Namespace, log=print) -> Path:
+def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
     """Predict and write the CSV; returns its path."""
     if args.top_k < 1 or args.batch_size < 1:
         raise UserError(f"--top-k {args.top_k} --batch-size {args.batch_size}: expected 1 or more")

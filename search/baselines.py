@@ -14,6 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.trial import BaseTrial
 
 from blocks import ArchSpec, complexity
 
@@ -112,7 +113,7 @@ def _check_fixed_params(cfg: SearchConfig, b: Baseline) -> None:
             raise UserError(f"{cfg.path}: baselines: {shown(b.name)}: train.{key} {shown(value)}: expected {allowed}")
 
 
-def sample_baseline(trial: Any, cfg: SearchConfig, num_classes: int,
+def sample_baseline(trial: BaseTrial, cfg: SearchConfig, num_classes: int,
                     input_size: int) -> tuple[dict, dict, str | None]:
     """Architecture dict, training dict and a rejection reason for the baseline this trial was enqueued as."""
     name = trial.user_attrs[BASELINE]

@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UserError, shown
+
+if TYPE_CHECKING:  # (optuna itself is imported only by what runs trials)
+    from optuna.trial import BaseTrial
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class Dist:
     log: bool = False
     choices: tuple = ()
 
-    def suggest(self, trial: Any, name: str) -> Any:
+    def suggest(self, trial: BaseTrial, name: str) -> Any:
         """Ask the Optuna trial for a value under the stable parameter name `name`."""
         if self.kind == "choice":
             return trial.suggest_categorical(name, list(self.choices))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blocks import ArchSpec, complexity
 
@@ -12,13 +12,16 @@ from .config import SearchConfig, TrainSpec
 from .data.augment import policy_names
 from .distributions import Dist
 
+if TYPE_CHECKING:  # (optuna itself is imported only by what runs trials)
+    from optuna.trial import BaseTrial
+
 MIN_WIDTH = 8  # solved widths are multiples of this many channels
 WIDTH_DEFAULT = "solve"  # space.width left out: fill the budget (spaces/README.md states it)
 FILL_DEFAULT = 1.0  # space.fill left out: the share of the params budget the solved width aims for
 MAX_WIDTH = 4096
 
 
-def suggest(trial: Any, name: str, value: Any) -> Any:
+def suggest(trial: BaseTrial, name: str, value: Any) -> Any:
     """A fixed value as is, or the trial's pick for a Dist (list-valued choices go through JSON)."""
     if not isinstance(value, Dist):
         return list(value) if isinstance(value, tuple) else value
@@ -117,7 +120,7 @@ def _largest(ok: Callable[[int], bool], hi: int) -> int:
     return lo
 
 
-def sample_arch(trial: Any, cfg: SearchConfig, num_classes: int, input_size: int) -> tuple[dict, str | None]:
+def sample_arch(trial: BaseTrial, cfg: SearchConfig, num_classes: int, input_size: int) -> tuple[dict, str | None]:
     """Sample the architecture keys; returns the ArchSpec dict and a rejection reason (or None)."""
     space = cfg.space
     d: dict[str, Any] = {}
@@ -153,7 +156,7 @@ def sample_arch(trial: Any, cfg: SearchConfig, num_classes: int, input_size: int
     return solved, None
 
 
-def sample_train(trial: Any, cfg: SearchConfig) -> dict[str, Any]:
+def sample_train(trial: BaseTrial, cfg: SearchConfig) -> dict[str, Any]:
     """Sample the training keys; the augmentation policy becomes a choice when the YAML has several."""
     d = {key: suggest(trial, key, value) for key, value in cfg.train.items()}
     names = policy_names(cfg.augment)
@@ -162,7 +165,7 @@ def sample_train(trial: Any, cfg: SearchConfig) -> dict[str, Any]:
     return d
 
 
-def sample(trial: Any, cfg: SearchConfig, num_classes: int, input_size: int) -> tuple[dict, dict, str | None]:
+def sample(trial: BaseTrial, cfg: SearchConfig, num_classes: int, input_size: int) -> tuple[dict, dict, str | None]:
     """Architecture dict, training dict and a rejection reason (None = buildable) for one trial."""
     arch, reason = sample_arch(trial, cfg, num_classes, input_size)
     return arch, sample_train(trial, cfg), reason

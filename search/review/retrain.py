@@ -15,7 +15,7 @@ from blocks.text import plural
 
 from ..checks import check_for_training
 from ..cli import main_guard, python_command, say
-from ..config import MAX_EPOCHS, TrainSpec
+from ..config import MAX_EPOCHS, SearchConfig, TrainSpec
 from ..contained import inside
 from ..dashboard import attach_retrain
 from ..device import resolve_device
@@ -141,7 +141,7 @@ def next_steps(results: Path, number: int) -> str:
                       f"# int8 .tflite for a microcontroller (the mcu extra)"])
 
 
-def _unlabeled_paths(cfg: Any) -> list[Path]:
+def _unlabeled_paths(cfg: SearchConfig) -> list[Path]:
     """The unlabeled test images for --predict (Tiny ImageNet's test/images), or a UserError."""
     from ..data.sources import tiny_imagenet_unlabeled_test
 

@@ -35,7 +35,7 @@ def _ema_update(decay: float) -> Callable[[Tensors, Tensors, torch.Tensor | int]
             return
         n = torch.as_tensor(n_averaged, dtype=ema[0].dtype, device=ema[0].device)  # (a tensor: no host sync)
         weight = 1.0 - torch.clamp((1 + n) / (10 + n), max=decay)
-        torch._foreach_lerp_(ema, current, weight)  # type: ignore[call-overload]  # a 0-dim tensor weight: no stub has it
+        torch._foreach_lerp_(ema, current, weight)  # type: ignore[call-overload]  # 0-dim tensor weight: not in stubs
 
     return update
 

@@ -166,8 +166,8 @@ class Objective:
         if len(loaders.train) == 1 and not self.warned_one_step:
             self.warned_one_step = True
             self.log(f"note: {image_count(loaders.train)} training images at batch {train.batch_size} make one "
-                     f"optimiser step per epoch, so the learning rate recorded per epoch (set after that step) is never one a "
-                     f"step used; use a smaller batch or more images")
+                     f"optimiser step per epoch, so the learning rate recorded per epoch (set after that step) is "
+                     f"never one a step used; use a smaller batch or more images")
         return loaders
 
     def _resume_point(self, trial: optuna.Trial, first: int, ckpt: Path, model: torch.nn.Module, train: TrainSpec,

@@ -179,7 +179,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> optuna.
 
 
 def dry_run(args: argparse.Namespace, cfg: SearchConfig, log: Callable[[str], None] = print,
-            probe: TrainingTimer = time_training, clock: Clock = time.monotonic, meter: LoadMeter | None = None) -> None:
+            probe: TrainingTimer = time_training, clock: Clock = time.monotonic,
+            meter: LoadMeter | None = None) -> None:
     """Validate, draw designs and print what the space holds and how long its search would take here (`meter`:
     reads the machine's load; this process's by default)."""
     if args.dry_run_samples < 1:

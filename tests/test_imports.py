@@ -63,9 +63,13 @@ def test_the_layer_contract_sees_a_planted_upward_import(tmp_path: Path, planted
     assert "blocks knows nothing of the search KEPT" in done.stdout  # (an upward import closes a circle too)
 
 
-@pytest.mark.parametrize("hidden", ["def f():\n    from . import planted_a\n",
-                                    "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .planted_a import X\n"],
-                         ids=["in a function", "TYPE_CHECKING"])
+HIDDEN = {  # id: search/data/planted_b.py's import of planted_a, which imports planted_b
+    "in a function": "def f():\n    from . import planted_a\n",
+    "TYPE_CHECKING": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .planted_a import X\n",
+}
+
+
+@pytest.mark.parametrize("hidden", HIDDEN.values(), ids=HIDDEN.keys())
 def test_the_circle_contract_sees_a_hidden_circle(tmp_path: Path, hidden: str) -> None:
     root = copy_tree(tmp_path)
     (root / "search" / "data" / "planted_a.py").write_text("from .planted_b import Y\n\nX = 1\n")

@@ -32,7 +32,8 @@ def small_study(n: int) -> optuna.Study:
 def seed_doc(folder: Path, run: str, acc: list[float], confusion: list[list[int]]) -> None:
     """A retrain seed folder's metrics.json."""
     (folder / run).mkdir(parents=True)
-    doc = {"seed": 1000 * int(run[-1]), "per_class": [{"name": c, "accuracy": a} for c, a in zip("ab", acc, strict=True)],
+    per_class = [{"name": c, "accuracy": a} for c, a in zip("ab", acc, strict=True)]
+    doc = {"seed": 1000 * int(run[-1]), "per_class": per_class,
            "confusion": confusion, "history": [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.5, "val_acc": 0.4}
                                                for e in range(1, 4)]}
     (folder / run / "metrics.json").write_text(json.dumps(doc))

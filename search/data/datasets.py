@@ -232,8 +232,8 @@ def drops_little(n: int, batch_size: int) -> bool:
 DROP_AT_MOST = 0.1  # share of the training images an epoch may leave out to keep every batch full
 
 
-def _loader(ds: ImageDataset | batches.ArrayBatches, batch_size: int, info: DatasetInfo, *, train: bool, seed: int, device: str,
-            workers: int | str, collate: Callable | None = None) -> DataLoader:
+def _loader(ds: ImageDataset | batches.ArrayBatches, batch_size: int, info: DatasetInfo, *, train: bool, seed: int,
+            device: str, workers: int | str, collate: Callable | None = None) -> DataLoader:
     """A DataLoader of normalised batches with seeded order and workers; pinned memory on CUDA."""
     cuda = str(device).startswith("cuda")
     workers = loader_workers(workers)

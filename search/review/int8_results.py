@@ -65,7 +65,7 @@ def summary(folders: list[Path]) -> dict[str, Any] | None:
         return None
     values = {key: [r[key] for _, r in records] for key in ("int8_top1", "fp32_top1")}
     return {"top1": mean_std(values["int8_top1"]), "fp32_top1": mean_std(values["fp32_top1"]),
-            "minus_fp32": mean_std([i - f for i, f in zip(values["int8_top1"], values["fp32_top1"])]),
+            "minus_fp32": mean_std([i - f for i, f in zip(values["int8_top1"], values["fp32_top1"], strict=True)]),
             "images": min(r["images"] for _, r in records), "runtime": records[0][1]["runtime"],
             "seeds": [name for name, _ in records]}
 

@@ -38,7 +38,6 @@ from ..progress import Progress
 from ..trainer import predict
 from .evaluate import ensemble_probs
 
-
 # The least per-channel std taken: one grey level. A channel that varies less is constant, and dividing by less
 # would send its pixels past +-255 (a std of 1e-320 made every probability NaN, as did a mean of 1e308).
 STD_MIN = 1 / 255

@@ -185,9 +185,10 @@ def retrain_section(page: Page, res: StudyResults) -> None:
         return
     int8 = [_int8(d) for d in docs]  # read from the seed folders: export may have run since the retrain
     shown = any(int8)  # the int8 columns only where an export recorded an int8 accuracy
-    rows = []
-    for d, int8_of_d in zip(docs, int8):
+    rows: list[list[Any]] = []
+    for d, int8_of_d in zip(docs, int8, strict=True):
         test, tta = d.get("test", {}), d.get("test_tta", {})
+        row: list[Any]
         if "members" in d:
             singles = "; ".join(f"trial {n}: {_pm(s.get('top1'))}" for n, s in d.get("members_test", {}).items())
             row = [f"ensemble {d['members']}", "-", _pm(test.get("top1")), _pm(tta.get("top1")),
@@ -221,7 +222,7 @@ def _int8(d: dict[str, Any]) -> dict[str, Any] | None:
     """The int8 records of a retrained trial's seeds (int8_results.summary); None for an ensemble or none."""
     if "members" in d:
         return None
-    listed = d.get("seeds") if isinstance(d.get("seeds"), list) else []
+    listed = given if isinstance(given := d.get("seeds"), list) else []
     seeds = {s.get("folder") for s in listed if isinstance(s, dict)}  # the seed runs this summary is over
     return int8_results.summary([f for f in sorted(Path(d["folder"]).glob("seed_*")) if f.name in seeds])
 

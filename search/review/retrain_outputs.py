@@ -68,7 +68,7 @@ def write_trial_summary(res: StudyResults, plan: Plan, runs: list[SeedRun], on_v
            "trained_on": {k: seed0.get(k) for k in ("dataset", "train_images", "images", "subset", "image_size")},
            "augment": seed0.get("augment"), "test_set": test_set_name(res.cfg, len(runs[0].labels)),
            "test": ev.summarise_seeds([r.metrics for r in runs]),
-           **({"test_tta": ev.summarise_seeds([r.tta for r in runs])} if all(r.tta for r in runs) else {}),
+           **({"test_tta": ev.summarise_seeds(tta)} if len(tta) == len(runs) else {}),
            **({"test_int8": int8} if (int8 := int8_results.summary([r.folder for r in runs])) else {}),
            "seeds": [{"seed": r.seed, "folder": r.folder.name, **brief([r])} for r in runs]}
     atomic_write_text(folder / "metrics.json", json.dumps(ev.jsonable(doc), indent=1))
@@ -156,7 +156,8 @@ def test_set_name(cfg: SearchConfig, n: int) -> str:
 def brief(runs: list[SeedRun]) -> dict[str, Any]:
     """Test top-1 (top-5) mean and std over the runs of one trial, plain, (top1_tta ...) with flip TTA and
     (int8_top1 ...) as an exported int8 model where `search export --evaluate` recorded one."""
-    tta = [r.tta for r in runs] if all(r.tta for r in runs) else []
+    tta = [r.tta for r in runs if r.tta]
+    tta = tta if len(tta) == len(runs) else []
     return {**_brief_metrics([r.metrics for r in runs]), **_brief_metrics(tta, "_tta"),
             **int8_results.brief([r.folder for r in runs])}
 

@@ -41,11 +41,15 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def _column_grouped(self, x: torch.Tensor) -> bool:
         """Whether this call takes the column-grouped weight gradient (training on the CPU, kernel over 3 wide)."""
-        if isinstance(x, torch.fx.Proxy):  # torch.fx's symbolic trace: nn.Conv2d's graph
-            return False
-        return (self.kernel_size[1] > GROUP and x.device.type == "cpu" and torch.is_grad_enabled()
-                and self.weight.requires_grad and self.padding_mode == "zeros"
-                and not (is_tracing() or is_scripting() or torch.compiler.is_compiling()))
+        return self.kernel_size[1] > GROUP and self.padding_mode == "zeros" and trains_on_cpu(x, self.weight)
+
+
+def trains_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a conv call will take a weight gradient on the CPU, outside every tracer (fx, jit, compile, export)."""
+    if isinstance(x, torch.fx.Proxy):  # torch.fx's symbolic trace: nn.Conv2d's graph
+        return False
+    return (x.device.type == "cpu" and torch.is_grad_enabled() and weight.requires_grad
+            and not (is_tracing() or is_scripting() or torch.compiler.is_compiling()))
 
 
 class _ColumnGroupedDepthwise(torch.autograd.Function):

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .depthwise import trains_on_cpu
+
 
 class StridedPointwiseConv2d(nn.Conv2d):
     """nn.Conv2d(c_in, c_out, 1, stride, bias=bias), trained on the CPU as a subsample then a 1x1 conv."""
@@ -32,7 +34,4 @@ class StridedPointwiseConv2d(nn.Conv2d):
 
     def _subsampled(self, x: torch.Tensor) -> bool:
         """Whether this call subsamples first: a weight gradient on the CPU, outside any tracer."""
-        if isinstance(x, torch.fx.Proxy):  # torch.fx's symbolic trace: nn.Conv2d's graph
-            return False
-        return (x.device.type == "cpu" and torch.is_grad_enabled() and self.weight.requires_grad
-                and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()))
+        return trains_on_cpu(x, self.weight)

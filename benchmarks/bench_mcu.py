@@ -10,6 +10,7 @@ needs: the study database, the cost of every segment run, and every finished ret
   python benchmarks/bench_mcu.py table                     # the table for BENCHMARKS.md, every recipe's rows
   python benchmarks/bench_mcu.py samplers                  # TPE's search against the control arms
   python benchmarks/bench_mcu.py verify  --data-root DIR   # every committed model.pt against its metrics.json
+  python benchmarks/bench_mcu.py int8    --data-root DIR   # every committed model_int8.tflite in TFLite Micro
 DIR holds `cifar-10-batches-py/`, made offline from the JPEG copy with
 `python ../shared/tools/cifar-pickle.py <dir>/cifar-10-images-jpg DIR`: label the figures "CIFAR-10 (JPEG copy)".
 The search and retrains run through the user's own commands (`python -m search.run`, `python -m search retrain`);
@@ -400,10 +401,57 @@ def verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def int8(args: argparse.Namespace) -> int:
+    """Every committed model_int8.tflite in TFLite Micro's own interpreter (reference kernels, with which CMSIS-NN
+    is bit-exact) on the first --images test images, beside LiteRT's interpreter and the fp32 model.pt it came
+    from; the figures go into its sidecar (`accuracy_micro`) and the seed's metrics.json (`int8`)."""
+    import dataclasses
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from blocks import load
+    from blocks.atomic import atomic_write_text
+    from search.config import load_config
+    from search.data.datasets import make_loaders
+    from search.review import tflite
+
+    cfg = load_config(SNAPSHOT / "config.yaml")
+    test = make_loaders(dataclasses.replace(cfg.data, root=args.data_root, download=False), [], 250, seed=0,
+                        test=True).test
+    files = sorted((SNAPSHOT / "retrain").glob("*/seed_*/model_int8.tflite"))
+    for path in files:
+        data, sidecar = path.read_bytes(), json.loads(path.with_suffix(".json").read_text())
+        if hashlib.sha256(data).hexdigest() != sidecar["sha256"]:
+            sys.exit(f"error: {path} is not the file its sidecar describes (sha256 differs)")
+        start = time.time()
+        micro, labels = tflite.int8_predictions(data, test, "micro", limit=args.images)
+        seconds = time.time() - start
+        litert, _ = tflite.int8_predictions(data, test, "litert", limit=args.images)
+        model = load(path.with_name("model.pt"))
+        with torch.no_grad():
+            fp32 = np.concatenate([model(x.float()).argmax(1).numpy() for x, _ in test])[: len(labels)]
+        doc = {"images": len(labels), "int8_top1": float((micro == labels).mean()),
+               "litert_int8_top1": float((litert == labels).mean()), "fp32_top1": float((fp32 == labels).mean()),
+               "agreement_litert": float((micro == litert).mean()), "agreement_fp32": float((micro == fp32).mean()),
+               "runtime": tflite.RUNTIMES["micro"], "tflite_micro": tflite.versions().get("tflite-micro"),
+               "commit": commit()}
+        print(f"{path.relative_to(SNAPSHOT)}: TFLite Micro int8 top-1 {100 * doc['int8_top1']:.2f}% on "
+              f"{doc['images']:,} test images; LiteRT {100 * doc['litert_int8_top1']:.2f}%, fp32 "
+              f"{100 * doc['fp32_top1']:.2f}%; the same class as LiteRT for {100 * doc['agreement_litert']:.2f}% and "
+              f"as fp32 for {100 * doc['agreement_fp32']:.2f}% ({seconds:.0f} s wall)", flush=True)
+        atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "accuracy_micro": doc}, indent=1))
+        metrics = json.loads((path.parent / "metrics.json").read_text())
+        atomic_write_text(path.parent / "metrics.json", json.dumps({**metrics, "int8": doc}, indent=1))
+    print(f"{len(files)} int8 file(s)" if files else "no committed model_int8.tflite under benchmarks/mcu/retrain/")
+    return 0 if files else 1
+
+
 def main() -> int:
     """Run one phase."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("phase", choices=["dryrun", "search", "retrain", "table", "samplers", "verify"])
+    p.add_argument("phase", choices=["dryrun", "search", "retrain", "table", "samplers", "verify", "int8"])
     p.add_argument("--data-root", default=str(ROOT / "data"), help="holds cifar-10-batches-py/")
     p.add_argument("--results-dir", default=str(ROOT / "results"))
     p.add_argument("--workers", type=int, default=2, help="search worker processes (one per core)")
@@ -416,13 +464,14 @@ def main() -> int:
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random"],
                    help="a control arm: its own results folder and snapshot benchmarks/mcu/<sampler>_seed<k>/")
     p.add_argument("--sampler-seed", type=int, default=0)
+    p.add_argument("--images", type=int, default=10_000, help="int8: test images each file runs on")
     args = p.parse_args()
     if arm(args):
         global SNAPSHOT
         SNAPSHOT = SNAPSHOT / arm(args)
     print(f"{args.phase} on {machine()}, commit {commit()}, load average {os.getloadavg()[0]:.1f}", flush=True)
     return {"dryrun": dryrun, "search": search, "retrain": retrain, "table": table,
-            "samplers": samplers, "verify": verify}[args.phase](args)
+            "samplers": samplers, "verify": verify, "int8": int8}[args.phase](args)
 
 
 if __name__ == "__main__":

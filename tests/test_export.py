@@ -95,7 +95,7 @@ def test_export_writes_the_file_and_its_sidecar(smoke_retrained: Path, tmp_path:
     n = best(smoke_retrained, 1)[0]
     out = tmp_path / "deploy" / "winner.tflite"
     assert export.main([str(smoke_retrained), "--trial", str(n), "--calibration-images", "50", "--evaluate", "60",
-                        "--output", str(out)]) == 0
+                        "--runtime", "micro", "--output", str(out)]) == 0
     doc = json.loads(out.with_suffix(".json").read_text())
     spec = ArchSpec.from_dict(doc["arch"])
     assert doc["file_bytes"] == out.stat().st_size and doc["graph"]["int8_clean"]
@@ -103,6 +103,7 @@ def test_export_writes_the_file_and_its_sidecar(smoke_retrained: Path, tmp_path:
     assert doc["input"]["dtype"] == doc["output"]["dtype"] == "int8" and doc["input"]["mean"] == [0.5] * 3
     assert doc["calibration"]["images"] == 50 and doc["class_names"][0] == "class_0"
     assert set(doc["arena"]) == {"head", "tail", "total"} and doc["accuracy"]["images"] == 60
+    assert doc["accuracy"]["runtime"] == "TFLite Micro interpreter (reference int8 kernels)"
     assert sorted(p.name for p in out.parent.iterdir()) == ["winner.json", "winner.tflite"]  # no temporary left
 
 
@@ -118,6 +119,16 @@ def test_a_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setattr(tflite, "PACKAGES", ("no_such_converter_package",))
     err = one_error(capsys, export.main([str(tmp_path), "--trial", "0"]))
     assert err == ("error: exporting to TFLite needs the mcu extra (no_such_converter_package is missing): "
+                   "pip install 'resnet-budget-search[mcu]'")
+
+
+def test_tflite_micro_runtime_without_tflite_micro_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(tflite, "PACKAGES", ())  # the converter counts as installed; TFLite Micro does not
+    monkeypatch.setattr(tflite, "has_micro", lambda: False)
+    monkeypatch.setattr(export, "locate", lambda args: (tmp_path / "model.pt", DataConfig(dataset="synthetic")))
+    err = one_error(capsys, export.main([str(tmp_path), "--trial", "0", "--evaluate", "10", "--runtime", "micro"]))
+    assert err == ("error: --runtime micro needs TFLite Micro's interpreter (tflite_micro is missing): "
                    "pip install 'resnet-budget-search[mcu]'")
 
 

@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--space", help="for a model.pt: the search YAML whose data section gives calibration images")
     p.add_argument("--evaluate", type=int, default=0, metavar="N",
                    help="also run the int8 file on N test images and record int8 and fp32 top-1 (default 0: off)")
+    p.add_argument("--runtime", default="litert", choices=sorted(tflite.RUNTIMES),
+                   help="the interpreter --evaluate runs: litert (LiteRT's int8 kernels, fast; the default) or micro "
+                        "(TFLite Micro's own, as a microcontroller runs it; minutes for 10,000 images)")
     p.add_argument("--output", help="the .tflite to write (default: model_int8.tflite beside the model); "
                                     "the sidecar is the same name with .json")
     p.add_argument("--storage", help="the study's URL when it is on a server (default: RESULTS/study.db)")
@@ -106,14 +109,15 @@ def calibration(data: DataConfig | None, n: int, spec: blocks.ArchSpec) -> Itera
             return
 
 
-def evaluate(tflite_bytes: bytes, model: torch.nn.Module, data: DataConfig, n: int) -> dict[str, Any]:
-    """Int8 top-1 (LiteRT's interpreter) beside fp32 top-1 and their agreement on the first n test images."""
+def evaluate(tflite_bytes: bytes, model: torch.nn.Module, data: DataConfig, n: int,
+             runtime: str = "litert") -> dict[str, Any]:
+    """Int8 top-1 in `runtime`'s interpreter beside fp32 top-1 and their agreement on the first n test images."""
     from ..data.datasets import make_loaders
 
     loaders = make_loaders(data, [], BATCH, seed=CALIBRATION_SEED, device="cpu", test=True)
     if loaders.test is None:
         raise UserError(f"--evaluate: dataset {data.dataset!r} has no labelled test split")
-    int8, labels = tflite.int8_predictions(tflite_bytes, loaders.test, limit=n)
+    int8, labels = tflite.int8_predictions(tflite_bytes, loaders.test, runtime, limit=n)
     fp32 = []
     with torch.no_grad():
         for images, _ in loaders.test:
@@ -122,7 +126,7 @@ def evaluate(tflite_bytes: bytes, model: torch.nn.Module, data: DataConfig, n: i
                 break
     fp = np.concatenate(fp32)[: len(labels)]
     return {"images": len(labels), "int8_top1": float((int8 == labels).mean()), "fp32_top1": float((fp == labels).mean()),
-            "agreement": float((int8 == fp).mean()), "runtime": "LiteRT interpreter (int8 kernels)"}
+            "agreement": float((int8 == fp).mean()), "runtime": tflite.RUNTIMES[runtime]}
 
 
 def sidecar(path: Path, model: blocks.ResNet, data: DataConfig | None, n: int, tflite_bytes: bytes,
@@ -168,6 +172,8 @@ def export(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path
     data = None if args.random_calibration else data
     if args.evaluate and data is None:
         raise UserError("--evaluate needs the dataset: export from a results folder or pass --space")
+    if args.evaluate and args.runtime == "micro" and not tflite.has_micro():
+        raise UserError(f"--runtime micro needs TFLite Micro's interpreter (tflite_micro is missing): {tflite.EXTRA}")
     model = load(source)
     out = Path(args.output) if args.output else source.with_name("model_int8.tflite")
     log(f"converting {source} to int8 TFLite, calibrated on {n} "
@@ -180,7 +186,7 @@ def export(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path
         raise UserError(f"{source}: the converted graph is not int8 end to end ({graph.problems()}); nothing written")
     doc = sidecar(out, model, data, n, tflite_bytes, graph, seconds)
     if args.evaluate and data is not None:  # (--evaluate without data was refused above)
-        doc["accuracy"] = evaluate(tflite_bytes, model, data, args.evaluate)
+        doc["accuracy"] = evaluate(tflite_bytes, model, data, args.evaluate, args.runtime)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda f: f.write(tflite_bytes))  # whole or not at all, then the sidecar that describes it
     atomic_write_text(out.with_suffix(".json"), json.dumps(doc, indent=1))

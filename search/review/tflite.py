@@ -36,6 +36,8 @@ CONVERTS = ("QUANTIZE", "DEQUANTIZE")  # ops that move a tensor between int8 and
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # ops whose second input is a constant weight
 ARENA_TRY = 1 << 24  # bytes offered to TFLite Micro to plan in; it reports what it used of them
 SIGNATURE = "serving_default"  # litert-torch's one signature
+RUNTIMES = {"litert": "LiteRT interpreter (int8 kernels)",  # runtime name -> what the records say ran the file
+            "micro": "TFLite Micro interpreter (reference int8 kernels)"}
 
 
 class ConverterRefused(UserError):
@@ -266,7 +268,7 @@ class Runner:
             self._litert = Interpreter(model_content=tflite, num_threads=1)
             self._litert.allocate_tensors()
         else:
-            raise ValueError(f"runtime {runtime!r}: expected 'litert' or 'micro'")
+            raise ValueError(f"runtime {runtime!r}: expected one of {sorted(RUNTIMES)}")
 
     def quantise(self, images: np.ndarray) -> np.ndarray:
         """Normalised NHWC float images as the model's int8 input."""

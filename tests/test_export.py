@@ -159,3 +159,15 @@ def test_model_files_and_converter_refusals(tmp_path: Path, monkeypatch: pytest.
     assert err == ("error: the TFLite converter refused this design (RuntimeError: failed to legalize operation "
                    "'stablehlo.custom_call')")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+@needs_mcu
+def test_a_model_file_calibrates_on_the_spaces_data_at_data_root(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import blocks
+
+    path = blocks.save(tmp_path / "model.pt", build(ArchSpec(stages=1, blocks=(1,), width=8)))
+    space = Path(__file__).parents[1] / "spaces" / "cifar10_mcu.yaml"
+    empty = tmp_path / "no data here"
+    err = one_error(capsys, export.main([str(path), "--space", str(space), "--data-root", str(empty)]))
+    assert str(empty) in err and "converter" not in err, err  # the dataset's own refusal, at the folder given
+    assert not [p for p in tmp_path.iterdir() if p.suffix in (".tflite", ".json")]  # nothing written

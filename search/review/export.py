@@ -73,7 +73,8 @@ def locate(args: argparse.Namespace) -> tuple[Path, DataConfig | None]:
         if args.space is None and not args.random_calibration:
             raise UserError(f"{source}: a model file carries no dataset; pass --space SPACE.yaml for calibration "
                             f"images (or export from its results folder)")
-        data = None if args.space is None else load_config(args.space).data
+        roots = [f"data.root={args.data_root}"] if args.data_root else []  # a path, taken as typed
+        data = None if args.space is None else load_config(args.space, strings=roots).data
         return source, data
     res = open_results(source, args.storage, args.data_root)
     number = res.choose([args.trial] if args.trial is not None else None, None)[0]

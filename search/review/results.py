@@ -173,8 +173,8 @@ def open_results(folder: Path, storage: str | None = None, data_root: str | None
     config = folder / "config.yaml"
     if not config.is_file():
         raise UserError(f"'{config}' is missing: '{folder}' is not a results folder of python -m search.run")
-    root = [f"data.root={data_root}"] if data_root else []
-    cfg = load_config(config, root)  # checked against the study as saved; retrain's --set comes after
+    root = [f"data.root={data_root}"] if data_root else []  # a path, taken as typed
+    cfg = load_config(config, strings=root)  # checked against the study as saved; retrain's --set comes after
     if storage is None:
         if not (folder / "study.db").is_file():
             raise UserError(f"'{folder / 'study.db'}' is missing (for a study on a server, pass --storage URL)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import logging
 import os
 import re
 import tempfile
@@ -48,7 +49,8 @@ def need_converter() -> None:
     """Refuse at once, in one line, when the `mcu` extra is not installed."""
     for name in PACKAGES:
         try:
-            __import__(name)
+            with _quiet():  # importing them prints absl's and torch's warnings, which the user cannot act on
+                __import__(name)
         except ImportError:
             raise UserError(f"exporting to TFLite needs the mcu extra ({name} is missing): {EXTRA}") from None
 
@@ -94,6 +96,8 @@ def convert_int8(model: nn.Module, spec: ArchSpec, calibration: Iterable[np.ndar
                 raise ValueError("no calibration images")
             ranges = _calibrate(float_model, batches)
             quantized = bytes(q.quantize(ranges, enable_progress_report=False).quantized_model)
+    except UserError:  # the calibration images could not be read (a missing dataset): not the converter's doing
+        raise
     except Exception as e:  # the converters raise many kinds (RuntimeError, ValueError, MLIR errors ...)
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
         raise ConverterRefused(f"the TFLite converter refused this design ({type(e).__name__}: {first})") from None
@@ -216,14 +220,16 @@ def inspect(tflite: bytes) -> Graph:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence the C++ and Python chatter of the converters (progress lines, absl logs) on fd 1 and 2."""
+    """Silence the C++ and Python chatter of the converters (progress lines, absl logs, torch's warnings)."""
     saved = [os.dup(1), os.dup(2)]
     with open(os.devnull, "wb") as null:
         try:
             for fd in (1, 2):
                 os.dup2(null.fileno(), fd)
+            logging.disable(logging.WARNING)  # Python's loggers write to sys.stderr, wherever that points
             yield
         finally:
+            logging.disable(logging.NOTSET)
             for fd, old in zip((1, 2), saved, strict=True):
                 os.dup2(old, fd)
                 os.close(old)

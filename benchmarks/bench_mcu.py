@@ -145,7 +145,7 @@ def _snapshot(folder: Path, suffix: str = "") -> None:
     for number, label in contenders(folder).items():
         for f in (folder / "retrain" / f"{number:05d}").glob("seed_*/*"):
             # model.pt (a few hundred KB): every figure can be re-evaluated without retraining
-            if f.name in ("metrics.json", "run.json", "curves.csv") or (f.name == "model.pt" and suffix):
+            if f.name in ("metrics.json", "run.json", "curves.csv", "model.pt"):
                 out = SNAPSHOT / "retrain" / (label.replace(" ", "_") + suffix) / f.parent.name / f.name
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, out)
@@ -216,7 +216,8 @@ def retrain(args: argparse.Namespace) -> int:
         if args.only and label not in args.only:
             continue
         for k in range(args.seeds):
-            if (SNAPSHOT / "retrain" / (label.replace(" ", "_") + recipe(args)) / f"seed_{k}" / "metrics.json").exists():
+            done = SNAPSHOT / "retrain" / (label.replace(" ", "_") + recipe(args)) / f"seed_{k}"
+            if (done / "metrics.json").exists() and ((done / "model.pt").exists() or not args.rederive):
                 continue
             cmd = [sys.executable, "-m", "search", "retrain", str(folder), "--trial", str(number),
                    "--seeds", str(k + 1), "--data-root", args.data_root, "--set", "retrain.amp=false",
@@ -274,7 +275,8 @@ def retrained(folder: Path) -> Iterator[tuple[str, str, int, list[Path]]]:
     shipped recipe ('') and each other one ('_60ep'), in the order of contenders()."""
     for number, label in contenders(folder).items():
         stem = label.replace(" ", "_")
-        for run in sorted((SNAPSHOT / "retrain").glob(f"{stem}*")):
+        runs = sorted((SNAPSHOT / "retrain").glob(f"{stem}*"), key=lambda r: int("0" + r.name[len(stem) + 1:-2]))
+        for run in runs:  # the shipped recipe, then longer ones by their epochs
             suffix = run.name[len(stem):]
             if suffix and not (suffix.startswith("_") and suffix.endswith("ep") and suffix[1:-2].isdigit()):
                 continue  # another design whose name starts with this one's
@@ -282,10 +284,14 @@ def retrained(folder: Path) -> Iterator[tuple[str, str, int, list[Path]]]:
 
 
 def int8_top1(seed: Path) -> float | None:
-    """The int8 model's test top-1 from its export sidecar (`search export ... --evaluate 10000`), if any."""
+    """The int8 model's test top-1 from its export sidecar: TFLite Micro's (`int8` phase) where it ran, else
+    LiteRT's interpreter's (`search export ... --evaluate 10000`); None when neither covered all 10,000 images."""
     sidecar = seed / "model_int8.json"
-    acc = json.loads(sidecar.read_text()).get("accuracy") if sidecar.exists() else None
-    return acc["int8_top1"] if acc and acc.get("images") == 10000 else None
+    doc = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    for acc in (doc.get("accuracy_micro"), doc.get("accuracy")):
+        if acc and acc.get("images") == 10000:
+            return float(acc["int8_top1"])
+    return None
 
 
 def table(args: argparse.Namespace) -> int:
@@ -296,7 +302,7 @@ def table(args: argparse.Namespace) -> int:
     shipped = load_retrain_epochs(folder)
     accs: dict[str, list[float]] = {}
     print("| design | trial | params | multiply-adds | peak act. | search val | epochs | seeds | "
-          "test top-1 % | flip-TTA % | int8 top-1 % | retrain CPU-h per seed |")
+          "test top-1 % | flip-TTA % | int8 top-1 % (TFLite Micro) | retrain CPU-h per seed |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, suffix, number, seeds in retrained(folder):
         docs = [json.loads((s / "metrics.json").read_text()) for s in seeds]
@@ -418,7 +424,7 @@ def int8(args: argparse.Namespace) -> int:
     from search.review import tflite
 
     cfg = load_config(SNAPSHOT / "config.yaml")
-    test = make_loaders(dataclasses.replace(cfg.data, root=args.data_root, download=False), [], 250, seed=0,
+    test = make_loaders(dataclasses.replace(cfg.data, root=args.data_root, download=False, num_workers=0), [], 250, seed=0,
                         test=True).test
     files = sorted((SNAPSHOT / "retrain").glob("*/seed_*/model_int8.tflite"))
     for path in files:
@@ -459,6 +465,8 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, help="retrain: this many epochs instead of the shipped recipe's "
                    "(its own results folder, snapshot under retrain/<design>_<E>ep/)")
+    p.add_argument("--rederive", action="store_true", help="retrain: also retrain finished seeds whose model.pt was "
+                   "never committed, replacing their figures with ones whose weights are committed")
     p.add_argument("--only", nargs="*", help="retrain only these designs (e.g. 'baseline resnet8')")
     p.add_argument("--set", action="append", default=[], help="passed to search.run (e.g. search.n_trials=24)")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random"],

@@ -9,6 +9,7 @@ retrain's validation share included), loaded through the project's own loaders w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -170,7 +171,9 @@ def export(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path
         check_path(args.output, "--output", room=TEMP_ROOM + len(".json"))
     tflite.need_converter()
     source, data = locate(args)
-    data = None if args.random_calibration else data
+    # Images are read in this process: a DataLoader worker forked after JAX (the converter's) started its threads
+    # can deadlock, and a few hundred calibration images need no workers.
+    data = None if args.random_calibration or data is None else dataclasses.replace(data, num_workers=0)
     if args.evaluate and data is None:
         raise UserError("--evaluate needs the dataset: export from a results folder or pass --space")
     if args.evaluate and args.runtime == "micro" and not tflite.has_micro():

@@ -264,13 +264,13 @@ def _duration_lines(cfg: SearchConfig, designs: list[Design], n_train: int, n_va
     runs = cfg.search.n_trials + len(cfg.baselines)  # baselines train once, outside n_trials
     total = runs * trial_s / plan.parallel
     n_base = len(cfg.baselines)
-    trials = f"{cfg.search.n_trials} trials" + (f" + {n_base} baseline{'s' * (n_base > 1)}" if n_base else "")
+    trials = plural(cfg.search.n_trials, "trial") + (f" + {plural(n_base, 'baseline')}" if n_base else "")
     how = f"with {workers} workers" if workers > 1 else "on this device"
     once = f" / {plan.parallel} at once" if plan.parallel > 1 else ""
-    return [f"probe: {len(picked)} design{'s' * (len(picked) > 1)} spread over the drawn FLOPs ({flops}) train at "
+    return [f"probe: {plural(len(picked), 'design')} spread over the drawn FLOPs ({flops}) train at "
             f"{span} on {device} ({at}); {1 / s_per_img:,.0f} img/s in the mean time per image",
             *([f"note: {plan.crowded}"] if plan.crowded else []),
-            f"expected duration: {trials} x {epochs:g} epochs x ({n_train:,} training + {n_val:,} validation "
+            f"expected duration: {trials} x {epochs:g} epoch{'s' * (epochs != 1)} x ({n_train:,} training + {n_val:,} validation "
             f"images){once} = about {_hours(total)} {how} without pruning (one trial about {_hours(trial_s)}; "
             f"pruned trials stop early){plan.busy}"]
 

@@ -189,6 +189,15 @@ def ask(study: optuna.Study, known: list[optuna.trial.FrozenTrial]) -> optuna.Tr
             raise
 
 
+def readable_trials(study: optuna.Study, url: str) -> list[optuna.trial.FrozenTrial]:
+    """Every trial of `study` (`url`: its storage, for the message); a row Optuna cannot read is a UserError."""
+    try:
+        return study.get_trials(deepcopy=False)
+    except AssertionError:  # Optuna's reader asserts on a value stored as NULL, which is how SQLite keeps a NaN
+        raise UserError(f"study {study.study_name!r} in {redact_url(url)}: a trial's value is NULL (a NaN written "
+                        f"into the database), which Optuna cannot read; restore the database from a copy") from None
+
+
 def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     """The storage's id of a trial (Optuna keeps it private: `_trial_id`)."""
     return trial._trial_id

@@ -84,6 +84,17 @@ def test_dry_run_summarises_the_space_without_a_study(tmp_path: Path, capsys: py
     assert any(line.startswith("depth (blocks)  1 .. 2") for line in lines)
 
 
+def test_dry_run_counts_one_trial_and_one_epoch_in_the_singular(tmp_path: Path) -> None:
+    from search import dryrun
+
+    path = write_space(tmp_path, base={**PRUNING_SPACE, "train": {**PRUNING_SPACE["train"], "epochs": 1}})
+    args = run.parse_args([str(path), "--dry-run", "--n-trials", "1", "--results-dir", str(tmp_path / "results")])
+    lines: list[str] = []
+    run.dry_run(args, run.config_from_args(args), lines.append, meter=FakeMachine(cores=2).meter(),
+                probe=lambda spec, train, device, limit_s: dryrun.Timing(0.001, train.batch_size))
+    assert "expected duration: 1 trial x 1 epoch x (" in lines[-1], lines[-1]
+
+
 def test_dry_run_cli_and_fill_share_wording(tmp_path: Path) -> None:
     space = {**PRUNING_SPACE, "space": {**PRUNING_SPACE["space"], "fill": {"float": [0.05, 1.0]}}}
     path = write_space(tmp_path, base=space)

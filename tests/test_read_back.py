@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import blocks
+from search import run
 from search.data import decode_cache
 from search.review import report, retrain
 from search.review.results import open_results
@@ -144,3 +145,12 @@ def test_a_null_value_is_one_line(smoke_copy: Path, command: str, capsys: pytest
     args = [str(smoke_copy)] + (["--epochs", "1", "--device", "cpu"] if command == "retrain" else [])
     assert {"report": report, "retrain": retrain}[command].main(args) == 2
     one_error_line(capsys, "study 'smoke' in ", "a trial's value is NULL (a NaN written into the database)")
+
+
+def test_a_null_value_stops_a_resumed_search_in_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture) -> None:
+    """The search reads every trial when it opens the study: a NULL value is one line there, nothing written."""
+    set_values(smoke_copy, [best(smoke_copy, 1)[0]], None)
+    before = (smoke_copy / "study.db").read_bytes()
+    assert run.main([str(smoke_copy / "config.yaml"), "--results-dir", str(smoke_copy.parent), "--n-trials", "99"]) == 2
+    one_error_line(capsys, "study 'smoke' in ", "a trial's value is NULL (a NaN written into the database)")
+    assert (smoke_copy / "study.db").read_bytes() == before

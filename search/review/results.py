@@ -18,7 +18,7 @@ from blocks.io import UnreadableFile, read_json
 from ..config import SearchConfig, load_config
 from ..errors import UserError
 from ..names import check_path
-from ..storage import default_storage, make_storage, redact_url
+from ..storage import default_storage, make_storage, readable_trials, redact_url
 from ..study.identity import DATA_ATTR, config_difference, data_difference, data_identity
 from ..trials import ATTRS, REJECTED, ranked, record_shape
 
@@ -43,12 +43,7 @@ class StudyResults:
     @cached_property
     def trials(self) -> list[optuna.trial.FrozenTrial]:
         """Every trial of the study, by number; a user attribute that is not what the search writes is a UserError."""
-        try:
-            trials = sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
-        except AssertionError:  # Optuna's reader asserts on a value stored as NULL, which is how SQLite keeps a NaN
-            raise UserError(f"study {self.name!r} in {redact_url(self.storage_url)}: a trial's value is NULL (a NaN "
-                            f"written into the database), which Optuna cannot read; restore the database from a "
-                            f"copy") from None
+        trials = sorted(readable_trials(self.study, self.storage_url), key=lambda t: t.number)
         for t in trials:
             why = problem(t.user_attrs, ATTRS)
             if why:

@@ -28,6 +28,7 @@ from ..storage import (
     RetryCallback,
     make_storage,
     rdb_storage,
+    readable_trials,
     redact_url,
     trial_id,
     with_heartbeat,
@@ -135,6 +136,7 @@ def open_study(cfg: SearchConfig, storage_url: str, heartbeat_s: int = HEARTBEAT
         study.set_user_attr("budget_peak_activations", cfg.budget.peak_activations)
         study.set_user_attr("objectives", list(cfg.search.objectives))
         name_metrics(study, cfg.search.objectives)
+    readable_trials(study, storage_url)  # a damaged row is one line here, before anything is written to the study
     check_and_record(study, cfg, redact_url(storage_url), data)
     return study
 

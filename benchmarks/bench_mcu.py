@@ -404,6 +404,11 @@ def verify(args: argparse.Namespace) -> int:
             print(f"{path.parent.relative_to(SNAPSHOT)} {key}: {100 * top1:.2f}% now, "
                   f"{100 * said[key]['top1']:.2f}% in metrics.json: {'ok' if ok else 'MISMATCH'}", flush=True)
     print(f"{len(models)} model(s), {bad} mismatch(es)")
+    unweighted = [p.parent for p in sorted((SNAPSHOT / "retrain").glob("*/seed_*/metrics.json"))
+                  if not (p.parent / "model.pt").exists()]
+    if unweighted:  # figures from before weights were committed: `retrain --rederive` replaces them
+        print(f"{len(unweighted)} seed figure(s) without committed weights, not verifiable: "
+              + ", ".join(str(p.relative_to(SNAPSHOT / "retrain")) for p in unweighted))
     return 1 if bad else 0
 
 

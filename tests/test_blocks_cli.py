@@ -7,7 +7,6 @@ each subprocess pays for importing torch (seconds on a busy 2-core machine).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from blocks.__main__ import main
+from tests.helpers.processes import child_env
 from tests.helpers.studies import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ RESNET18 = '{"blocks": [2, 2, 2, 2], "width": 64, "stem": "imagenet", "input_siz
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """Run `python -m blocks ARGS` from the repository root and capture its output."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env(ROOT)
     return subprocess.run([sys.executable, "-m", "blocks", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 

@@ -3,7 +3,6 @@ config never opens the dataset, so a results folder can be reviewed where the im
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from search.data import datasets
 from search.errors import UserError
 from search.review import report, retrain
 from tests.helpers.datasets import make_imagefolder
+from tests.helpers.processes import child_env
 from tests.helpers.studies import copy_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def moved_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_report_of_a_copied_folder_needs_no_dataset(moved_study: tuple[Path, Path], tmp_path: Path) -> None:
     """`python -m search report COPY` where the images are not (a laptop after a search on a server)."""
     copy = copy_results(moved_study[0], tmp_path / "copy")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env(ROOT)
     proc = subprocess.run([sys.executable, "-m", "search", "report", str(copy)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

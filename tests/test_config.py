@@ -3,7 +3,6 @@ or by the check step for what needs the dataset)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from search.config import load_config
 from search.space import sample
 from search.study.study import make_sampler, open_study
 from search.yaml_load import MAX_NODES
+from tests.helpers.processes import child_env
 from tests.helpers.spaces import ROOT, write_space
 
 REFUSED = {  # name: (command-line arguments after the YAML, what the one `error:` line must say)
@@ -93,7 +93,7 @@ def test_bad_input_is_one_line_before_any_study(case: str, how: str, tmp_path: P
     argv = [str(write_space(tmp_path)), *args, "--results-dir", str(tmp_path / "r")]
     if how == "process":
         proc = subprocess.run([sys.executable, "-m", "search.run", *argv], cwd=tmp_path, capture_output=True,
-                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+                              text=True, env=child_env(ROOT), timeout=300)
         status, err = proc.returncode, proc.stderr
     else:
         status, err = run.main(argv), capsys.readouterr().err
@@ -166,7 +166,7 @@ def test_ctrl_c_while_importing_is_one_line(tmp_path: Path) -> None:
             "builtins.__import__ = imp\n"
             f"sys.argv = ['search.run', {str(write_space(tmp_path))!r}]\n"
             "runpy.run_module('search.run', run_name='__main__', alter_sys=True)\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env(ROOT)
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 130 and proc.stderr == "interrupted: rerun the same command to resume\n", proc.stderr

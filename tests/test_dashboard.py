@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 import pytest
 
+from tests.helpers.processes import child_env
 from tests.helpers.spaces import ROOT
 from tests.helpers.studies import WAIT_S, assert_one_line_error, wait_for
 
@@ -139,8 +140,7 @@ def test_dashboard_names_the_metric_and_opens_artifacts_and_notes(dashboard: str
 
 def dashboard_cli(args: list[str], env: dict[str, str], **kw: Any) -> subprocess.Popen:
     """`python -m search dashboard ARGS` as a user starts it."""
-    return subprocess.Popen([sys.executable, "-m", "search", "dashboard", *args], env={**os.environ, **env,
-                            "PYTHONPATH": str(ROOT)}, **kw)
+    return subprocess.Popen([sys.executable, "-m", "search", "dashboard", *args], env=child_env(ROOT, **env), **kw)
 
 
 def test_sigterm_reaches_optuna_dashboard(tmp_path: Path) -> None:

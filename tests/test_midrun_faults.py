@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 from search.review import retrain
 from search.trials import INTERRUPTED
 from tests.helpers.hostile import full_disk_at
+from tests.helpers.processes import child_env
 from tests.helpers.spaces import ROOT, write_space
 from tests.helpers.studies import WAIT_S, assert_one_line_error, quickest, records, study_at
 
@@ -24,7 +24,7 @@ INTERRUPTED_LINE = "interrupted: rerun the same command to resume"
 def close_stdout_after(args: list[str], marker: str, cwd: Path) -> tuple[int, str]:
     """Run `python -m search ARGS`, read its stdout until a line holds `marker`, close it (as `| head` does on
     leaving) and wait: its exit status and stderr. Its next line meets the closed pipe, whenever it comes."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = child_env(ROOT, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "search", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -16,6 +16,7 @@ from search import run
 from search.cli import main_guard
 from search.errors import UserError
 from search.names import NAME_MAX, TEMP_ROOM, check_name, check_path, fit_name, size
+from tests.helpers.processes import child_env
 from tests.helpers.spaces import ROOT, write_space
 from tests.helpers.studies import assert_one_line_error
 
@@ -61,7 +62,7 @@ def test_run_refuses_a_name_too_long_in_one_line_before_any_study(case: str, arg
     space = write_space(tmp_path)
     argv = [str(space) if a == "SPACE" else a for a in args]
     proc = subprocess.run([sys.executable, "-m", "search.run", *argv], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+                          env=child_env(ROOT), timeout=300)
     assert_one_line_error(proc, *needles)
     assert sorted(p.name for p in tmp_path.iterdir()) == [space.name], "no results folder, no study"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tomllib
@@ -12,6 +11,7 @@ import pytest
 
 from search import SPACES_DIR, shipped_space
 from search.__main__ import main
+from tests.helpers.processes import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def test_pyproject_lists_every_package_and_ships_the_spaces() -> None:
 
 
 def test_python_m_search_version_and_commands(capsys) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env(ROOT)
     out = subprocess.run([sys.executable, "-m", "search", "--version"], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and out.stdout.startswith("resnet-budget-search ")
     assert main(["spaces"]) == 0
@@ -37,6 +37,21 @@ def test_python_m_search_version_and_commands(capsys) -> None:
     assert {"smoke", "cifar10_5m", "cifar10_mcu", "tiny_26m"} <= set(listed)
     assert main(["nonsense"]) == 2 and "unknown command 'nonsense'" in capsys.readouterr().err
     assert shipped_space("smoke") == str(SPACES_DIR / "smoke.yaml") and shipped_space("x/y.yaml") == "x/y.yaml"
+
+
+def test_a_child_process_keeps_dependencies_found_on_pythonpath(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the dependencies are unpacked into a folder on PYTHONPATH (the GPU machine: wheels in /tmp/site, no
+    venv), the tests' `python -m search ...` children must still find them: replacing PYTHONPATH with the tree's
+    root failed every such test there with a ModuleNotFoundError."""
+    (tmp_path / "only_on_pythonpath.py").write_text("FOUND = 1\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    code = "import only_on_pythonpath, search; print(only_on_pythonpath.FOUND, search.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=child_env(ROOT), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found, search_file = out.stdout.split()
+    assert found == "1" and Path(search_file).is_relative_to(ROOT), "this tree's package first, the folder kept"
 
 
 def test_dashboard_command_refuses_a_folder_without_a_study(tmp_path: Path, capsys) -> None:

@@ -3,7 +3,6 @@ odd batches at 2 threads that crash oneDNN's strided 1x1 weight gradient."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ from torch import nn
 from blocks import ArchSpec, build
 from blocks.layers import ProjectionShortcut
 from blocks.pointwise import StridedPointwiseConv2d
+from tests.helpers.processes import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,6 +70,6 @@ def test_odd_batches_at_two_threads_train() -> None:
                 conv(x).sum().backward()
         print("trained")
     """)
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
+    env = child_env(ROOT, OMP_NUM_THREADS="2")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "trained", (proc.returncode, proc.stderr[-2000:])

@@ -18,6 +18,7 @@ from blocks import ArchSpec
 from search.data import datasets as data
 from search.data import sources
 from search.review import predict
+from tests.helpers.processes import child_env
 from tests.helpers.spaces import ROOT
 
 SPEC = ArchSpec(stages=2, blocks=(1, 1), width=8, input_size=12, num_classes=3)
@@ -116,8 +117,7 @@ def test_a_file_name_the_locale_cannot_encode(tmp_path: Path, output: str) -> No
     folder.mkdir()
     image(Path(os.fsdecode(bytes(folder) + b"/caf\xe9-\xff.png")))
     model = model_pt(tmp_path / "m.pt", mean=[0.5] * 3, std=[0.25] * 3)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0",
-           "PYTHONUTF8": "0", "PYTHONIOENCODING": "ascii"}
+    env = child_env(ROOT, OMP_NUM_THREADS="1", LC_ALL="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0", PYTHONIOENCODING="ascii")
     proc = subprocess.run([sys.executable, "-m", "search", "predict", str(model), "--images",
                            str(folder), "--output", output, "--device", "cpu"], cwd=tmp_path, env=env,
                           capture_output=True, timeout=300)

@@ -15,6 +15,7 @@ import pytest
 
 from search import run
 from search.trials import WORKER
+from tests.helpers.processes import child_env
 from tests.helpers.spaces import write_space
 from tests.helpers.studies import PG_URL, check_finished_study, needs_postgres
 
@@ -27,7 +28,7 @@ def procs() -> Iterator[Callable[..., subprocess.Popen]]:
     started: list[subprocess.Popen] = []
 
     def start(*args: str, cwd: Path) -> subprocess.Popen:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        env = child_env(ROOT, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         p = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=cwd, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         started.append(p)

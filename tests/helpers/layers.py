@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+from tests.helpers.processes import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")  # import-linter's command, from the test extra
@@ -35,6 +36,6 @@ def copy_tree(to: Path) -> Path:
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     """`lint-imports` run in `root` on the packages there (not on an installed copy), without a cache."""
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    env = child_env(root)
     return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, env=env, capture_output=True, text=True,
                           timeout=300)

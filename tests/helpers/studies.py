@@ -19,6 +19,7 @@ import pytest
 from search.config import load_config
 from search.review.results import StudyResults, open_results
 from search.trials import REJECTED, RETRY_OF, count_finished
+from tests.helpers.processes import child_env
 from tests.helpers.spaces import ROOT
 
 S = optuna.trial.TrialState
@@ -30,7 +31,7 @@ WAIT_S = 900  # a bound on waiting for a worker under any load, never a margin a
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run `python -m search.run ...` as a user would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env(ROOT)
     return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 

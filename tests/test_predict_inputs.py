@@ -96,6 +96,18 @@ def test_absurd_normalisation_is_one_line(mean: str, std: str, tmp_path: Path, c
     assert not out.exists()
 
 
+def test_bad_normalisation_flags_are_refused_before_any_model_is_read(tmp_path: Path,
+                                                                      capfd: pytest.CaptureFixture) -> None:
+    """--mean/--std are checked as given: with a model that does not exist, the flags' mistake is the line (the
+    model was loaded first, so a mistyped --mean was only reported after the models and images were read)."""
+    missing = tmp_path / "no_such_model.pt"
+    common = [str(missing), "--images", str(image(tmp_path / "a.png")), "--device", "cpu"]
+    err = one_error(capfd, predict.main([*common, "--mean", "128", "128", "128", "--std", "64", "64", "64"]))
+    assert err.startswith("error: --mean 128.0 128.0 128.0 --std 64.0 64.0 64.0: expected each mean in [0, 1]")
+    err = one_error(capfd, predict.main([*common, "--std", "0.2", "0.2", "0.2"]))
+    assert err == "error: --mean and --std go together: give both (3 values each) or neither"
+
+
 @pytest.mark.parametrize("width, height", [(10_000, 10_000), (20_000, 10_000)])  # PIL warns, then refuses
 def test_an_image_over_the_size_limit_is_refused_before_decoding(width: int, height: int, tmp_path: Path,
                                                                  capfd: pytest.CaptureFixture) -> None:

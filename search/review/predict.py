@@ -124,17 +124,24 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def given_normalisation(args: argparse.Namespace) -> tuple[list, list] | None:
+    """--mean/--std checked as given (before any model or image is read), or None when neither is given."""
+    if (args.mean is None) != (args.std is None):
+        raise UserError("--mean and --std go together: give both (3 values each) or neither")
+    if args.mean is None:
+        return None
+    if not all(0 <= v <= 1 for v in args.mean) or not all(STD_MIN <= v <= 1 for v in args.std):  # NaN fails too
+        raise UserError(f"--mean {' '.join(map(str, args.mean))} --std {' '.join(map(str, args.std))}: expected "
+                        f"each mean in [0, 1] and each std in [1/255, 1], statistics of pixels scaled to [0, 1] "
+                        f"(values in 0-255 units are 255 times too large)")
+    return list(args.mean), list(args.std)
+
+
 def normalisation(args: argparse.Namespace, extra: dict, where: Path,
                   log: Callable[[str], None] = print) -> tuple[list, list]:
     """Mean and std of the inputs: --mean/--std, else model.pt's, else its dataset's defaults (with a note)."""
-    if (args.mean is None) != (args.std is None):
-        raise UserError("--mean and --std go together: give both (3 values each) or neither")
-    if args.mean is not None:
-        if not all(0 <= v <= 1 for v in args.mean) or not all(STD_MIN <= v <= 1 for v in args.std):  # NaN fails too
-            raise UserError(f"--mean {' '.join(map(str, args.mean))} --std {' '.join(map(str, args.std))}: expected "
-                            f"each mean in [0, 1] and each std in [1/255, 1], statistics of pixels scaled to [0, 1] "
-                            f"(values in 0-255 units are 255 times too large)")
-        return list(args.mean), list(args.std)
+    if (given := given_normalisation(args)) is not None:
+        return given
     if "mean" in extra and "std" in extra:
         return extra["mean"], extra["std"]
     dataset = extra.get("dataset")
@@ -167,6 +174,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
     """Predict and write the CSV; returns its path."""
     if args.top_k < 1 or args.batch_size < 1:
         raise UserError(f"--top-k {args.top_k} --batch-size {args.batch_size}: expected 1 or more")
+    given_normalisation(args)  # a flag's mistake is reported before minutes of loading, whatever else is wrong
     for what, given in (("MODEL", args.models), ("--images", args.images)):
         for path in given:
             check_path(path, what)

@@ -66,9 +66,10 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {'bf16' if bf16 else 'no bf16 (fp32)'}"
 
 
-def timed(label: str, cmd: list[str], threads: int | None = None) -> int:
+def timed(label: str, cmd: list[str], threads: int | None = None, rederive: bool = False) -> int:
     """Run `cmd` with this checkout on PYTHONPATH; append its wall and CPU seconds to cost.json under `label`,
-    with the commit it started on and the threads it had (OMP_NUM_THREADS; unset = all cores)."""
+    with the commit it started on and the threads it had (OMP_NUM_THREADS; unset = all cores); `rederive` marks
+    a seed trained again (`retrain --rederive`), so the table's cost per seed counts it as a training of its own."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -90,7 +91,7 @@ def timed(label: str, cmd: list[str], threads: int | None = None) -> int:
     segment = {"label": label, "start": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start)),
                "wall_s": round(time.time() - start, 1), "cpu_s": round(cpu, 1), "exit": code,
                "load_before": round(load, 2), "commit": rev, "machine": machine(),
-               "threads": env.get("OMP_NUM_THREADS", "all"), "cmd": cmd[2:]}
+               "threads": env.get("OMP_NUM_THREADS", "all"), "cmd": cmd[2:], **({"rederive": True} if rederive else {})}
     with snapshot_lock():
         costs = json.loads((SNAPSHOT / "cost.json").read_text()) if (SNAPSHOT / "cost.json").exists() else []
         (SNAPSHOT / "cost.json").write_text(json.dumps(costs + [segment], indent=1))
@@ -222,7 +223,8 @@ def retrain(args: argparse.Namespace) -> int:
             cmd = [sys.executable, "-m", "search", "retrain", str(folder), "--trial", str(number),
                    "--seeds", str(k + 1), "--data-root", args.data_root, "--set", "retrain.amp=false",
                    *(["--epochs", str(args.epochs)] if args.epochs else [])]
-            code = timed(f"retrain {label}{recipe(args).replace('_', ' ')}", cmd)
+            code = timed(f"retrain {label}{recipe(args).replace('_', ' ')}", cmd,
+                         rederive=(done / "metrics.json").exists())
             snapshot(folder, recipe(args))
             if code:
                 return code
@@ -234,6 +236,15 @@ def load_retrain_epochs(folder: Path) -> int:
     from search.config import load_config
 
     return load_config(folder / "config.yaml").retrain.epochs
+
+
+def int8_cell(int8: list[tuple[float, float]], seeds: int) -> str:
+    """The int8 column: over every seed, or, where fewer seeds were exported, which ones and their own fp32."""
+    if not int8:
+        return "-"
+    if len(int8) == seeds:
+        return fmt([a for a, _ in int8])
+    return f"{fmt([a for a, _ in int8])} ({len(int8)} of {seeds} seeds; their fp32 {fmt([f for _, f in int8])})"
 
 
 def fmt(values: list[float]) -> str:
@@ -308,16 +319,18 @@ def table(args: argparse.Namespace) -> int:
         docs = [json.loads((s / "metrics.json").read_text()) for s in seeds]
         plain = [d["test"]["top1"] for d in docs]
         tta = [d["test_tta"]["top1"] for d in docs if "test_tta" in d]
-        int8 = [a for a in map(int8_top1, seeds) if a is not None]
+        int8 = [(a, d["test"]["top1"]) for a, d in zip(map(int8_top1, seeds), docs, strict=True) if a is not None]
         accs[label + suffix.replace("_", " ")] = plain
         # cost.json has the segments that ended (a seed may take several: a session's end stops one)
-        cpu_h = sum(c["cpu_s"] for c in costs if c["label"] == f"retrain {label}{suffix.replace('_', ' ')}") / 3600
+        segments = [c for c in costs if c["label"] == f"retrain {label}{suffix.replace('_', ' ')}"]
+        cpu_h = sum(c["cpu_s"] for c in segments) / 3600
+        trainings = len(plain) + len({c["cmd"][c["cmd"].index("--seeds") + 1] for c in segments if c.get("rederive")})
         t = by_number[number]
         print(f"| {label} | {number} | {t.user_attrs.get('params', 0):,} | {t.user_attrs.get('flops', 0):,} | "
               f"{t.user_attrs.get('peak_activations', '-')} | {t.values[0]:.4f} | "
               f"{suffix[1:-2] if suffix else shipped} | {len(plain)} | {fmt(plain)} | "
-              f"{fmt(tta) if len(tta) == len(plain) else '-'} | {fmt(int8) if int8 else '-'} | "
-              f"{cpu_h / len(plain) if plain else 0:.2f} |")
+              f"{fmt(tta) if len(tta) == len(plain) else '-'} | {int8_cell(int8, len(plain))} | "
+              f"{cpu_h / trainings if trainings else 0:.2f} |")
     print(OFFICIAL)
     print(search_summary(list(by_number.values()), costs, args.workers))
     estimate = SNAPSHOT / "dryrun.txt"

@@ -153,6 +153,7 @@ def test_drawing_stops_at_its_time_limit_with_a_note(tmp_path: Path) -> None:
                         f"(--dry-run-samples); the figures below are from those")
 
 
+@pytest.mark.usefixtures("free_threads")  # the line names OMP_NUM_THREADS when the environment sets it
 def test_a_huge_training_batch_is_timed_in_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dryrun, "PROBE_BYTES", 40 * dryrun.activation_bytes(SMALL))  # 40 images' worth
     timing = dryrun.time_training(SMALL, TrainSpec(batch_size=20_000_000), torch.device("cpu"),

@@ -12,6 +12,7 @@ import pytest
 
 from search import run
 from search.config import load_config
+from search.errors import UserError
 from search.space import sample
 from search.study.study import make_sampler, open_study
 from search.yaml_load import MAX_NODES
@@ -150,7 +151,7 @@ def test_fingerprint_covers_the_data_not_the_run_length(tmp_path: Path) -> None:
                                   "data": {"num_workers": 2, "root": "elsewhere"}}, name="longer.yaml")
     open_study(load_config(same, ["search.study_name=space"]), url)  # accepted: the trials mean the same
     other = write_space(tmp_path, {"data": {"synthetic_classes": 5}}, name="other.yaml")
-    with pytest.raises(run.UserError, match=r"made from a different space \(data differs; from .*space.yaml\)"):
+    with pytest.raises(UserError, match=r"made from a different space \(data differs; from .*space.yaml\)"):
         open_study(load_config(other, ["search.study_name=space"]), url)
 
 

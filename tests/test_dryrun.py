@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from blocks import ArchSpec, complexity
-from search import dryrun, run
+from search import dryrun, run, runner
 from search.config import TrainSpec
 from search.data import decode_cache, sources
+from search.errors import UserError
 from tests.helpers.datasets import make_cifar10, make_imagefolder
 from tests.helpers.machine import FakeMachine, free_threads  # noqa: F401 (a fixture)
 from tests.helpers.spaces import PRUNING_SPACE, write_space
@@ -43,8 +44,8 @@ def dry(space: Path | str, *extra: str, probe: dryrun.TrainingTimer = fixed_prob
     """The dry run's lines for a space (few draws), on a quiet 2-core machine unless `machine` says otherwise."""
     args = run.parse_args([str(space), "--dry-run", "--dry-run-samples", "20", *extra])
     lines: list[str] = []
-    run.dry_run(args, run.config_from_args(args), lines.append, probe=probe,
-                meter=(machine or FakeMachine(cores=2)).meter(), **({"clock": clock} if clock else {}))
+    runner.dry_run(run.config_from_args(args), run.options(args), args.dry_run_samples, lines.append, probe=probe,
+                   meter=(machine or FakeMachine(cores=2)).meter(), **({"clock": clock} if clock else {}))
     return lines
 
 
@@ -68,7 +69,8 @@ def test_dry_run_summarises_the_space_without_a_study(tmp_path: Path, capsys: py
         return dryrun.Timing(0.002 if len(probed) % 2 else 0.001, train.batch_size)  # seconds per training image
 
     lines = []
-    run.dry_run(args, cfg, lines.append, probe=probe, meter=FakeMachine(cores=2).meter())
+    runner.dry_run(cfg, run.options(args), args.dry_run_samples, lines.append, probe=probe,
+                   meter=FakeMachine(cores=2).meter())
     assert not (tmp_path / "results").exists()  # no study, no results folder
     designs, rejected = dryrun.sample_designs(cfg, 200, 10, 12)
     assert lines[0].startswith(f"dry run of {path}: 200 designs drawn at random")
@@ -90,8 +92,8 @@ def test_dry_run_counts_one_trial_and_one_epoch_in_the_singular(tmp_path: Path) 
     path = write_space(tmp_path, base={**PRUNING_SPACE, "train": {**PRUNING_SPACE["train"], "epochs": 1}})
     args = run.parse_args([str(path), "--dry-run", "--n-trials", "1", "--results-dir", str(tmp_path / "results")])
     lines: list[str] = []
-    run.dry_run(args, run.config_from_args(args), lines.append, meter=FakeMachine(cores=2).meter(),
-                probe=lambda spec, train, device, limit_s: dryrun.Timing(0.001, train.batch_size))
+    runner.dry_run(run.config_from_args(args), run.options(args), args.dry_run_samples, lines.append,
+                   meter=FakeMachine(cores=2).meter(), probe=lambda spec, train, device, limit_s: dryrun.Timing(0.001, train.batch_size))
     assert "expected duration: 1 trial x 1 epoch x (" in lines[-1], lines[-1]
 
 
@@ -124,7 +126,7 @@ def test_a_builtin_dataset_not_on_disk_is_not_downloaded(space: str, counts: str
     assert lines[1].endswith("skipped: the files' presence and readability")
     assert counts in lines[-1]
     assert not (tmp_path / "data").exists()
-    with pytest.raises(run.UserError, match=f"^{name} not found in '{tmp_path / 'data'}'"):  # as the search says
+    with pytest.raises(UserError, match=f"^{name} not found in '{tmp_path / 'data'}'"):  # as the search says
         dry(ROOT / "spaces" / space, "--data-root", str(tmp_path / "data"), "--set", "data.download=false")
 
 

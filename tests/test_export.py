@@ -126,7 +126,7 @@ def test_tflite_micro_runtime_without_tflite_micro_is_one_line(monkeypatch: pyte
                                                                capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setattr(tflite, "PACKAGES", ())  # the converter counts as installed; TFLite Micro does not
     monkeypatch.setattr(tflite, "has_micro", lambda: False)
-    monkeypatch.setattr(export, "locate", lambda args: (tmp_path / "model.pt", DataConfig(dataset="synthetic")))
+    monkeypatch.setattr(export, "locate", lambda *args: (tmp_path / "model.pt", DataConfig(dataset="synthetic")))
     err = one_error(capsys, export.main([str(tmp_path), "--trial", "0", "--evaluate", "10", "--runtime", "micro"]))
     assert err == ("error: --runtime micro needs TFLite Micro's interpreter (tflite_micro is missing): "
                    "pip install 'resnet-budget-search[mcu]'")

@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search import run
 from search.config import load_config
+from search.device import resolve_device
 from search.dryrun import summarise
 from search.objective import Objective
 from tests.helpers.spaces import PRUNING_SPACE, write_space
@@ -54,6 +54,6 @@ def test_a_trained_trial_ends_the_run_of_rejections(tmp_path: Path) -> None:
 def test_dry_run_names_the_latency_budget(tmp_path: Path) -> None:
     """The dry run says the latency budget is set and measured per trial (it times no inference itself)."""
     cfg = load_config(write_space(tmp_path, base=PRUNING_SPACE), ["budget.latency_ms=2.5", "budget.latency_batch=8"])
-    lines = summarise(cfg, [], Counter({"over the params budget": 5}), 100, 10, run.resolve_device("cpu"))
+    lines = summarise(cfg, [], Counter({"over the params budget": 5}), 100, 10, resolve_device("cpu"))
     assert sum("latency budget: 2.5 ms per forward pass at batch 8" in line for line in lines) == 1
     assert any("measured on each trial's model before it trains" in line for line in lines)

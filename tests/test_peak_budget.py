@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from blocks import ArchSpec, complexity
-from search import dryrun, run
+from search import dryrun, run, runner
 from search.config import load_config
 from search.space import MIN_WIDTH, fill_widths
 from search.trials import REJECTED
@@ -127,8 +127,8 @@ def test_dry_run_shows_the_peak(tmp_path: Path) -> None:
     args = run.parse_args([str(space), "--dry-run", "--dry-run-samples", "20",
                            "--results-dir", str(tmp_path / "r")])
     lines: list[str] = []
-    run.dry_run(args, run.config_from_args(args), lines.append,
-                probe=lambda spec, train, device, limit_s: dryrun.Timing(0.001, train.batch_size))
+    runner.dry_run(run.config_from_args(args), run.options(args), args.dry_run_samples, lines.append,
+                   probe=lambda spec, train, device, limit_s: dryrun.Timing(0.001, train.batch_size))
     peak = next(line for line in lines if line.startswith("peak memory"))
     assert peak.startswith("peak memory     1.54k .. 3.07k") and "budget 3,072 = 3 KiB at 1 byte each" in peak
     assert any(line.strip().endswith("peak activations 4,608 > budget 3,072 elements") for line in lines)

@@ -77,7 +77,8 @@ def test_a_model_without_normalisation(tmp_path: Path, capfd: pytest.CaptureFixt
     assert "--mean and --std go together" in one_error(capfd, predict.main([str(bare), *base, "--mean", "0", "0", "0"]))
     named = model_pt(tmp_path / "named.pt", dataset="cifar10")  # names its dataset: that dataset's statistics
     logged: list[str] = []
-    predict.run(predict.parse_args([str(named), *base]), log=logged.append)
+    a = predict.parse_args([str(named), *base])
+    predict.predict_images(a.models, a.images, output=a.output, device=a.device, log=logged.append)
     assert logged[0] == (f"note: {named} has no mean/std saved with it; using cifar10's: "
                          f"mean {list(data.CIFAR10_MEAN)} std {list(data.CIFAR10_STD)}")
 
@@ -141,8 +142,7 @@ def test_a_file_name_the_locale_cannot_encode(tmp_path: Path, output: str) -> No
 def test_one_image_and_one_model_read_in_the_singular(tmp_path: Path) -> None:
     model, img = model_pt(tmp_path / "m.pt", mean=[0.5] * 3, std=[0.25] * 3), image(tmp_path / "a.png")
     logged: list[str] = []
-    predict.run(predict.parse_args([str(model), "--images", str(img), "--output", str(tmp_path / "p.csv"),
-                                    "--device", "cpu", "--top-k", "1"]), log=logged.append)
+    predict.predict_images([model], [img], output=tmp_path / "p.csv", device="cpu", top_k=1, log=logged.append)
     lines = [line for line in logged if not line.startswith("model 0")]
     assert lines[0].startswith("predicting 1 image with 1 model (12px, 3 classes)")
     assert lines[-1] == f"wrote {tmp_path / 'p.csv'} (1 row, top 1 class each)"

@@ -217,7 +217,7 @@ def test_interrupted_retrain_resumes_and_finished_seeds_are_reused(
     top1_seed0 = json.loads((run_dir / "metrics.json").read_text())["test"]["top1"]
     monkeypatch.setattr(retrain_seed, "predict", None)  # seed 0's stored test results must be reused, not recomputed
     with pytest.raises(TypeError):  # seed 1 is new: it trains and tests (and meets the missing predict)
-        retrain.retrain(retrain.parse_args([str(smoke_copy), "--trial", str(n), "--epochs", "2", "--seeds", "2"]))
+        retrain.retrain(smoke_copy, trials=[n], epochs=2, seeds=2)
     out = capsys.readouterr().out
     assert f"[trial {n} seed 0] already trained" in out and f"[trial {n} seed 0] reusing the stored test results" in out
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["top1"] == top1_seed0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import shutil
@@ -13,7 +12,7 @@ import optuna
 import pytest
 import yaml
 
-from search import run
+from search import runner
 from search.review import report
 from search.review.results import open_results
 
@@ -61,7 +60,7 @@ def test_next_commands_are_shell_quoted(tmp_path: Path, storage: str | None) -> 
     """Each printed command, split as a shell would, gives back the folder and the storage whole."""
     results = tmp_path / "my results" / "it's $HOME"
     url = storage or f"sqlite:///{results / 'study.db'}"
-    lines = run.next_commands(argparse.Namespace(storage=storage), results, url).splitlines()[1:]
+    lines = runner.next_commands(results, url, on_server=storage is not None).splitlines()[1:]
     words = [shlex.split(line.split("  #")[0]) for line in lines]
     py = os.path.realpath(sys.executable)  # the interpreter running the search, not a bare `python`
     assert [os.path.realpath(w[0]) for w in words] == [py] * 3

@@ -14,6 +14,7 @@ import yaml
 
 from search import SPACES_DIR, run
 from search.config import load_config
+from search.errors import UserError
 from search.review import retrain
 from search.study.identity import DATA_ATTR, data_difference
 from search.study.study import open_study
@@ -108,7 +109,7 @@ def test_a_study_from_before_the_identity_is_accepted_and_recorded(tmp_path: Pat
     attrs = open_study(cfg, url, data=data).user_attrs
     assert attrs["fingerprint"] == cfg.fingerprint() and "baselines" in attrs["fingerprint_sections"]
     assert attrs[DATA_ATTR] == data
-    with pytest.raises(run.UserError, match=r"searched on other data: 5 classes instead of 10"):
+    with pytest.raises(UserError, match=r"searched on other data: 5 classes instead of 10"):
         open_study(cfg, url, data={**data, "num_classes": 5, "class_names": data["class_names"][:5]})
 
 

@@ -5,6 +5,7 @@ built model is checked later, by search.checks, in the commands that train."""
 from .parse import apply_overrides, load_config, parse_config
 from .schema import (
                      DATASETS,
+                     GIVEN_DATASET,
                      IMAGE_SIZE_MIN,
                      MAX_EPOCHS,
                      Baseline,
@@ -20,6 +21,6 @@ from .schema import (
                      max_train_epochs,
 )
 
-__all__ = ["DATASETS", "IMAGE_SIZE_MIN", "MAX_EPOCHS", "Baseline", "BudgetConfig", "DataConfig", "RetrainConfig",
+__all__ = ["DATASETS", "GIVEN_DATASET", "IMAGE_SIZE_MIN", "MAX_EPOCHS", "Baseline", "BudgetConfig", "DataConfig", "RetrainConfig",
            "RulesConfig", "SearchConfig", "SearchSection", "TrainSpec", "TrainSpecError", "apply_overrides", "check_data_values",
            "load_config", "max_train_epochs", "parse_config"]

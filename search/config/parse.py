@@ -25,7 +25,7 @@ from ..yaml_load import MAX_BYTES, load_yaml
 from .numbers import whole_numbers
 from .schema import (
     ARCH_KEYS,
-    DATASETS,
+    DATASET_EXPECTED,
     LATENCY_BATCH_MAX,
     MAX_EPOCHS,
     OBJECTIVES,
@@ -44,6 +44,7 @@ from .schema import (
     TrainSpec,
     TrainSpecError,
     check_data_values,
+    dataset_known,
     max_train_epochs,
 )
 
@@ -54,7 +55,7 @@ def _typed(cls: type, d: Any, where: str) -> Any:
         d = {}
     if not isinstance(d, Mapping):
         raise UserError(f"{where}: expected a mapping, got {shown(d)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("python_only")}
     hints = typing.get_type_hints(cls)
     for key, value in d.items():
         if key not in fields:
@@ -175,9 +176,8 @@ def parse_config(raw: dict, path: str) -> SearchConfig:
     if "budget" not in raw:
         raise UserError(f"{path}: missing section 'budget' (at least budget.params)")
     data = _typed(DataConfig, raw.get("data"), f"{path}: data")
-    if data.dataset not in DATASETS:
-        raise UserError(f"{path}: data.dataset: unknown dataset {shown(data.dataset)} "
-                        f"(expected: {', '.join(DATASETS)})")
+    if not dataset_known(data.dataset):
+        raise UserError(f"{path}: data.dataset: unknown dataset {shown(data.dataset)} ({DATASET_EXPECTED})")
     check_data_values(data, f"{path}: data")
     budget = _parse_budget(raw["budget"], path)
     rules = _typed(RulesConfig, raw.get("rules"), f"{path}: rules")

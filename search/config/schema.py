@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,9 @@ SAMPLERS = ("tpe", "random", "nsga2", "gp")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 OBJECTIVES = ("val_acc", "params", "flops")
 DATASETS = ("cifar10", "tiny_imagenet", "imagefolder", "synthetic")
+GIVEN_DATASET = "object"  # data.dataset of a study whose dataset was given to the Python API as an object
+# A user's dataset function, `package.module:function`: dotted module names only, never a file path.
+IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 AUGMENT_ON = ("auto", "device", "workers")  # auto: batched twins on the device, the rest in workers
 # Image sides in pixels: under 8 a ResNet stem leaves nothing to learn from; 1024 is 4.5x ImageNet's 224
 # (every decoded image is held in memory, so a side of 100,000 px fails long after the config is read).
@@ -36,7 +40,7 @@ SCHEDULES = ("cosine", "onecycle", "cyclic", "step", "constant")
 AMP_CHOICES = ("auto", True, False)
 # Keys that do not change what a trial means: how many, how long, where, how fast, how they are drawn.
 NOT_IN_FINGERPRINT = {"search": ("n_trials", "timeout", "study_name", "max_rejections", "sampler", "seed"),
-                      "data": ("root", "num_workers", "download")}
+                      "data": ("root", "num_workers", "download", "splits")}
 SEED_MAX = 2**32 - 1  # numpy (hence Optuna's samplers) takes seeds below 2**32
 STUDY_NAME_MAX = 200  # characters, and at most search.names.NAME_MAX (255) bytes: the name is a folder under --results-dir
 LATENCY_BATCH_MAX = 1024  # the latency probe holds a whole batch's activations at once (LARGE_BATCH is 256)
@@ -46,7 +50,7 @@ LATENCY_BATCH_MAX = 1024  # the latency probe holds a whole batch's activations 
 class DataConfig:
     """Which images to train on and how to load them (the YAML `data` section)."""
 
-    dataset: str = "synthetic"  # cifar10 | tiny_imagenet | imagefolder | synthetic
+    dataset: str = "synthetic"  # cifar10 | tiny_imagenet | imagefolder | synthetic | module:function (your own)
     root: str = "data"  # folder holding (or receiving) the dataset
     download: bool = True  # download when missing (cifar10, tiny_imagenet)
     val_fraction: float = 0.1  # share of the training images held out for validation (seeded)
@@ -60,12 +64,23 @@ class DataConfig:
     synthetic_size: int = 32  # synthetic: image side in pixels
     augment_on: str = "auto"  # auto | device | workers: where batched twins of the policy's steps run
     cache_dir: str | None = None  # decoded-image cache of tiny_imagenet/imagefolder (None = a per-user folder)
+    # A search.data.custom.DatasetSplits given to the Python API (data.dataset is then "object"); never in a YAML.
+    splits: object | None = field(default=None, compare=False, repr=False, metadata={"python_only": True})
+
+
+def dataset_known(name: str) -> bool:
+    """Whether data.dataset names a built-in dataset, a `module:function` import path, or a given object."""
+    return name in DATASETS or name == GIVEN_DATASET or IMPORT_PATH.fullmatch(name) is not None
+
+
+DATASET_EXPECTED = (f"expected one of {', '.join(DATASETS)}, or module:function, the import path of your own "
+                    f"dataset function (dotted module names such as mypkg.mydata:make, never a file path)")
 
 
 def check_data_values(cfg: DataConfig, where: str = "data") -> None:
     """Raise a UserError for a data setting no loader can use (its values alone: no file is looked at)."""
     bad = [
-        (cfg.dataset not in DATASETS, "dataset", f"is not one of {', '.join(DATASETS)}"),
+        (not isinstance(cfg.dataset, str) or not dataset_known(cfg.dataset), "dataset", f"is not known: {DATASET_EXPECTED}"),
         (not 0.0 <= cfg.val_fraction < 1.0, "val_fraction", "must be in [0, 1)"),
         (cfg.subset is not None and cfg.subset < 1, "subset", "must be at least 1 (or null for all images)"),
         (cfg.num_workers != "auto" and not (type(cfg.num_workers) is int and cfg.num_workers >= 0),
@@ -288,7 +303,8 @@ class SearchConfig:
         baselines, objectives and pruning; not how many trials, how long, where (paths, storage) or how fast
         it runs. What the data is (its classes, their size) is search.study.identity's data identity."""
         search = {k: v for k, v in dataclasses.asdict(self.search).items() if k not in NOT_IN_FINGERPRINT["search"]}
-        data = {k: v for k, v in dataclasses.asdict(self.data).items() if k not in NOT_IN_FINGERPRINT["data"]}
+        data = {f.name: getattr(self.data, f.name) for f in dataclasses.fields(self.data)  # shallow: never a copy
+                if f.name not in NOT_IN_FINGERPRINT["data"]}  # of a given dataset object
         # the peak budget is in elements by now; without one, the budget hashes as it did before it existed
         budget = {k: v for k, v in dataclasses.asdict(self.budget).items()
                   if k != "activation_bytes" and (k != "peak_activations" or v is not None)}

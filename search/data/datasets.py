@@ -23,7 +23,7 @@ from search.config import IMAGE_SIZE_MIN, DataConfig, check_data_values
 from search.device import cpu_cores
 from search.errors import UserError
 
-from . import augment, batch_augment, batches, decode_cache, sources
+from . import augment, batch_augment, batches, custom, decode_cache, sources
 from .sources import Split
 
 # Per-channel mean/std of pixels in [0, 1]. CIFAR-10: over its 50k training images (as in airbench).
@@ -119,6 +119,9 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
     check_data_values(cfg)
     if cfg.dataset == "cifar10":
         return DatasetInfo(10, 32, CIFAR10_MEAN, CIFAR10_STD, sources.CIFAR10_CLASSES)
+    if custom.is_custom(cfg):  # the user's function is called and its images read (once per process)
+        read = custom.arrays(cfg)
+        return DatasetInfo(len(read.class_names), read.image_size, read.mean, read.std, read.class_names)
     if cfg.dataset == "synthetic":
         names = tuple(f"class_{k}" for k in range(cfg.synthetic_classes))
         return DatasetInfo(cfg.synthetic_classes, cfg.synthetic_size, SYNTHETIC_MEAN, SYNTHETIC_STD, names)
@@ -162,20 +165,28 @@ def survey(cfg: DataConfig, info: DatasetInfo | None = None) -> Survey:
     # without download, a dataset not on disk is "not found" (by load_splits below)
     if cfg.dataset in sources.OFFICIAL_TRAIN and cfg.download and not sources.on_disk(cfg):
         n = sources.OFFICIAL_TRAIN[cfg.dataset]
+        val_start = None
         skipped = (f"{cfg.dataset} is not in '{cfg.root}' (a search downloads it; a dry run downloads nothing): "
                    f"its official shape is used ({info.num_classes} classes at {info.image_size} px, {n:,} "
                    f"training images); skipped: the files' presence and readability")
     else:
-        n, skipped = len(sources.load_splits(replace(cfg, download=False), test=False)[0].labels), None
-    train, val = split_indices(n, cfg.val_fraction, cfg.split_seed, cfg.subset)
+        split, skipped = sources.load_splits(replace(cfg, download=False), test=False)[0], None
+        n, val_start = len(split.labels), split.val_start
+    train, val = split_indices(n, cfg.val_fraction, cfg.split_seed, cfg.subset, val_start)
     return Survey(info, len(train), len(val), skipped)
 
 
-def split_indices(n: int, val_fraction: float, seed: int, subset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded sorted (train, val) indices of n images; `subset` keeps that many training images (and val in proportion)."""
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * val_fraction))
-    val, train = perm[:n_val], perm[n_val:]
+def split_indices(n: int, val_fraction: float, seed: int, subset: int | None = None,
+                  val_start: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded sorted (train, val) indices of n images; `subset` keeps that many training images (and val in
+    proportion); `val_start`: the images from there on are the dataset's own validation split."""
+    if val_start is None:
+        perm = np.random.default_rng(seed).permutation(n)
+        n_val = int(round(n * val_fraction))
+        val, train = perm[:n_val], perm[n_val:]
+    else:
+        train, val = np.arange(val_start), np.arange(val_start, n)
+        val_fraction = (n - val_start) / n
     if subset is not None:
         if subset > len(train):
             raise UserError(f"data.subset: {subset} is more than the {len(train)} training images left after the split")
@@ -259,7 +270,8 @@ def make_loaders(cfg: DataConfig, steps: list, batch_size: int, *, seed: int, de
     trainval, test_split = sources.load_splits(cfg, test)
     trainval = _decoded(cfg, info, trainval, "train")
     test_split = None if test_split is None else _decoded(cfg, info, test_split, "test")
-    train_idx, val_idx = split_indices(len(trainval.labels), cfg.val_fraction, cfg.split_seed, cfg.subset)
+    train_idx, val_idx = split_indices(len(trainval.labels), cfg.val_fraction, cfg.split_seed, cfg.subset,
+                                       trainval.val_start)
     if train_on_val:
         train_idx, val_idx = np.sort(np.concatenate([train_idx, val_idx])), val_idx[:0]
     train_tf = augment.train_pipeline(steps, where, seed=seed)

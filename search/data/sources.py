@@ -18,7 +18,7 @@ from blocks.text import one_line
 from search.config import DataConfig
 from search.errors import UserError
 
-from . import cifar_files
+from . import cifar_files, custom
 
 OFFICIAL_TRAIN = {"cifar10": 50_000, "tiny_imagenet": 100_000}  # training images of the official releases
 MAX_PIXELS = 50_000_000  # largest image read (about 8,700 x 5,800): decoding peaks near 18 bytes a pixel
@@ -35,6 +35,7 @@ class Split:
     labels: np.ndarray
     images: np.ndarray | None = None
     paths: list[Path] | None = None
+    val_start: int | None = None  # images from here on are the dataset's own validation split (None: split it)
 
     def read(self, i: int) -> np.ndarray:
         """Image i as an RGB HWC uint8 array."""
@@ -233,6 +234,10 @@ def load_splits(cfg: DataConfig, test: bool) -> tuple[Split, Split | None]:
     """The training images (val is split from them) and, if asked, the test images; checks the layout."""
     if cfg.dataset == "cifar10":
         return _cifar10(cfg, train=True), (_cifar10(cfg, train=False) if test else None)
+    if custom.is_custom(cfg):
+        read = custom.arrays(cfg)
+        trainval = Split(read.labels, images=read.images, val_start=read.val_start)
+        return trainval, (Split(read.test_labels, images=read.test_images) if test else None)
     if cfg.dataset == "synthetic":
         args = (cfg.synthetic_classes, cfg.synthetic_size, cfg.split_seed)
         images, labels = synthetic_images(cfg.synthetic_train, *args, stream=0)

@@ -1,4 +1,4 @@
-"""`python -m search export RESULTS --trial N` (or `export MODEL.pt --space SPACE.yaml`): an int8 `.tflite`
+"""`resnet-search export RESULTS --trial N` (or `export MODEL.pt --space SPACE.yaml`): an int8 `.tflite`
 a microcontroller runs, with a JSON sidecar of what a deployer needs (input layout, normalisation,
 quantisation, class names, the TFLite Micro arena).
 
@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from blocks.atomic import atomic_write, atomic_write_text
 
 from ..cli import main_guard, python_command
 from ..config import DataConfig
+from ..data.custom import DatasetSplits, given_dataset
 from ..errors import UserError
 from ..names import TEMP_ROOM, check_path
 from . import int8_results, tflite
@@ -39,7 +41,7 @@ BATCH = 100  # images a loader batch holds while calibrating or evaluating
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="python -m search export", description=__doc__,
+    p = argparse.ArgumentParser(prog="resnet-search export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="a results folder (with --trial, retrained by `search retrain`) or a model.pt")
     p.add_argument("--trial", type=int, help="the retrained trial to export (default: the best complete trial)")
@@ -62,24 +64,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def locate(args: argparse.Namespace) -> tuple[Path, DataConfig | None]:
+def locate(source: Path, trial: int | None, seed: int, space: str | None, random_calibration: bool,
+           storage: str | None, data_root: str | None) -> tuple[Path, DataConfig | None]:
     """The model.pt to export and the data config its calibration images come from (None: random)."""
     from ..config import load_config
     from .results import open_results
 
-    source = Path(args.source)
     if source.is_file():
-        if args.trial is not None:
-            raise UserError(f"--trial {args.trial}: {source} is a model file; --trial picks one in a results folder")
-        if args.space is None and not args.random_calibration:
+        if trial is not None:
+            raise UserError(f"--trial {trial}: {source} is a model file; --trial picks one in a results folder")
+        if space is None and not random_calibration:
             raise UserError(f"{source}: a model file carries no dataset; pass --space SPACE.yaml for calibration "
                             f"images (or export from its results folder)")
-        roots = [f"data.root={args.data_root}"] if args.data_root else []  # a path, taken as typed
-        data = None if args.space is None else load_config(args.space, strings=roots).data
+        roots = [f"data.root={data_root}"] if data_root else []  # a path, taken as typed
+        data = None if space is None else load_config(space, strings=roots).data
         return source, data
-    res = open_results(source, args.storage, args.data_root)
-    number = res.choose([args.trial] if args.trial is not None else None, None)[0]
-    path = source / "retrain" / f"{number:05d}" / f"seed_{args.seed}" / "model.pt"
+    res = open_results(source, storage, data_root)
+    number = res.choose([trial] if trial is not None else None, None)[0]
+    path = source / "retrain" / f"{number:05d}" / f"seed_{seed}" / "model.pt"
     if not path.is_file():
         raise UserError(f"trial {number} has no retrained model ({path} is missing): run `{python_command()} -m search "
                         f"retrain {source} --trial {number}` first")
@@ -111,7 +113,7 @@ def calibration(data: DataConfig | None, n: int, spec: blocks.ArchSpec) -> Itera
             return
 
 
-def evaluate(tflite_bytes: bytes, model: torch.nn.Module, data: DataConfig, n: int,
+def evaluate_int8(tflite_bytes: bytes, model: torch.nn.Module, data: DataConfig, n: int,
              runtime: str = "litert") -> dict[str, Any]:
     """Int8 top-1 in `runtime`'s interpreter beside fp32 top-1 and their agreement on the first n test images."""
     from ..data.datasets import make_loaders
@@ -161,36 +163,54 @@ def sidecar(path: Path, model: blocks.ResNet, data: DataConfig | None, n: int, t
     return doc
 
 
-def export(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
-    """Convert, check and write the .tflite and its sidecar; returns the .tflite's path."""
-    n = args.calibration_images
-    if n < 1 or args.evaluate < 0:
-        raise UserError(f"--calibration-images {n} --evaluate {args.evaluate}: expected at least 1 and 0")
-    check_path(args.source, "SOURCE")
-    if args.output:  # checked now, not after minutes of conversion; the sidecar may add '.json' to the name
-        check_path(args.output, "--output", room=TEMP_ROOM + len(".json"))
+@dataclass(frozen=True)
+class Exported:
+    """What export wrote: the int8 .tflite, its JSON sidecar, and the int8 accuracy when it was evaluated."""
+
+    tflite: Path
+    sidecar: Path  # the same name with .json: layout, normalisation, quantisation, classes, arena
+    accuracy: dict[str, Any] | None  # int8_top1, fp32_top1, agreement, images, runtime (with `evaluate`)
+
+
+def export(source: str | Path, *, trial: int | None = None, seed: int = 0,
+           calibration_images: int = CALIBRATION_IMAGES, random_calibration: bool = False, space: str | None = None,
+           evaluate: int = 0, runtime: str = "litert", output: str | Path | None = None, storage: str | None = None,
+           data_root: str | None = None, dataset: DatasetSplits | None = None,
+           log: Callable[[str], None] = print) -> Exported:
+    """Convert a retrained model (a results folder's `trial`, default the best, or a model.pt) to a full-integer
+    int8 .tflite with its sidecar, calibrated on training images (`dataset`: the object a search given one in
+    Python trained on). Each keyword is the export command's option of the same name; needs the mcu extra."""
+    n = calibration_images
+    if n < 1 or evaluate < 0:
+        raise UserError(f"--calibration-images {n} --evaluate {evaluate}: expected at least 1 and 0")
+    check_path(str(source), "SOURCE")
+    if output:  # checked now, not after minutes of conversion; the sidecar may add '.json' to the name
+        check_path(str(output), "--output", room=TEMP_ROOM + len(".json"))
     tflite.need_converter()
-    source, data = locate(args)
+    model_path, data = locate(Path(source), trial, seed, space, random_calibration, storage, data_root)
+    if data is not None and dataset is not None:
+        data = given_dataset(data, dataset)
     # Images are read in this process: a DataLoader worker forked after JAX (the converter's) started its threads
     # can deadlock, and a few hundred calibration images need no workers.
-    data = None if args.random_calibration or data is None else dataclasses.replace(data, num_workers=0)
-    if args.evaluate and data is None:
+    data = None if random_calibration or data is None else dataclasses.replace(data, num_workers=0)
+    if evaluate and data is None:
         raise UserError("--evaluate needs the dataset: export from a results folder or pass --space")
-    if args.evaluate and args.runtime == "micro" and not tflite.has_micro():
+    if evaluate and runtime == "micro" and not tflite.has_micro():
         raise UserError(f"--runtime micro needs TFLite Micro's interpreter (tflite_micro is missing): {tflite.EXTRA}")
-    model = load(source)
-    out = Path(args.output) if args.output else source.with_name("model_int8.tflite")
-    log(f"converting {source} to int8 TFLite, calibrated on {n} "
+    model = load(model_path)
+    out = Path(output) if output else model_path.with_name("model_int8.tflite")
+    log(f"converting {model_path} to int8 TFLite, calibrated on {n} "
         f"{'training images' if data is not None else 'noise inputs'} -> {out}")
     start = time.monotonic()
     tflite_bytes = tflite.convert_int8(model, model.spec, calibration(data, n, model.spec))
     seconds = time.monotonic() - start
     graph = tflite.inspect(tflite_bytes)
     if not graph.int8_clean:
-        raise UserError(f"{source}: the converted graph is not int8 end to end ({graph.problems()}); nothing written")
+        raise UserError(f"{model_path}: the converted graph is not int8 end to end ({graph.problems()}); "
+                        f"nothing written")
     doc = sidecar(out, model, data, n, tflite_bytes, graph, seconds)
-    if args.evaluate and data is not None:  # (--evaluate without data was refused above)
-        doc["accuracy"] = evaluate(tflite_bytes, model, data, args.evaluate, args.runtime)
+    if evaluate and data is not None:  # (evaluate without data was refused above)
+        doc["accuracy"] = evaluate_int8(tflite_bytes, model, data, evaluate, runtime)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda f: f.write(tflite_bytes))  # whole or not at all, then the sidecar that describes it
     atomic_write_text(out.with_suffix(".json"), json.dumps(doc, indent=1))
@@ -199,9 +219,9 @@ def export(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path
               if isinstance(arena, dict) else "arena not measured (no tflite-micro)")
     log(f"wrote {out} ({len(tflite_bytes):,} bytes, int8 end to end, {seconds:.1f} s; {memory}; analytic peak "
         f"{doc['analytic_peak_bytes']:,} bytes) and {out.with_suffix('.json').name}")
-    if args.evaluate:
-        record(source, out, doc, log)
-    return out
+    if evaluate:
+        record(model_path, out, doc, log)
+    return Exported(out, out.with_suffix(".json"), doc.get("accuracy"))
 
 
 def record(source: Path, out: Path, doc: dict[str, Any], log: Callable[[str], None]) -> None:
@@ -219,8 +239,10 @@ def record(source: Path, out: Path, doc: dict[str, Any], log: Callable[[str], No
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors and exit status 2 for bad input."""
-    args = parse_args(argv)
-    return main_guard(lambda: export(args))
+    a = parse_args(argv)
+    return main_guard(lambda: export(a.source, trial=a.trial, seed=a.seed, calibration_images=a.calibration_images,
+                                     random_calibration=a.random_calibration, space=a.space, evaluate=a.evaluate,
+                                     runtime=a.runtime, output=a.output, storage=a.storage, data_root=a.data_root))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import csv
 import io
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -124,23 +125,24 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def given_normalisation(args: argparse.Namespace) -> tuple[list, list] | None:
+def given_normalisation(mean: Sequence[float] | None, std: Sequence[float] | None) -> tuple[list, list] | None:
     """--mean/--std checked as given (before any model or image is read), or None when neither is given."""
-    if (args.mean is None) != (args.std is None):
+    if (mean is None) != (std is None):
         raise UserError("--mean and --std go together: give both (3 values each) or neither")
-    if args.mean is None:
+    if mean is None or std is None:
         return None
-    if not all(0 <= v <= 1 for v in args.mean) or not all(STD_MIN <= v <= 1 for v in args.std):  # NaN fails too
-        raise UserError(f"--mean {' '.join(map(str, args.mean))} --std {' '.join(map(str, args.std))}: expected "
+    if len(mean) != 3 or len(std) != 3 or not all(0 <= v <= 1 for v in mean) \
+            or not all(STD_MIN <= v <= 1 for v in std):  # NaN fails too
+        raise UserError(f"--mean {' '.join(map(str, mean))} --std {' '.join(map(str, std))}: expected "
                         f"each mean in [0, 1] and each std in [1/255, 1], statistics of pixels scaled to [0, 1] "
-                        f"(values in 0-255 units are 255 times too large)")
-    return list(args.mean), list(args.std)
+                        f"(values in 0-255 units are 255 times too large; 3 values each, R G B)")
+    return list(mean), list(std)
 
 
-def normalisation(args: argparse.Namespace, extra: dict, where: Path,
+def normalisation(mean: Sequence[float] | None, std: Sequence[float] | None, extra: dict, where: Path,
                   log: Callable[[str], None] = print) -> tuple[list, list]:
     """Mean and std of the inputs: --mean/--std, else model.pt's, else its dataset's defaults (with a note)."""
-    if (given := given_normalisation(args)) is not None:
+    if (given := given_normalisation(mean, std)) is not None:
         return given
     if "mean" in extra and "std" in extra:
         return extra["mean"], extra["std"]
@@ -170,35 +172,52 @@ def load_models(paths: list[Path], device: torch.device) -> list[blocks.ResNet]:
     return models
 
 
-def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
-    """Predict and write the CSV; returns its path."""
-    if args.top_k < 1 or args.batch_size < 1:
-        raise UserError(f"--top-k {args.top_k} --batch-size {args.batch_size}: expected 1 or more")
-    given_normalisation(args)  # a flag's mistake is reported before minutes of loading, whatever else is wrong
-    for what, given in (("MODEL", args.models), ("--images", args.images)):
+@dataclass(frozen=True)
+class Predictions:
+    """What predict found: each image's class probabilities (the ensemble's mean softmax) and where the CSV went."""
+
+    files: list[Path]  # the images, in the CSV's order
+    class_names: list[str]  # column k of probs
+    probs: torch.Tensor  # (images, classes)
+    csv: Path  # the CSV written (`-`: standard output)
+
+
+def predict_images(models: Sequence[str | Path], images: Sequence[str | Path], *, output: str | Path | None = None,
+                   top_k: int = 5, batch_size: int = 128, device: str = "auto",
+                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                   log: Callable[[str], None] = print) -> Predictions:
+    """Label images (folders, files, .txt lists) with retrained models (an ensemble when several) and write the
+    top-k CSV (default: beside the first model). Each keyword is the predict command's option of that name."""
+    model_args, image_args = [str(m) for m in models], [str(i) for i in images]
+    out_arg = None if output is None else str(output)
+    if top_k < 1 or batch_size < 1:
+        raise UserError(f"--top-k {top_k} --batch-size {batch_size}: expected 1 or more")
+    given_normalisation(mean, std)  # a flag's mistake is reported before minutes of loading, whatever else is wrong
+    for what, given in (("MODEL", model_args), ("--images", image_args)):
         for path in given:
             check_path(path, what)
-    if args.output not in (None, "-"):
-        check_path(args.output, "--output", room=TEMP_ROOM)  # a file is written through a temporary one beside it
-    device = resolve_device(args.device)
-    paths = model_paths(args.models)
-    models = load_models(paths, device)
-    files = image_paths(args.images)
-    extra = models[0].extra
-    names = extra.get("class_names") or [str(c) for c in range(models[0].spec.num_classes)]
-    size = int(extra.get("image_size") or models[0].spec.input_size)
-    mean, std = normalisation(args, extra, paths[0], log)
+    if out_arg not in (None, "-"):
+        check_path(str(out_arg), "--output", room=TEMP_ROOM)  # a file is written through a temporary one beside it
+    where = resolve_device(device)
+    paths = model_paths(model_args)
+    loaded = load_models(paths, where)
+    files = image_paths(image_args)
+    extra = loaded[0].extra
+    names = extra.get("class_names") or [str(c) for c in range(loaded[0].spec.num_classes)]
+    size = int(extra.get("image_size") or loaded[0].spec.input_size)
+    mean, std = normalisation(mean, std, extra, paths[0], log)
     ds = ImageDataset(Split(np.arange(len(files)), paths=files), augment.eval_pipeline(pre=augment.square(size)))
-    loader = DataLoader(ds, batch_size=args.batch_size, num_workers=min(loader_workers("auto"), 4),
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=min(loader_workers("auto"), 4),
                         collate_fn=augment.NormalizeCollate(mean, std))
-    log(f"predicting {plural(len(files), 'image')} with {plural(len(models), 'model')} "
-        f"({size}px, {len(names)} classes) on {device}")
-    probs = ensemble_probs([predict(m, loader, device, on_batch=Progress(f"model {k}", 0, log=log))[0]
-                            for k, m in enumerate(models)])
-    out = Path(args.output) if args.output is not None else default_output(args.models, args.images)
-    write_csv(out, files, probs, names, args.top_k, named=args.output is not None)
-    log(f"wrote {'standard output' if str(out) == '-' else out} ({plural(len(files), 'row')}, top {plural(min(args.top_k, len(names)), 'class', 'classes')} each)")
-    return out
+    log(f"predicting {plural(len(files), 'image')} with {plural(len(loaded), 'model')} "
+        f"({size}px, {len(names)} classes) on {where}")
+    probs = ensemble_probs([predict(m, loader, where, on_batch=Progress(f"model {k}", 0, log=log))[0]
+                            for k, m in enumerate(loaded)])
+    out = Path(out_arg) if out_arg is not None else default_output(model_args, image_args)
+    write_csv(out, files, probs, names, top_k, named=out_arg is not None)
+    log(f"wrote {'standard output' if str(out) == '-' else out} ({plural(len(files), 'row')}, top "
+        f"{plural(min(top_k, len(names)), 'class', 'classes')} each)")
+    return Predictions(files, list(names), probs, out)
 
 
 def default_output(models: list[str], images: list[str]) -> Path:
@@ -244,9 +263,11 @@ def write_csv(path: Path, files: list[Path], probs: torch.Tensor, names: list[st
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors and exit status 2 for bad input; notes on stderr when the CSV goes to stdout."""
-    args = parse_args(argv)
-    log = (lambda line: print(line, file=sys.stderr)) if _is_stdout(args.output) else print
-    return main_guard(lambda: run(args, log))
+    a = parse_args(argv)
+    log = (lambda line: print(line, file=sys.stderr)) if _is_stdout(a.output) else print
+    return main_guard(lambda: predict_images(a.models, a.images, output=a.output, top_k=a.top_k,
+                                             batch_size=a.batch_size, device=a.device, mean=a.mean, std=a.std,
+                                             log=log))
 
 
 def _is_stdout(output: str | None) -> bool:

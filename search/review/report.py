@@ -1,4 +1,4 @@
-"""`python -m search report results/<study>`: one self-contained HTML page of what the search learned."""
+"""`resnet-search report results/<study>`: one self-contained HTML page of what the search learned."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import shlex
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } td.l, th
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="python -m search report", description=__doc__)
+    p = argparse.ArgumentParser(prog="resnet-search report", description=__doc__)
     p.add_argument("results", help="the study's results folder, e.g. results/cifar10_5m")
     p.add_argument("--storage", help="the study's SQLAlchemy URL (default: sqlite:///<results>/study.db)")
     p.add_argument("--study-name", help="the study, when its database holds several (default: the folder's own)")
@@ -298,22 +299,28 @@ def write_report(res: StudyResults, output: Path | None = None) -> tuple[Path, l
     return path, page.charts
 
 
+def report(results: str | Path, *, storage: str | None = None, study_name: str | None = None,
+           output: str | Path | None = None, data_root: str | None = None,
+           log: Callable[[str], None] = print) -> Path:
+    """Write the HTML report of a study (default: <results>/report.html) and attach it to the study for
+    optuna-dashboard; returns its path. Each keyword is the report command's option of the same name."""
+    if output:
+        check_path(str(output), "--output", room=TEMP_ROOM)  # the page is written through a temporary file
+    if output and Path(output).suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"--output {output}: the report is one HTML page; give a .html path "
+                        f"(a browser's Print > Save as PDF makes a PDF of it)")
+    res = open_results(Path(results), storage, data_root, study_name=study_name)
+    path, charts = write_report(res, Path(output) if output else None)
+    upload(res.study, path, res.folder)  # optuna-dashboard opens it from the study's page
+    log(f"wrote {path} ({len(charts)} charts); open it in any browser, offline")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors and exit status 2 for bad input."""
-    args = parse_args(argv)
-
-    def run() -> None:
-        if args.output:
-            check_path(args.output, "--output", room=TEMP_ROOM)  # the page is written through a temporary file
-        if args.output and Path(args.output).suffix.lower() not in (".html", ".htm"):
-            raise UserError(f"--output {args.output}: the report is one HTML page; give a .html path "
-                            f"(a browser's Print > Save as PDF makes a PDF of it)")
-        res = open_results(Path(args.results), args.storage, args.data_root, study_name=args.study_name)
-        path, charts = write_report(res, Path(args.output) if args.output else None)
-        upload(res.study, path, res.folder)  # optuna-dashboard opens it from the study's page
-        print(f"wrote {path} ({len(charts)} charts); open it in any browser, offline")
-
-    return main_guard(run)
+    a = parse_args(argv)
+    return main_guard(lambda: report(a.results, storage=a.storage, study_name=a.study_name, output=a.output,
+                                     data_root=a.data_root))
 
 
 if __name__ == "__main__":

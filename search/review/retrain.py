@@ -1,4 +1,4 @@
-"""`python -m search retrain results/<study>`: train chosen trials to full epochs, then test them once."""
+"""`resnet-search retrain results/<study>`: train chosen trials to full epochs, then test them once."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import contextlib
 import dataclasses
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..cli import main_guard, python_command, say
 from ..config import MAX_EPOCHS, SearchConfig, TrainSpec
 from ..contained import inside
 from ..dashboard import attach_retrain
+from ..data.custom import DatasetSplits, given_dataset
 from ..device import resolve_device
 from ..errors import UserError
 from ..study.stop import Stop
@@ -31,7 +33,7 @@ from .retrain_seed import train_and_test
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; unset ones default to the YAML's retrain section."""
-    p = argparse.ArgumentParser(prog="python -m search retrain", description=__doc__)
+    p = argparse.ArgumentParser(prog="resnet-search retrain", description=__doc__)
     p.add_argument("results", help="the study's results folder, e.g. results/cifar10_5m")
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--trial", type=int, action="append", metavar="N",
@@ -85,29 +87,49 @@ def make_plans(res: StudyResults, numbers: list[int], epochs: int) -> list[Plan]
     return plans
 
 
-def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Retrain, test and ensemble what the arguments choose; returns the summary written to disk."""
-    recipe.check_overrides(args.overrides)
-    if args.epochs is not None and not 1 <= args.epochs <= MAX_EPOCHS:
-        raise UserError(f"--epochs {args.epochs:,}: expected 1 to {MAX_EPOCHS:,}")
-    res = open_results(Path(args.results), args.storage, args.data_root, args.overrides, args.study_name)
-    res.cfg = cfg = dataclasses.replace(res.cfg, data=recipe.final_data(res.cfg.data, args.overrides, log))
+@dataclass(frozen=True)
+class Retrained:
+    """What a retrain wrote: the summary (test metrics per trial, the ensemble's), its folder and the models."""
+
+    summary: dict[str, Any]  # as retrain/summary.json per trial: {"trials": {n: metrics}, "ensemble": ...}
+    folder: Path  # results/<study>/retrain
+    models: dict[int, list[Path]]  # trial number -> model.pt of each seed run
+
+
+def retrain(results: str | Path, *, trials: Sequence[int] | None = None, top: int | None = None,
+            epochs: int | None = None, seeds: int | None = None, train_on_val: bool | None = None,
+            overrides: Sequence[str] = (), device: str = "auto", storage: str | None = None,
+            study_name: str | None = None, data_root: str | None = None, onnx: bool = False,
+            predict: bool = False, fresh: bool = False, dataset: DatasetSplits | None = None,
+            log: Callable[[str], None] = print) -> Retrained:
+    """Retrain the chosen trials of a study to full length (`trials`, or the `top` K; default the best), test
+    and ensemble them; unset values come from the YAML's retrain section. `dataset`: the object a search given
+    one in Python trained on. Each keyword is the retrain command's option of the same name."""
+    if trials is not None and top is not None:
+        raise UserError("--trial and --top choose the trials two ways: give one of them")
+    overrides = list(overrides)
+    recipe.check_overrides(overrides)
+    if epochs is not None and not 1 <= epochs <= MAX_EPOCHS:
+        raise UserError(f"--epochs {epochs:,}: expected 1 to {MAX_EPOCHS:,}")
+    res = open_results(Path(results), storage, data_root, overrides, study_name)
+    data = given_dataset(res.cfg.data, dataset) if dataset is not None else res.cfg.data
+    res.cfg = cfg = dataclasses.replace(res.cfg, data=recipe.final_data(data, overrides, log))
     check_for_training(cfg, images="none")  # before anything is planned or written; loaders come with each run
-    epochs = args.epochs if args.epochs is not None else cfg.retrain.epochs
-    seeds = args.seeds if args.seeds is not None else cfg.retrain.seeds
-    on_val = cfg.retrain.train_on_val if args.train_on_val is None else args.train_on_val
+    epochs = epochs if epochs is not None else cfg.retrain.epochs
+    seeds = seeds if seeds is not None else cfg.retrain.seeds
+    on_val = cfg.retrain.train_on_val if train_on_val is None else train_on_val
     if epochs < 1 or seeds < 1:
         raise UserError(f"--epochs and --seeds must be at least 1, got {epochs} and {seeds}")
-    numbers = res.choose(args.trial, args.top)
+    numbers = res.choose(list(trials) if trials is not None else None, top)
     plans = make_plans(res, numbers, epochs)
-    unlabeled = _unlabeled_paths(cfg) if args.predict else None
-    if args.onnx:
+    unlabeled = _unlabeled_paths(cfg) if predict else None
+    if onnx:
         need_onnx()
-    device = resolve_device(args.device)
+    where = resolve_device(device)
     out = res.folder / "retrain"
     log(f"retraining trial{'s' if len(plans) > 1 else ''} {', '.join(map(str, numbers))} of study "
         f"{res.name!r}: {plural(epochs, 'epoch')}, {plural(seeds, 'seed')}, "
-        f"{'train + val' if on_val else 'train'} images, on {device} -> {out}")
+        f"{'train + val' if on_val else 'train'} images, on {where} -> {out}")
     runs: dict[int, list[SeedRun]] = {}
     with contextlib.ExitStack() as locks, Stop() as stop:  # SIGINT/SIGTERM: stop between batches, resumable
         folders = {plan.number: inside(res.folder, out / f"{plan.number:05d}") for plan in plans}  # before any lock
@@ -115,12 +137,12 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
             lock_folder(folders[plan.number], locks)
         for i, plan in enumerate(plans):
             folder = folders[plan.number]
-            if args.fresh:
+            if fresh:
                 clear_folder(folder)
             runs[plan.number] = []
             for k in range(seeds):
                 stop.check()  # a stop that came while the last seed was tested: the next one does not start
-                runs[plan.number].append(train_and_test(res, plan, k, on_val, device, folder, unlabeled, args.onnx,
+                runs[plan.number].append(train_and_test(res, plan, k, on_val, where, folder, unlabeled, onnx,
                                                         log, later_runs=(len(plans) - i) * seeds - k - 1, stop=stop))
             write_trial_summary(res, plan, runs[plan.number], on_val, folder)
             attach_retrain(res.study, plan.number, res.folder, folder)  # optuna-dashboard opens them from the trial
@@ -129,7 +151,7 @@ def retrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> dic
         summary["ensemble"] = write_ensemble(res, runs, out, unlabeled)
     log(summary_lines(res, plans, runs, summary.get("ensemble")))
     log(next_steps(res.folder, plans[0].number))
-    return summary
+    return Retrained(summary, out, {n: [r.folder / "model.pt" for r in rs] for n, rs in runs.items()})
 
 
 def next_steps(results: Path, number: int) -> str:
@@ -153,8 +175,11 @@ def _unlabeled_paths(cfg: SearchConfig) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors, exit status 2 for bad input, 130 for Ctrl-C (rerun to resume)."""
-    args = parse_args(argv)
-    return main_guard(lambda: retrain(args, log=say))
+    a = parse_args(argv)
+    return main_guard(lambda: retrain(a.results, trials=a.trial, top=a.top, epochs=a.epochs, seeds=a.seeds,
+                                      train_on_val=a.train_on_val, overrides=a.overrides, device=a.device,
+                                      storage=a.storage, study_name=a.study_name, data_root=a.data_root,
+                                      onnx=a.onnx, predict=a.predict, fresh=a.fresh, log=say))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,118 @@
+"""The Python API (search.api): docs/python-api.md's examples run as written, and a dataset of the user's own,
+named by import path or given as an object, goes through the checks and loaders of a built-in one."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from PIL import Image
+
+import search
+from search import run
+from search.config import load_config
+from search.data import custom
+from search.data.datasets import dataset_info, make_loaders
+from tests.helpers.spaces import ROOT, write_space
+
+DOC = ROOT / "docs" / "python-api.md"
+MODULE_MARK = "# mydata.py"  # the doc's block that is a module of the user's, not code to run
+
+
+def doc_blocks() -> list[str]:
+    """The ```python blocks of docs/python-api.md, in order."""
+    return re.findall(r"^```python\n(.*?)^```", DOC.read_text(), flags=re.S | re.M)
+
+
+@pytest.fixture
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The doc's mydata.py written to a folder on sys.path (and forgotten after the test)."""
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    module = next(b for b in doc_blocks() if b.startswith(MODULE_MARK))
+    (folder / "mydata.py").write_text(module + "\n\ndef wrong(root):\n    return [1, 2]\n\n\n"
+                                      "def broken(root):\n    raise FileNotFoundError(root)\n")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "mydata", raising=False)
+    return folder
+
+
+def test_the_doc_examples_run(tmp_path: Path, user_module: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every example of docs/python-api.md, in order, in one namespace, in a fresh folder (export: with the mcu
+    extra only)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    for k in range(2):
+        Image.fromarray(np.full((20, 24, 3), 60 * k, dtype=np.uint8)).save(tmp_path / "images" / f"{k}.png")
+    has_mcu = importlib.util.find_spec("ai_edge_quantizer") is not None
+    scope: dict = {}
+    ran = 0
+    for block in doc_blocks():
+        if block.startswith(MODULE_MARK) or ("search.export(" in block and not has_mcu):
+            continue
+        exec(compile(block, str(DOC), "exec"), scope)  # noqa: S102 (the doc's own examples)
+        ran += 1
+        if "study" in scope and ran == 1:  # the smoke search
+            assert len(scope["study"].trials) >= 2 and scope["study"].best_value > 0
+    assert ran >= 3
+    done = scope["done"]
+    assert all(p.is_file() for paths in done.models.values() for p in paths) and done.summary["trials"]
+    assert (tmp_path / "results" / "smoke" / "report.html").is_file()
+    labels = scope["labels"]
+    assert labels.csv.is_file() and labels.probs.shape == (2, 10) and len(labels.files) == 2
+    by_path, by_object = (optuna.load_study(study_name=name, storage=f"sqlite:///results/{name}/study.db")
+                          for name in ("mine", "mine_object"))
+    assert by_path.user_attrs["data_identity"] == {"dataset": "mydata:make", "num_classes": 2,
+                                                   "class_names": ["stripes", "checks"], "image_size": 16}
+    assert by_object.user_attrs["data_identity"]["dataset"] == "object"
+    assert "dataset: object" in (tmp_path / "results" / "mine_object" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(("dataset", "says"), [
+    ("pkg/mydata.py:make", "unknown dataset 'pkg/mydata.py:make' (expected one of cifar10"),  # never imported
+    ("mydata", "or module:function, the import path of your own dataset function"),  # no function named
+    ("no_such_module_here:make", "cannot import no_such_module_here: no module named 'no_such_module_here'"),
+    ("mydata:nope", "module mydata has no function 'nope'"),
+    ("mydata:wrong", "wrong() returned 'list'; expected a search.DatasetSplits or a tuple"),
+    ("mydata:broken", "broken('data') raised FileNotFoundError: data"),
+])
+def test_a_bad_dataset_import_path_is_one_line_before_any_study(tmp_path: Path, user_module: Path, dataset: str,
+                                                                says: str, capsys: pytest.CaptureFixture) -> None:
+    space = write_space(tmp_path, {"data": {"dataset": dataset}})
+    assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_given_validation_split_is_the_validation_set(tmp_path: Path) -> None:
+    """val given: the loaders validate on exactly it; labels and odd-sized images are checked and squared."""
+    def pairs(n: int, size: tuple[int, int]) -> list[tuple[np.ndarray, int]]:
+        return [(np.full((*size, 3), k, dtype=np.uint8), k % 3) for k in range(n)]
+
+    splits = search.DatasetSplits(train=pairs(30, (12, 12)), val=pairs(7, (12, 18)), test=pairs(5, (12, 12)),
+                                  class_names=["a", "b", "c"])
+    data = custom.given_dataset(load_config(write_space(tmp_path)).data, splits)
+    info = dataset_info(data)
+    assert (info.num_classes, info.image_size, info.class_names) == (3, 12, ("a", "b", "c"))
+    loaders = make_loaders(data, [], 8, seed=0, test=True)
+    assert len(loaders.val.dataset) == 7 and len(loaders.test.dataset) == 5  # type: ignore[union-attr, arg-type]
+    bad = search.DatasetSplits(train=[(np.zeros((12, 12, 3), np.uint8), 3)], val=None, test=pairs(2, (12, 12)),
+                               class_names=["a", "b", "c"])
+    with pytest.raises(search.UserError, match=r"train\[0\]'s label 3 is not in \[0, 3\)"):
+        dataset_info(custom.given_dataset(data, bad))
+
+
+def test_the_api_refuses_what_the_cli_cannot_express(tmp_path: Path) -> None:
+    """Workers rerun the YAML, so an object stays in this process; overrides are a mapping or --set strings."""
+    splits = search.DatasetSplits(train=[], val=None, test=[], class_names=["a", "b"])
+    with pytest.raises(search.UserError, match="each worker reruns the search from its YAML file"):
+        search.run_search(write_space(tmp_path), dataset=splits, workers=2, results_dir=tmp_path / "r")
+    with pytest.raises(search.UserError, match="overrides: expected a mapping"):
+        search.run_search(write_space(tmp_path), overrides="train.epochs=1")  # type: ignore[arg-type]
+    assert not (tmp_path / "r").exists()

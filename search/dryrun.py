@@ -1,4 +1,4 @@
-"""`search.run SPACE.yaml --dry-run`: what the space holds and how long its search would take, training nothing.
+"""`resnet-search run SPACE.yaml --dry-run`: what the space holds and how long its search would take, training nothing.
 
 Designs are drawn by Optuna's random sampler from an in-memory study (nothing is written, no study is
 created or touched), resolved and checked exactly as the objective does, and summarised. A short timed

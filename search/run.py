@@ -1,4 +1,5 @@
-"""`resnet-search run SPACE.yaml` (or `python -m search run SPACE.yaml`): search the space under its hard budget; rerun to resume.
+"""`resnet-search run SPACE.yaml` (or `python -m search run SPACE.yaml`): search the space under its hard budget;
+rerun to resume.
 
 `--workers N` runs N worker processes on this machine; the same command with one `--storage URL`
 on several machines makes them all work on one study (see docs/scale-and-faults.md).

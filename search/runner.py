@@ -1,5 +1,5 @@
 """Running (or resuming) a search as a library call: the space loaded with its overrides, the results folder, the
-study, this process's trials or N worker processes, the summary. No argv here: search.run parses it."""
+study, this process's trials or N worker processes, the summary. No argv here: search/run.py parses it."""
 
 from __future__ import annotations
 

@@ -241,7 +241,7 @@ class SearchSection:
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """`python -m search retrain`: the final recipe, laid over each trial's searched training settings."""
+    """`resnet-search retrain`: the final recipe, laid over each trial's searched training settings."""
 
     # A search ranks designs by 15-epoch validation, which rewards fast convergence; the final model gets
     # the settings of published 200-epoch CIFAR ResNet runs instead. null keeps the trial's value.

@@ -14,7 +14,7 @@ from ..errors import UserError
 if TYPE_CHECKING:
     from ..data.datasets import Loaders
 
-RETRAIN_SETTABLE = ("data.", "retrain.")  # what `python -m search retrain --set` may change (not what was searched)
+RETRAIN_SETTABLE = ("data.", "retrain.")  # what `resnet-search retrain --set` may change (not what was searched)
 
 
 def check_overrides(overrides: list[str]) -> None:

@@ -176,13 +176,13 @@ def macs_section(page: Page, res: StudyResults) -> None:
 
 
 def retrain_section(page: Page, res: StudyResults) -> None:
-    """Test results of `python -m search retrain`, when there are any."""
+    """Test results of `resnet-search retrain`, when there are any."""
     docs = res.retrain_metrics()
     page.section("Retrain results", "Test-set accuracy of the trials retrained to full length "
-                 "(python -m search retrain); the test set is used only here. 'plain' is one pass, 'flip TTA' "
+                 "(resnet-search retrain); the test set is used only here. 'plain' is one pass, 'flip TTA' "
                  "the mean softmax of each image and its horizontal mirror.")
     if not docs:
-        page.note("No retrain results yet: run python -m search retrain " + shlex.quote(str(res.folder)))
+        page.note("No retrain results yet: run resnet-search retrain " + shlex.quote(str(res.folder)))
         return
     int8 = [_int8(d) for d in docs]  # read from the seed folders: export may have run since the retrain
     shown = any(int8)  # the int8 columns only where an export recorded an int8 accuracy
@@ -206,7 +206,7 @@ def retrain_section(page: Page, res: StudyResults) -> None:
               "params", "epochs", "trained on", "test set / members"]
     page.raw(table(header, rows, left=(0, len(header) - 2, len(header) - 1)))
     if shown:
-        page.note("int8: the exported full-integer .tflite (python -m search export --evaluate) on the first test "
+        page.note("int8: the exported full-integer .tflite (resnet-search export --evaluate) on the first test "
                   "images it was run on, beside the fp32 model's top-1 on those same images: a negative "
                   "difference is top-1 lost to post-training quantisation. Quantisation-aware training is not "
                   "available yet.")

@@ -164,10 +164,10 @@ def open_results(folder: Path, storage: str | None = None, data_root: str | None
     """Load results/<study>/ (config.yaml, `--set` overrides, the study); every missing piece is a one-line UserError."""
     check_path(folder, "results folder")
     if not folder.is_dir():
-        raise UserError(f"results folder '{folder}' does not exist (python -m search.run writes results/<study>/)")
+        raise UserError(f"results folder '{folder}' does not exist (resnet-search run writes results/<study>/)")
     config = folder / "config.yaml"
     if not config.is_file():
-        raise UserError(f"'{config}' is missing: '{folder}' is not a results folder of python -m search.run")
+        raise UserError(f"'{config}' is missing: '{folder}' is not a results folder of resnet-search run")
     root = [f"data.root={data_root}"] if data_root else []  # a path, taken as typed
     cfg = load_config(config, strings=root)  # checked against the study as saved; retrain's --set comes after
     if storage is None:

@@ -1,6 +1,6 @@
 """A stop request: SIGINT/SIGTERM/SIGPIPE only set a flag, and the loops check it at points where stopping is safe.
 
-SIGPIPE is a closed stdout (`search.run ... | head` after head left): the reader is gone as a user who pressed
+SIGPIPE is a closed stdout (`resnet-search run ... | head` after head left): the reader is gone as a user who pressed
 Ctrl-C is, so the run stops the same way and resumes the same way. Python ignores SIGPIPE by default (a write
 then only raises BrokenPipeError, wherever it happens); while a handler is installed the kernel delivers it
 along with that error, and `search.cli.say` turns the error itself into nothing more than a dropped line.

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import search
-from search import run
+from search import api, run
 from search.config import load_config
 from search.data import custom
 from search.data.datasets import dataset_info, make_loaders
@@ -116,3 +116,22 @@ def test_the_api_refuses_what_the_cli_cannot_express(tmp_path: Path) -> None:
     with pytest.raises(search.UserError, match="overrides: expected a mapping"):
         search.run_search(write_space(tmp_path), overrides="train.epochs=1")  # type: ignore[arg-type]
     assert not (tmp_path / "r").exists()
+
+
+def test_workers_rerun_the_call_as_the_command_line_it_equals(tmp_path: Path) -> None:
+    """run_search(workers=2): each worker process reruns a command line that loads the same config and options."""
+    space = write_space(tmp_path)
+    cfg, opts = api._prepared(space, {"train.epochs": 2, "train.lr": 0.5}, "mydata:make", 3, 60.0,
+                                     None, "2024", str(tmp_path / "d"), str(tmp_path / "r"), "cpu", 2, 5, 30)
+    args = run.parse_args(list(opts.argv))
+    assert run.config_from_args(args).raw == cfg.raw and cfg.study_name == "2024"  # a name, as typed
+    assert (cfg.data.dataset, cfg.data.root, cfg.search.n_trials) == ("mydata:make", str(tmp_path / "d"), 3)
+    assert run.options(args) == opts
+
+
+def test_import_search_reaches_every_api_name() -> None:
+    """`search.X` for each name of search.api, looked up lazily by search/__init__.py."""
+    assert set(search.API) == set(api.__all__)
+    assert all(getattr(search, name) is getattr(api, name) for name in api.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        search.nothing_here  # noqa: B018

@@ -83,7 +83,7 @@ def arrays(cfg: DataConfig) -> Arrays:
     splits = cfg.splits if isinstance(cfg.splits, DatasetSplits) else None
     if cfg.dataset == GIVEN_DATASET and splits is None:
         raise UserError("data.dataset: object: this study's dataset was given to the Python API as an object; pass "
-                        "it again (search.retrain(..., dataset=splits)), or name a module:function in the YAML")
+                        "it again from Python (search.retrain or search.export with dataset=splits)")
     return _read(cfg.dataset, cfg.root, cfg.image_size, splits)
 
 

@@ -26,7 +26,7 @@ from .review.export import Exported, export
 from .review.predict import Predictions, predict_images
 from .review.report import report
 from .review.retrain import Retrained, retrain
-from .runner import DRY_RUN_SAMPLES, SearchOptions, load_space, search
+from .runner import DRY_RUN_SAMPLES, SearchOptions, command_line, load_space, named, search
 from .runner import dry_run as _dry_run
 from .storage import GRACE_S, HEARTBEAT_S
 
@@ -45,8 +45,16 @@ def run_search(space: str | Path | SearchConfig, *, overrides: Overrides | None 
     """Run (or resume: the same call again) the search of `space`, a YAML path, a shipped space's name or a
     SearchConfig; returns its Optuna study. `dataset` replaces data.dataset: a `module:function` import path or a
     DatasetSplits object. Every other keyword is the run command's option of the same name."""
-    cfg, opts = _prepared(space, overrides, dataset, n_trials, timeout, storage, study_name, data_root,
-                          str(results_dir), device, workers, heartbeat, grace)
+    opts = SearchOptions(results_dir=str(results_dir), device=device, workers=workers, heartbeat=heartbeat,
+                         grace=grace, storage_given=storage is not None)
+    opts.check()
+    sets = [*_as_sets(overrides), *(f"search.{k}={v}" for k, v in (("n_trials", n_trials), ("timeout", timeout))
+                                     if v is not None)]
+    names = named(study_name, data_root, storage)
+    cfg = _config(space, sets, names, dataset, opts.results_dir)
+    if workers > 1 and cfg.data.splits is None and not isinstance(space, SearchConfig):
+        sets += [f"data.dataset={json.dumps(dataset)}"] if isinstance(dataset, str) else []
+        opts = dataclasses.replace(opts, argv=command_line(space, sets, names, opts))  # what each worker reruns
     return search(cfg, opts, log)
 
 
@@ -55,8 +63,9 @@ def dry_run(space: str | Path | SearchConfig, *, overrides: Overrides | None = N
             workers: int = 1, data_root: str | None = None, log: Callable[[str], None] = print) -> list[str]:
     """Validate the space, draw `samples` designs without training and return the summary the run command's
     --dry-run prints (what the space holds, how long its search would take here); no study is touched."""
-    cfg, opts = _prepared(space, overrides, dataset, None, None, None, None, data_root, "results", device,
-                          workers, HEARTBEAT_S, GRACE_S)
+    opts = SearchOptions(device=device, workers=workers)
+    opts.check()
+    cfg = _config(space, _as_sets(overrides), named(data_root=data_root), dataset, opts.results_dir)
     lines: list[str] = []
 
     def keep(line: str) -> None:
@@ -67,36 +76,17 @@ def dry_run(space: str | Path | SearchConfig, *, overrides: Overrides | None = N
     return lines
 
 
-def _prepared(space: str | Path | SearchConfig, overrides: Overrides | None, dataset: str | DatasetSplits | None,
-              n_trials: int | None, timeout: float | None, storage: str | None, study_name: str | None,
-              data_root: str | None, results_dir: str, device: str, workers: int, heartbeat: int,
-              grace: int) -> tuple[SearchConfig, SearchOptions]:
-    """The config with every override applied, and the options of its run (with the command line that worker
-    processes rerun, when there are several)."""
-    sets = _as_sets(overrides)
-    if n_trials is not None:
-        sets.append(f"search.n_trials={n_trials}")
-    if timeout is not None:
-        sets.append(f"search.timeout={timeout}")
+def _config(space: str | Path | SearchConfig, sets: list[str], names: dict[str, str],
+            dataset: str | DatasetSplits | None, results_dir: str) -> SearchConfig:
+    """The space with its overrides, its names and the dataset (an import path, or an object, which config.yaml
+    records as `dataset: object`)."""
     if isinstance(dataset, str):
-        sets.append(f"data.dataset={json.dumps(dataset)}")
-    strings = [f"{key}={value}" for key, value in (("search.study_name", study_name), ("data.root", data_root),
-                                                   ("storage", storage)) if value is not None]
-    opts = SearchOptions(results_dir=results_dir, device=device, workers=workers, heartbeat=heartbeat, grace=grace,
-                         storage_given=storage is not None)
-    opts.check()
-    cfg = load_space(space, sets, strings, results_dir)
-    if dataset is not None and not isinstance(dataset, str):
-        raw = {**cfg.raw, "data": {**(cfg.raw.get("data") or {}), "dataset": GIVEN_DATASET}}  # as config.yaml says
-        cfg = dataclasses.replace(cfg, data=given_dataset(cfg.data, dataset), raw=raw)
-    elif workers > 1 and not isinstance(space, SearchConfig):  # each worker reruns this as a command line
-        flags = {"--study-name": study_name, "--data-root": data_root, "--storage": storage}
-        argv = [str(space), *(a for s in sets for a in ("--set", s)), *(a for k, v in flags.items() if v is not None
-                                                                        for a in (k, v)),
-                "--results-dir", results_dir, "--device", device, "--workers", str(workers),
-                "--heartbeat", str(heartbeat), "--grace", str(grace)]
-        opts = dataclasses.replace(opts, argv=tuple(argv))
-    return cfg, opts
+        sets = [*sets, f"data.dataset={json.dumps(dataset)}"]
+    cfg = load_space(space, sets, names, results_dir)
+    if dataset is None or isinstance(dataset, str):
+        return cfg
+    raw = {**cfg.raw, "data": {**(cfg.raw.get("data") or {}), "dataset": GIVEN_DATASET}}
+    return dataclasses.replace(cfg, data=given_dataset(cfg.data, dataset), raw=raw)
 
 
 def _as_sets(overrides: Overrides | None) -> list[str]:

@@ -29,7 +29,7 @@ from blocks.text import version
 
 from .cli import main_guard, say
 from .config import SearchConfig
-from .runner import DRY_RUN_SAMPLES, SearchOptions, WorkerFailed, dry_run, load_space, search
+from .runner import DRY_RUN_SAMPLES, SearchOptions, WorkerFailed, dry_run, load_space, named, search
 from .storage import GRACE_S, HEARTBEAT_S
 
 
@@ -84,14 +84,8 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         overrides.append(f"search.n_trials={args.n_trials}")
     if args.timeout is not None:
         overrides.append(f"search.timeout={args.timeout}")
-    strings = []  # names and paths, taken as typed (`--study-name 2024` is a name, not a number)
-    if args.study_name is not None:
-        strings.append(f"search.study_name={args.study_name}")
-    if args.data_root:
-        strings.append(f"data.root={args.data_root}")
-    if args.storage:
-        strings.append(f"storage={args.storage}")
-    return load_space(args.space, overrides, strings, args.results_dir)
+    names = named(args.study_name, args.data_root or None, args.storage or None)
+    return load_space(args.space, overrides, names, args.results_dir)
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,21 +74,42 @@ class SearchOptions:
         check_path(self.results_dir, "--results-dir")
 
 
-def load_space(space: str | Path | SearchConfig, overrides: Sequence[str] = (), strings: Sequence[str] = (),
+# Keys whose values are taken as typed (`--study-name 2024` is a name, not a number), with the option setting each.
+NAMED = {"search.study_name": "--study-name", "data.root": "--data-root", "storage": "--storage"}
+
+
+def named(study_name: str | None = None, data_root: str | None = None, storage: str | None = None) -> dict[str, str]:
+    """The names, paths and URLs given for a run, by the YAML key each replaces."""
+    values = dict(zip(NAMED, (study_name, data_root, storage), strict=True))
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def command_line(space: str | Path, overrides: Sequence[str], names: Mapping[str, str],
+                 opts: SearchOptions) -> tuple[str, ...]:
+    """The `resnet-search run` arguments that load this space with these overrides and run with `opts`: what
+    each worker process reruns."""
+    return (str(space), *(a for o in overrides for a in ("--set", o)), *(a for k, v in names.items()
+                                                                        for a in (NAMED[k], v)),
+            "--results-dir", opts.results_dir, "--device", opts.device, "--workers", str(opts.workers),
+            "--heartbeat", str(opts.heartbeat), "--grace", str(opts.grace))
+
+
+def load_space(space: str | Path | SearchConfig, overrides: Sequence[str] = (), names: Mapping[str, str] | None = None,
                results_dir: str = "results") -> SearchConfig:
     """The space (a YAML path, a shipped space's name or a loaded config) with `key.path=value` overrides applied
-    (`strings`: values taken as typed, such as names and paths)."""
+    (`names`: values of NAMED keys, taken as typed)."""
+    strings = [f"{key}={value}" for key, value in (names or {}).items()]
     if isinstance(space, SearchConfig):
         raw = apply_overrides(yaml.safe_load(yaml.safe_dump(space.raw)), list(overrides), space.path)  # a copy
-        cfg = parse_config(apply_overrides(raw, list(strings), space.path, parse=False), space.path)
+        cfg = parse_config(apply_overrides(raw, strings, space.path, parse=False), space.path)
     else:
         check_path(str(space), "SPACE")
         path = shipped_space(str(space))
         if not Path(path).exists():
-            names = ", ".join(p.stem for p in shipped_spaces())
-            raise UserError(f"{clip(str(space))}: no such file, nor a shipped space (shipped: {names}; "
+            shipped = ", ".join(p.stem for p in shipped_spaces())
+            raise UserError(f"{clip(str(space))}: no such file, nor a shipped space (shipped: {shipped}; "
                             f"`resnet-search spaces` says where they are)")
-        cfg = load_config(path, list(overrides), list(strings))
+        cfg = load_config(path, list(overrides), strings)
     check_path(Path(results_dir) / cfg.study_name, "the results folder")  # both fit; together they may not
     return cfg
 

@@ -15,9 +15,10 @@ from PIL import Image
 
 import search
 from search import api, run
-from search.config import load_config
+from search.config import SearchConfig, load_config
 from search.data import custom
 from search.data.datasets import dataset_info, make_loaders
+from search.runner import SearchOptions
 from tests.helpers.spaces import ROOT, write_space
 
 DOC = ROOT / "docs" / "python-api.md"
@@ -118,11 +119,20 @@ def test_the_api_refuses_what_the_cli_cannot_express(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
-def test_workers_rerun_the_call_as_the_command_line_it_equals(tmp_path: Path) -> None:
+def test_workers_rerun_the_call_as_the_command_line_it_equals(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """run_search(workers=2): each worker process reruns a command line that loads the same config and options."""
     space = write_space(tmp_path)
-    cfg, opts = api._prepared(space, {"train.epochs": 2, "train.lr": 0.5}, "mydata:make", 3, 60.0,
-                                     None, "2024", str(tmp_path / "d"), str(tmp_path / "r"), "cpu", 2, 5, 30)
+    called = {}
+
+    def search(cfg: SearchConfig, opts: SearchOptions, log: object) -> None:
+        called.update(cfg=cfg, opts=opts)
+
+    monkeypatch.setattr(api, "search", search)
+    api.run_search(space, overrides={"train.epochs": 2, "train.lr": 0.5}, dataset="mydata:make", n_trials=3,
+                   timeout=60.0, study_name="2024", data_root=str(tmp_path / "d"), results_dir=tmp_path / "r",
+                   device="cpu", workers=2, heartbeat=5, grace=30)
+    cfg, opts = called["cfg"], called["opts"]
     args = run.parse_args(list(opts.argv))
     assert run.config_from_args(args).raw == cfg.raw and cfg.study_name == "2024"  # a name, as typed
     assert (cfg.data.dataset, cfg.data.root, cfg.search.n_trials) == ("mydata:make", str(tmp_path / "d"), 3)

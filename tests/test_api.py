@@ -145,3 +145,26 @@ def test_import_search_reaches_every_api_name() -> None:
     assert all(getattr(search, name) is getattr(api, name) for name in api.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         search.nothing_here  # noqa: B018
+
+
+GOOD = [(np.zeros((12, 12, 3), np.uint8), 0), (np.zeros((12, 12), np.uint8), 1)]  # RGB and greyscale
+
+
+@pytest.mark.parametrize(("splits", "says"), [
+    (search.DatasetSplits(GOOD, None, GOOD, "ab"), "class_names must be a list of strings"),
+    (search.DatasetSplits(GOOD, None, GOOD, ["a", "a"]), "at least 2 classes, each once"),
+    (search.DatasetSplits([(np.zeros((3, 12, 12), np.float32), 0)], None, GOOD, ["a", "b"]),
+     "train[0]'s image is ndarray float32 (3, 12, 12); expected a PIL image or an (H, W, 3) uint8 numpy array"),
+    (search.DatasetSplits([np.zeros((12, 12, 3), np.uint8)], None, GOOD, ["a", "b"]),
+     "train[0] is 'ndarray'; expected an (image, label) pair"),
+    (search.DatasetSplits(GOOD, None, iter(GOOD), ["a", "b"]), "test has no length; expected a map-style"),
+    (search.DatasetSplits(GOOD, None, [(GOOD[0][0], "b")], ["a", "b"]), "test[0]'s label is 'b'; expected an int"),
+    (search.DatasetSplits(GOOD, [], GOOD, ["a", "b"]), "val holds no images"),
+    (search.DatasetSplits([(np.zeros((4, 6, 3), np.uint8), 0)], None, GOOD, ["a", "b"]), "4 px on its shorter side"),
+], ids=["names-str", "names-twice", "tensor-like", "no-pair", "no-index", "label-str", "val-empty", "tiny"])
+def test_a_dataset_breaking_the_contract_is_one_line(tmp_path: Path, splits: search.DatasetSplits,
+                                                     says: str) -> None:
+    data = custom.given_dataset(load_config(write_space(tmp_path)).data, splits)
+    with pytest.raises(search.UserError) as caught:
+        dataset_info(data)
+    assert says in str(caught.value) and "\n" not in str(caught.value)

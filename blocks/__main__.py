@@ -12,7 +12,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -114,9 +114,16 @@ def to_json(cx: Complexity) -> str:
     return json.dumps(d, indent=2)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line and exit status 2 (search.cli's parser does the same; blocks imports no search)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, size the spec and print it; return the exit status."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="python -m blocks",
         description="Exact params, FLOPs (fvcore convention: one multiply-add = one FLOP, batch 1) in total and "
                     "by kind of operation, peak activation memory, receptive field and stage shapes of one ResNet "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 from blocks.text import version
 
 from . import shipped_spaces
-from .cli import main_guard
+from .cli import ArgumentParser, main_guard
 
 USAGE = """usage: resnet-search COMMAND [ARGS...]   (or: python -m search COMMAND [ARGS...])
 
@@ -32,7 +31,7 @@ def dashboard(argv: list[str]) -> int:
     from .dashboard import artifact_dir
     from .storage import default_storage
 
-    p = argparse.ArgumentParser(prog="resnet-search dashboard", description=dashboard.__doc__,
+    p = ArgumentParser(prog="resnet-search dashboard", description=dashboard.__doc__,
                                 epilog="Any other option goes to optuna-dashboard unchanged (optuna-dashboard "
                                        "--help lists them).")
     p.add_argument("results", help="results/<study> folder")
@@ -61,7 +60,7 @@ def dashboard(argv: list[str]) -> int:
 
 def spaces(argv: list[str]) -> int:
     """List the example spaces shipped with the package and where they are (give the name or the path to run)."""
-    argparse.ArgumentParser(prog="resnet-search spaces", description=spaces.__doc__).parse_args(argv)
+    ArgumentParser(prog="resnet-search spaces", description=spaces.__doc__).parse_args(argv)
     for path in shipped_spaces():
         print(f"{path.stem:<12} {path}")
     return 0

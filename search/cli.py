@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 import sqlalchemy
@@ -17,6 +18,15 @@ from .errors import UserError
 from .names import too_long
 
 LINE_MAX = 1000  # characters of an error line: the values it echoes are cut already; this bounds the rest
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with its usage errors as one line and exit status 2, as every other bad input: argparse
+    printed its whole usage block (up to ten lines) before the line that says what was wrong."""
+
+    def error(self, message: str) -> NoReturn:
+        """`error: MESSAGE (see 'PROG --help')` on stderr, then exit 2."""
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
 def bounded(line: str) -> str:

@@ -27,7 +27,7 @@ import threading
 
 from blocks.text import version
 
-from .cli import main_guard, say
+from .cli import ArgumentParser, main_guard, say
 from .config import SearchConfig
 from .runner import DRY_RUN_SAMPLES, SearchOptions, WorkerFailed, dry_run, load_space, named, search
 from .storage import GRACE_S, HEARTBEAT_S
@@ -35,7 +35,7 @@ from .storage import GRACE_S, HEARTBEAT_S
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; each one overrides its YAML key."""
-    p = argparse.ArgumentParser(prog="resnet-search run", description=__doc__,
+    p = ArgumentParser(prog="resnet-search run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("space", help="search-space YAML, e.g. spaces/cifar10_5m.yaml (or a shipped space's name: smoke, "
                                  "cifar10_5m, tiny_26m)")

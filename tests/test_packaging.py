@@ -84,3 +84,25 @@ def test_dashboard_passes_its_named_and_unknown_options_to_optuna_dashboard(tmp_
     main(["dashboard", str(tmp_path), "--port", "9000", "--host", "0.0.0.0", "--quiet", "--allow-unsafe"])
     assert ran[0][1:] == [f"sqlite:///{tmp_path / 'study.db'}", "--artifact-dir", str(tmp_path / "artifacts"),
                           "--port", "9000", "--host", "0.0.0.0", "--quiet", "--allow-unsafe"]
+
+
+@pytest.mark.parametrize("argv", [["run"], ["run", "x.yaml", "--n-trials", "many"], ["retrain", "--bogus", "r"],
+                                  ["predict"], ["export", "--runtime", "y", "r"], ["report", "r", "--epochs", "3"],
+                                  ["dashboard"], ["spaces", "--x"]])
+def test_a_usage_mistake_is_one_line(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    """argparse's own errors (a missing argument, an unknown flag, a value of the wrong type) are one line and exit
+    2 like every other bad input: argparse printed its usage block, up to ten lines, before the line that mattered."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and err.endswith(f"(see 'resnet-search {argv[0]} --help')\n")
+
+
+def test_a_usage_mistake_in_python_m_blocks_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    from blocks.__main__ import main as blocks_main
+
+    with pytest.raises(SystemExit) as stopped:
+        blocks_main(["--width", "3"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "error: unrecognized arguments: --width (see 'python -m blocks --help')\n"

@@ -26,7 +26,7 @@ import blocks
 from blocks import complexity
 from blocks.atomic import atomic_write, atomic_write_text
 
-from ..cli import main_guard, python_command
+from ..cli import ArgumentParser, main_guard, python_command
 from ..config import DataConfig
 from ..data.custom import DatasetSplits, given_dataset
 from ..errors import UserError
@@ -41,7 +41,7 @@ BATCH = 100  # images a loader batch holds while calibrating or evaluating
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="resnet-search export", description=__doc__,
+    p = ArgumentParser(prog="resnet-search export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="a results folder (with --trial, retrained by `search retrain`) or a model.pt")
     p.add_argument("--trial", type=int, help="the retrained trial to export (default: the best complete trial)")

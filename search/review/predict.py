@@ -28,7 +28,7 @@ import blocks
 from blocks.atomic import atomic_write_text, write_output
 from blocks.text import plural
 
-from ..cli import main_guard
+from ..cli import ArgumentParser, main_guard
 from ..data import augment
 from ..data.datasets import NORMALISATION, ImageDataset, loader_workers
 from ..data.sources import MAX_PIXELS, Split
@@ -46,7 +46,7 @@ STD_MIN = 1 / 255
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="resnet-search predict",
+    p = ArgumentParser(prog="resnet-search predict",
                                 description=__doc__.format(megapixels=MAX_PIXELS // 10**6),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", help="model.pt files or folders holding them (several = an ensemble)")

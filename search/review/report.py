@@ -20,7 +20,7 @@ from blocks.atomic import atomic_write_text
 from blocks.layers import MAC_KINDS
 from blocks.text import short_count
 
-from ..cli import main_guard
+from ..cli import ArgumentParser, main_guard
 from ..dashboard import upload
 from ..describe import arch_brief
 from ..errors import UserError
@@ -54,7 +54,7 @@ td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } td.l, th
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="resnet-search report", description=__doc__)
+    p = ArgumentParser(prog="resnet-search report", description=__doc__)
     p.add_argument("results", help="the study's results folder, e.g. results/cifar10_5m")
     p.add_argument("--storage", help="the study's SQLAlchemy URL (default: sqlite:///<results>/study.db)")
     p.add_argument("--study-name", help="the study, when its database holds several (default: the folder's own)")

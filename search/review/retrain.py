@@ -15,7 +15,7 @@ from typing import Any
 from blocks.text import plural
 
 from ..checks import check_for_training
-from ..cli import main_guard, python_command, say
+from ..cli import ArgumentParser, main_guard, python_command, say
 from ..config import MAX_EPOCHS, SearchConfig, TrainSpec
 from ..contained import inside
 from ..dashboard import attach_retrain
@@ -33,7 +33,7 @@ from .retrain_seed import train_and_test
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; unset ones default to the YAML's retrain section."""
-    p = argparse.ArgumentParser(prog="resnet-search retrain", description=__doc__)
+    p = ArgumentParser(prog="resnet-search retrain", description=__doc__)
     p.add_argument("results", help="the study's results folder, e.g. results/cifar10_5m")
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--trial", type=int, action="append", metavar="N",

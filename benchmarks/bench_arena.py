@@ -1,0 +1,232 @@
+"""TFLite Micro's arena and the int8 file's bytes against the analytic counts, over 100+ random designs (issue 26).
+
+    PYTHONPATH=. python benchmarks/bench_arena.py                 # ResNet-8, the cifar10_mcu winner, 120 random specs
+    PYTHONPATH=. python benchmarks/bench_arena.py --specs 10 --seed 1
+
+Each design is built with random weights and BatchNorm statistics away from the identity (a fresh model's
+zero-initialised last BN of each block lets the converter fold whole branches away), converted to int8 by the
+export's own path (`tflite.convert_int8`, 8 noise calibration inputs: the ranges do not change a tensor's
+size) and measured; nothing is trained. Per design it prints:
+- memory: the analytic peak (`complexity(spec).peak_bytes()`, int8), the converted graph's live peak (the
+  largest total of the int8 activation tensors live at one op, each from the op that writes it to the last
+  that reads it: what any planner needs at least) and TFLite Micro's arena head (its planned buffers);
+- flash: an analytic figure from the built model's layers (int8 weights, one int32 bias and the per-channel
+  quantisation of weight and bias, a float32 scale and an int64 zero point each, per output channel of
+  every conv and linear layer) against the .tflite's bytes.
+Then the ratios' min/median/max and the worst designs with what their graphs hold that the analytic count
+does not. The record goes to benchmarks/results/bench_arena-<commit>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from blocks import ArchSpec, build, complexity  # noqa: E402
+from search.review import export, tflite  # noqa: E402
+
+NAMED = {  # MLPerf Tiny's ResNet-8 and the cifar10_mcu search's winner (trial 26)
+    "ResNet-8": {"stages": 3, "blocks": [1, 1, 1], "width": 16},
+    "winner": {"stages": 3, "blocks": [3, 1, 3], "widths": [16, 56, 88], "kernel": 5, "separable": True},
+}
+CHANNEL_BYTES = 4 + 2 * (4 + 8)  # per output channel: an int32 bias, and a float32 scale + int64 zero point
+# for the weight and for the bias (the schema's QuantizationParameters: scale [float], zero_point [long])
+WORST = 8  # designs shown with their graphs' extra tensors
+
+
+def draw(rng: random.Random) -> dict[str, Any]:
+    """One random microcontroller-sized design over every builder option (it may be invalid)."""
+    stages = rng.randint(1, 3)
+    block = rng.choice(["basic", "basic", "bottleneck"])
+    top = 32 if block == "bottleneck" else 64  # a bottleneck's output is its width times the expansion
+    d: dict[str, Any] = {
+        "stages": stages, "blocks": [rng.randint(1, 3) for _ in range(stages)], "block": block,
+        "widths": sorted(rng.randrange(8, top + 1, 8) for _ in range(stages)), "kernel": rng.choice([3, 3, 5, 7]),
+        "skip_kernel": rng.choice([1, 1, 3]), "separable": rng.random() < 0.5,
+        "shortcut": rng.choice(["projection", "zero_pad"]), "stem": rng.choice(["cifar", "cifar", "conv_s2", "imagenet"]),
+        "head": rng.choice(["linear", "conv"]), "input_size": rng.choice([32, 32, 24, 16]),
+        "in_channels": rng.choice([3, 3, 3, 1]),
+    }
+    if block == "bottleneck":
+        d["expansion"] = rng.randint(1, 4)
+    if rng.random() < 0.3:
+        d["strides"] = [rng.choice([1, 2]) for _ in range(stages)]
+    if rng.random() < 0.3:
+        with contextlib.suppress(ValueError):  # invalid anyway: from_dict says why when the draw is made a spec
+            d["pool"] = rng.randint(1, ArchSpec.from_dict(d).stage_sizes()[-1])
+    return d
+
+
+def designs(n: int, seed: int) -> tuple[dict[str, ArchSpec], int]:
+    """ResNet-8, the winner and the valid specs among seeded draws until `n` are valid; and the invalid count."""
+    rng, out, invalid = random.Random(seed), {k: ArchSpec.from_dict(d) for k, d in NAMED.items()}, 0
+    while len(out) < len(NAMED) + n:
+        try:
+            out[f"r{len(out) - len(NAMED)}"] = ArchSpec.from_dict(draw(rng))
+        except ValueError:
+            invalid += 1
+    return out, invalid
+
+
+def random_model(spec: ArchSpec, seed: int) -> nn.Module:
+    """The built model with random weights and BatchNorm statistics and scales away from the identity."""
+    torch.manual_seed(seed)
+    model = build(spec).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    return model
+
+
+def flash_bytes(model: nn.Module) -> int:
+    """Analytic .tflite payload: int8 weights, and per output channel of each conv and linear layer an int32
+    bias (BatchNorm folded into it) with the per-channel quantisation of weight and bias."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    return sum(m.weight.numel() + CHANNEL_BYTES * m.weight.shape[0] for m in layers)
+
+
+def live_tensors(data: bytes) -> tuple[int, list[str]]:
+    """The converted graph's live peak in bytes and the tensors live there ("PAD 1x36x36x16"): each activation
+    tensor lives from the op that writes it (the input from op 0) to the last op that reads it (the output to
+    the end), as TFLite Micro's planner takes it."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    m = fb.ModelT.InitFromPackedBuf(data, 0)
+    g = m.subgraphs[0]
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    life: dict[int, list[int]] = {i: [0, 0] for i in g.inputs}
+    writer = {i: "INPUT" for i in g.inputs}
+    for j, op in enumerate(g.operators):
+        code = m.operatorCodes[op.opcodeIndex]
+        for i in op.inputs:
+            if i >= 0 and m.buffers[g.tensors[i].buffer].data is None:  # a constant has data in the file
+                life.setdefault(i, [j, j])[1] = j
+        for i in op.outputs:
+            life.setdefault(i, [j, j])
+            writer[i] = names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+    for i in g.outputs:
+        life[i][1] = len(g.operators) - 1
+    width = {fb.TensorType.INT8: 1, fb.TensorType.INT16: 2, fb.TensorType.INT32: 4, fb.TensorType.FLOAT32: 4}
+    size = {i: int(np.prod(g.tensors[i].shape)) * width[g.tensors[i].type] for i in life}
+    at = max(range(len(g.operators)), key=lambda j: sum(size[i] for i, (a, b) in life.items() if a <= j <= b))
+    live = sorted((i for i, (a, b) in life.items() if a <= at <= b), key=lambda i: -size[i])
+    return sum(size[i] for i in live), [f"{writer[i]} {'x'.join(map(str, g.tensors[i].shape))}" for i in live]
+
+
+def measure(spec: ArchSpec, seed: int) -> dict[str, Any]:
+    """One design's analytic and measured memory and flash."""
+    model = random_model(spec, seed)
+    data = tflite.convert_int8(model, spec, export.calibration(None, 8, spec))
+    graph, arena = tflite.inspect(data), tflite.arena(data)
+    live, at_peak = live_tensors(data)
+    peak, flash = complexity(spec).peak_bytes(), flash_bytes(model)
+    return {"arch": spec.to_dict(), "int8_clean": graph.int8_clean, "ops": graph.ops,
+            "analytic_peak": peak, "live_peak": live, "head": arena["head"], "tail": arena["tail"],
+            "live_at_peak": at_peak, "analytic_flash": flash, "file": len(data),
+            "head_ratio": arena["head"] / peak, "live_ratio": live / peak, "file_ratio": len(data) / flash}
+
+
+def short(arch: dict[str, Any]) -> str:
+    """The design in one short line."""
+    parts = [f"B={arch['blocks']}", f"W={arch.get('widths') or arch['width']}", f"k{arch['kernel']}"]
+    parts += ["sep"] * arch.get("separable", False) + [arch.get("block", "basic"), arch.get("shortcut", "projection")]
+    parts += [f"stem={arch.get('stem', 'cifar')}", f"head={arch.get('head', 'linear')}", f"in={arch['input_size']}"]
+    parts += [f"strides={arch['strides']}"] * ("strides" in arch) + [f"pool={arch['pool']}"] * ("pool" in arch)
+    return " ".join(map(str, parts))
+
+
+def machine() -> dict[str, Any]:
+    """CPU, cores, the commit and the converter's versions."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    return {"cpu": model, "cores": os.cpu_count(), "bf16": "avx512_bf16" in info, "commit": rev.strip(),
+            "converter": tflite.versions()}
+
+
+def spread(values: list[float]) -> str:
+    """min / median / max."""
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+
+
+def main() -> None:
+    """Measure every design, print the table and the summary, write the JSON record."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--specs", type=int, default=120, help="random designs beside ResNet-8 and the winner")
+    p.add_argument("--seed", type=int, default=26, help="the draws' seed")
+    args = p.parse_args()
+    tflite.need_converter()
+    specs, invalid = designs(args.specs, args.seed)
+    record: dict[str, Any] = {"machine": machine(), "seed": args.seed, "invalid_draws": invalid, "designs": {}}
+    print(json.dumps(record["machine"]))
+    print(f"{'design':>8} {'analytic':>9} {'live':>7} {'head':>7} {'head/an':>7} {'tail':>6} "
+          f"{'flash':>7} {'file':>7} {'file/fl':>7}  arch")
+    for k, (name, spec) in enumerate(specs.items()):
+        try:
+            r = measure(spec, seed=k)
+        except tflite.ConverterRefused as e:
+            record["designs"][name] = {"arch": spec.to_dict(), "refused": str(e)}
+            print(f"{name:>8} refused: {e}", flush=True)
+            continue
+        record["designs"][name] = r
+        print(f"{name:>8} {r['analytic_peak']:>9} {r['live_peak']:>7} {r['head']:>7} {r['head_ratio']:>7.2f} "
+              f"{r['tail']:>6} {r['analytic_flash']:>7} {r['file']:>7} {r['file_ratio']:>7.2f}  "
+              f"{short(r['arch'])}{'' if r['int8_clean'] else '  NOT INT8-CLEAN'}", flush=True)
+    summarise(record)
+    out = ROOT / "benchmarks" / "results" / f"bench_arena-{record['machine']['commit']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1))
+    print(f"\nwrote {out.relative_to(ROOT)}")
+
+
+def summarise(record: dict[str, Any]) -> None:
+    """The ratios' spread, the fitted bounds and the worst designs with what their graphs hold."""
+    done = {k: r for k, r in record["designs"].items() if "head" in r}
+    rows = list(done.values())
+    summary = {
+        "designs": len(rows), "refused": len(record["designs"]) - len(rows),
+        "int8_clean": sum(r["int8_clean"] for r in rows),
+        "head_over_analytic": [min(r["head_ratio"] for r in rows), statistics.median(r["head_ratio"] for r in rows),
+                               max(r["head_ratio"] for r in rows)],
+        "head_over_live": spread([r["head"] / r["live_peak"] for r in rows]),
+        "live_over_analytic": spread([r["live_ratio"] for r in rows]),
+        "file_over_flash": [min(r["file_ratio"] for r in rows), statistics.median(r["file_ratio"] for r in rows),
+                            max(r["file_ratio"] for r in rows)],
+        "file_minus_flash_per_op": spread([(r["file"] - r["analytic_flash"]) / sum(r["ops"].values()) for r in rows]),
+        "head_minus_2x_analytic_max": max(r["head"] - 2 * r["analytic_peak"] for r in rows),
+    }
+    record["summary"] = summary
+    print(f"\n{summary['designs']} designs converted ({summary['refused']} refused, {record['invalid_draws']} invalid "
+          f"draws skipped), {summary['int8_clean']} int8-clean")
+    print(f"arena head / analytic peak  min / median / max: {spread(summary['head_over_analytic'])}")
+    print(f"graph live peak / analytic: {summary['live_over_analytic']}; head / graph live peak: "
+          f"{summary['head_over_live']}")
+    print(f"file / analytic flash: {spread(summary['file_over_flash'])}; (file - flash) per op, bytes: "
+          f"{summary['file_minus_flash_per_op']}")
+    print(f"largest head - 2 x analytic peak: {summary['head_minus_2x_analytic_max']} bytes")
+    print(f"\nthe {WORST} designs with the largest head / analytic, and the tensors live at their graph's peak:")
+    for name, r in sorted(done.items(), key=lambda kv: -kv[1]["head_ratio"])[:WORST]:
+        print(f"  {name}: head {r['head']} = {r['head_ratio']:.2f}x analytic {r['analytic_peak']} (graph live peak "
+              f"{r['live_peak']} = {r['live_ratio']:.2f}x); {short(r['arch'])}; ops {r['ops']}")
+        print(f"    live at the peak: {', '.join(r['live_at_peak'])}")
+
+
+if __name__ == "__main__":
+    main()

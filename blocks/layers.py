@@ -14,6 +14,8 @@ residual add's two inputs and its output are live together. BatchNorm (folded in
 it), ReLU (in place), dropout and flatten are no extra tensor. Every other layer writes a new tensor:
 each conv (a separable conv's depthwise output is an intermediate tensor), a projection shortcut, a
 zero-pad shortcut's strided subsampling and its padding, each pooling layer and the linear layer.
+With `Cx.pads` set (`blocks.resnet.tflite_peak`), the walk also counts the explicit PAD tensor that TFLite's
+converter puts before a stride-2 conv or max-pool with a kernel over 1 on an even-sized map (`explicit_pad`).
 
 Every counted FLOP is also counted under the kind of operation that does it (`Cx.macs`, keys MAC_KINDS), so
 the kinds add up to the total. The kinds follow the int8 kernels CMSIS-NN picks for a layer (docs/sizing.md).
@@ -60,6 +62,7 @@ class Cx:
     peak: int = 0  # the largest number of elements live at once so far
     keep: bool = False  # the current map stays live after the next layer (a block input kept for its shortcut)
     macs: dict[str, int] = field(default_factory=dict)  # the FLOPs so far by kind (MAC_KINDS); they sum to flops
+    pads: bool = False  # count TFLite's explicit PAD tensors too (explicit_pad)
 
     def __post_init__(self) -> None:
         if not self.live:  # a fresh state: its feature map (the network's input) is the one live tensor
@@ -72,7 +75,7 @@ class Cx:
 
     def branch(self) -> Cx:
         """Same feature map, zero totals: for counting the other branch of a residual block."""
-        return Cx(self.h, self.w, self.c, rf=self.rf, jump=self.jump)
+        return Cx(self.h, self.w, self.c, rf=self.rf, jump=self.jump, pads=self.pads)
 
     def join(self, other: Cx) -> Cx:
         """Merge a parallel branch into this one: counts add, the receptive field is the larger."""
@@ -114,9 +117,23 @@ def out_size(size: int, kernel: int, stride: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
+def explicit_pad(cx: Cx, k: int, stride: int) -> None:
+    """Memory twin of the PAD op TFLite's converter writes before a strided k x k conv or pool (with `cx.pads`).
+
+    PyTorch pads k // 2 on every side; TFLite's SAME padding at stride 2 pads an even-sized map by one less
+    before than after, so the converter pads the map into a new (H + k - 1) x (W + k - 1) tensor and runs
+    the op unpadded on it. An odd-sized map gets SAME's symmetric padding (litert-torch 0.10)."""
+    if cx.pads and stride > 1 and k > 1 and (cx.h % 2 == 0 or cx.w % 2 == 0):
+        freed = cx.size
+        cx.h, cx.w = cx.h + k - 1, cx.w + k - 1
+        new_tensor(cx, freed)
+
+
 def conv_cx(cx: Cx, c_out: int, k: int, stride: int = 1, groups: int = 1, bias: bool = False) -> Cx:
     """Twin of nn.Conv2d(cx.c, c_out, k, stride, padding=k // 2, groups, bias)."""
-    h, w, freed = out_size(cx.h, k, stride), out_size(cx.w, k, stride), cx.size
+    h, w = out_size(cx.h, k, stride), out_size(cx.w, k, stride)
+    explicit_pad(cx, k, stride)
+    freed = cx.size
     weights = c_out * (cx.c // groups) * k * k
     cx.params += weights + (c_out if bias else 0)
     add_flops(cx, conv_kind(cx.c, c_out, k, groups), weights * h * w)
@@ -137,8 +154,10 @@ def bn_cx(cx: Cx) -> Cx:
 
 def pool_cx(cx: Cx, k: int, stride: int) -> Cx:
     """Twin of a max-pool with padding k // 2: moves the map, no params, no counted FLOPs."""
+    h, w = out_size(cx.h, k, stride), out_size(cx.w, k, stride)
+    explicit_pad(cx, k, stride)  # a PADV2 with the int8 minimum, in TFLite
     freed = cx.size
-    cx.h, cx.w = out_size(cx.h, k, stride), out_size(cx.w, k, stride)
+    cx.h, cx.w = h, w
     cx.rf += (k - 1) * cx.jump
     cx.jump *= stride
     return new_tensor(cx, freed)

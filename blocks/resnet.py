@@ -217,6 +217,24 @@ def complexity(spec: ArchSpec) -> Complexity:
     """Params, FLOPs, receptive field, stage shapes and peak activation memory of `spec`, without building it."""
     spec.validate()
     cx = Cx(h=spec.input_size, w=spec.input_size, c=spec.in_channels)  # the input image is live until read
+    shapes, peaks = _walk(cx, spec)
+    macs = tuple((kind, cx.macs.get(kind, 0)) for kind in MAC_KINDS)
+    return Complexity(cx.params, cx.flops, cx.rf, cx.widening_1x1, shapes, cx.peak, peaks, macs)
+
+
+def tflite_peak(spec: ArchSpec) -> int:
+    """Peak activation elements of the int8 TFLite graph: `complexity(spec).peak_activations` plus the explicit
+    PAD tensor the converter writes before each strided k x k conv or max-pool of an even-sized map (docs/sizing.md).
+    """
+    spec.validate()
+    cx = Cx(h=spec.input_size, w=spec.input_size, c=spec.in_channels, pads=True)
+    _walk(cx, spec)
+    return cx.peak
+
+
+def _walk(cx: Cx, spec: ArchSpec) -> tuple[tuple[tuple[int, int, int], ...], tuple[int, ...]]:
+    """Run every layer's twin on `cx` (stem, stages, head): the stage shapes and each stage's peak. The head
+    (pooling, a linear layer or a 1x1 conv) leaves `cx.rf` at the last stage's receptive field."""
     Stem.complexity(cx, spec.stem, spec.stem_width)
     block, e, shapes, peaks = BLOCKS[spec.block], spec.block_expansion, [], []
     for width, depth, stride in zip(spec.stage_widths, spec.blocks, spec.stage_strides, strict=True):
@@ -226,7 +244,5 @@ def complexity(spec: ArchSpec) -> Complexity:
         shapes.append((cx.c, cx.h, cx.w))
         peaks.append(cx.peak)
         cx.peak = max(before, cx.peak)
-    rf = cx.rf
     Head.complexity(cx, spec.head, spec.pool, spec.num_classes)
-    macs = tuple((kind, cx.macs.get(kind, 0)) for kind in MAC_KINDS)
-    return Complexity(cx.params, cx.flops, rf, cx.widening_1x1, tuple(shapes), cx.peak, tuple(peaks), macs)
+    return tuple(shapes), tuple(peaks)

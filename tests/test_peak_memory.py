@@ -9,6 +9,7 @@ import torch
 
 from blocks import ArchSpec, build, complexity
 from blocks.layers import Cx, bn_cx, conv_cx
+from blocks.resnet import tflite_peak
 from tests.helpers.fx_memory import fx_peak_activations
 from tests.helpers.specs import SPECS
 
@@ -71,3 +72,20 @@ def test_separable_and_zero_pad_tensors_by_hand() -> None:
              x + out + out, x + out + out,  # depthwise 2 (12 channels), pointwise 2
              x + out + sub, out + sub + out, out + out + out]  # subsample, zero-pad, add
     assert complexity(spec).stage_peaks[1] == max(steps) == 896
+
+
+@pytest.mark.parametrize(("arch", "expected"), [
+    ({"stages": 3, "blocks": [1, 1, 1], "width": 16}, 49_152),  # PAD 16x34x34 + its input: 34,880, under the peak
+    # imagenet stem at 16 px: the 7x7/2 conv's PAD 3x22x22 beside the 3x16x16 input (the peak counted 1,280)
+    ({"stages": 1, "blocks": [1], "width": 8, "stem": "imagenet", "input_size": 16}, 3 * 22 * 22 + 3 * 16 * 16),
+    # the max-pool's PADV2 48x10x10 beside the stem conv's 48x8x8 output
+    ({"stages": 1, "blocks": [1], "width": 48, "stem": "imagenet", "input_size": 16}, 48 * 10 * 10 + 48 * 8 * 8),
+    ({"stages": 1, "blocks": [1], "width": 8, "input_size": 15, "strides": [2]}, complexity(  # odd: SAME, no PAD
+        ArchSpec.from_dict({"stages": 1, "blocks": [1], "width": 8, "input_size": 15, "strides": [2]})).peak_activations),
+])
+def test_tflite_peak_counts_the_converters_pad_tensors(arch: dict, expected: int) -> None:
+    """tflite_peak adds the explicit PAD before each strided k x k conv or pool of an even-sized map; never less
+    than the peak (benchmarks/bench_arena.py: equal to the converted graph's live peak on 122 designs)."""
+    spec = ArchSpec.from_dict(arch)
+    assert tflite_peak(spec) == expected >= complexity(spec).peak_activations
+    assert all(tflite_peak(s) >= complexity(s).peak_activations for s in FX_SPECS)

@@ -6,15 +6,16 @@
 Each design is built with random weights and BatchNorm statistics away from the identity (a fresh model's
 zero-initialised last BN of each block lets the converter fold whole branches away), converted to int8 by the
 export's own path (`tflite.convert_int8`, 8 noise calibration inputs: the ranges do not change a tensor's
-size) and measured; nothing is trained. Per design it prints:
-- memory: the analytic peak (`complexity(spec).peak_bytes()`, int8), the converted graph's live peak (the
-  largest total of the int8 activation tensors live at one op, each from the op that writes it to the last
-  that reads it: what any planner needs at least) and TFLite Micro's arena head (its planned buffers);
-- flash: an analytic figure from the built model's layers (int8 weights, one int32 bias and the per-channel
-  quantisation of weight and bias, a float32 scale and an int64 zero point each, per output channel of
-  every conv and linear layer) against the .tflite's bytes.
-Then the ratios' min/median/max and the worst designs with what their graphs hold that the analytic count
-does not. The record goes to benchmarks/results/bench_arena-<commit>.json.
+size) and measured; nothing is trained. Per design it prints, in bytes:
+- memory: the analytic peak (`complexity(spec).peak_bytes()`, int8), the analytic peak with the converter's
+  explicit PAD tensors (`blocks.resnet.tflite_peak`), the converted graph's live peak (the largest total of
+  the activation tensors live at one op, each from the op that writes it to the last that reads it: what
+  any planner needs at least) and TFLite Micro's arena head (the buffers its greedy planner placed);
+- flash: `tflite.flash_bytes` of the built model (int8 weights; per output channel an int32 bias and the
+  per-channel quantisation of weight and bias) against the .tflite's bytes, and the difference per layer.
+Then the ratios' min/median/max, the bounds `tflite` documents (ARENA_SLACK, LAYER_BYTES) checked on every
+design, and the worst designs with the tensors live at their graph's peak. The record goes to
+benchmarks/results/bench_arena-<commit>.json.
 """
 
 from __future__ import annotations
@@ -38,14 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from blocks import ArchSpec, build, complexity  # noqa: E402
+from blocks.resnet import tflite_peak  # noqa: E402
 from search.review import export, tflite  # noqa: E402
 
 NAMED = {  # MLPerf Tiny's ResNet-8 and the cifar10_mcu search's winner (trial 26)
     "ResNet-8": {"stages": 3, "blocks": [1, 1, 1], "width": 16},
     "winner": {"stages": 3, "blocks": [3, 1, 3], "widths": [16, 56, 88], "kernel": 5, "separable": True},
 }
-CHANNEL_BYTES = 4 + 2 * (4 + 8)  # per output channel: an int32 bias, and a float32 scale + int64 zero point
-# for the weight and for the bias (the schema's QuantizationParameters: scale [float], zero_point [long])
 WORST = 8  # designs shown with their graphs' extra tensors
 
 
@@ -95,13 +95,6 @@ def random_model(spec: ArchSpec, seed: int) -> nn.Module:
     return model
 
 
-def flash_bytes(model: nn.Module) -> int:
-    """Analytic .tflite payload: int8 weights, and per output channel of each conv and linear layer an int32
-    bias (BatchNorm folded into it) with the per-channel quantisation of weight and bias."""
-    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    return sum(m.weight.numel() + CHANNEL_BYTES * m.weight.shape[0] for m in layers)
-
-
 def live_tensors(data: bytes) -> tuple[int, list[str]]:
     """The converted graph's live peak in bytes and the tensors live there ("PAD 1x36x36x16"): each activation
     tensor lives from the op that writes it (the input from op 0) to the last op that reads it (the output to
@@ -136,11 +129,12 @@ def measure(spec: ArchSpec, seed: int) -> dict[str, Any]:
     data = tflite.convert_int8(model, spec, export.calibration(None, 8, spec))
     graph, arena = tflite.inspect(data), tflite.arena(data)
     live, at_peak = live_tensors(data)
-    peak, flash = complexity(spec).peak_bytes(), flash_bytes(model)
+    peak, padded, (flash, layers) = complexity(spec).peak_bytes(), tflite_peak(spec), tflite.flash_bytes(model)
     return {"arch": spec.to_dict(), "int8_clean": graph.int8_clean, "ops": graph.ops,
-            "analytic_peak": peak, "live_peak": live, "head": arena["head"], "tail": arena["tail"],
-            "live_at_peak": at_peak, "analytic_flash": flash, "file": len(data),
-            "head_ratio": arena["head"] / peak, "live_ratio": live / peak, "file_ratio": len(data) / flash}
+            "analytic_peak": peak, "tflite_peak": padded, "live_peak": live, "head": arena["head"],
+            "tail": arena["tail"], "live_at_peak": at_peak, "analytic_flash": flash, "layers": layers,
+            "file": len(data), "head_ratio": arena["head"] / peak, "padded_ratio": arena["head"] / padded,
+            "file_ratio": len(data) / flash, "file_extra_per_layer": (len(data) - flash) / layers}
 
 
 def short(arch: dict[str, Any]) -> str:
@@ -161,11 +155,6 @@ def machine() -> dict[str, Any]:
             "converter": tflite.versions()}
 
 
-def spread(values: list[float]) -> str:
-    """min / median / max."""
-    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
-
-
 def main() -> None:
     """Measure every design, print the table and the summary, write the JSON record."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -176,8 +165,8 @@ def main() -> None:
     specs, invalid = designs(args.specs, args.seed)
     record: dict[str, Any] = {"machine": machine(), "seed": args.seed, "invalid_draws": invalid, "designs": {}}
     print(json.dumps(record["machine"]))
-    print(f"{'design':>8} {'analytic':>9} {'live':>7} {'head':>7} {'head/an':>7} {'tail':>6} "
-          f"{'flash':>7} {'file':>7} {'file/fl':>7}  arch")
+    print(f"{'design':>8} {'analytic':>8} {'+pads':>7} {'live':>7} {'head':>7} {'head/an':>7} {'/+pads':>6} "
+          f"{'tail':>6} {'flash':>7} {'file':>7} {'/layer':>6}  arch")
     for k, (name, spec) in enumerate(specs.items()):
         try:
             r = measure(spec, seed=k)
@@ -186,9 +175,10 @@ def main() -> None:
             print(f"{name:>8} refused: {e}", flush=True)
             continue
         record["designs"][name] = r
-        print(f"{name:>8} {r['analytic_peak']:>9} {r['live_peak']:>7} {r['head']:>7} {r['head_ratio']:>7.2f} "
-              f"{r['tail']:>6} {r['analytic_flash']:>7} {r['file']:>7} {r['file_ratio']:>7.2f}  "
-              f"{short(r['arch'])}{'' if r['int8_clean'] else '  NOT INT8-CLEAN'}", flush=True)
+        print(f"{name:>8} {r['analytic_peak']:>8} {r['tflite_peak']:>7} {r['live_peak']:>7} {r['head']:>7} "
+              f"{r['head_ratio']:>7.2f} {r['padded_ratio']:>6.2f} {r['tail']:>6} {r['analytic_flash']:>7} "
+              f"{r['file']:>7} {r['file_extra_per_layer']:>6.0f}  {short(r['arch'])}"
+              f"{'' if r['int8_clean'] else '  NOT INT8-CLEAN'}", flush=True)
     summarise(record)
     out = ROOT / "benchmarks" / "results" / f"bench_arena-{record['machine']['commit']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -197,35 +187,45 @@ def main() -> None:
 
 
 def summarise(record: dict[str, Any]) -> None:
-    """The ratios' spread, the fitted bounds and the worst designs with what their graphs hold."""
+    """The ratios' spread, the documented bounds checked on every design, and the worst designs."""
     done = {k: r for k, r in record["designs"].items() if "head" in r}
     rows = list(done.values())
+
+    def spread(key: str) -> list[float]:
+        values = [r[key] for r in rows]
+        return [min(values), statistics.median(values), max(values)]
+
     summary = {
         "designs": len(rows), "refused": len(record["designs"]) - len(rows),
         "int8_clean": sum(r["int8_clean"] for r in rows),
-        "head_over_analytic": [min(r["head_ratio"] for r in rows), statistics.median(r["head_ratio"] for r in rows),
-                               max(r["head_ratio"] for r in rows)],
-        "head_over_live": spread([r["head"] / r["live_peak"] for r in rows]),
-        "live_over_analytic": spread([r["live_ratio"] for r in rows]),
-        "file_over_flash": [min(r["file_ratio"] for r in rows), statistics.median(r["file_ratio"] for r in rows),
-                            max(r["file_ratio"] for r in rows)],
-        "file_minus_flash_per_op": spread([(r["file"] - r["analytic_flash"]) / sum(r["ops"].values()) for r in rows]),
-        "head_minus_2x_analytic_max": max(r["head"] - 2 * r["analytic_peak"] for r in rows),
+        "head_over_analytic": spread("head_ratio"), "head_over_tflite_peak": spread("padded_ratio"),
+        "live_equals_tflite_peak": sum(r["live_peak"] == r["tflite_peak"] for r in rows),
+        "file_over_flash": spread("file_ratio"), "file_extra_per_layer": spread("file_extra_per_layer"),
+        "arena_bound_holds": sum(r["tflite_peak"] <= r["head"] <= tflite.ARENA_SLACK * r["tflite_peak"] for r in rows),
+        "flash_bound_holds": sum(r["analytic_flash"] <= r["file"] <= r["analytic_flash"] + tflite.LAYER_BYTES
+                                 * r["layers"] for r in rows),
     }
     record["summary"] = summary
     print(f"\n{summary['designs']} designs converted ({summary['refused']} refused, {record['invalid_draws']} invalid "
           f"draws skipped), {summary['int8_clean']} int8-clean")
-    print(f"arena head / analytic peak  min / median / max: {spread(summary['head_over_analytic'])}")
-    print(f"graph live peak / analytic: {summary['live_over_analytic']}; head / graph live peak: "
-          f"{summary['head_over_live']}")
-    print(f"file / analytic flash: {spread(summary['file_over_flash'])}; (file - flash) per op, bytes: "
-          f"{summary['file_minus_flash_per_op']}")
-    print(f"largest head - 2 x analytic peak: {summary['head_minus_2x_analytic_max']} bytes")
-    print(f"\nthe {WORST} designs with the largest head / analytic, and the tensors live at their graph's peak:")
+    show = lambda v: " / ".join(f"{x:.2f}" for x in v)  # noqa: E731
+    print(f"arena head / analytic peak, min / median / max: {show(summary['head_over_analytic'])}")
+    print(f"arena head / tflite_peak (analytic + PAD tensors): {show(summary['head_over_tflite_peak'])}; the graph's "
+          f"live peak equals tflite_peak in {summary['live_equals_tflite_peak']} of {len(rows)}")
+    print(f"tflite_peak <= head <= {tflite.ARENA_SLACK} x tflite_peak: {summary['arena_bound_holds']} of {len(rows)}")
+    print(f"file / flash_bytes: {show(summary['file_over_flash'])}; (file - flash_bytes) per conv or linear layer: "
+          f"{show(summary['file_extra_per_layer'])} bytes")
+    print(f"flash_bytes <= file <= flash_bytes + {tflite.LAYER_BYTES} x layers: {summary['flash_bound_holds']} of "
+          f"{len(rows)}")
+    print(f"\nthe {WORST} designs with the largest head / analytic peak, and the tensors live at their graph's peak:")
     for name, r in sorted(done.items(), key=lambda kv: -kv[1]["head_ratio"])[:WORST]:
-        print(f"  {name}: head {r['head']} = {r['head_ratio']:.2f}x analytic {r['analytic_peak']} (graph live peak "
-              f"{r['live_peak']} = {r['live_ratio']:.2f}x); {short(r['arch'])}; ops {r['ops']}")
+        print(f"  {name}: head {r['head']} = {r['head_ratio']:.2f}x analytic {r['analytic_peak']}, "
+              f"{r['padded_ratio']:.2f}x tflite_peak {r['tflite_peak']}; {short(r['arch'])}")
         print(f"    live at the peak: {', '.join(r['live_at_peak'])}")
+    print(f"\nthe {WORST} designs with the largest head / tflite_peak (the planner's placement):")
+    for name, r in sorted(done.items(), key=lambda kv: -kv[1]["padded_ratio"])[:WORST]:
+        print(f"  {name}: head {r['head']} = {r['padded_ratio']:.2f}x tflite_peak {r['tflite_peak']}; "
+              f"{short(r['arch'])}; live at the peak: {', '.join(r['live_at_peak'])}")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,12 @@ CONVERTS = ("QUANTIZE", "DEQUANTIZE")  # ops that move a tensor between int8 and
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # ops whose second input is a constant weight
 ARENA_TRY = 1 << 24  # bytes offered to TFLite Micro to plan in; it reports what it used of them
 SIGNATURE = "serving_default"  # litert-torch's one signature
+# Memory and flash against the analytic counts (benchmarks/bench_arena.py, 122 designs; docs/review-and-retrain.md):
+ARENA_SLACK = 1.6  # arena head <= this x blocks.resnet.tflite_peak bytes (at most 1.52 measured): the greedy planner
+CHANNEL_BYTES = 4 + 2 * (4 + 8)  # per output channel: an int32 bias, and a float32 scale + int64 zero point for
+# the weight and for the bias (the schema's QuantizationParameters)
+LAYER_BYTES = 1200  # file bytes beyond flash_bytes per conv or linear layer, at most (1,110 measured): the
+# flatbuffer's tensors, shapes, ops and the activations' quantisation
 RUNTIMES = {"litert": "LiteRT interpreter (int8 kernels)",  # runtime name -> what the records say ran the file
             "micro": "TFLite Micro interpreter (reference int8 kernels)"}
 
@@ -62,6 +68,14 @@ def has_micro() -> bool:
     except ImportError:
         return False
     return True
+
+
+def flash_bytes(model: nn.Module) -> tuple[int, int]:
+    """The int8 file's payload in bytes (int8 weights; per output channel of every conv and linear layer an int32
+    bias, BatchNorm folded into it, and the per-channel quantisation of weight and bias) and the layers counted.
+    The file is at most LAYER_BYTES a layer larger."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    return sum(m.weight.numel() + CHANNEL_BYTES * m.weight.shape[0] for m in layers), len(layers)
 
 
 def versions() -> dict[str, str]:

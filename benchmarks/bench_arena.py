@@ -13,7 +13,7 @@ size) and measured; nothing is trained. Per design it prints, in bytes:
   any planner needs at least) and TFLite Micro's arena head (the buffers its greedy planner placed);
 - flash: `tflite.flash_bytes` of the built model (int8 weights; per output channel an int32 bias and the
   per-channel quantisation of weight and bias) against the .tflite's bytes, and the difference per layer.
-Then the ratios' min/median/max, the bounds `tflite` documents (ARENA_SLACK, LAYER_BYTES) checked on every
+Then the ratios' min/median/max, the bounds blocks.resnet.ARENA_SLACK and tflite.LAYER_BYTES checked on every
 design, and the worst designs with the tensors live at their graph's peak. The record goes to
 benchmarks/results/bench_arena-<commit>.json.
 """
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from blocks import ArchSpec, build, complexity  # noqa: E402
-from blocks.resnet import tflite_peak  # noqa: E402
+from blocks.resnet import ARENA_SLACK, tflite_peak  # noqa: E402
 from search.review import export, tflite  # noqa: E402
 
 NAMED = {  # MLPerf Tiny's ResNet-8 and the cifar10_mcu search's winner (trial 26)
@@ -201,7 +201,7 @@ def summarise(record: dict[str, Any]) -> None:
         "head_over_analytic": spread("head_ratio"), "head_over_tflite_peak": spread("padded_ratio"),
         "live_equals_tflite_peak": sum(r["live_peak"] == r["tflite_peak"] for r in rows),
         "file_over_flash": spread("file_ratio"), "file_extra_per_layer": spread("file_extra_per_layer"),
-        "arena_bound_holds": sum(r["tflite_peak"] <= r["head"] <= tflite.ARENA_SLACK * r["tflite_peak"] for r in rows),
+        "arena_bound_holds": sum(r["tflite_peak"] <= r["head"] <= ARENA_SLACK * r["tflite_peak"] for r in rows),
         "flash_bound_holds": sum(r["analytic_flash"] <= r["file"] <= r["analytic_flash"] + tflite.LAYER_BYTES
                                  * r["layers"] for r in rows),
     }
@@ -212,7 +212,7 @@ def summarise(record: dict[str, Any]) -> None:
     print(f"arena head / analytic peak, min / median / max: {show(summary['head_over_analytic'])}")
     print(f"arena head / tflite_peak (analytic + PAD tensors): {show(summary['head_over_tflite_peak'])}; the graph's "
           f"live peak equals tflite_peak in {summary['live_equals_tflite_peak']} of {len(rows)}")
-    print(f"tflite_peak <= head <= {tflite.ARENA_SLACK} x tflite_peak: {summary['arena_bound_holds']} of {len(rows)}")
+    print(f"tflite_peak <= head <= {ARENA_SLACK} x tflite_peak: {summary['arena_bound_holds']} of {len(rows)}")
     print(f"file / flash_bytes: {show(summary['file_over_flash'])}; (file - flash_bytes) per conv or linear layer: "
           f"{show(summary['file_extra_per_layer'])} bytes")
     print(f"flash_bytes <= file <= flash_bytes + {tflite.LAYER_BYTES} x layers: {summary['flash_bound_holds']} of "

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import yaml
 
 from .layers import MAC_KINDS
-from .resnet import ACTIVATION_BYTES, Complexity, complexity
+from .resnet import ACTIVATION_BYTES, ARENA_SLACK, Complexity, complexity, tflite_peak
 from .spec import ArchSpec
 from .text import drop_stdout, one_line, short_bytes, short_count, version
 
@@ -85,6 +85,8 @@ def report(spec: ArchSpec, cx: Complexity) -> str:
         f"= one FLOP, batch 1, {spec.in_channels}x{size}x{size} input)",
         f"peak activations:   {cx.peak_activations} elements ({short_bytes(cx.peak_bytes())} at int8, "
         f"{ACTIVATION_BYTES} byte per element; batch 1, layers in order, BN folded, ReLU in place)",
+        f"as int8 TFLite:     {(padded := tflite_peak(spec))} elements ({short_bytes(padded * ACTIVATION_BYTES)}; with "
+        f"the PAD tensors the converter adds; TFLite Micro's arena head: 1 to {ARENA_SLACK}x this, docs/sizing.md)",
         f"receptive field:    {cx.receptive_field} px (one location of the last stage's feature map)",
         f"widening 1x1 convs: {cx.widening_1x1} (1x1 convs with more output than input channels)",
         "",
@@ -104,13 +106,15 @@ def macs_lines(cx: Complexity) -> list[str]:
     return lines + ["latency on a microcontroller is not measured by this toolkit"]
 
 
-def to_json(cx: Complexity) -> str:
-    """The Complexity as a JSON object (stage_shapes as lists of [C, H, W]; peak bytes at int8)."""
+def to_json(spec: ArchSpec, cx: Complexity) -> str:
+    """The Complexity as a JSON object (stage_shapes as lists of [C, H, W]; peak bytes at int8, with and without
+    the int8 TFLite graph's PAD tensors)."""
     d = dataclasses.asdict(cx)
     d["stage_shapes"] = [list(s) for s in cx.stage_shapes]
     d["stage_peaks"] = list(cx.stage_peaks)
     d["macs_by_kind"] = dict(cx.macs_by_kind)
     d["peak_activation_bytes"] = cx.peak_bytes()
+    d["tflite_peak_bytes"] = tflite_peak(spec) * ACTIVATION_BYTES
     return json.dumps(d, indent=2)
 
 
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        print(to_json(cx) if args.json else report(spec, cx))
+        print(to_json(spec, cx) if args.json else report(spec, cx))
     except BrokenPipeError:  # the reader (e.g. `| head`) left early
         drop_stdout()
     return 0

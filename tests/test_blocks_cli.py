@@ -46,6 +46,8 @@ def test_resnet18_report_has_exact_numbers_and_stage_table() -> None:
     assert "widening 1x1 convs: 3" in out  # the three 1x1 projection shortcuts
     # the stem's 64x112x112 conv output and its 64x56x56 max-pool output are live together
     assert "peak activations:   1003520 elements (980 KiB at int8, 1 byte per element" in out
+    # as int8 TFLite, the max-pool's input is padded first (PADV2 64x114x114) beside the conv's 64x112x112 output
+    assert f"as int8 TFLite:     {64 * 114 * 114 + 64 * 112 * 112} elements (1.559 MiB;" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert rows == [
         ["1", "2", "64", "1", "602112", "64", "x", "56", "x", "56"],
@@ -63,6 +65,7 @@ def test_json_output_from_inline_yaml(capsys: pytest.CaptureFixture[str]) -> Non
         "params": 11173962, "flops": 556659712, "receptive_field": 109, "widening_1x1": 3,
         "stage_shapes": [[64, 32, 32], [128, 16, 16], [256, 8, 8], [512, 4, 4]],
         "peak_activations": 196608, "stage_peaks": [196608, 131072, 65536, 32768], "peak_activation_bytes": 196608,
+        "tflite_peak_bytes": 196608,  # stage 2's PAD 64x34x34 beside the kept 64x32x32 input: 139,520, under the peak
         # 3x3 convs: the stem's 3 x 64 x 9 x 32^2 and 15 more; 1x1: three projections of 2,097,152 each; 512 x 10
         "macs_by_kind": {"dense": 549126144, "depthwise_3x3": 0, "depthwise_other": 0, "depthwise_multiplier": 0,
                          "pointwise": 6291456, "linear": 5120, "norm_pool": 1236992},

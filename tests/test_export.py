@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from blocks import ArchSpec, build, complexity
-from blocks.resnet import tflite_peak
+from blocks.resnet import ARENA_SLACK, tflite_peak
 from search.config import DataConfig, TrainSpec
 from search.data.datasets import make_loaders
 from search.review import export, tflite
@@ -71,7 +71,7 @@ def within_bounds(spec: ArchSpec, model: torch.nn.Module, data: bytes) -> None:
     counts (held on 122 designs by benchmarks/bench_arena.py): tflite_peak <= head <= ARENA_SLACK x tflite_peak,
     flash_bytes <= file <= flash_bytes + LAYER_BYTES a layer."""
     head, padded = tflite.arena(data)["head"], tflite_peak(spec)
-    assert padded <= head <= tflite.ARENA_SLACK * padded, (head, padded, complexity(spec).peak_activations)
+    assert padded <= head <= ARENA_SLACK * padded, (head, padded, complexity(spec).peak_activations)
     flash, layers = tflite.flash_bytes(model)
     assert flash <= len(data) <= flash + tflite.LAYER_BYTES * layers, (len(data), flash, layers)
 

@@ -129,6 +129,8 @@ def test_export_writes_the_file_and_its_sidecar(smoke_retrained: Path, tmp_path:
     assert doc["input"]["dtype"] == doc["output"]["dtype"] == "int8" and doc["input"]["mean"] == [0.5] * 3
     assert doc["calibration"]["images"] == 50 and doc["class_names"][0] == "class_0"
     assert set(doc["arena"]) == {"head", "tail", "total"} and doc["accuracy"]["images"] == 60
+    assert doc["tflite_peak_bytes"] <= doc["arena"]["head"] <= ARENA_SLACK * doc["tflite_peak_bytes"]
+    assert doc["analytic_peak_bytes"] <= doc["tflite_peak_bytes"] and doc["flash_bytes"] <= doc["file_bytes"]
     assert doc["accuracy"]["runtime"] == "TFLite Micro interpreter (reference int8 kernels)"
     assert sorted(p.name for p in out.parent.iterdir()) == ["winner.json", "winner.tflite"]  # no temporary left
 

@@ -25,6 +25,7 @@ import torch
 import blocks
 from blocks import complexity
 from blocks.atomic import atomic_write, atomic_write_text
+from blocks.resnet import ACTIVATION_BYTES, tflite_peak
 
 from ..cli import ArgumentParser, main_guard, python_command
 from ..config import DataConfig
@@ -33,7 +34,7 @@ from ..errors import UserError
 from ..names import TEMP_ROOM, check_path
 from . import int8_results, tflite
 
-FORMAT = "resnet-budget-search.tflite/1"  # bumped when the sidecar's keys change
+FORMAT = "resnet-budget-search.tflite/2"  # bumped when the sidecar's keys change (2: tflite_peak_bytes, flash_bytes)
 CALIBRATION_IMAGES = 500  # default; the ranges of a 10-class CIFAR model settle well before this
 CALIBRATION_SEED = 0  # the shuffled order the calibration images are taken from
 BATCH = 100  # images a loader batch holds while calibrating or evaluating
@@ -148,7 +149,8 @@ def sidecar(path: Path, model: blocks.ResNet, data: DataConfig | None, n: int, t
                           "clipped to [-128, 127]"},
         "output": {**graph.output.to_dict(), "meaning": "int8 logits: class = argmax; logit = (q - zero_point) * scale"},
         "class_names": names, "arch": spec.to_dict(), "params": cx.params, "flops": cx.flops,
-        "analytic_peak_bytes": cx.peak_bytes(),
+        "analytic_peak_bytes": cx.peak_bytes(), "tflite_peak_bytes": tflite_peak(spec) * ACTIVATION_BYTES,
+        "flash_bytes": tflite.flash_bytes(model)[0],
         "calibration": ({"images": n, "from": f"{data.dataset} training split, the first {n} of a shuffled order "
                                               f"(seed {CALIBRATION_SEED}), no augmentation"}
                         if data is not None else {"images": n, "from": "standard-normal noise (tests only)"}),
@@ -217,8 +219,9 @@ def export(source: str | Path, *, trial: int | None = None, seed: int = 0,
     arena = doc["arena"]
     memory = (f"arena head {arena['head']:,} + tail {arena['tail']:,} = {arena['total']:,} bytes"
               if isinstance(arena, dict) else "arena not measured (no tflite-micro)")
-    log(f"wrote {out} ({len(tflite_bytes):,} bytes, int8 end to end, {seconds:.1f} s; {memory}; analytic peak "
-        f"{doc['analytic_peak_bytes']:,} bytes) and {out.with_suffix('.json').name}")
+    log(f"wrote {out} ({len(tflite_bytes):,} bytes, {doc['flash_bytes']:,} of them weights, biases and their "
+        f"quantisation; int8 end to end, {seconds:.1f} s; {memory}; analytic peak {doc['analytic_peak_bytes']:,} "
+        f"bytes, {doc['tflite_peak_bytes']:,} with the PAD tensors) and {out.with_suffix('.json').name}")
     if evaluate:
         record(model_path, out, doc, log)
     return Exported(out, out.with_suffix(".json"), doc.get("accuracy"))

@@ -44,11 +44,12 @@ def retrained(res: StudyResults, trial: int, top1: list[float]) -> list[SeedRun]
     return runs
 
 
-def record(run: SeedRun, int8: float, fp32: float, images: int = 1000) -> Path | None:
-    """What export --evaluate records for one seed (int8_results.write_record, as export calls it)."""
+def record(run: SeedRun, int8: float, fp32: float, images: int = 1000, **memory: object) -> Path | None:
+    """What export --evaluate records for one seed (int8_results.write_record, as export calls it); `memory`: the
+    file's bytes and TFLite Micro's arena, which records before them lack."""
     accuracy = {"images": images, "int8_top1": int8, "fp32_top1": fp32, "agreement": 0.98, "runtime": RUNTIME}
     return int8_results.write_record(run.folder / "model.pt", accuracy,
-                                     {"tflite": "model_int8.tflite", "tflite_sha256": "0" * 64})
+                                     {"tflite": "model_int8.tflite", "tflite_sha256": "0" * 64, **memory})
 
 
 def plan() -> Plan:
@@ -64,15 +65,17 @@ def table(res: StudyResults, runs: list[SeedRun]) -> list[str]:
 def test_int8_accuracy_shows_beside_fp32_in_the_retrain_summary(tmp_path: Path) -> None:
     res = small_study(tmp_path, [0.4])
     runs = retrained(res, 0, [0.85, 0.84])
-    assert record(runs[0], 0.8420, 0.8450) == runs[0].folder / "int8.json"
+    arena = {"head": 51264, "tail": 6960, "total": 58224}  # ResNet-8's (docs/review-and-retrain.md)
+    assert record(runs[0], 0.8420, 0.8450, file_bytes=92304, arena=arena) == runs[0].folder / "int8.json"
     assert record(runs[1], 0.8380, 0.8400, images=2000) == runs[1].folder / "int8.json"
     lines = table(res, runs)
     header, row = lines[-2], lines[-1]
-    assert re.search(r"test top-5 plain\s+int8 top-1\s+int8 - fp32\s+int8 images\s+params", header), header
+    assert re.search(r"test top-5 plain\s+int8 top-1\s+int8 - fp32\s+int8 images\s+arena head\s+arena tail\s+"
+                     r"file bytes\s+params", header), header
     # fp32 0.85 and 0.84; int8 0.8420 and 0.8380: mean 0.8400, sample std 0.0028; int8 - fp32 -0.0030 and -0.0020;
-    # the images: the fewer of the two records
-    assert re.search(r"0\.8450 ± 0\.0071\s+-\s+-\s+0\.8400 ± 0\.0028\s+-0\.0025 ± 0\.0007\s+1,000\s+1,000\s",
-                     row), row
+    # the images: the fewer of the two records; the arena and the file: seed 0's, the same design in every seed
+    assert re.search(r"0\.8450 ± 0\.0071\s+-\s+-\s+0\.8400 ± 0\.0028\s+-0\.0025 ± 0\.0007\s+1,000\s+51,264\s+"
+                     r"6,960\s+92,304\s+1,000\s", row), row
     assert any(line.startswith("int8 = the exported int8 .tflite") for line in lines)
 
     write_trial_summary(res, plan(), runs, True, runs[0].folder.parent)  # what retrain writes at its end
@@ -128,17 +131,18 @@ def test_the_report_shows_int8_beside_fp32_and_nothing_without_it(tmp_path: Path
     retrained(res, 0, [0.80])  # no int8 record
     before = report.write_report(res)[0].read_text()
     assert "int8" not in before[before.index("<h2>Retrain results</h2>"):]
-    record(runs[0], 0.8420, 0.8450)
+    record(runs[0], 0.8420, 0.8450, file_bytes=92304, arena={"head": 51264, "tail": 6960, "total": 58224})
     record(runs[1], 0.8380, 0.8400)
     page = report.write_report(res)[0].read_text()
     section = page[page.index("<h2>Retrain results</h2>"):]
     header, *rows = re.findall(r"<tr>(.*?)</tr>", section)
     cells = [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", r) for r in (header, *rows)]
-    assert cells[0][5:7] == ["int8 top-1", "int8 − fp32 (same images)"]
+    assert cells[0][5:8] == ["int8 top-1", "int8 − fp32 (same images)", "int8 arena head + tail, file (bytes)"]
     by_model = {c[0]: c for c in cells[1:]}
     assert by_model["trial 1"][2] == "0.8450 ± 0.0071 (2 seeds)"  # fp32 test top-1, as before
-    assert by_model["trial 1"][5:7] == ["0.8400 ± 0.0028 (2 seeds) (1,000 images)", "-0.0025 ± 0.0007"]
-    assert by_model["trial 0"][5:7] == ["-", "-"]
+    assert by_model["trial 1"][5:8] == ["0.8400 ± 0.0028 (2 seeds) (1,000 images)", "-0.0025 ± 0.0007",
+                                        "51,264 + 6,960, 92,304"]
+    assert by_model["trial 0"][5:8] == ["-", "-", "-"]
     assert "Quantisation-aware training is not available yet" in section
 
 
@@ -159,6 +163,7 @@ def test_export_records_int8_that_a_rerun_retrain_and_the_report_show(smoke_retr
     assert f"int8 top-1 {rec['int8_top1']:.4f}, fp32 {rec['fp32_top1']:.4f} on the same 50 test images" in out
     assert retrain.main([str(copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 0
     row = capsys.readouterr().out.splitlines()[-4]  # the table's last row, then the 3 lines of next steps
-    assert row.split()[0] == str(n) and f"{rec['int8_top1']:.4f}" in row and row.split()[-3] == "50", row
+    assert row.split()[0] == str(n) and f"{rec['int8_top1']:.4f}" in row and row.split()[-6] == "50", row
+    assert row.split()[-5:-2] == [f"{rec['arena'][k]:,}" for k in ("head", "tail")] + [f"{rec['file_bytes']:,}"]
     page = report.write_report(open_results(copy))[0].read_text()
     assert f"{rec['int8_top1']:.4f} (50 images)" in page

@@ -230,8 +230,9 @@ def export(source: str | Path, *, trial: int | None = None, seed: int = 0,
 def record(source: Path, out: Path, doc: dict[str, Any], log: Callable[[str], None]) -> None:
     """Say the int8 accuracy and keep it beside a retrained seed's model, where the retrain table and report read it."""
     acc = doc["accuracy"]
+    memory = {k: doc[k] for k in ("file_bytes", "arena", "tflite_peak_bytes") if isinstance(doc.get(k), int | dict)}
     where = int8_results.write_record(source, acc, {"tflite": str(out), "tflite_sha256": doc["sha256"],
-                                                    "calibration": doc["calibration"]})
+                                                    "calibration": doc["calibration"], **memory})
     kept = f"; recorded in {where} for the retrain summary and the report" if where else ""
     log(f"int8 top-1 {acc['int8_top1']:.4f}, fp32 {acc['fp32_top1']:.4f} on the same {acc['images']:,} test images "
         f"({acc['int8_top1'] - acc['fp32_top1']:+.4f}; the same class on {acc['agreement']:.1%}){kept}")

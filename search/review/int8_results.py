@@ -67,14 +67,24 @@ def summary(folders: list[Path]) -> dict[str, Any] | None:
     return {"top1": mean_std(values["int8_top1"]), "fp32_top1": mean_std(values["fp32_top1"]),
             "minus_fp32": mean_std([i - f for i, f in zip(values["int8_top1"], values["fp32_top1"], strict=True)]),
             "images": min(r["images"] for _, r in records), "runtime": records[0][1]["runtime"],
-            "seeds": [name for name, _ in records]}
+            "seeds": [name for name, _ in records], **memory(records[0][1])}
+
+
+def memory(record: dict[str, Any]) -> dict[str, int]:
+    """{'arena_head', 'arena_tail', 'file_bytes'} of the exported file a record names (the same design in every
+    seed, so one record tells); only those it has: records before them, or without tflite-micro, lack them."""
+    arena = given if isinstance(given := record.get("arena"), dict) else {}
+    found = {"arena_head": arena.get("head"), "arena_tail": arena.get("tail"), "file_bytes": record.get("file_bytes")}
+    return {k: v for k, v in found.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def brief(folders: list[Path]) -> dict[str, Any]:
-    """{'int8_top1': mean, 'int8_top1_std': std, 'int8_minus_fp32': ..., 'int8_images': n}; {} without a record."""
+    """{'int8_top1': mean, 'int8_top1_std': std, 'int8_minus_fp32': ..., 'int8_images': n, 'int8_arena_head': bytes
+    ...}; {} without a record."""
     s = summary(folders)
     if s is None:
         return {}
     return {"int8_top1": s["top1"]["mean"], "int8_top1_std": s["top1"]["std"],
             "int8_minus_fp32": s["minus_fp32"]["mean"], "int8_minus_fp32_std": s["minus_fp32"]["std"],
-            "int8_images": s["images"]}
+            "int8_images": s["images"], **{f"int8_{k}": s[k] for k in ("arena_head", "arena_tail", "file_bytes")
+                                           if k in s}}

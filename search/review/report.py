@@ -202,7 +202,7 @@ def retrain_section(page: Page, res: StudyResults) -> None:
                    short_count(d.get("params")), d.get("epochs"), _trained_on(d), d.get("test_set", "")]
         rows.append(row[:5] + _int8_cells(int8_of_d) + row[5:] if shown else row)
     header = ["model", "search val_acc", "test top-1 plain", "test top-1 flip TTA", "test top-5 plain",
-              *(["int8 top-1", "int8 − fp32 (same images)"] if shown else []),
+              *(["int8 top-1", "int8 − fp32 (same images)", "int8 arena head + tail, file (bytes)"] if shown else []),
               "params", "epochs", "trained on", "test set / members"]
     page.raw(table(header, rows, left=(0, len(header) - 2, len(header) - 1)))
     if shown:
@@ -229,13 +229,16 @@ def _int8(d: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _int8_cells(s: dict[str, Any] | None) -> list[str]:
-    """'int8 top-1' and 'int8 − fp32' of one row: mean ± std, the images and seeds; '-' without a record."""
+    """'int8 top-1', 'int8 − fp32' (mean ± std, the images and seeds) and the exported file's arena and bytes of
+    one row; '-' without a record."""
     if s is None:
-        return ["-", "-"]
+        return ["-", "-", "-"]
     images = f" ({s['images']:,} images)"
     diff = s["minus_fp32"]
     std = f" ± {diff['std']:.4f}" if diff["std"] is not None else ""
-    return [_pm(s["top1"]) + images, f"{diff['mean']:+.4f}{std}"]
+    memory = (f"{s['arena_head']:,} + {s['arena_tail']:,}, {s['file_bytes']:,}"
+              if {"arena_head", "arena_tail", "file_bytes"} <= set(s) else "-")
+    return [_pm(s["top1"]) + images, f"{diff['mean']:+.4f}{std}", memory]
 
 
 def _trained_on(d: dict) -> str:

@@ -173,7 +173,9 @@ def _brief_metrics(metrics: list[dict[str, Any]], suffix: str = "") -> dict[str,
 # Columns of the printed table after the search's val_acc: (header, key of brief()); the int8 ones appear
 # only where `search export --evaluate` recorded an int8 accuracy for a shown trial.
 COLUMNS = [("test top-1 plain", "top1"), ("top-1 flip TTA", "top1_tta"), ("test top-5 plain", "top5")]
-INT8_COLUMNS = [("int8 top-1", "int8_top1"), ("int8 - fp32", "int8_minus_fp32"), ("int8 images", "int8_images")]
+INT8_COLUMNS = [("int8 top-1", "int8_top1"), ("int8 - fp32", "int8_minus_fp32"), ("int8 images", "int8_images"),
+                ("arena head", "int8_arena_head"), ("arena tail", "int8_arena_tail"), ("file bytes", "int8_file_bytes")]
+COUNTS = ("int8_images", "int8_arena_head", "int8_arena_tail", "int8_file_bytes")  # whole numbers, no std
 
 
 def summary_lines(res: StudyResults, plans: list[Plan], runs: dict[int, list[SeedRun]],
@@ -187,7 +189,8 @@ def summary_lines(res: StudyResults, plans: list[Plan], runs: dict[int, list[See
              f"image and its mirror"]
     if int8:
         lines.append("int8 = the exported int8 .tflite (search export --evaluate) on the first 'int8 images' test "
-                     "images; 'int8 - fp32' = its top-1 minus the fp32 model's on those same images")
+                     "images; 'int8 - fp32' = its top-1 minus the fp32 model's on those same images; arena: TFLite "
+                     "Micro's, in bytes (head: activations, tail: persistent data); file bytes: the .tflite's")
     for p in plans:
         lines.append(f"trial {p.number} trained on {_recipe_of(runs[p.number][0])}")
 
@@ -209,7 +212,7 @@ def _cell(b: dict[str, Any], key: str) -> str:
     """One figure of brief(): mean (± std over seeds); '-' where there is none (never a zero)."""
     if key not in b:
         return "-"
-    if key == "int8_images":
+    if key in COUNTS:
         return f"{b[key]:,}"
     mean = f"{b[key]:+.4f}" if key == "int8_minus_fp32" else f"{b[key]:.4f}"
     return mean + (f" ± {b[f'{key}_std']:.4f}" if b.get(f"{key}_std") is not None else "")

@@ -18,6 +18,7 @@ from search.config import load_config
 from search.errors import shown
 from search.yaml_load import MAX_NODES
 from tests.helpers.datasets import make_imagefolder
+from tests.helpers.errors import one_error
 from tests.helpers.hostile import fifo_watch
 from tests.helpers.spaces import SPACE, write_space
 from tests.helpers.studies import assert_one_line_error, cli
@@ -26,12 +27,10 @@ from tests.helpers.studies import assert_one_line_error, cli
 def assert_refused(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], expected: str) -> str:
     """run.main(args) is exit 2 with one short `error:` line holding `expected`, and no study exists."""
     assert run.main([*args, "--results-dir", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err[:2000]
-    assert len(lines[0]) < 600, "echoed values are cut"
+    line = one_error(capsys, None, expected)
+    assert len(line) < 600, "echoed values are cut"
     assert not list(tmp_path.rglob("study.db")), "no study is created from bad input"
-    return lines[0]
+    return line
 
 
 def _text() -> str:

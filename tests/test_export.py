@@ -18,6 +18,7 @@ from search.data.datasets import make_loaders
 from search.review import export, tflite
 from search.review.results import open_results
 from search.trainer import fit, seed_everything
+from tests.helpers.errors import one_error
 from tests.helpers.specs import SPECS
 from tests.helpers.studies import best
 
@@ -135,11 +136,6 @@ def test_export_writes_the_file_and_its_sidecar(smoke_retrained: Path, tmp_path:
     assert sorted(p.name for p in out.parent.iterdir()) == ["winner.json", "winner.tflite"]  # no temporary left
 
 
-def one_error(capsys: pytest.CaptureFixture, code: int) -> str:
-    """The one `error:` line a refused export printed."""
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
-    return err.strip()
 
 
 def test_a_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

@@ -16,6 +16,7 @@ from search import run
 from search.cli import main_guard
 from search.errors import UserError
 from search.names import NAME_MAX, TEMP_ROOM, check_name, check_path, fit_name, size
+from tests.helpers.errors import one_error
 from tests.helpers.processes import child_env
 from tests.helpers.spaces import ROOT, write_space
 from tests.helpers.studies import assert_one_line_error
@@ -78,8 +79,7 @@ def test_run_measures_every_path_it_is_given(args: list[str], needles: list[str]
     space = write_space(tmp_path)
     args = [a.replace("TMP", str(tmp_path)) for a in args]
     assert run.main([str(space), "--results-dir", str(tmp_path / "r"), *args]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and all(n in err for n in needles), err
+    one_error(capsys, None, *needles)
     assert [p.name for p in tmp_path.iterdir()] == [space.name], "no results folder, no database"
 
 
@@ -98,8 +98,7 @@ def test_every_command_refuses_a_name_too_long_in_one_line(args: list[str], need
                                                            capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
     assert cli_main.main(args) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and all(n in err for n in needles), err
+    one_error(capsys, None, *needles)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -109,6 +108,5 @@ def test_any_other_name_too_long_is_one_line(capsys: pytest.CaptureFixture) -> N
         raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), f"r/retrain/00001/seed_{10**300}")
 
     assert main_guard(fail) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: r/retrain/00001/seed_1000")
-    assert "a file or folder name in it is over 255 bytes, or the whole over 4,096" in err
+    one_error(capsys, None, "a file or folder name in it is over 255 bytes, or the whole over 4,096",
+              start="r/retrain/00001/seed_1000")

@@ -18,6 +18,7 @@ from blocks import ArchSpec
 from search.data import datasets as data
 from search.data import sources
 from search.review import predict
+from tests.helpers.errors import one_error
 from tests.helpers.processes import child_env
 from tests.helpers.spaces import ROOT
 
@@ -46,11 +47,6 @@ def png_claiming(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def one_error(capfd: pytest.CaptureFixture, code: int) -> str:
-    """The single `error:` line predict printed (from any process), checked to be all of stderr."""
-    err = capfd.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
-    return err.strip()
 
 
 def test_a_binary_list_of_images_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:

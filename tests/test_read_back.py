@@ -16,15 +16,9 @@ from search import run
 from search.data import decode_cache
 from search.review import report, retrain
 from search.review.results import open_results
+from tests.helpers.errors import one_error
 from tests.helpers.hostile import BREAKERS
 from tests.helpers.studies import best, quickest
-
-
-def one_error_line(capsys: pytest.CaptureFixture, start: str, says: str) -> None:
-    """stderr is one line, beginning with `start` and saying `says`; no traceback anywhere."""
-    out, err = capsys.readouterr()
-    assert err.count("\n") == 1 and err.startswith(f"error: {start}") and says in err, err
-    assert "Traceback" not in out + err
 
 
 @pytest.mark.parametrize("kind", ["another trial's", "saved without extra"])
@@ -40,7 +34,7 @@ def test_a_model_of_another_run_is_refused_in_one_line(smoke_retrained: Path, sm
         blocks.save(model, blocks.load(model))
     capsys.readouterr()
     assert retrain.main([str(smoke_copy), "--trial", str(a), "--epochs", "1", "--device", "cpu"]) == 2
-    one_error_line(capsys, f"'{model}' is not seed 0 of trial {a}: ", "rerun with --fresh")
+    one_error(capsys, None, "rerun with --fresh", start=f"'{model}' is not seed 0 of trial {a}: ")
 
 
 @pytest.mark.parametrize("kind", ["truncated", "not a zip", "a JSON list"])
@@ -53,7 +47,7 @@ def test_a_broken_run_record_is_refused_in_one_line(smoke_retrained: Path, smoke
     BREAKERS[kind](record, record.with_name("code-ran"))
     capsys.readouterr()
     assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
-    one_error_line(capsys, f"{record} is not a retrain record: ", "rerun with --fresh")
+    one_error(capsys, None, "rerun with --fresh", start=f"{record} is not a retrain record: ")
 
 
 @pytest.mark.parametrize("kind", ["truncated", "not a zip", "a JSON list"])
@@ -65,7 +59,7 @@ def test_a_broken_trial_record_is_refused_in_one_line(smoke_copy: Path, kind: st
     BREAKERS[kind](record, record.with_name("code-ran"))
     capsys.readouterr()
     assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
-    one_error_line(capsys, f"trial {n}: '{record}' is not its record: ", "fix or delete it")
+    one_error(capsys, None, "fix or delete it", start=f"trial {n}: '{record}' is not its record: ")
     assert not (smoke_copy / "retrain" / f"{n:05d}" / "seed_0").exists()
 
 
@@ -110,7 +104,7 @@ def test_an_edited_study_attribute_is_refused_in_one_line(smoke_copy: Path, caps
     capsys.readouterr()
     args = [str(smoke_copy)] + (["--trial", str(n), "--epochs", "1", "--device", "cpu"] if command == "retrain" else [])
     assert {"report": report, "retrain": retrain}[command].main(args) == 2
-    one_error_line(capsys, "study 'smoke' in ", f"trial {n}'s user attribute {says}; restore the database")
+    one_error(capsys, None, f"trial {n}'s user attribute {says}; restore the database", start="study 'smoke' in ")
 
 
 def set_values(results: Path, numbers: list[int], value: float | None, kind: str = "FINITE") -> None:
@@ -134,8 +128,8 @@ def test_no_finite_complete_trial_is_one_line(smoke_copy: Path, capsys: pytest.C
     done = [t.number for t in open_results(smoke_copy).complete()]
     set_values(smoke_copy, done, None, "INF_POS")
     assert retrain.main([str(smoke_copy), "--epochs", "1", "--device", "cpu"]) == 2
-    one_error_line(capsys, "study 'smoke' in ", f"has no complete trial to retrain (trial {min(done)}'s val_acc is "
-                                                "inf, which no search writes: restore study.db from a copy")
+    one_error(capsys, None, f"has no complete trial to retrain (trial {min(done)}'s val_acc is "
+                                                "inf, which no search writes: restore study.db from a copy", start="study 'smoke' in ")
 
 
 @pytest.mark.parametrize("command", ["report", "retrain"])
@@ -144,7 +138,7 @@ def test_a_null_value_is_one_line(smoke_copy: Path, command: str, capsys: pytest
     set_values(smoke_copy, [best(smoke_copy, 1)[0]], None)
     args = [str(smoke_copy)] + (["--epochs", "1", "--device", "cpu"] if command == "retrain" else [])
     assert {"report": report, "retrain": retrain}[command].main(args) == 2
-    one_error_line(capsys, "study 'smoke' in ", "a trial's value is NULL (a NaN written into the database)")
+    one_error(capsys, None, "a trial's value is NULL (a NaN written into the database)", start="study 'smoke' in ")
 
 
 def test_a_null_value_stops_a_resumed_search_in_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture) -> None:
@@ -152,5 +146,5 @@ def test_a_null_value_stops_a_resumed_search_in_one_line(smoke_copy: Path, capsy
     set_values(smoke_copy, [best(smoke_copy, 1)[0]], None)
     before = (smoke_copy / "study.db").read_bytes()
     assert run.main([str(smoke_copy / "config.yaml"), "--results-dir", str(smoke_copy.parent), "--n-trials", "99"]) == 2
-    one_error_line(capsys, "study 'smoke' in ", "a trial's value is NULL (a NaN written into the database)")
+    one_error(capsys, None, "a trial's value is NULL (a NaN written into the database)", start="study 'smoke' in ")
     assert (smoke_copy / "study.db").read_bytes() == before

@@ -13,6 +13,7 @@ import pytest
 
 from search.review import report
 from search.review.results import open_results
+from tests.helpers.errors import one_error
 from tests.helpers.studies import small_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,8 +124,7 @@ def test_report_explains_what_it_cannot_draw(tmp_path: Path, values: list[float]
 
 def test_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert report.main([str(tmp_path / "missing")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: results folder") and err.count("\n") == 1
+    one_error(capsys, None, start="results folder")
 
 
 def test_report_splits_multiply_adds_by_kind(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from search.review import retrain, retrain_outputs, retrain_seed
 from search.review.results import open_results
 from search.trainer import predict
 from tests.helpers.datasets import make_tiny_imagenet
+from tests.helpers.errors import one_error
 from tests.helpers.studies import best, quickest, read_csv
 
 
@@ -164,8 +165,7 @@ def test_tampered_study_attrs_are_refused(smoke_copy: Path, capsys: pytest.Captu
 def test_user_errors_are_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture, args: list[str],
                                   message: str) -> None:
     assert retrain.main([str(smoke_copy), *args]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    one_error(capsys, None, start=message)
 
 
 def test_user_errors_for_folders_and_trials_that_cannot_be_retrained(smoke_copy: Path, tmp_path: Path,
@@ -323,8 +323,7 @@ def test_retrain_drops_the_search_subset_and_takes_set(smoke_copy: Path, capsys:
                          ("retrain.schedule=foo", "retrain.schedule 'foo': expected one of"),
                          ("retrain.augment=[{Nope: null}]", "unknown albumentations transform 'Nope'")]:
         assert retrain.main([str(smoke_copy), "--set", bad]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+        one_error(capsys, None, message)
 
 
 def test_flip_tta_test_accuracy_is_recorded_next_to_plain(smoke_retrained: Path) -> None:

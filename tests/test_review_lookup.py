@@ -15,6 +15,7 @@ import yaml
 from search import runner
 from search.review import report
 from search.review.results import open_results
+from tests.helpers.errors import one_error
 
 
 def copied(smoke_copy: Path, to: Path, *, with_name: bool = False) -> Path:
@@ -40,12 +41,10 @@ def test_several_studies_are_chosen_with_study_name(smoke_copy: Path, tmp_path: 
     folder = copied(smoke_copy, tmp_path / "copy")
     optuna.create_study(study_name="other", storage=f"sqlite:///{folder / 'study.db'}")
     assert report.main([str(folder)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "holds 2 studies ('smoke', 'other'): choose one with --study-name" in err, err
+    one_error(capsys, None, "holds 2 studies ('smoke', 'other'): choose one with --study-name")
     assert open_results(folder, study_name="smoke").name == "smoke"
     assert report.main([str(folder), "--study-name", "nosuch"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--study-name 'nosuch': no such study in sqlite:///" in err, err
+    one_error(capsys, None, "--study-name 'nosuch': no such study in sqlite:///")
 
 
 def test_the_config_names_its_study_among_several(smoke_copy: Path, tmp_path: Path) -> None:

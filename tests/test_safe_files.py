@@ -35,6 +35,7 @@ from search.study.stop import StopRequested
 from search.trainer import EpochResult, fit, resumable_epochs, setup_training
 from search.trials import RESUMED_FROM
 from tests.helpers.datasets import make_cifar10
+from tests.helpers.errors import one_error
 from tests.helpers.hostile import BREAKERS, Touch, fifo_watch, full_disk_at, plant_hostile
 from tests.helpers.spaces import ROOT, write_space
 from tests.helpers.studies import best, quickest, retry_of, study_at
@@ -218,9 +219,7 @@ def test_hostile_test_results_and_model_are_not_loaded(smoke_retrained: Path, sm
     assert torch.load(run_dir / "test_probs.pt", weights_only=True)["probs"].shape[0] > 1  # written again
     plant_hostile(run_dir / "model.pt", marker)
     assert retrain.main(args) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: '{run_dir / 'model.pt'}' is not a readable checkpoint")
-    assert "delete it (or rerun with --fresh)" in err
+    one_error(capsys, None, "delete it (or rerun with --fresh)", start=f"'{run_dir / 'model.pt'}' is not a readable checkpoint")
 
 
 @pytest.mark.parametrize("kind", ["hostile", "empty", "truncated"])

@@ -16,6 +16,7 @@ from search import run
 from search.config import TrainSpec
 from search.review import folder_lock, predict, retrain
 from search.trainer import resumable_epochs
+from tests.helpers.errors import error_line
 from tests.helpers.hostile import fifo_watch
 from tests.helpers.spaces import write_space
 from tests.helpers.studies import quickest, study_at
@@ -34,6 +35,9 @@ def outside_folder(tmp_path: Path) -> dict[Path, str]:
     return files
 
 
+LEADS_OUT = "leads out of the results folder"  # every refusal of a link out of a results folder says it
+
+
 def as_left(files: dict[Path, str]) -> bool:
     """Whether the outside folder holds exactly the files it was given, unchanged."""
     folder = next(iter(files)).parent
@@ -41,9 +45,6 @@ def as_left(files: dict[Path, str]) -> bool:
     return now == set(files) and all(p.read_text() == text for p, text in files.items())
 
 
-def one_error_line(err: str, link: Path) -> bool:
-    """Whether stderr is the one line refusing the link out of the results folder."""
-    return err.count("\n") == 1 and err.startswith(f"error: {link}") and "leads out of the results folder" in err
 
 
 @pytest.mark.parametrize("fresh", [True, False])
@@ -57,7 +58,7 @@ def test_retrain_never_writes_or_deletes_through_a_linked_trial_folder(smoke_cop
     link.symlink_to(tmp_path / "outside", target_is_directory=True)
     args = [str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"] + ["--fresh"] * fresh
     assert retrain.main(args) == 2
-    assert one_error_line(capsys.readouterr().err, link)
+    error_line(capsys.readouterr().err, LEADS_OUT, start=str(link))
     assert as_left(files)
 
 
@@ -71,7 +72,7 @@ def test_a_search_never_writes_or_deletes_through_a_linked_folder(tmp_path: Path
     results.mkdir(parents=True)
     (results / linked).symlink_to(tmp_path / "outside", target_is_directory=True)
     assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 2
-    assert one_error_line(capsys.readouterr().err, results / linked)
+    error_line(capsys.readouterr().err, LEADS_OUT, start=str(results / linked))
     assert as_left(files)
     assert not study_at(results).get_trials(states=[optuna.trial.TrialState.RUNNING])
 

@@ -17,6 +17,7 @@ from optuna.storages._rdb import models
 from search import SPACES_DIR, run, storage
 from search.errors import UserError
 from search.storage import ask, make_storage, redact_url
+from tests.helpers.errors import one_error
 from tests.helpers.spaces import write_space
 
 S = optuna.trial.TrialState
@@ -79,8 +80,7 @@ def test_dry_run_checks_the_storage_url(tmp_path: Path, url: str, message: str,
     code = run.main([str(SPACES_DIR / "smoke.yaml"), "--dry-run", "--dry-run-samples", "2",
                      "--storage", url, "--results-dir", str(tmp_path / "results"), "--set", "data.synthetic_train=40",
                      "--set", "data.synthetic_test=10", "--set", "data.num_workers=0"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    one_error(capsys, code, start=message)
     assert set(tmp_path.iterdir()) == before
 
 

@@ -20,6 +20,7 @@ from search.study.identity import DATA_ATTR, data_difference
 from search.study.study import open_study
 from search.trials import count_finished
 from tests.helpers.datasets import make_imagefolder
+from tests.helpers.errors import one_error
 from tests.helpers.spaces import SMOKE_OVERRIDES, write_space
 
 FOLDER_SPACE = {  # one quick trial on 2 classes of 8 px images
@@ -86,8 +87,7 @@ def test_an_edited_baseline_is_refused(smoke_copy: Path, capsys: pytest.CaptureF
     before = snapshot(smoke_copy)
     sets = [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
     code = run.main([str(space), "--results-dir", str(smoke_copy.parent), "--n-trials", "4", "--device", "cpu", *sets])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "was made from a different space (baselines differs" in err, err
+    one_error(capsys, code, "was made from a different space (baselines differs")
     assert snapshot(smoke_copy) == before
 
 
@@ -117,9 +117,7 @@ def test_retrain_on_other_classes_is_refused_before_training(smoke_copy: Path, c
     """`retrain RESULTS --set data.synthetic_classes=5` on a 10-class study: one line, exit 2, no file written."""
     before = snapshot(smoke_copy)
     code = retrain.main([str(smoke_copy), "--epochs", "1", "--device", "cpu", "--set", "data.synthetic_classes=5"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1, err
-    assert "the data is not what study 'smoke' searched on: 5 classes instead of 10" in err
+    one_error(capsys, code, "the data is not what study 'smoke' searched on: 5 classes instead of 10")
     assert snapshot(smoke_copy) == before and not (smoke_copy / "retrain").exists()
 
 

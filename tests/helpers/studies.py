@@ -19,6 +19,7 @@ import pytest
 from search.config import load_config
 from search.review.results import StudyResults, open_results
 from search.trials import REJECTED, RETRY_OF, count_finished
+from tests.helpers.errors import error_line
 from tests.helpers.processes import child_env
 from tests.helpers.spaces import ROOT
 
@@ -41,11 +42,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str,
     stdout (a command that trains has printed its progress there before it failed)."""
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == "" or not quiet
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
+    error_line(proc.stderr, *needles)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:

@@ -10,7 +10,6 @@ import copy
 import json
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,11 @@ from torch import nn
 
 from blocks import ArchSpec, build, complexity
 from blocks.layers import MAC_KINDS
+from tests.helpers.machine import one_thread  # noqa: F401 (autouse: this module runs on one thread)
 from tests.helpers.specs import INVALID, N_DRAWS, SPECS
 
 GOLDEN = Path(__file__).with_name("golden_complexity.json")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Run this module on one intra-op thread: these models are tiny, and on a shared 2-core
-    machine a second spinning OpenMP thread made the suite several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def fvcore_analysis(model: nn.Module, in_channels: int, size: int) -> FlopCountAnalysis:

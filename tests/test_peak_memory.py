@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from blocks import ArchSpec, build, complexity
 from blocks.layers import Cx, bn_cx, conv_cx
 from blocks.resnet import tflite_peak
 from tests.helpers.fx_memory import fx_peak_activations
+from tests.helpers.machine import one_thread  # noqa: F401 (autouse: this module runs on one thread)
 from tests.helpers.specs import SPECS
 
 FX_SPECS = SPECS[:120]  # the seeded random specs test_blocks.py uses: every option, >= 100 of them
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: the models are tiny and the machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_fx_specs_cover_every_option() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -234,6 +236,12 @@ def tflite_peak(spec: ArchSpec) -> int:
     cx = Cx(h=spec.input_size, w=spec.input_size, c=spec.in_channels, pads=True)
     _walk(cx, spec)
     return cx.peak
+
+
+def arena_bound(spec: ArchSpec) -> int:
+    """Bytes TFLite Micro's arena head takes at most for `spec` as int8: ARENA_SLACK x tflite_peak, rounded up
+    (the bound budget.arena holds; the arena's tail is not in it)."""
+    return math.ceil(Fraction(str(ARENA_SLACK)) * tflite_peak(spec) * ACTIVATION_BYTES)  # exact: 1.6 as 8/5
 
 
 def _walk(cx: Cx, spec: ArchSpec) -> tuple[tuple[tuple[int, int, int], ...], tuple[int, ...]]:

@@ -46,7 +46,8 @@ def baseline_arch(cfg: SearchConfig, b: Baseline, num_classes: int, input_size: 
         ArchSpec.from_dict({**d, "width": MIN_WIDTH})
     except ValueError as e:
         return d, str(e)
-    solved = fill_widths(d, cfg.budget.params, cfg.budget.flops, cfg.rules.widening_1x1, cfg.budget.peak_activations)
+    solved = fill_widths(d, cfg.budget.params, cfg.budget.flops, cfg.rules.widening_1x1, cfg.budget.peak_activations,
+                         cfg.budget.arena)
     if solved is None:
         return d, f"even width {MIN_WIDTH} is over the budget for baseline {b.name!r}"
     return solved, None

@@ -25,6 +25,7 @@ import optuna
 import torch
 
 from blocks import ArchSpec, build, complexity
+from blocks.resnet import ARENA_SLACK, arena_bound
 from blocks.text import plural, short_bytes, short_count
 
 from . import trainer
@@ -208,6 +209,10 @@ def _space_lines(cfg: SearchConfig, designs: list[Design]) -> list[str]:
     lines.append(_range("peak memory", [d.peak for d in designs], short_count) + "  (activation elements live at "
                  "once, batch 1" + (f"; budget {peak:,} = {short_bytes(peak * per)} at {plural(per, 'byte')} each)"
                                     if peak is not None else ")"))
+    if cfg.budget.arena is not None:  # drawn designs are buildable, so every bound here is within the budget
+        lines.append(_range("arena bound", [arena_bound(d.spec) for d in designs], short_count)
+                     + f"  (bytes of TFLite Micro's arena head at most as int8, {ARENA_SLACK} x the int8 TFLite peak; "
+                       f"budget {cfg.budget.arena:,} = {short_bytes(cfg.budget.arena)})")
     return lines
 
 

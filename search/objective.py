@@ -17,6 +17,7 @@ import torch
 from blocks import ArchSpec, Complexity, build
 from blocks.atomic import atomic_write_text
 from blocks.io import UnreadableFile, read_json
+from blocks.resnet import arena_bound
 
 from .baselines import sample_baseline
 from .checkpoint import CheckpointWriteError, set_aside
@@ -94,6 +95,8 @@ class Objective:
             trial.set_user_attr("params", cx.params)
             trial.set_user_attr("flops", cx.flops)
             trial.set_user_attr("peak_activations", cx.peak_activations)  # elements, batch 1 (bytes at int8)
+            if cfg.budget.arena is not None:  # bytes: TFLite Micro's arena head at most (ARENA_SLACK x tflite_peak)
+                trial.set_user_attr("arena_bound", arena_bound(spec))
             trial.set_user_attr("receptive_field", cx.receptive_field)
             trial.set_user_attr("budget_utilisation", round(cx.params / cfg.budget.params, 4))
         if isinstance(verdict, Rejected):

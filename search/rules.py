@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from blocks import ArchSpec, Complexity, complexity
+from blocks.resnet import ARENA_SLACK, arena_bound
 from blocks.spec import SpecError
 
 from .config import RulesConfig, SearchConfig, TrainSpec
@@ -41,6 +43,8 @@ def arch_violation(spec: ArchSpec, cx: Complexity, cfg: SearchConfig) -> str | N
         return f"FLOPs {cx.flops:,} > budget {budget.flops:,}"
     if budget.peak_activations is not None and cx.peak_activations > budget.peak_activations:
         return f"peak activations {cx.peak_activations:,} > budget {budget.peak_activations:,} elements"
+    if budget.arena is not None and (bound := arena_bound(spec)) > budget.arena:
+        return f"arena head bound {bound:,} > budget {budget.arena:,} bytes ({ARENA_SLACK} x the int8 TFLite peak)"
     if rules.head is not None and spec.head != rules.head:
         return f"head {spec.head!r} breaks rules.head: {rules.head}"
     if not rules.dropout and spec.dropout > 0:
@@ -193,25 +197,35 @@ def _check_budget_reachable(cfg: SearchConfig, d: dict[str, Any]) -> None:
         raise UserError(f"{cfg.path}: budget.flops {cfg.budget.flops:,} is below the smallest network in the "
                         f"space ({cx.flops:,} FLOPs at {label}); raise the budget or shrink the space")
     if cfg.budget.peak_activations is not None:
-        _check_peak_reachable(cfg, d, cfg.budget.peak_activations)
+        peak, where = _smallest(cfg, d, lambda spec: complexity(spec).peak_activations)
+        if peak > cfg.budget.peak_activations:
+            raise UserError(f"{cfg.path}: budget.peak_activations {cfg.budget.peak_activations:,} elements is below "
+                            f"the smallest peak of any design in the space ({peak:,} at {where}); raise the budget "
+                            f"or shrink the space")
+    if cfg.budget.arena is not None:
+        bound, where = _smallest(cfg, d, arena_bound)
+        if bound > cfg.budget.arena:
+            raise UserError(f"{cfg.path}: budget.arena {cfg.budget.arena:,} bytes is below the smallest arena head "
+                            f"bound of any design in the space ({bound:,} bytes, {ARENA_SLACK} x its int8 TFLite "
+                            f"peak, at {where}); raise the budget or shrink the space")
 
 
-def _check_peak_reachable(cfg: SearchConfig, smallest: dict[str, Any], budget: int) -> None:
-    """Raise when every design of the space is over `budget`, budget.peak_activations.
+def _smallest(cfg: SearchConfig, smallest: dict[str, Any], measure: Callable[[ArchSpec], int]) -> tuple[int, str]:
+    """The least `measure` (a peak memory) of any design of the space, and the design's keys that get it.
 
     The peak is not smallest at the params corner (a strided stem or a separable conv can lower it), so
-    every combination of the choices in PEAK_KEYS is tried at the smallest numbers, up to MAX_PEAK_CORNERS.
+    every combination of the choices in PEAK_KEYS is tried at the smallest numbers `smallest`, up to
+    MAX_PEAK_CORNERS. The corner `smallest` itself is valid (checked before).
     """
     keys = [k for k in PEAK_KEYS if isinstance(cfg.space.get(k), Dist) and cfg.space[k].kind == "choice"]
-    best: tuple[int, str] | None = None
+    best = (measure(ArchSpec.from_dict(smallest)), ", ".join(f"{k}={smallest[k]}" for k in ("stages", "blocks",
+                                                                                              "width", *keys)))
     for values in itertools.islice(itertools.product(*(cfg.space[k].choices for k in keys)), MAX_PEAK_CORNERS):
         d = {**smallest, **{k: list(v) if isinstance(v, tuple) else v for k, v in zip(keys, values, strict=True)}}
         try:
-            peak = complexity(ArchSpec.from_dict(d)).peak_activations
+            peak = measure(ArchSpec.from_dict(d))
         except ValueError:
             continue
-        if best is None or peak < best[0]:
+        if peak < best[0]:
             best = (peak, ", ".join(f"{k}={d[k]}" for k in ("stages", "blocks", "width", *keys)))
-    if best is not None and best[0] > budget:
-        raise UserError(f"{cfg.path}: budget.peak_activations {budget:,} elements is below the smallest peak of "
-                        f"any design in the space ({best[0]:,} at {best[1]}); raise the budget or shrink the space")
+    return best

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from blocks import ArchSpec, complexity
+from blocks.resnet import arena_bound
 
 from .config import SearchConfig, TrainSpec
 from .data.augment import policy_names
@@ -50,15 +51,16 @@ def corner_dict(cfg: SearchConfig, pick: Callable[[Any], Any], num_classes: int,
 
 
 def solve_width(d: dict[str, Any], max_params: float, max_flops: float | None,
-                max_peak: int | None = None) -> int | None:
+                max_peak: int | None = None, max_arena: int | None = None) -> int | None:
     """The largest multiple of MIN_WIDTH whose network fits the limits, or None if even MIN_WIDTH does not."""
-    fits = _fits(d, max_params, max_flops, max_peak=max_peak)
+    fits = _fits(d, max_params, max_flops, max_peak=max_peak, max_arena=max_arena)
     hi = _largest(lambda k: fits({"width": k * MIN_WIDTH}), MAX_WIDTH // MIN_WIDTH)
     return None if hi == 0 else hi * MIN_WIDTH
 
 
 def fill_widths(d: dict[str, Any], max_params: float, max_flops: float | None,
-                widening_1x1: bool = True, max_peak: int | None = None) -> dict[str, Any] | None:
+                widening_1x1: bool = True, max_peak: int | None = None,
+                max_arena: int | None = None) -> dict[str, Any] | None:
     """Solve C (doubling per stage), then widen stages from the last in steps of MIN_WIDTH while it fits.
 
     Doubling alone leaves up to a quarter of the budget unused (C moves in steps of 8 and the last
@@ -66,14 +68,15 @@ def fill_widths(d: dict[str, Any], max_params: float, max_flops: float | None,
     widest first, keeps the widths non-decreasing and lands within one step of the first stage.
     With `widening_1x1` false (a rule), no widening may add a 1x1 conv that increases the channel
     count: separable convs then keep whole width ratios between stages, so those designs stay doubled.
-    `max_peak` caps the peak activation memory (elements) too: a stage widens only while every limit holds.
+    `max_peak` caps the peak activation memory (elements) too, `max_arena` the arena head bound (bytes,
+    blocks.resnet.arena_bound): a stage widens only while every limit holds.
     Returns the dict with `width` and per-stage `widths`, or None when even width MIN_WIDTH does not fit.
     """
-    c = solve_width(d, max_params, max_flops, max_peak)
+    c = solve_width(d, max_params, max_flops, max_peak, max_arena)
     if c is None:
         return None
     base = None if widening_1x1 else complexity(ArchSpec.from_dict({**d, "width": c})).widening_1x1
-    fits = _fits(d, max_params, max_flops, base, max_peak)
+    fits = _fits(d, max_params, max_flops, base, max_peak, max_arena)
 
     def fits_widened(widths: list[int], i: int) -> Callable[[int], bool]:
         """Whether `widths` with stage i widened by k steps of MIN_WIDTH still fits, as a function of k."""
@@ -93,17 +96,19 @@ def _widened(widths: list[int], i: int, k: int) -> dict[str, Any]:
 
 
 def _fits(d: dict[str, Any], max_params: float, max_flops: float | None, max_widening: int | None = None,
-          max_peak: int | None = None) -> Callable[[dict[str, Any]], bool]:
+          max_peak: int | None = None, max_arena: int | None = None) -> Callable[[dict[str, Any]], bool]:
     """A test of whether `d` with some keys changed fits the limits (and widening 1x1 cap), analytically."""
 
     def fits(changes: dict[str, Any]) -> bool:
         try:
-            cx = complexity(ArchSpec.from_dict({**d, **changes}))
+            spec = ArchSpec.from_dict({**d, **changes})
+            cx = complexity(spec)
         except ValueError:  # e.g. zero_pad shortcuts need widths that never shrink
             return False
         return (cx.params <= max_params and (max_flops is None or cx.flops <= max_flops)
                 and (max_widening is None or cx.widening_1x1 <= max_widening)
-                and (max_peak is None or cx.peak_activations <= max_peak))
+                and (max_peak is None or cx.peak_activations <= max_peak)
+                and (max_arena is None or arena_bound(spec) <= max_arena))
 
     return fits
 
@@ -147,9 +152,10 @@ def sample_arch(trial: BaseTrial, cfg: SearchConfig, num_classes: int, input_siz
     except ValueError as e:
         return d, str(e)
     budget = cfg.budget
-    solved = fill_widths(d, fill * budget.params, budget.flops, cfg.rules.widening_1x1, budget.peak_activations)
+    widening, peak, arena = cfg.rules.widening_1x1, budget.peak_activations, budget.arena
+    solved = fill_widths(d, fill * budget.params, budget.flops, widening, peak, arena)
     if solved is None:
-        if fill_widths(d, budget.params, budget.flops, cfg.rules.widening_1x1, budget.peak_activations) is None:
+        if fill_widths(d, budget.params, budget.flops, widening, peak, arena) is None:
             return d, f"even width {MIN_WIDTH} is over the hard budget for this shape"
         return d, (f"even width {MIN_WIDTH} is over the sampled fill share ({fill:.0%} of the budget, "
                    f"{fill * cfg.budget.params:,.0f} params) for this shape; the hard budget itself is not broken")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import random
@@ -12,13 +13,15 @@ import pytest
 import torch
 
 from blocks import ArchSpec, build, complexity
-from blocks.resnet import ARENA_SLACK, tflite_peak
-from search.config import DataConfig, TrainSpec
+from blocks.resnet import ARENA_SLACK, arena_bound, tflite_peak
+from search.config import DataConfig, TrainSpec, load_config
 from search.data.datasets import make_loaders
 from search.review import export, tflite
 from search.review.results import open_results
+from search.rules import arch_violation
 from search.trainer import fit, seed_everything
 from tests.helpers.errors import one_error
+from tests.helpers.spaces import write_space
 from tests.helpers.specs import SPECS
 from tests.helpers.studies import best
 
@@ -88,6 +91,21 @@ def test_arena_of_the_mlperf_tiny_designs(arch: dict, head: int) -> None:
     within_bounds(spec, model, data)
     assert tflite_peak(spec) == complexity(spec).peak_bytes() == 49_152
     assert tflite.arena(data)["head"] == head  # 1.04x and 1.42x: where the greedy planner puts equal tensors
+
+
+@needs_mcu
+@pytest.mark.parametrize("arch", [DESIGNED[0], DESIGNED[2]], ids=["sep5", "pad"])
+def test_a_design_admitted_under_an_arena_budget_fits_it(arch: dict, tmp_path: Path) -> None:
+    """budget.arena at the tightest value that admits the design (its arena_bound): converted, the arena head
+    TFLite Micro plans is within it. One separable 5x5 design, one whose stride-2 convs get PAD tensors."""
+    spec = ArchSpec.from_dict(arch)
+    budget = arena_bound(spec)
+    cfg = load_config(write_space(tmp_path, {"budget": {"params": 10**6, "arena": budget}}))
+    assert arch_violation(spec, complexity(spec), cfg) is None  # admitted, and not by more than a byte:
+    assert arch_violation(spec, complexity(spec), dataclasses.replace(cfg, budget=dataclasses.replace(
+        cfg.budget, arena=budget - 1))) is not None
+    head = tflite.arena(tflite.convert_int8(trained_bn(spec), spec, export.calibration(None, 8, spec)))["head"]
+    assert head <= budget, (head, budget, tflite_peak(spec))
 
 
 @needs_mcu

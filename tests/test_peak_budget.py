@@ -15,6 +15,7 @@ from search.space import MIN_WIDTH, fill_widths
 from search.trials import REJECTED
 from tests.helpers.fx_memory import fx_peak_activations
 from tests.helpers.spaces import write_space
+from tests.helpers.studies import search_watching_builds
 
 # 8 px images: the peak of one stage of width w is its first block's input, conv1 and conv2 outputs, 192 w
 SPACE = {
@@ -30,19 +31,9 @@ SPACE = {
 def test_search_under_a_peak_budget_never_builds_a_design_over_it(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Designs over the peak are rejected with the reason in their user attrs; every built one fits (fx walk)."""
-    import search.objective
-
-    built, real_build = [], search.objective.build
-
-    def recording_build(spec: ArchSpec):  # noqa: ANN202 (the objective's own build, watched)
-        model = real_build(spec)
-        built.append(fx_peak_activations(model, spec.in_channels, spec.input_size)[0])
-        return model
-
-    monkeypatch.setattr(search.objective, "build", recording_build)
-    space = write_space(tmp_path, base=SPACE)
-    assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 0
-    study = optuna.load_study(study_name="space", storage=f"sqlite:///{tmp_path / 'r' / 'space' / 'study.db'}")
+    study, built = search_watching_builds(tmp_path, SPACE, monkeypatch,
+                                          lambda spec, model: fx_peak_activations(model, spec.in_channels,
+                                                                                  spec.input_size)[0])
     over = [t for t in study.trials if REJECTED in t.user_attrs]
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert over and len(done) == 1 and built and max(built) <= 3072
@@ -99,13 +90,23 @@ BAD = {  # name: (budget values, what the one line must say)
     "a float": ({"peak_activations": 1.5}, "budget.peak_activations: expected"),
     "below every design": ({"peak_activations": "1KiB"}, "budget.peak_activations 1,024 elements is below the "
                                                          "smallest peak of any design in the space (3,072 at"),
+    # budget.arena (tests/test_arena_budget.py): bytes, with the same spellings
+    "arena negative": ({"arena": -5}, "budget.arena: expected a positive number of bytes"),
+    "arena zero": ({"arena": 0}, "budget.arena: expected a positive number of bytes"),
+    "arena unknown unit": ({"arena": "100 parsecs"}, "budget.arena: '100 parsecs' is not a positive number of bytes"),
+    "arena no number": ({"arena": "KiB"}, "budget.arena: 'KiB' is not a positive number of bytes or a byte size"),
+    "arena under one byte": ({"arena": "0.5B"}, "budget.arena: '0.5B' is less than one byte"),
+    "arena a float": ({"arena": 1.5}, "budget.arena: expected"),
+    "arena below every design": ({"arena": "4KiB"}, "budget.arena 4,096 bytes is below the smallest arena head "
+                                                    "bound of any design in the space (4,916 bytes, 1.6 x its int8 "
+                                                    "TFLite peak, at stages=1, blocks=[1], width=16)"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_peak_budget_is_one_line_before_any_study(case: str, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture) -> None:
-    """Exit status 2, one `error:` line saying what is wrong, and no study."""
+def test_bad_memory_budget_is_one_line_before_any_study(case: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """A bad peak or arena budget: exit status 2, one `error:` line saying what is wrong, and no study."""
     budget, expected = BAD[case]
     space = write_space(tmp_path, {"budget": budget}, base=SPACE)
     assert run.main([str(space), "--results-dir", str(tmp_path / "r")]) == 2

@@ -221,7 +221,7 @@ def _check_fixed_rules(cfg: SearchConfig) -> None:
 
 
 def _parse_budget(d: Any, path: str) -> BudgetConfig:
-    """The `budget` section: typed, positive, its peak in elements."""
+    """The `budget` section: typed, positive, its peak in elements, its arena in bytes."""
     budget = _typed(BudgetConfig, d, f"{path}: budget")
     if budget.params <= 0 or (budget.flops is not None and budget.flops <= 0):
         raise UserError(f"{path}: budget: params and flops must be positive")
@@ -230,7 +230,10 @@ def _parse_budget(d: Any, path: str) -> BudgetConfig:
     if budget.latency_batch > LATENCY_BATCH_MAX:
         raise UserError(f"{path}: budget.latency_batch {budget.latency_batch}: expected at most {LATENCY_BATCH_MAX} "
                         f"(the probe holds the whole batch in memory)")
-    return _parse_peak_budget(budget, (d or {}).get("peak_activations"), path)
+    budget = _parse_peak_budget(budget, (d or {}).get("peak_activations"), path)
+    if budget.arena is not None:  # bytes: the arena is int8 TFLite Micro's, activation_bytes is the peak's
+        budget = dataclasses.replace(budget, arena=_bytes(budget.arena, 1, f"{path}: budget.arena", "bytes"))
+    return budget
 
 
 BYTE_UNITS = {"b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
@@ -240,23 +243,30 @@ def _parse_peak_budget(budget: BudgetConfig, value: int | str | None, path: str)
     """budget.peak_activations (`value`, as the YAML gave it) as whole elements: a unit string ("64KiB") divided
     by activation_bytes."""
     per = budget.activation_bytes
-    where = f"{path}: budget.peak_activations"
     if per < 1:
         raise UserError(f"{path}: budget.activation_bytes: expected bytes per element >= 1 (1 = int8), got {per}")
+    if value is None:
+        return budget
+    return dataclasses.replace(budget, peak_activations=_bytes(value, per, f"{path}: budget.peak_activations"))
+
+
+def _bytes(value: int | str, per: int, where: str, count: str = "elements") -> int:
+    """`value` as a whole number of `count` of `per` bytes each: a positive int as it is, a unit string ("64KiB")
+    its bytes divided by `per`; `where` names the key in the one-line error."""
     if not isinstance(value, str):
-        if value is not None and value <= 0:
-            raise UserError(f"{where}: expected a positive number of elements or a byte size such as 64KiB, "
+        if value <= 0:
+            raise UserError(f"{where}: expected a positive number of {count} or a byte size such as 64KiB, "
                             f"got {value}")
-        return dataclasses.replace(budget, peak_activations=value)
+        return value
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([a-zA-Z]+)\s*", value)
     if m is None or m.group(2).lower() not in BYTE_UNITS:
-        raise UserError(f"{where}: {value!r} is not a positive number of elements or a byte size such as "
+        raise UserError(f"{where}: {value!r} is not a positive number of {count} or a byte size such as "
                         f"64KiB or 256kB (units: B, kB, KiB, MB, MiB, GB, GiB)")
-    elements = int(float(m.group(1)) * BYTE_UNITS[m.group(2).lower()] // per)
-    if elements <= 0:
-        raise UserError(f"{where}: {value!r} at budget.activation_bytes {per} is less than one element; "
-                        f"expected a positive size")
-    return dataclasses.replace(budget, peak_activations=elements)
+    n = int(float(m.group(1)) * BYTE_UNITS[m.group(2).lower()] // per)
+    if n <= 0:
+        at = f" at budget.activation_bytes {per}" if count == "elements" else ""
+        raise UserError(f"{where}: {value!r}{at} is less than one {count[:-1]}; expected a positive size")
+    return n
 
 
 def _check_train(train: dict[str, Any], path: str) -> None:

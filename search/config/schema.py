@@ -208,6 +208,9 @@ class BudgetConfig:
     # (metadata "yaml": the types the YAML may give, where they differ from the parsed field's).
     peak_activations: int | None = field(default=None, metadata={"yaml": int | str | None})
     activation_bytes: int = 1  # bytes per activation element: 1 = int8, as MLPerf Tiny and TFLite Micro deploy
+    # TFLite Micro's arena head as int8 in bytes (a unit string such as "100KiB" too): a design is admitted when
+    # blocks.resnet.arena_bound (ARENA_SLACK x tflite_peak) fits; always one byte an element, activation_bytes aside
+    arena: int | None = field(default=None, metadata={"yaml": int | str | None})
 
 
 @dataclass(frozen=True)
@@ -305,9 +308,10 @@ class SearchConfig:
         search = {k: v for k, v in dataclasses.asdict(self.search).items() if k not in NOT_IN_FINGERPRINT["search"]}
         data = {f.name: getattr(self.data, f.name) for f in dataclasses.fields(self.data)  # shallow: never a copy
                 if f.name not in NOT_IN_FINGERPRINT["data"]}  # of a given dataset object
-        # the peak budget is in elements by now; without one, the budget hashes as it did before it existed
+        # the peak budget is in elements by now; without a peak or an arena budget, the budget hashes as it did
+        # before they existed
         budget = {k: v for k, v in dataclasses.asdict(self.budget).items()
-                  if k != "activation_bytes" and (k != "peak_activations" or v is not None)}
+                  if k != "activation_bytes" and (k not in ("peak_activations", "arena") or v is not None)}
         parts = {"data": data, "budget": budget, "rules": dataclasses.asdict(self.rules),
                  "space": self.raw.get("space"), "train": self.raw.get("train"), "augment": self.raw.get("augment"),
                  "search": search, "baselines": [dataclasses.asdict(b) for b in self.baselines]}

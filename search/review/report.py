@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from blocks import ArchSpec, complexity
 from blocks.atomic import atomic_write_text
 from blocks.layers import MAC_KINDS
+from blocks.resnet import ARENA_SLACK
 from blocks.text import short_count
 
 from ..cli import ArgumentParser, main_guard
@@ -129,6 +130,8 @@ def overview(page: Page, res: StudyResults) -> None:
     flops = f", {budget.flops:,} FLOPs" if budget.flops else ""
     if budget.peak_activations:
         flops += f", {budget.peak_activations:,} peak activation elements (batch 1)"
+    if budget.arena is not None:
+        flops += f", a {budget.arena:,}-byte TFLite Micro arena head (int8, {ARENA_SLACK} x the int8 TFLite peak)"
     page.raw(f"<p>{len(trials)} trials: " + ", ".join(f"{counts[k]} {k}" for k in KINDS if counts[k])
              + f". Hard budget: {budget.params:,} parameters{flops}. Objectives: "
              + html.escape(", ".join(res.cfg.search.objectives)) + f". {figs.FLOPS_NOTE}.</p>")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 
+from blocks.resnet import ARENA_SLACK
 from blocks.text import short_count
 
 from ..config import SearchConfig
@@ -31,8 +32,12 @@ def summary_table(study: optuna.Study, cfg: SearchConfig, top: int = 5) -> str:
     budget = cfg.budget.params
     lines.append("FLOPs: fvcore convention (one multiply-add = one FLOP), batch 1")
     lines.append("peak: activation elements live at once during one inference (batch 1, BN folded, ReLU in place)")
-    header = (f"{'trial':>5}  {'val_acc':>7}  {'params':>8}  {'budget':>6}  {'FLOPs':>8}  {'peak':>8}  {'RF':>4}  "
-              f"{'epochs':>6}  {'design':<18}  arch")
+    arena = cfg.budget.arena is not None  # a column only where the study has an arena budget
+    if arena:
+        lines.append(f"arena: bytes TFLite Micro's arena head takes at most as int8 ({ARENA_SLACK} x the int8 TFLite "
+                     f"peak); budget {cfg.budget.arena:,}")
+    header = (f"{'trial':>5}  {'val_acc':>7}  {'params':>8}  {'budget':>6}  {'FLOPs':>8}  {'peak':>8}  "
+              + (f"{'arena':>8}  " if arena else "") + f"{'RF':>4}  {'epochs':>6}  {'design':<18}  arch")
     lines.append(header)
     lines.append("-" * len(header))
     for t in shown:
@@ -40,6 +45,7 @@ def summary_table(study: optuna.Study, cfg: SearchConfig, top: int = 5) -> str:
         util = a.get("params", 0) / budget
         lines.append(f"{t.number:>5}  {t.values[0]:>7.4f}  {short_count(a.get('params')):>8}  {util:>6.1%}  "
                      f"{short_count(a.get('flops')):>8}  {short_count(a.get('peak_activations')):>8}  "
+                     + (f"{short_count(a.get('arena_bound')):>8}  " if arena else "") +
                      f"{a.get('receptive_field', '-'):>4}  "
                      f"{len(a.get('epoch_times_s', [])):>6}  {design(t):<18}  {arch_brief(a.get('arch', {}))}")
     searched = [t for t in done if not is_baseline(t)]

@@ -134,6 +134,8 @@ def open_study(cfg: SearchConfig, storage_url: str, heartbeat_s: int = HEARTBEAT
         study.set_user_attr("budget_params", cfg.budget.params)
         study.set_user_attr("budget_flops", cfg.budget.flops)
         study.set_user_attr("budget_peak_activations", cfg.budget.peak_activations)
+        if cfg.budget.arena is not None:  # bytes; a study without one keeps the attributes it always had
+            study.set_user_attr("budget_arena", cfg.budget.arena)
         study.set_user_attr("objectives", list(cfg.search.objectives))
         name_metrics(study, cfg.search.objectives)
     readable_trials(study, storage_url)  # a damaged row is one line here, before anything is written to the study

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
+from blocks import ArchSpec
 from search.config import load_config
 from search.review.results import StudyResults, open_results
 from search.trials import REJECTED, RETRY_OF, count_finished
 from tests.helpers.errors import error_line
 from tests.helpers.processes import child_env
-from tests.helpers.spaces import ROOT
+from tests.helpers.spaces import ROOT, write_space
 
 S = optuna.trial.TrialState
 PG_URL = os.environ.get("TEST_POSTGRES_URL")
@@ -138,3 +140,23 @@ def small_study(tmp_path: Path, values: list[float]) -> StudyResults:
                         "arch": {"stages": 1, "blocks": [1], "width": 8}}))
     cfg = load_config(ROOT / "spaces" / "smoke.yaml")
     return StudyResults(tmp_path, cfg, study, f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def search_watching_builds(tmp_path: Path, space: dict, monkeypatch: pytest.MonkeyPatch,
+                           seen: Callable[[ArchSpec, torch.nn.Module], object]) -> tuple[optuna.Study, list]:
+    """Run the search of `space` on the CPU with the objective's build watched: the study, and `seen` of every
+    design it built (rejections happen before building, so a rejected design is never seen)."""
+    import search.objective
+    from search import run
+
+    built, real_build = [], search.objective.build
+
+    def watched(spec: ArchSpec) -> torch.nn.Module:
+        model = real_build(spec)
+        built.append(seen(spec, model))
+        return model
+
+    monkeypatch.setattr(search.objective, "build", watched)
+    path = write_space(tmp_path, base=space)
+    assert run.main([str(path), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 0
+    return study_at(tmp_path / "r" / "space"), built

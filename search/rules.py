@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from .data.datasets import DatasetInfo
 
 MAX_PEAK_CORNERS = 512  # combinations of categorical choices tried for the smallest peak activation memory
-# Choices that can lower the peak in either direction (kernels cannot: 'same' padding keeps every map's size)
+# Choices that can lower the peak in either direction (kernels cannot: 'same' padding keeps every map's size,
+# and a smaller kernel, already the smallest corner's, never makes a larger PAD tensor for the arena bound)
 PEAK_KEYS = ("stem", "strides", "widths", "block", "expansion", "separable", "shortcut", "pool", "head")
 
 
@@ -177,7 +178,7 @@ def _low(v: Any) -> Any:
 
 
 def _check_budget_reachable(cfg: SearchConfig, d: dict[str, Any]) -> None:
-    """Raise when even the smallest corner `d` of the space is over the params/FLOPs/peak-memory budget."""
+    """Raise when even the smallest corner `d` of the space is over the params/FLOPs/peak-memory/arena budget."""
     try:
         spec = ArchSpec.from_dict(d)
     except ValueError as e:

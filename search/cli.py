@@ -17,6 +17,7 @@ from blocks.text import drop_stdout, one_line
 from .errors import UserError
 from .names import too_long
 
+STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)  # the database failed
 LINE_MAX = 1000  # characters of an error line: the values it echoes are cut already; this bounds the rest
 
 
@@ -77,7 +78,7 @@ def main_guard(fn: Callable[[], Any]) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
-    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
+    except STORAGE_ERRORS as e:
         cause = e.__cause__ or e  # Optuna wraps the database's own error in a generic message
         print(f"error: study storage failed: {one_line(cause)}; rerun the same command to resume",
               file=sys.stderr)

@@ -21,6 +21,7 @@ from blocks.resnet import arena_bound
 
 from .baselines import sample_baseline
 from .checkpoint import CheckpointWriteError, set_aside
+from .cli import STORAGE_ERRORS
 from .config import SearchConfig, TrainSpec
 from .contained import inside
 from .dashboard import note_rejected, upload
@@ -31,7 +32,7 @@ from .probe import LatencyProbe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
 from .rules import Rejected, Resolved, check_sample, module_violation
 from .space import sample
-from .storage import STORAGE_ERRORS, stored_trial
+from .storage import stored_trial
 from .threads import epoch_threads
 from .trainer import EpochResult, fit, resumable_epochs, seed_everything
 from .trials import (

@@ -38,7 +38,6 @@ GRACE_S = 120  # a trial silent for this long belongs to a dead worker: failed, 
 # (threading.TIMEOUT_MAX), and a worker silent for longer than a day is dead by any measure.
 HEARTBEAT_MAX_S, GRACE_MAX_S = 3600, 86400
 MAX_RETRY = 3  # retries of one trial killed with its worker
-STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)  # the database failed
 SQLITE_TIMEOUT_S = 60  # a writer waits this long for the SQLite file lock instead of failing
 SCHEMA_LOCK = ".schema.lock"  # beside an SQLite database: the longest of the names made from its name (-wal, .lock)
 SCHEMES = "sqlite:///FILE, postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE or mysql://..."

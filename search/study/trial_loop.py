@@ -16,8 +16,9 @@ from typing import Any
 
 import optuna
 
+from ..cli import STORAGE_ERRORS
 from ..objective import Objective, mark_interrupted
-from ..storage import STORAGE_ERRORS, ask, heartbeat
+from ..storage import ask, heartbeat
 from ..trials import count_finished, count_running
 from .stop import Stop
 from .study import StudyLock, fail_orphans

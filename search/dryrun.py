@@ -112,8 +112,9 @@ def sample_designs(cfg: SearchConfig, n: int, num_classes: int, input_size: int,
     return designs, rejected
 
 
-def activation_bytes(spec: ArchSpec) -> int:
-    """Rough bytes of activations one training image keeps for backward (float32), from the stage shapes."""
+def backward_bytes_per_image(spec: ArchSpec) -> int:
+    """Rough bytes of activations one training image keeps for backward (float32), from the stage shapes: not
+    the deployed peak (Complexity.peak_bytes, budget.activation_bytes), which counts inference at batch 1."""
     shapes = complexity(spec).stage_shapes
     outputs = sum(depth * c * h * w for depth, (c, h, w) in zip(spec.blocks, shapes, strict=True))
     return 4 * (SAVED_PER_OUTPUT * outputs + spec.in_channels * spec.input_size ** 2)
@@ -127,9 +128,9 @@ def time_training(spec: ArchSpec, train: TrainSpec, device: torch.device, limit_
     Each timed step is the trainer's own (trainer.train_step on a model set up by trainer.setup_training):
     channels_last, torch.compile and bf16 autocast exactly as trials train.
     """
-    fit = PROBE_BYTES // activation_bytes(spec)
+    fit = PROBE_BYTES // backward_bytes_per_image(spec)
     if fit < min(2, train.batch_size):
-        raise ProbeRefused(f"one image needs about {activation_bytes(spec) / 1e9:.1f} GB of activations; the "
+        raise ProbeRefused(f"one image needs about {backward_bytes_per_image(spec) / 1e9:.1f} GB of activations; the "
                            f"probe's bound is {PROBE_BYTES / 1e9:.1f} GB for two")
     most = min(train.batch_size, fit)
     state = trainer.setup_training(build(spec), train, device, SCHEDULE_STEPS)

@@ -157,7 +157,7 @@ def test_drawing_stops_at_its_time_limit_with_a_note(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("free_threads")  # the line names OMP_NUM_THREADS when the environment sets it
 def test_a_huge_training_batch_is_timed_in_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dryrun, "PROBE_BYTES", 40 * dryrun.activation_bytes(SMALL))  # 40 images' worth
+    monkeypatch.setattr(dryrun, "PROBE_BYTES", 40 * dryrun.backward_bytes_per_image(SMALL))  # 40 images' worth
     timing = dryrun.time_training(SMALL, TrainSpec(batch_size=20_000_000), torch.device("cpu"),
                                   clock=Clock(step=1e-4))
     assert timing.batch == 40 and timing.s_per_img > 0

@@ -149,7 +149,24 @@ def _snapshot(folder: Path, suffix: str = "") -> None:
             if f.name in ("metrics.json", "run.json", "curves.csv", "model.pt"):
                 out = SNAPSHOT / "retrain" / (label.replace(" ", "_") + suffix) / f.parent.name / f.name
                 out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f, out)
+                if f.name == "metrics.json" and out.exists():
+                    _copy_metrics(f, out)
+                else:
+                    shutil.copy2(f, out)
+
+
+def _copy_metrics(new: Path, kept: Path) -> None:
+    """The results folder's metrics.json over the snapshot's, keeping the snapshot's `int8` record (written by the
+    `int8` phase into the snapshot only) while the seed's model.pt is the one it was measured on: a retrain that
+    only tested a finished seed again dropped it."""
+    from blocks.atomic import atomic_write_text
+
+    doc, old = json.loads(new.read_text()), json.loads(kept.read_text())
+    same_model = (new.parent / "model.pt").is_file() and (kept.parent / "model.pt").is_file() and \
+        (new.parent / "model.pt").read_bytes() == (kept.parent / "model.pt").read_bytes()
+    if "int8" in old and "int8" not in doc and same_model:
+        doc["int8"] = old["int8"]
+    atomic_write_text(kept, json.dumps(doc, indent=1))
 
 
 def trials(folder: Path) -> list:
@@ -324,7 +341,7 @@ def table(args: argparse.Namespace) -> int:
         # cost.json has the segments that ended (a seed may take several: a session's end stops one)
         segments = [c for c in costs if c["label"] == f"retrain {label}{suffix.replace('_', ' ')}"]
         cpu_h = sum(c["cpu_s"] for c in segments) / 3600
-        trainings = len(plain) + len({c["cmd"][c["cmd"].index("--seeds") + 1] for c in segments if c.get("rederive")})
+        trainings = len(plain) + len({c["cmd"][c["cmd"].index("--seeds") + 1] for c in segments if c.get("rederive") and c["exit"] == 0})
         t = by_number[number]
         print(f"| {label} | {number} | {t.user_attrs.get('params', 0):,} | {t.user_attrs.get('flops', 0):,} | "
               f"{t.user_attrs.get('peak_activations', '-')} | {t.values[0]:.4f} | "

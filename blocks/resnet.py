@@ -24,7 +24,7 @@ from .layers import (
     pool_cx,
     residual_add_cx,
 )
-from .spec import ArchSpec
+from .spec import STEM_CONV, STEM_POOL, ArchSpec
 
 ACTIVATION_BYTES = 1  # bytes per activation element: int8, as MLPerf Tiny and TFLite Micro deploy
 # TFLite Micro's arena head is at least tflite_peak bytes (any planner's need) and at most this many times it: its
@@ -88,7 +88,6 @@ class Bottleneck(nn.Module):
 
 
 BLOCKS: dict[str, type[BasicBlock | Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
-STEM_CONV = {"cifar": (3, 1), "conv_s2": (3, 2), "imagenet": (7, 2)}  # stem kind -> its conv's (kernel, stride)
 
 
 class Stem(nn.Sequential):
@@ -97,8 +96,9 @@ class Stem(nn.Sequential):
     def __init__(self, kind: str, c_in: int, c_out: int):
         k, s = STEM_CONV[kind]
         layers: list[nn.Module] = [conv(c_in, c_out, k, s), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-        if kind == "imagenet":
-            layers.append(nn.MaxPool2d(3, stride=2, padding=1))
+        if kind in STEM_POOL:
+            pk, ps = STEM_POOL[kind]
+            layers.append(nn.MaxPool2d(pk, stride=ps, padding=pk // 2))
         super().__init__(*layers)
 
     @staticmethod
@@ -106,7 +106,7 @@ class Stem(nn.Sequential):
         """Twin of Stem(kind, cx.c, c_out)."""
         k, s = STEM_CONV[kind]
         bn_cx(conv_cx(cx, c_out, k, s))
-        return pool_cx(cx, 3, 2) if kind == "imagenet" else cx
+        return pool_cx(cx, *STEM_POOL[kind]) if kind in STEM_POOL else cx
 
 
 class Head(nn.Module):

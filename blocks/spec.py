@@ -12,8 +12,11 @@ STEM_KINDS = ("cifar", "imagenet", "conv_s2")
 HEAD_KINDS = ("linear", "conv")
 SHORTCUT_KINDS = ("projection", "zero_pad")
 
-# Spatial stride of each stem (the imagenet stem is a 7x7/2 conv then a 3x3/2 max-pool).
-STEM_STRIDE = {"cifar": 1, "conv_s2": 2, "imagenet": 4}
+# The stems' geometry, once: each stem's conv (kernel, stride), then the imagenet stem's max-pool (kernel, stride);
+# Stem, its complexity twin, stage_sizes and STEM_STRIDE all read these.
+STEM_CONV = {"cifar": (3, 1), "conv_s2": (3, 2), "imagenet": (7, 2)}
+STEM_POOL = {"imagenet": (3, 2)}
+STEM_STRIDE = {kind: s * STEM_POOL.get(kind, (1, 1))[1] for kind, (_, s) in STEM_CONV.items()}  # 1, 2, 4
 # Bounds that keep complexity() and build() finite and quick (ResNet-1202 has 600 blocks; resnet50's
 # widest layer 2048 channels): beyond them a spec is a typo, not a design.
 MAX_STAGES = 16
@@ -128,11 +131,9 @@ class ArchSpec:
 
     def stage_sizes(self) -> list[int]:
         """Spatial size (H = W) of each stage's output feature map."""
-        size = self.input_size
-        if self.stem == "imagenet":
-            size = _stage_out(_stage_out(size, 2), 2)
-        elif self.stem == "conv_s2":
-            size = _stage_out(size, 2)
+        size = _stage_out(self.input_size, STEM_CONV[self.stem][1])
+        if self.stem in STEM_POOL:
+            size = _stage_out(size, STEM_POOL[self.stem][1])
         sizes = []
         for s in self.stage_strides:
             size = _stage_out(size, s)

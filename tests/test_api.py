@@ -3,9 +3,12 @@ named by import path or given as an object, goes through the checks and loaders 
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
+import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from search.config import SearchConfig, load_config
 from search.data import custom
 from search.data.datasets import dataset_info, make_loaders
 from search.runner import SearchOptions
+from tests.helpers.processes import child_env
 from tests.helpers.spaces import ROOT, write_space
 
 DOC = ROOT / "docs" / "python-api.md"
@@ -145,6 +149,29 @@ def test_import_search_reaches_every_api_name() -> None:
     assert all(getattr(search, name) is getattr(api, name) for name in api.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         search.nothing_here  # noqa: B018
+
+
+def test_the_type_stub_declares_what_import_search_holds() -> None:
+    """search/__init__.pyi, which mypy reads for `import search`, names every API name and every public name of
+    search/__init__.py, and nothing else: a name added to one and not the other fails here."""
+    stub = ast.parse((ROOT / "search" / "__init__.pyi").read_text())
+    declared = {a.asname for n in stub.body if isinstance(n, ast.ImportFrom) and n.level for a in n.names} | {
+        n.name for n in stub.body if isinstance(n, ast.FunctionDef)} | {
+        n.target.id for n in stub.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    public = {name for name, v in vars(search).items()  # (its submodules are attributes once imported)
+              if not name.startswith("_") and not isinstance(v, types.ModuleType)} - {"Any"}
+    assert declared == set(search.API) | public
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is in the [test] extra")
+def test_a_users_mypy_checks_calls_through_import_search(tmp_path: Path) -> None:
+    """A user's code calling search.retrain with a wrong type fails their mypy; a right call passes."""
+    (tmp_path / "use.py").write_text('import search\n\nsearch.retrain("results/s", seeds=2)\nsearch.retrain(3)\n')
+    done = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "--follow-imports=silent",
+                           str(tmp_path / "use.py")], capture_output=True, text=True, cwd=ROOT,
+                          env=child_env())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.findall(r"use\.py:(\d+): error", done.stdout) == ["4"], done.stdout
 
 
 GOOD = [(np.zeros((12, 12, 3), np.uint8), 0), (np.zeros((12, 12), np.uint8), 1)]  # RGB and greyscale

@@ -9,6 +9,8 @@ needs: the study database, the cost of every segment run, and every finished ret
   python benchmarks/bench_mcu.py search --sampler random --sampler-seed 1 ...  # a control arm, its own folders
   python benchmarks/bench_mcu.py table                     # the table for BENCHMARKS.md, every recipe's rows
   python benchmarks/bench_mcu.py samplers                  # TPE's search against the control arms
+  python benchmarks/bench_mcu.py retrain --ranks 2 --seeds 1 ... # the runner-up (for the ranking check)
+  python benchmarks/bench_mcu.py ranking                   # search validation against final test, Spearman's rho
   python benchmarks/bench_mcu.py verify  --data-root DIR   # every committed model.pt against its metrics.json
   python benchmarks/bench_mcu.py int8    --data-root DIR   # every committed model_int8.tflite in TFLite Micro
 DIR holds `cifar-10-batches-py/`, made offline from the JPEG copy with
@@ -178,14 +180,17 @@ def trials(folder: Path) -> list:
     return study.get_trials(deepcopy=False)
 
 
-def contenders(folder: Path) -> dict[int, str]:
-    """Trial number -> label: the best complete searched trial and every complete baseline."""
+def contenders(folder: Path, ranks: tuple[int, ...] = ()) -> dict[int, str]:
+    """Trial number -> label: the best complete searched trial, every complete baseline, and the searched trials
+    of the given ranks by validation top-1 or with a retrain folder already ('search rank 2': the runner-up)."""
     if not (folder / "study.db").exists():
         return {}
     done = [t for t in trials(folder) if t.state.name == "COMPLETE" and t.values]
     searched = sorted((t for t in done if "baseline" not in t.user_attrs), key=lambda t: -t.values[0])
     out = {searched[0].number: "search winner"} if searched else {}
     out.update({t.number: f"baseline {t.user_attrs['baseline']}" for t in done if "baseline" in t.user_attrs})
+    out.update({t.number: f"search rank {r}" for r, t in enumerate(searched[1:], start=2)
+                if r in ranks or (folder / "retrain" / f"{t.number:05d}").is_dir()})
     return out
 
 
@@ -226,12 +231,12 @@ def retrain(args: argparse.Namespace) -> int:
     fp32 always (`retrain.amp=false`): the search ran in fp32, and a session on a bf16 VM would otherwise
     retrain some designs in bf16."""
     folder = results(args)
-    designs = contenders(folder)
+    designs = contenders(folder, tuple(args.ranks))
     missing = [d for d in DESIGNS if d not in designs.values()]
     if missing:
         sys.exit(f"error: the study has no complete {', '.join(missing)} yet: finish `search` first")
     for number, label in designs.items():
-        if args.only and label not in args.only:
+        if (args.only and label not in args.only) or (args.ranks and not label.startswith("search rank ")):
             continue
         for k in range(args.seeds):
             done = SNAPSHOT / "retrain" / (label.replace(" ", "_") + recipe(args)) / f"seed_{k}"
@@ -401,6 +406,51 @@ def samplers(args: argparse.Namespace) -> int:
     return 0
 
 
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation: Pearson's on the ranks, ties given their average rank."""
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        r = [0.0] * len(v)
+        for i in order:
+            tied = [j for j in order if v[j] == v[i]]
+            r[i] = statistics.mean(order.index(j) + 1 for j in tied)
+        return r
+    return statistics.correlation(ranks(x), ranks(y))
+
+
+def ranking(args: argparse.Namespace) -> int:
+    """Does the search's ranking (validation top-1 after the trial's epochs, one run) predict the final one (mean
+    test top-1 at the shipped retrain recipe)? Every design retrained in any arm, and Spearman's rho over them."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    root = ROOT / "benchmarks" / "mcu"
+    rows = []
+    for arm_dir in [root, *sorted(p.parent for p in root.glob("*_seed*/study.db"))]:
+        study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{arm_dir / 'study.db'}")
+        val = {t.number: t.values[0] for t in study.get_trials(deepcopy=False) if t.values}
+        for run in sorted((arm_dir / "retrain").glob("*")):
+            if run.name.endswith("ep") and run.name.rsplit("_", 1)[-1][:-2].isdigit():
+                continue  # a longer recipe: the shipped one is compared
+            docs = [json.loads(m.read_text()) for m in sorted(run.glob("seed_*/metrics.json"))]
+            if docs:
+                test = statistics.mean(d["test"]["top1"] for d in docs)
+                rows.append((arm_dir.name if arm_dir != root else "tpe_seed0", run.name, docs[0]["trial"],
+                             val[docs[0]["trial"]], test, len(docs)))
+    print("| arm | design | trial | search val top-1 % | test top-1 % (mean) | seeds |")
+    print("|---|---|---|---|---|---|")
+    for arm_name, design, number, v, t, n in sorted(rows, key=lambda r: -r[3]):
+        print(f"| {arm_name} | {design} | {number} | {100 * v:.2f} | {100 * t:.2f} | {n} |")
+    if len(rows) < 3:
+        print(f"{len(rows)} retrained design(s): too few for a rank correlation")
+        return 1
+    rho = spearman([r[3] for r in rows], [r[4] for r in rows])
+    # the smallest |rho| that a two-sided test at 5% can call non-zero, n = 5 .. 8 (exact tables)
+    print(f"Spearman's rho between search validation and final test top-1: {rho:+.2f} over {len(rows)} designs "
+          f"(two-sided 5% needs |rho| >= 1.00, 0.89, 0.79, 0.74 for n = 5, 6, 7, 8)")
+    return 0
+
+
 def verify(args: argparse.Namespace) -> int:
     """Re-evaluate every committed model.pt on the test set; each plain and flip-TTA top-1 must equal its
     metrics.json within 0.1 points. Exit 1 on a mismatch."""
@@ -492,7 +542,7 @@ def int8(args: argparse.Namespace) -> int:
 def main() -> int:
     """Run one phase."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("phase", choices=["dryrun", "search", "retrain", "table", "samplers", "verify", "int8"])
+    p.add_argument("phase", choices=["dryrun", "search", "retrain", "table", "samplers", "ranking", "verify", "int8"])
     p.add_argument("--data-root", default=str(ROOT / "data"), help="holds cifar-10-batches-py/")
     p.add_argument("--results-dir", default=str(ROOT / "results"))
     p.add_argument("--workers", type=int, default=2, help="search worker processes (one per core)")
@@ -503,6 +553,8 @@ def main() -> int:
     p.add_argument("--rederive", action="store_true", help="retrain: also retrain finished seeds whose model.pt was "
                    "never committed, replacing their figures with ones whose weights are committed")
     p.add_argument("--only", nargs="*", help="retrain only these designs (e.g. 'baseline resnet8')")
+    p.add_argument("--ranks", type=int, nargs="*", default=[], help="retrain: the searched trials of these ranks by "
+                   "validation top-1 instead (2 = the runner-up), snapshot under retrain/search_rank_<r>/")
     p.add_argument("--set", action="append", default=[], help="passed to search.run (e.g. search.n_trials=24)")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random"],
                    help="a control arm: its own results folder and snapshot benchmarks/mcu/<sampler>_seed<k>/")
@@ -514,7 +566,7 @@ def main() -> int:
         SNAPSHOT = SNAPSHOT / arm(args)
     print(f"{args.phase} on {machine()}, commit {commit()}, load average {os.getloadavg()[0]:.1f}", flush=True)
     return {"dryrun": dryrun, "search": search, "retrain": retrain, "table": table,
-            "samplers": samplers, "verify": verify, "int8": int8}[args.phase](args)
+            "samplers": samplers, "ranking": ranking, "verify": verify, "int8": int8}[args.phase](args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """TFLite Micro's arena and the int8 file's bytes against the analytic counts, over 100+ random designs (issue 26).
 
-    PYTHONPATH=. python benchmarks/bench_arena.py                 # ResNet-8, the cifar10_mcu winner, 120 random specs
-    PYTHONPATH=. python benchmarks/bench_arena.py --specs 10 --seed 1
+    python -m benchmarks.bench_arena                 # ResNet-8, the cifar10_mcu winner, 120 random specs
+    python -m benchmarks.bench_arena --specs 10 --seed 1
 
 Each design is built with random weights and BatchNorm statistics away from the identity (a fresh model's
 zero-initialised last BN of each block lets the converter fold whole branches away), converted to int8 by the
@@ -15,32 +15,25 @@ size) and measured; nothing is trained. Per design it prints, in bytes:
   per-channel quantisation of weight and bias) against the .tflite's bytes, and the difference per layer.
 Then the ratios' min/median/max, the bounds blocks.resnet.ARENA_SLACK and tflite.LAYER_BYTES checked on every
 design, and the worst designs with the tensors live at their graph's peak. The record goes to
-benchmarks/results/bench_arena-<commit>.json.
+benchmarks/results/bench_arena-<commit>.json (benchmarks.harness).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import random
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from blocks import ArchSpec, build, complexity  # noqa: E402
-from blocks.resnet import ARENA_SLACK, tflite_peak  # noqa: E402
-from search.review import export, tflite  # noqa: E402
+from benchmarks.harness import ROOT, describe, machine, record
+from blocks import ArchSpec, build, complexity
+from blocks.resnet import ARENA_SLACK, tflite_peak
+from search.review import export, tflite
 
 NAMED = {  # MLPerf Tiny's ResNet-8 and the cifar10_mcu search's winner (trial 26)
     "ResNet-8": {"stages": 3, "blocks": [1, 1, 1], "width": 16},
@@ -146,15 +139,6 @@ def short(arch: dict[str, Any]) -> str:
     return " ".join(map(str, parts))
 
 
-def machine() -> dict[str, Any]:
-    """CPU, cores, the commit and the converter's versions."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return {"cpu": model, "cores": os.cpu_count(), "bf16": "avx512_bf16" in info, "commit": rev.strip(),
-            "converter": tflite.versions()}
-
-
 def main() -> None:
     """Measure every design, print the table and the summary, write the JSON record."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,32 +147,30 @@ def main() -> None:
     args = p.parse_args()
     tflite.need_converter()
     specs, invalid = designs(args.specs, args.seed)
-    record: dict[str, Any] = {"machine": machine(), "seed": args.seed, "invalid_draws": invalid, "designs": {}}
-    print(json.dumps(record["machine"]))
+    facts = {**machine(), "converter": tflite.versions()}
+    print(f"{describe(facts)}; converter {facts['converter']}")
+    figures: dict[str, Any] = {"seed": args.seed, "invalid_draws": invalid, "designs": {}}
     print(f"{'design':>8} {'analytic':>8} {'+pads':>7} {'live':>7} {'head':>7} {'head/an':>7} {'/+pads':>6} "
           f"{'tail':>6} {'flash':>7} {'file':>7} {'/layer':>6}  arch")
     for k, (name, spec) in enumerate(specs.items()):
         try:
             r = measure(spec, seed=k)
         except tflite.ConverterRefused as e:
-            record["designs"][name] = {"arch": spec.to_dict(), "refused": str(e)}
+            figures["designs"][name] = {"arch": spec.to_dict(), "refused": str(e)}
             print(f"{name:>8} refused: {e}", flush=True)
             continue
-        record["designs"][name] = r
+        figures["designs"][name] = r
         print(f"{name:>8} {r['analytic_peak']:>8} {r['tflite_peak']:>7} {r['live_peak']:>7} {r['head']:>7} "
               f"{r['head_ratio']:>7.2f} {r['padded_ratio']:>6.2f} {r['tail']:>6} {r['analytic_flash']:>7} "
               f"{r['file']:>7} {r['file_extra_per_layer']:>6.0f}  {short(r['arch'])}"
               f"{'' if r['int8_clean'] else '  NOT INT8-CLEAN'}", flush=True)
-    summarise(record)
-    out = ROOT / "benchmarks" / "results" / f"bench_arena-{record['machine']['commit']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1))
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    summarise(figures)
+    print(f"\nwrote {record('bench_arena', figures, facts).relative_to(ROOT)}")
 
 
-def summarise(record: dict[str, Any]) -> None:
+def summarise(figures: dict[str, Any]) -> None:
     """The ratios' spread, the documented bounds checked on every design, and the worst designs."""
-    done = {k: r for k, r in record["designs"].items() if "head" in r}
+    done = {k: r for k, r in figures["designs"].items() if "head" in r}
     rows = list(done.values())
 
     def spread(key: str) -> list[float]:
@@ -196,7 +178,7 @@ def summarise(record: dict[str, Any]) -> None:
         return [min(values), statistics.median(values), max(values)]
 
     summary = {
-        "designs": len(rows), "refused": len(record["designs"]) - len(rows),
+        "designs": len(rows), "refused": len(figures["designs"]) - len(rows),
         "int8_clean": sum(r["int8_clean"] for r in rows),
         "head_over_analytic": spread("head_ratio"), "head_over_tflite_peak": spread("padded_ratio"),
         "live_equals_tflite_peak": sum(r["live_peak"] == r["tflite_peak"] for r in rows),
@@ -205,8 +187,8 @@ def summarise(record: dict[str, Any]) -> None:
         "flash_bound_holds": sum(r["analytic_flash"] <= r["file"] <= r["analytic_flash"] + tflite.LAYER_BYTES
                                  * r["layers"] for r in rows),
     }
-    record["summary"] = summary
-    print(f"\n{summary['designs']} designs converted ({summary['refused']} refused, {record['invalid_draws']} invalid "
+    figures["summary"] = summary
+    print(f"\n{summary['designs']} designs converted ({summary['refused']} refused, {figures['invalid_draws']} invalid "
           f"draws skipped), {summary['int8_clean']} int8-clean")
     show = lambda v: " / ".join(f"{x:.2f}" for x in v)  # noqa: E731
     print(f"arena head / analytic peak, min / median / max: {show(summary['head_over_analytic'])}")

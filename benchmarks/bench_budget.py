@@ -1,23 +1,24 @@
 """Budget utilisation of the shipped spaces: 10,000 designs each from Optuna's random sampler.
 
-Run: PYTHONPATH=. python benchmarks/bench_budget.py [--samples 10000] [--seed 0] [spaces/x.yaml ...]
+Run: python -m benchmarks.bench_budget [--samples 10000] [--seed 0] [spaces/x.yaml ...]
 For every space, each sampled shape is sized two ways on the same draw: the old rule (C solved as
 a multiple of 8, doubling per stage) and the space's rule (search.space.fill_widths: C solved,
 then each stage widened by 8 channels, last stage first, while the analytic count fits). Prints
 the utilisation (params / budget) distribution of the designs that pass the budget and rules,
-how many were over budget (must be 0) and how many were rejected. No model is built.
+how many were over budget (must be 0) and how many were rejected. No model is built. The record goes to
+benchmarks/results/bench_budget-<commit>.json (benchmarks.harness).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
 
 import optuna
 
+from benchmarks.harness import ROOT, describe, machine, record
 from blocks import ArchSpec, complexity
 from search.config import load_config
 from search.data.datasets import dataset_info
@@ -55,12 +56,18 @@ def utilisations(path: str, samples: int, seed: int) -> dict:
     return {"new": new, "old": old, "over": over, "rejected": rejected}
 
 
-def describe(values: list[float]) -> str:
+def spread(values: list[float]) -> dict[str, float]:
     """Median, p10, min and the shares under 0.9 / 0.8 of a list of utilisations."""
-    q = statistics.quantiles(values, n=10)
-    return (f"median {statistics.median(values):.3f}  p10 {q[0]:.3f}  min {min(values):.3f}  "
-            f"<0.90 {sum(v < 0.9 for v in values) / len(values):5.1%}  "
-            f"<0.80 {sum(v < 0.8 for v in values) / len(values):5.1%}")
+    return {"median": statistics.median(values), "p10": statistics.quantiles(values, n=10)[0], "min": min(values),
+            "under_0.90": sum(v < 0.9 for v in values) / len(values),
+            "under_0.80": sum(v < 0.8 for v in values) / len(values)}
+
+
+def summary(values: list[float]) -> str:
+    """spread() in one line."""
+    s = spread(values)
+    return (f"median {s['median']:.3f}  p10 {s['p10']:.3f}  min {s['min']:.3f}  <0.90 {s['under_0.90']:5.1%}  "
+            f"<0.80 {s['under_0.80']:5.1%}")
 
 
 def main() -> None:
@@ -70,15 +77,21 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    print(f"load average {os.getloadavg()[0]:.1f}; {args.samples} random-sampler draws per space, seed {args.seed}")
+    facts = machine()
+    print(describe(facts))
+    print(f"{args.samples} random-sampler draws per space, seed {args.seed}")
+    figures = {}
     for path in args.spaces:
         t0 = time.process_time()
         r = utilisations(path, args.samples, args.seed)
         n = len(r["new"])
         print(f"{Path(path).name}: {n} accepted, {r['rejected']} rejected by rules, {r['over']} over budget "
               f"({time.process_time() - t0:.0f} CPU s)")
-        print(f"  doubling only (old): {describe(r['old'])}")
-        print(f"  filled (new):        {describe(r['new'])}")
+        print(f"  doubling only (old): {summary(r['old'])}")
+        print(f"  filled (new):        {summary(r['new'])}")
+        figures[Path(path).name] = {"accepted": n, "rejected": r["rejected"], "over": r["over"],
+                                    "doubling_only": spread(r["old"]), "filled": spread(r["new"])}
+    print(f"wrote {record('bench_budget', figures, facts).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,14 @@
 """Time the analytic `complexity(spec)` against `build(spec)` + fvcore counting on seeded random specs.
 
-Run: PYTHONPATH=. python benchmarks/bench_complexity.py [--specs 50] [--seed 0] [--threads 1]
+Run: python -m benchmarks.bench_complexity [--specs 50] [--seed 0] [--threads 1]
 Prints one line per spec and a summary; checks on the way that both give the same numbers. Times are
 CPU seconds of this process (time.process_time), so other load on a shared machine barely moves them.
+The record goes to benchmarks/results/bench_complexity-<commit>.json (benchmarks.harness).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import statistics
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from fvcore.nn import FlopCountAnalysis, parameter_count
 
+from benchmarks.harness import ROOT, describe, machine, record
 from blocks import ArchSpec, build, complexity
 
 
@@ -60,18 +60,6 @@ def time_fvcore(spec: ArchSpec) -> tuple[float, float, tuple[int, int]]:
     return built - start, time.process_time() - built, (params, flops)
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, or platform's guess."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     """Draw the specs, time both ways, print per-spec lines and the summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -81,9 +69,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for build + fvcore")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs: {cpu_name()}")
-    print(f"load average {os.getloadavg()[0]:.1f}; CPU ms of this process; FLOPs: fvcore convention, "
-          "one multiply-add = one FLOP, batch 1")
+    facts = machine()
+    print(describe(facts))
+    print("CPU ms of this process; FLOPs: fvcore convention, one multiply-add = one FLOP, batch 1")
     rng = random.Random(args.seed)
     specs = [draw_spec(rng) for _ in range(args.specs)]
     time_fvcore(specs[0])  # warm-up: first trace pays one-off JIT and allocator costs
@@ -99,13 +87,16 @@ def main() -> None:
               f"{t_f * 1e3:>10.1f}")
     slow = [b + f for b, f in zip(builds, fvcores, strict=True)]
     mean_a, mean_f = statistics.fmean(analytic), statistics.fmean(slow)
-    print(f"all {len(specs)} specs: analytic params and FLOPs equal fvcore's; load average {os.getloadavg()[0]:.1f}")
+    print(f"all {len(specs)} specs: analytic params and FLOPs equal fvcore's")
     print(f"analytic {mean_a * 1e3:.3f} ms/spec, build+fvcore {mean_f * 1e3:.0f} ms/spec "
           f"(build {statistics.fmean(builds) * 1e3:.0f} + fvcore {statistics.fmean(fvcores) * 1e3:.0f}), "
           f"ratio {mean_f / mean_a:.0f}x")
     med_a, med_f = statistics.median(analytic), statistics.median(slow)
     print(f"medians: analytic {med_a * 1e3:.3f} ms/spec, build+fvcore {med_f * 1e3:.0f} ms/spec, "
           f"ratio {med_f / med_a:.0f}x")
+    figures = {"cpu_s_per_spec": {"analytic": analytic, "build": builds, "fvcore": fvcores},
+               "mean_ratio": mean_f / mean_a, "median_ratio": med_f / med_a}
+    print(f"wrote {record('bench_complexity', figures, facts).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

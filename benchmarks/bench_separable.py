@@ -1,7 +1,7 @@
 """Separable designs' training step on the CPU: the old depthwise path against the new, side by side.
 
-    PYTHONPATH=. python benchmarks/bench_separable.py                      # steps, results, profile, roofline
-    PYTHONPATH=. python benchmarks/bench_separable.py --fit-root DIR       # also a whole epoch of `fit`, old and new
+    python -m benchmarks.bench_separable                      # steps, results, profile, roofline
+    python -m benchmarks.bench_separable --fit-root DIR       # also a whole epoch of `fit`, old and new
 
 The old path is the model of commit 9f6f631: every depthwise conv a plain nn.Conv2d, whose 5x5 weight
 gradient runs on oneDNN's generic grouped kernel. The new one is blocks.depthwise.DepthwiseConv2d (the
@@ -19,33 +19,29 @@ of rounds that alternate old and new, so load that comes and goes hits both alik
   (OMP_WAIT_POLICY=PASSIVE) while they wait, on the quiet machine and with a busy loop taking one core
   (each configuration a child process: OpenMP reads its wait policy once, at start);
 - with --fit-root: one epoch of `fit` on the 50,000 training images of DIR/cifar-10-batches-py, old and new.
+The record goes to benchmarks/results/bench_separable-<commit>.json (benchmarks.harness).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from collections import Counter
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from blocks import ArchSpec, build, complexity  # noqa: E402
-from blocks.depthwise import DepthwiseConv2d  # noqa: E402
-from search.config import TrainSpec  # noqa: E402
-from search.trainer import setup_training, train_step  # noqa: E402
+from benchmarks.harness import ROOT, clock, describe, machine, record, side_by_side
+from benchmarks.steps import random_batch, step_timer
+from blocks import ArchSpec, build, complexity
+from blocks.depthwise import DepthwiseConv2d
+from search.config import TrainSpec
+from search.trainer import setup_training, train_step
 
 BASE = {"num_classes": 10, "input_size": 32, "stages": 3}
 DESIGNS = {  # the MCU space's proof: ResNet-8, the search's winner (trial 26), and its shape at 3x3
@@ -81,30 +77,16 @@ def pair(arch: dict, seed: int = 0) -> dict[str, nn.Module]:
 
 def batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A random channels_last batch of CIFAR-shaped images and labels."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last)
-    return x, torch.randint(0, 10, (n,), generator=g)
+    return random_batch(n, seed=seed)
 
 
 def step_rates(arch: dict, threads: int, steps: int, rounds: int) -> dict[str, float]:
     """Median images/s of old and new `train_step`, alternating rounds of `steps` steps."""
     torch.set_num_threads(threads)
     train = TrainSpec.from_dict(TRAIN)
-    states = {k: setup_training(m, train, torch.device("cpu"), (steps + 2) * rounds + 2)
-              for k, m in pair(arch).items()}
-    x, y = batch(train.batch_size, 0)
-    rates: dict[str, list[float]] = {k: [] for k in states}
-    for state in states.values():
-        state.model.train()
-        for _ in range(2):
-            train_step(state, x, y)  # warm-up: oneDNN picks and compiles its kernels
-    for _ in range(rounds):
-        for k, state in states.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                train_step(state, x, y)
-            rates[k].append(steps * train.batch_size / (time.perf_counter() - t0))
-    return {k: statistics.median(v) for k, v in rates.items()}
+    x = batch(train.batch_size, 0)
+    timers = {k: step_timer(m, train, x, steps, rounds) for k, m in pair(arch).items()}
+    return side_by_side(timers, rounds).medians()
 
 
 def trained(model: nn.Module, steps: int, threads: int) -> tuple[list[float], dict[str, torch.Tensor]]:
@@ -195,10 +177,7 @@ def bandwidth(threads: int, mib: int = 256, reps: int = 5) -> float:
     a = torch.randn(mib * 2**18)
     b = torch.empty_like(a)
     b.copy_(a)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        b.copy_(a)
-    return 2 * a.numel() * 4 * reps / (time.perf_counter() - t0) / 1e9
+    return 2 * a.numel() * 4 * reps / clock(partial(b.copy_, a), reps) / 1e9
 
 
 def fit_epoch(root: str, threads: int) -> dict[str, float]:
@@ -215,9 +194,8 @@ def fit_epoch(root: str, threads: int) -> dict[str, float]:
     loaders = make_loaders(cfg, policy_steps(augment, DEFAULT_POLICY), 128, seed=0, train_on_val=True)
     out = {}
     for k, model in pair(DESIGNS[WINNER]).items():
-        t0 = time.perf_counter()
-        fit(model, loaders.train, None, TrainSpec.from_dict(TRAIN), torch.device("cpu"), seed=0)
-        out[k] = time.perf_counter() - t0
+        out[k] = clock(partial(fit, model, loaders.train, None, TrainSpec.from_dict(TRAIN), torch.device("cpu"),
+                               seed=0))
     return out
 
 
@@ -238,22 +216,17 @@ def layer_times(reps: int = 20) -> dict[str, dict[str, float]]:
         runs = {"old": partial(torch.ops.aten.convolution_backward, grad, x, w, None, [stride] * 2, [2, 2], [1, 1],
                                False, [0, 0], channels, [False, True, False]),
                 "new": partial(weight_grad, grad, x, w, (stride, stride), (2, 2))}
-        times: dict[str, list[float]] = {k: [] for k in runs}
-        for _ in range(reps):  # alternating, as the steps
-            for k, run in runs.items():
-                t0 = time.perf_counter()
-                run()
-                times[k].append(1e3 * (time.perf_counter() - t0))
-        out[f"{channels} channels, {side} px, stride {stride}"] = {k: statistics.median(v) for k, v in times.items()}
+        timers = {k: partial(lambda run: 1e3 * clock(run), run) for k, run in runs.items()}
+        out[f"{channels} channels, {side} px, stride {stride}"] = side_by_side(timers, reps).medians()
     return out
 
 
-def print_layers(record: dict) -> None:
-    """The layers section, printed and kept in `record`."""
-    record["layers_ms"] = layer_times()
+def print_layers(figures: dict) -> None:
+    """The layers section, printed and kept in `figures`."""
+    figures["layers_ms"] = layer_times()
     print("\nlayers: one 5x5 depthwise weight gradient, batch 128, one thread, median ms (old = oneDNN's generic "
           "kernel, new = column groups)")
-    for k, v in record["layers_ms"].items():
+    for k, v in figures["layers_ms"].items():
         print(f"  {k}: old {v['old']:.2f}, new {v['new']:.2f} ({v['old'] / v['new']:.1f}x)", flush=True)
 
 
@@ -265,8 +238,9 @@ def thread_rates(steps: int, rounds: int) -> dict[str, float]:
         try:
             for threads, policy in ((1, "ACTIVE"), (2, "ACTIVE"), (2, "PASSIVE")):
                 env = {**os.environ, "OMP_WAIT_POLICY": policy}
-                child = subprocess.run([sys.executable, __file__, "--child-threads", str(threads), "--steps",
-                                        str(steps), "--rounds", str(rounds)], env=env, capture_output=True, text=True)
+                child = subprocess.run([sys.executable, "-m", "benchmarks.bench_separable", "--child-threads",
+                                        str(threads), "--steps", str(steps), "--rounds", str(rounds)], env=env,
+                                       cwd=ROOT, capture_output=True, text=True)
                 out[f"{'one core busy' if busy else 'quiet'}, {threads} thread(s), {policy}"] = float(
                     child.stdout.split()[-1])
         finally:
@@ -275,17 +249,8 @@ def thread_rates(steps: int, rounds: int) -> dict[str, float]:
     return out
 
 
-def machine() -> dict:
-    """CPU model, cores, ISA flags that decide oneDNN's kernels, torch, commit, load."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return {"cpu": model, "cores": os.cpu_count(), "avx512": "avx512f" in info, "bf16": "avx512_bf16" in info,
-            "torch": torch.__version__, "commit": rev.strip(), "load_average": round(os.getloadavg()[0], 2)}
-
-
 def main() -> None:
-    """Print every figure and write them to benchmarks/results/bench_separable-<commit>.json."""
+    """Print every figure and record them (benchmarks/results/bench_separable-<commit>.json)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=6, help="training steps a round")
     p.add_argument("--rounds", type=int, default=5, help="rounds, alternating old and new")
@@ -299,10 +264,13 @@ def main() -> None:
         torch.set_num_threads(args.child_threads)
         print(step_rates(DESIGNS[WINNER], args.child_threads, args.steps, args.rounds)["new"])
         return
-    record: dict = {"machine": machine(), "steps": {}}
-    print(json.dumps(record["machine"]))
+    facts = machine()
+    print(describe(facts))
+    figures: dict = {"steps": {}}
     if args.layers_only:
-        print_layers(record)
+        layers: dict = {}
+        print_layers(layers)
+        print(f"\nwrote {record('bench_separable_layers', layers, facts).relative_to(ROOT)}")
         return
     print("| design | multiply-adds | threads | old img/s | new img/s | new / old | GMAC/s new (3x forward) |")
     print("|---|---|---|---|---|---|---|")
@@ -310,44 +278,41 @@ def main() -> None:
         macs = complexity(ArchSpec.from_dict(arch)).flops
         for threads in (int(t) for t in args.threads.split(",")):
             r = step_rates(arch, threads, args.steps, args.rounds)
-            record["steps"][f"{name}, {threads} thread(s)"] = r
+            figures["steps"][f"{name}, {threads} thread(s)"] = r
             print(f"| {name} | {macs / 1e6:.2f} M | {threads} | {r['old']:.0f} | {r['new']:.0f} | "
                   f"{r['new'] / r['old']:.2f}x | {3 * macs * r['new'] / 1e9:.1f} |", flush=True)
-    record["results"] = same_results(DESIGNS[WINNER], steps=20)
+    figures["results"] = same_results(DESIGNS[WINNER], steps=20)
     print("\nresults: 20 fixed-seed steps of the winner from the same weights on the same batches")
-    for k, (loss, weight) in record["results"].items():
+    for k, (loss, weight) in figures["results"].items():
         print(f"  {k}: largest loss gap {loss:.2e}, largest relative weight gap {weight:.2e}")
     split = profile_split(DESIGNS[WINNER], 1)
-    record["profile"] = dict(split)
+    figures["profile"] = dict(split)
     print("profile of the new step (winner, 1 thread): " + ", ".join(f"{k} {v:.0%}" for k, v in split))
     print("\nroofline (1 thread): bytes each operation reads and writes, each tensor once, at the copy bandwidth")
     bw = bandwidth(1)
-    record["roofline"] = {"copy_GBps_1_thread": bw}
+    figures["roofline"] = {"copy_GBps_1_thread": bw}
     for name, arch in DESIGNS.items():
         moved = step_bytes(arch)
-        measured = record["steps"].get(f"{name}, 1 thread(s)", {}).get("new")
+        measured = figures["steps"].get(f"{name}, 1 thread(s)", {}).get("new")
         floor_s = moved / (bw * 1e9)
-        record["roofline"][name] = {"bytes_per_step": moved, "floor_s": floor_s}
+        figures["roofline"][name] = {"bytes_per_step": moved, "floor_s": floor_s}
         line = f"  {name}: {moved / 1e6:.0f} MB a step of 128 images, floor {1e3 * floor_s:.0f} ms at {bw:.1f} GB/s"
         if measured:
             step_s = 128 / measured
             line += f"; measured {1e3 * step_s:.0f} ms: the floor is {floor_s / step_s:.0%} of it"
         print(line, flush=True)
-    print_layers(record)
+    print_layers(figures)
     print("\nthreads (the winner's new step, images/s; OpenMP waits spinning = ACTIVE, sleeping = PASSIVE):")
-    record["threads"] = thread_rates(args.steps, args.rounds)
-    for k, v in record["threads"].items():
+    figures["threads"] = thread_rates(args.steps, args.rounds)
+    for k, v in figures["threads"].items():
         print(f"  {k}: {v:.0f}", flush=True)
     if args.fit_root:
         for threads in (int(t) for t in args.fit_threads.split(",")):
             s = fit_epoch(args.fit_root, threads)
-            record.setdefault("fit_epoch_s", {})[threads] = s
+            figures.setdefault("fit_epoch_s", {})[threads] = s
             print(f"fit, one epoch of the winner on 50,000 images, {threads} thread(s): old {s['old']:.0f} s, "
                   f"new {s['new']:.0f} s ({s['old'] / s['new']:.2f}x)", flush=True)
-    out = ROOT / "benchmarks" / "results" / f"bench_separable-{record['machine']['commit']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1))
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    print(f"\nwrote {record('bench_separable', figures, facts).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

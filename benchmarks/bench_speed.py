@@ -1,11 +1,12 @@
 """The speed table of BENCHMARKS.md: old vs new training path, achieved GFLOP/s, data path, loop, compile.
 
-    PYTHONPATH=. python benchmarks/bench_speed.py                 # this machine (CPU), 1 thread
-    PYTHONPATH=. python benchmarks/bench_speed.py --device cuda   # the same table on a GPU machine
+    python -m benchmarks.bench_speed                 # this machine (CPU), 1 thread
+    python -m benchmarks.bench_speed --device cuda   # the same table on a GPU machine
 
 Every figure is a ratio of two paths measured side by side, alternating, in this one run (absolute
 figures on a shared machine move with its load, ratios much less). FLOPs: fvcore convention (one
-multiply-add = one FLOP) for the model; GFLOP/s are real FLOP/s (2 per multiply-add) everywhere.
+multiply-add = one FLOP) for the model; GFLOP/s are real FLOP/s (2 per multiply-add) everywhere. The record
+goes to benchmarks/results/bench_speed-<commit>.json (benchmarks.harness), a run's tables under their --only keys.
 """
 
 from __future__ import annotations
@@ -13,27 +14,25 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
-import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from blocks import ArchSpec, build, complexity  # noqa: E402
-from search.config import TrainSpec  # noqa: E402
-from search.data import augment  # noqa: E402
-from search.data.batch_augment import BatchAugment, split_policy  # noqa: E402
-from search.data.batches import ArrayBatches, DeviceBatches, as_is  # noqa: E402
-from search.device import autocast, prepare_model, use_amp  # noqa: E402
-from search.optim import make_optimizer  # noqa: E402
-from search.progress import Progress  # noqa: E402
-from search.trainer import fit  # noqa: E402
+from benchmarks.harness import ROOT, clock, describe, machine, record, side_by_side
+from benchmarks.steps import matmul_gflops
+from blocks import ArchSpec, build, complexity
+from search.config import TrainSpec
+from search.data import augment
+from search.data.batch_augment import BatchAugment, split_policy
+from search.data.batches import ArrayBatches, DeviceBatches, as_is
+from search.device import autocast, prepare_model, use_amp
+from search.optim import make_optimizer
+from search.progress import Progress
+from search.trainer import fit
 
 DENSE = {"stages": 3, "blocks": [2, 2, 2], "width": 64}  # 2.78M params, 422M FLOPs at 32 px
 SEPARABLE = {**DENSE, "separable": True}  # 0.41M params, 62M FLOPs
@@ -44,10 +43,9 @@ POLICY = [{"PadIfNeeded": {"min_height": 40, "min_width": 40, "border_mode": 4}}
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA only)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def sync(device: torch.device) -> Callable[[], None] | None:
+    """What waits for the device's queued work (CUDA only), for harness.clock."""
+    return torch.cuda.synchronize if device.type == "cuda" else None
 
 
 def step_rate(arch: dict, device: torch.device, amp: bool, channels_last: bool, batch: int, steps: int,
@@ -69,41 +67,11 @@ def step_rate(arch: dict, device: torch.device, amp: bool, channels_last: bool, 
         loss.backward()
         opt.step()
 
-    one()  # warm-up (allocator, oneDNN/cuDNN kernel choice; the compile itself when compiling)
-    sync(device)
-
-    def timed() -> float:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            one()
-        sync(device)
-        return steps * batch / (time.perf_counter() - t0)
-
-    return timed
+    clock(one, 1, sync(device))  # warm-up (allocator, oneDNN/cuDNN kernel choice; the compile when compiling)
+    return lambda: steps * batch / clock(one, steps, sync(device))
 
 
-def side_by_side(timers: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
-    """Median of `rounds` alternating calls of each timer (so load changes hit every path alike)."""
-    got: dict[str, list[float]] = {k: [] for k in timers}
-    for _ in range(rounds):
-        for k, t in timers.items():
-            got[k].append(t())
-    return {k: statistics.median(v) for k, v in got.items()}
-
-
-def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """Real GFLOP/s (2 n^3 per product) of an n x n matmul: the arithmetic limit of these cores."""
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
-
-
-def training_table(device: torch.device, args: argparse.Namespace) -> None:
+def training_table(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     """Old path (fp32, NCHW) against the new one (train.amp auto: bf16 + channels_last here?) per design."""
     amp = use_amp("auto", device)
     print(f"\n## training step, batch {args.batch}, {args.steps} steps x {args.rounds} rounds, in-memory batch")
@@ -111,18 +79,21 @@ def training_table(device: torch.device, args: argparse.Namespace) -> None:
     print("| design | params | MFLOPs/img | old img/s | new img/s | new/old | new GFLOP/s | of bf16 matmul |")
     print("|---|---|---|---|---|---|---|---|")
     dtype = torch.bfloat16 if amp else torch.float32
+    figures = {}
     for name, arch in (("dense", DENSE), ("separable", SEPARABLE)):
         cx = complexity(ArchSpec.from_dict({**arch, "num_classes": 10, "input_size": 32}))
         r = side_by_side({"old": step_rate(arch, device, False, False, args.batch, args.steps),
                           "new": step_rate(arch, device, amp, True, args.batch, args.steps),
-                          "peak": lambda: matmul_gflops(device, dtype)}, args.rounds)
+                          "peak": partial(matmul_gflops, device, dtype)}, args.rounds)
         peak = r["peak"]
         gflops = r["new"] * cx.flops * 2 * 3 / 1e9  # training = forward + 2x for backward; 2 FLOPs a multiply-add
+        figures[name] = {**r.figures(), "new_over_old": r.ratio("new", "old"), "new_gflops": gflops}
         print(f"| {name} | {cx.params / 1e6:.2f}M | {cx.flops / 1e6:.0f} | {r['old']:.1f} | {r['new']:.1f} | "
-              f"{r['new'] / r['old']:.2f}x | {gflops:.0f} | {gflops / peak:.0%} of {peak:.0f} |")
+              f"{r.ratio('new', 'old'):.2f}x | {gflops:.0f} | {gflops / peak:.0%} of {peak:.0f} |")
+    return figures
 
 
-def data_table(device: torch.device, args: argparse.Namespace) -> None:
+def data_table(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     """CIFAR policy (pad-crop, flip, cutout, normalise): albumentations per image vs the batched twins."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.data_images, 32, 32, 3), dtype=np.uint8)
@@ -132,24 +103,19 @@ def data_table(device: torch.device, args: argparse.Namespace) -> None:
     ours = BatchAugment(twins, MEAN, STD)
     batch = args.data_batch
 
-    def albumentations_rate() -> float:
-        t0 = time.perf_counter()
+    def albumentations() -> None:
         for i in range(0, len(images), batch):
             collate([(pipeline(image=im)["image"], 0) for im in images[i:i + batch]])
-        return len(images) / (time.perf_counter() - t0)
 
-    def batched_rate() -> float:
+    def batched() -> None:
         ds = ArrayBatches(images, np.zeros(len(images), np.int64), np.arange(len(images)))
         loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, collate_fn=as_is,
                                              generator=torch.Generator().manual_seed(0))
-        t0 = time.perf_counter()
-        n = 0
-        for x, _ in DeviceBatches(loader, ours, device):
-            n += len(x)
-        sync(device)
-        return n / (time.perf_counter() - t0)
+        for _ in DeviceBatches(loader, ours, device):
+            pass
 
-    timers = {"albumentations": albumentations_rate, "batched": batched_rate}
+    timers = {"albumentations": lambda: len(images) / clock(albumentations),
+              "batched": lambda: len(images) / clock(batched, 1, sync(device))}
     kornia_note = ""
     try:
         timers["kornia"] = kornia_timer(images, batch, device)
@@ -160,8 +126,9 @@ def data_table(device: torch.device, args: argparse.Namespace) -> None:
           f"{torch.get_num_threads()} thread(s), {len(images)} images{kornia_note}")
     print("| path | img/s | vs albumentations |")
     print("|---|---|---|")
-    for k, v in r.items():
-        print(f"| {k} | {v:,.0f} | {v / r['albumentations']:.1f}x |")
+    for k, v in r.medians().items():
+        print(f"| {k} | {v:,.0f} | {r.ratio(k, 'albumentations'):.1f}x |")
+    return r.figures()
 
 
 def kornia_timer(images: np.ndarray, batch: int, device: torch.device) -> Callable[[], float]:
@@ -174,17 +141,14 @@ def kornia_timer(images: np.ndarray, batch: int, device: torch.device) -> Callab
         K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD))).to(device)
     data = torch.from_numpy(images).permute(0, 3, 1, 2)
 
-    def rate() -> float:
-        t0 = time.perf_counter()
+    def augment_all() -> None:
         for i in range(0, len(data), batch):
             aug(data[i:i + batch].to(device).float() / 255)
-        sync(device)
-        return len(data) / (time.perf_counter() - t0)
 
-    return rate
+    return lambda: len(data) / clock(augment_all, 1, sync(device))
 
 
-def loop_table(device: torch.device, args: argparse.Namespace) -> None:
+def loop_table(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     """`fit` over uint8 batches augmented on the device against training steps on one in-memory batch."""
     amp = use_amp("auto", device)
     n = args.batch * args.steps
@@ -205,10 +169,11 @@ def loop_table(device: torch.device, args: argparse.Namespace) -> None:
                      args.rounds)
     print(f"\n## whole loop (fit, data gathered and augmented on {device.type}) vs the in-memory compute limit, dense")
     print(f"| compute limit img/s | loop img/s | loop / limit |\n|---|---|---|\n"
-          f"| {r['limit']:.1f} | {r['loop']:.1f} | {r['loop'] / r['limit']:.0%} |")
+          f"| {r['limit']:.1f} | {r['loop']:.1f} | {r.ratio('loop', 'limit'):.0%} |")
+    return {**r.figures(), "loop_over_limit": r.ratio("loop", "limit")}
 
 
-def compile_table(device: torch.device, args: argparse.Namespace) -> None:
+def compile_table(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     """torch.compile: one-off compile time against the time it saves per step, dense design, new path."""
     amp = use_amp("auto", device)
     t0 = time.perf_counter()
@@ -220,11 +185,12 @@ def compile_table(device: torch.device, args: argparse.Namespace) -> None:
     breakeven = f"{compile_s / saved:,.0f} steps" if saved > 0 else "never (compiled is not faster)"
     print(f"\n## train.compile, dense, batch {args.batch}")
     print("| eager img/s | compiled img/s | compiled/eager | compile s (first step) | pays off after |")
-    print(f"|---|---|---|---|---|\n| {r['eager']:.1f} | {r['compiled']:.1f} | {r['compiled'] / r['eager']:.2f}x | "
+    print(f"|---|---|---|---|---|\n| {r['eager']:.1f} | {r['compiled']:.1f} | {r.ratio('compiled', 'eager'):.2f}x | "
           f"{compile_s:.0f} | {breakeven} |")
+    return {**r.figures(), "compile_s": compile_s, "pays_off_after": breakeven}
 
 
-def progress_table(device: torch.device, args: argparse.Namespace) -> None:
+def progress_table(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     """The per-batch progress hook (search.progress.Progress): its cost per batch against one training step."""
 
     class Terminal(io.StringIO):
@@ -232,24 +198,26 @@ def progress_table(device: torch.device, args: argparse.Namespace) -> None:
             return True
 
     calls = 20_000
+
+    def epochs(hook: Progress) -> None:
+        for i in range(calls):  # 1,000 batches an epoch
+            hook(1 + i // 1000, i % 1000 + 1, 1000, args.batch)
+
     cost = {}
     for name, stream in (("log file or pipe (a plain line every 30 s)", io.StringIO()),
                          ("terminal (tqdm bar, redrawn every 0.5 s)", Terminal())):
-        hook = Progress("bench", calls // 1000, later_runs=5, stream=stream)
-        t0 = time.perf_counter()
-        for i in range(calls):  # 1,000 batches an epoch
-            hook(1 + i // 1000, i % 1000 + 1, 1000, args.batch)
-        cost[name] = (time.perf_counter() - t0) / calls
+        cost[name] = clock(partial(epochs, Progress("bench", calls // 1000, later_runs=5, stream=stream))) / calls
     step_s = args.batch / step_rate(DENSE, device, use_amp("auto", device), True, args.batch, args.steps)()
     print(f"\n## progress hook, per batch, against one training step (dense, new path, batch {args.batch}: "
           f"{step_s * 1e3:.0f} ms)")
     print("| output | µs per batch | of a training step |\n|---|---|---|")
     for name, s in cost.items():
         print(f"| {name} | {s * 1e6:.1f} | {s / step_s:.4%} |")
+    return {"s_per_batch": cost, "step_s": step_s}
 
 
 def main() -> None:
-    """Print the tables."""
+    """Print the tables and record them."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (CPU); per-core figures use 1")
@@ -262,14 +230,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, {device.type} ({name}), {torch.get_num_threads()} thread(s), "
-          f"{os.cpu_count()} CPUs, bf16 native: {use_amp('auto', device)}, load average {os.getloadavg()[0]:.1f}")
+    facts = machine()
+    print(f"{describe(facts)}; {device.type}, bf16 native: {use_amp('auto', device)}")
     tables = {"train": training_table, "data": data_table, "loop": loop_table, "compile": compile_table,
               "progress": progress_table}
-    for key in args.only:
-        tables[key](device, args)
+    figures = {"device": device.type, **{key: tables[key](device, args) for key in args.only}}
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+    print(f"wrote {record('bench_speed', figures, facts).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Measure scale-out: storage overhead per trial (SQLite, journal file, PostgreSQL) and search throughput.
 
-    PYTHONPATH=. python benchmarks/bench_workers.py storage [--postgres URL] [--trials 40]
-    PYTHONPATH=. python benchmarks/bench_workers.py search [--workers 1 2 4] [--trials 12] [--set KEY=VALUE]
-    PYTHONPATH=. python benchmarks/bench_workers.py ctrl-c [--rounds 40] [--unsafe]
+    python -m benchmarks.bench_workers storage [--postgres URL] [--trials 40]
+    python -m benchmarks.bench_workers search [--workers 1 2 4] [--trials 12] [--set KEY=VALUE]
+    python -m benchmarks.bench_workers ctrl-c [--rounds 40] [--unsafe]
 
 `storage` runs 1 and 4 processes through the real worker loop (search.study.trial_loop.run_trials: study lock,
 heartbeat thread, stale-trial check, ask/tell) with an objective that only does the storage calls a
@@ -12,7 +12,8 @@ overhead. `search` times `python -m search.run SPACE --workers N` end to end on 
 talks to SQLite and checks the stop flag between its "batches" (as search.trainer.fit does), gets SIGINT
 at a random moment, and must record the trial as interrupted and exit; it also prints the time from the
 signal to the exit. `--unsafe` lets the signal raise anywhere (Python's default handler) instead of
-setting the flag, as before search.study.stop.
+setting the flag, as before search.study.stop. Each records its table in
+benchmarks/results/bench_workers_<command>-<commit>.json (benchmarks.harness).
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.harness import ROOT, describe, machine, record
 
 
 class StorageOnly:
@@ -118,11 +118,12 @@ def bench_storage(kind: str, where: str, processes: int, trials: int) -> dict[st
             "errors": errors}
 
 
-def run_storage(args: argparse.Namespace) -> None:
-    """Print a markdown table of storage overhead per trial for 1 and 4 processes."""
+def run_storage(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Print a markdown table of storage overhead per trial for 1 and 4 processes; its rows."""
     kinds = ["sqlite-plain", "sqlite", "journal"] + (["postgresql"] if args.postgres else [])
     print("| storage | processes | trials complete | ms per trial (wall / trials) | errors |")
     print("|---|---|---|---|---|")
+    rows = []
     for kind in kinds:
         for processes in (1, 4):
             with tempfile.TemporaryDirectory() as tmp:
@@ -130,13 +131,17 @@ def run_storage(args: argparse.Namespace) -> None:
             errors = "; ".join(sorted(set(r["errors"]))) or "none"
             print(f"| {kind} | {processes} | {r['complete']}/{r['trials']} | {r['ms_per_trial']:.0f} | {errors} |",
                   flush=True)
+            rows.append(r)
+    return rows
 
 
-def run_search(args: argparse.Namespace) -> None:
-    """Print a markdown table of end-to-end trials per minute on a space (the smoke space) with N CPU workers."""
+def run_search(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Print a markdown table of end-to-end trials per minute on a space (the smoke space) with N CPU workers;
+    its rows."""
     print("| workers | trials | wall s | trials per minute | study at the end |")
     print("|---|---|---|---|---|")
     sets = [a for kv in args.sets for a in ("--set", kv)]
+    rows: list[dict[str, Any]] = []
     for n in [n for n in args.workers for _ in range(args.repeats)]:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "search.run", args.space, "--results-dir", tmp,
@@ -147,10 +152,13 @@ def run_search(args: argparse.Namespace) -> None:
             wall = time.perf_counter() - t0
         if done.returncode != 0:
             print(f"| {n} | failed: {done.stderr.strip().splitlines()[-1:]} | | | |")
+            rows.append({"workers": n, "failed": done.stderr.strip().splitlines()[-1:]})
             continue
         states = next((ln.split(": ", 1)[1] for ln in done.stdout.splitlines() if ln.startswith("study '")
                        and ("complete" in ln or "pruned" in ln)), "?")
         print(f"| {n} | {args.trials} | {wall:.0f} | {60 * args.trials / wall:.1f} | {states} |", flush=True)
+        rows.append({"workers": n, "trials": args.trials, "wall_s": wall, "study": states})
+    return rows
 
 
 class StorageHeavy(StorageOnly):
@@ -199,8 +207,9 @@ def _ctrl_c_child(db: str, unsafe: bool) -> None:
         sys.exit(130)
 
 
-def run_ctrl_c(args: argparse.Namespace) -> None:
-    """Print how often a random Ctrl-C left the trial recorded and the worker exited, out of --rounds."""
+def run_ctrl_c(args: argparse.Namespace) -> dict[str, Any]:
+    """Print how often a random Ctrl-C left the trial recorded and the worker exited, out of --rounds; the
+    counts and the seconds to exit."""
     import optuna
 
     counts = {"clean": 0, "database is locked": 0, "trial not marked": 0, "hung": 0}
@@ -208,7 +217,7 @@ def run_ctrl_c(args: argparse.Namespace) -> None:
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
             db = str(Path(tmp) / "study.db")
-            cmd = [sys.executable, __file__, "_ctrl-c-child", db] + (["--unsafe"] if args.unsafe else [])
+            cmd = [sys.executable, "-m", "benchmarks.bench_workers", "_ctrl-c-child", db, *["--unsafe"] * args.unsafe]
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for line in proc.stdout:  # until the trial has started
                 if line.strip() == "ready":
@@ -233,11 +242,11 @@ def run_ctrl_c(args: argparse.Namespace) -> None:
                 counts["clean"] += 1
     latency.sort()
     lat = f"{latency[len(latency) // 2]:.2f} / {latency[-1]:.2f}" if latency else "-"
-    print(f"load average {os.getloadavg()[0]:.2f}")
     print("| Ctrl-C | rounds | " + " | ".join(counts) + " | s to exit (median / worst) |")
     print("|---|---|" + "---|" * (len(counts) + 1))
     print(f"| {'raised anywhere (--unsafe)' if args.unsafe else 'stop flag'} | {args.rounds} | "
           + " | ".join(str(v) for v in counts.values()) + f" | {lat} |")
+    return {"unsafe": args.unsafe, "rounds": args.rounds, "counts": counts, "s_to_exit": latency}
 
 
 def main() -> None:
@@ -264,8 +273,12 @@ def main() -> None:
     random.seed(0)
     if args.what == "_ctrl-c-child":
         _ctrl_c_child(args.db, args.unsafe)
-    else:
-        {"storage": run_storage, "search": run_search, "ctrl-c": run_ctrl_c}[args.what](args)
+        return
+    facts = machine()
+    print(describe(facts))
+    figures = {"storage": run_storage, "search": run_search, "ctrl-c": run_ctrl_c}[args.what](args)
+    name = f"bench_workers_{args.what.replace('-', '_')}"
+    print(f"\nwrote {record(name, {args.what: figures}, facts).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Estimated GPU-hours of each shipped space's search and retrain, from analytic FLOPs (no GPU here).
 
-Run: PYTHONPATH=. python benchmarks/estimate_gpu_hours.py [--samples 2000] [--tflops 312] [--mfu 0.2]
+Run: python -m benchmarks.estimate_gpu_hours [--samples 2000] [--tflops 312] [--mfu 0.2]
 
 An estimate, not a measurement. Per trained image: 3 x forward (the backward pass costs about
 twice the forward, as in Kaplan et al. 2020, "Scaling Laws for Neural Language Models", sec. 2.1),
@@ -10,6 +10,7 @@ median over `--samples` designs of the space from the random sampler, at the nat
 Throughput: `--tflops` peak (default 312, NVIDIA A100 bf16 dense tensor-core peak, from NVIDIA's
 A100 datasheet) times `--mfu`, the share of the peak small-image ResNets reach (default 0.2, an
 assumption: small convolutions and batch norm are memory-bound; change it to your own measurement).
+The record goes to benchmarks/results/estimate_gpu_hours-<commit>.json (benchmarks.harness).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import statistics
 
 import optuna
 
+from benchmarks.harness import ROOT, record
 from blocks import ArchSpec, complexity
 from search.config import load_config
 from search.data.datasets import dataset_info
@@ -57,6 +59,7 @@ def main() -> None:
     rate = args.tflops * 1e12 * args.mfu
     print(f"assumed throughput {args.tflops:g} TFLOP/s peak x {args.mfu:g} = {rate / 1e12:.1f} TFLOP/s; "
           f"training = 3 x forward; 2 hardware FLOPs per fvcore FLOP")
+    figures = {}
     for path, (n_train, n_test) in SPACES.items():
         cfg = load_config(path)
         fwd = 2 * median_flops(path, args.samples)
@@ -68,6 +71,9 @@ def main() -> None:
         print(f"{path}: median forward {fwd / 2e6:.0f} MFLOPs (fvcore); search {trials} trials x {epochs} epochs "
               f"<= {search:.1f} GPU-h; retrain {cfg.retrain.epochs} epochs on {n_train:,} images "
               f"{retrain:.2f} GPU-h per seed")
+        figures[path] = {"median_forward_flops": fwd / 2, "trials": trials, "epochs": epochs, "search_gpu_h": search,
+                         "retrain_epochs": cfg.retrain.epochs, "retrain_gpu_h_per_seed": retrain}
+    print(f"wrote {record('estimate_gpu_hours', figures).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """Does the search beat the hand designs? A CPU-sized search on real CIFAR-10, then retrain and test.
 
 Run (each phase resumes; results go to --results-dir/<study>):
-  PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py search --data-root /work/data
-  PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py retrain --epochs 6 [retrain options]
-  PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py seeds --only winner --epochs 6  # seeds in parallel
+  python -m benchmarks.experiments.bench_search_vs_baselines search --data-root /work/data
+  python -m benchmarks.experiments.bench_search_vs_baselines retrain --epochs 6 [retrain options]
+  python -m benchmarks.experiments.bench_search_vs_baselines seeds --only winner --epochs 6  # seeds in parallel
 `seeds` calls search.review.retrain_seed.train_and_test directly: the same run as the CLI's for the retrain of
 commit b053697 (used for BENCHMARKS.md); the later retrain recipe (full data, EMA, TTA) is laid on
 in search.review.retrain.retrain, so with it use the `retrain` phase.
-  PYTHONPATH=. python benchmarks/bench_search_vs_baselines.py table
+  python -m benchmarks.experiments.bench_search_vs_baselines table
 
 `search` runs spaces/cifar10_5m.yaml (its space, training and baselines) shrunk to a shared 2-core
 CPU: a 300k-parameter, 16 MFLOP budget, a 2,000-image training subset (1,000 validation images),
@@ -15,7 +15,8 @@ CPU: a 300k-parameter, 16 MFLOP budget, a 2,000-image training subset (1,000 val
 the best searched trial and every baseline (`--only` splits them, so the
 baselines can retrain while the search still runs) with the same final recipe, 3 seeds each, and tests
 them on the 10,000 test images. `table` prints test accuracy mean +- std (plain, and with flip
-TTA when the retrain recorded it) and the winner's margin against the seed-to-seed spread.
+TTA when the retrain recorded it) and the winner's margin against the seed-to-seed spread, and records it in
+benchmarks/results/bench_search_vs_baselines-<commit>.json (benchmarks.harness).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from pathlib import Path
 
 import optuna
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import ROOT, describe, machine, record
+
 SPACE = ROOT / "spaces" / "cifar10_5m.yaml"
 
 
@@ -71,11 +73,12 @@ baselines can retrain while the search still runs), complete ones only."""
     return out
 
 
-def table(args: argparse.Namespace) -> None:
-    """Test accuracy mean +- std per contender, from the retrain folders."""
+def table(args: argparse.Namespace) -> dict[str, dict]:
+    """Print test accuracy mean +- std per contender, from the retrain folders; each one's figures."""
     folder = Path(args.results_dir) / args.study / "retrain"
     trials = {t.number: t for t in study(args).get_trials(deepcopy=False)}
-    rows = {}
+    rows: dict[str, list[float]] = {}
+    figures: dict[str, dict] = {}
     print(f"{'design':<20} {'trial':>5} {'params':>8} {'search val':>10} {'seeds':>5} {'test top-1':>16} "
           f"{'test top-1 TTA':>16}")
     for number, label in contenders(args).items():
@@ -87,6 +90,8 @@ def table(args: argparse.Namespace) -> None:
         tta = [d["test_tta"]["top1"] for d in docs if "test_tta" in d]  # written by a retrain with tta: true
         rows[label] = plain
         t = trials[number]
+        figures[label] = {"trial": number, "params": t.user_attrs["params"], "search_val": t.values[0],
+                          "test_top1": plain, "test_top1_tta": tta}
         print(f"{label:<20} {number:>5} {t.user_attrs['params']:>8,} {t.values[0]:>10.4f} {len(plain):>5} "
               f"{fmt(plain):>16} {fmt(tta) if len(tta) == len(plain) else '-':>16}")
     if "search winner" in rows:
@@ -96,6 +101,7 @@ def table(args: argparse.Namespace) -> None:
             diff = statistics.mean(w) - statistics.mean(accs)
             print(f"search winner - {label}: {diff:+.4f} test top-1 (largest seed std {spread:.4f}, "
                   f"{abs(diff) / spread if spread else float('inf'):.1f}x)")
+    return figures
 
 
 def seed_run(args: argparse.Namespace) -> None:
@@ -141,16 +147,18 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--only", help="retrain only: winner | baselines | a baseline's name (to run them in parallel)")
     args, extra = p.parse_known_args()  # unknown options go to retrain (e.g. --train-on-val)
-    print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    facts = machine()
+    print(describe(facts), flush=True)
     py = sys.executable
     if args.phase == "search":
         run([py, "-m", "search.run", str(SPACE), "--results-dir", args.results_dir, "--workers", str(args.workers),
              *search_overrides(args)])
     elif args.phase == "seeds":  # the same retrain, its seed runs in parallel processes (one thread each)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-        procs = [subprocess.Popen([py, __file__, "_seed", "--only", args.only, "--k", str(k), "--epochs",
-                                   str(args.epochs), "--results-dir", args.results_dir, "--study", args.study],
-                                  env=env, cwd=ROOT) for k in range(args.seeds)]
+        procs = [subprocess.Popen([py, "-m", "benchmarks.experiments.bench_search_vs_baselines", "_seed", "--only",
+                                   args.only, "--k", str(k), "--epochs", str(args.epochs), "--results-dir",
+                                   args.results_dir, "--study", args.study], env=env, cwd=ROOT)
+                 for k in range(args.seeds)]
         if any(p.wait() for p in procs):
             sys.exit("error: a seed run failed")
     elif args.phase == "_seed":
@@ -162,7 +170,7 @@ def main() -> None:
                 continue
             run([py, "-m", "search", "retrain", str(Path(args.results_dir) / args.study), "--trial", str(number),
                  "--seeds", str(args.seeds), "--epochs", str(args.epochs), *extra])
-    table(args)
+    print(f"wrote {record('bench_search_vs_baselines', table(args), facts).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

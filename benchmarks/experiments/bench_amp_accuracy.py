@@ -1,30 +1,24 @@
 """Accuracy with and without bf16 autocast: the same model, seed and batches trained twice (fp32, bf16).
 
-    PYTHONPATH=. python benchmarks/bench_amp_accuracy.py --root <cifar-10-images-jpg> --subset 5000 --epochs 4
+    python -m benchmarks.experiments.bench_amp_accuracy --root <cifar-10-images-jpg> --subset 5000 --epochs 4
 
 Prints per-epoch validation accuracy of both runs and the time per epoch; the data is an image folder
-(CIFAR-10 JPEG copy) or any dataset of the YAML via --space/--set.
+(CIFAR-10 JPEG copy) or any dataset of the YAML via --space/--set. The record goes to
+benchmarks/results/bench_amp_accuracy-<commit>.json (benchmarks.harness).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from blocks import ArchSpec, build, complexity  # noqa: E402
-from search.config import (
-    DataConfig,  # noqa: E402
-    TrainSpec,  # noqa: E402
-)
-from search.data.datasets import dataset_info, make_loaders  # noqa: E402
-from search.trainer import fit, seed_everything  # noqa: E402
+from benchmarks.harness import ROOT, describe, machine, record
+from blocks import ArchSpec, build, complexity
+from search.config import DataConfig, TrainSpec
+from search.data.datasets import dataset_info, make_loaders
+from search.trainer import fit, seed_everything
 
 ARCH = {"stages": 3, "blocks": [1, 1, 1], "width": 32}  # ~0.3M params, a small CIFAR ResNet
 POLICY = [{"PadIfNeeded": {"min_height": 40, "min_width": 40, "border_mode": 4}},
@@ -53,7 +47,8 @@ def main() -> None:
     args = p.parse_args()
     data = DataConfig(dataset="imagefolder", root=args.root, subset=args.subset, num_workers=1)
     arch = json.loads(args.arch)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+    facts = machine()
+    print(describe(facts))
     info = dataset_info(data)
     cx = complexity(ArchSpec.from_dict({**arch, "num_classes": info.num_classes, "input_size": info.image_size}))
     print(f"model {cx.params / 1e6:.2f}M params, {args.subset} training images, {args.epochs} epochs, seed {args.seed}")
@@ -64,6 +59,9 @@ def main() -> None:
     print("epoch  val_acc fp32  val_acc bf16  s/epoch fp32  s/epoch bf16")
     for a, b in zip(curves[False], curves[True], strict=True):
         print(f"{a.epoch:5d}  {a.val_acc:12.4f}  {b.val_acc:12.4f}  {a.time_s:12.1f}  {b.time_s:12.1f}")
+    figures = {name: {"val_acc": [e.val_acc for e in curves[amp]], "epoch_s": [e.time_s for e in curves[amp]]}
+               for name, amp in (("fp32", False), ("bf16", True))}
+    print(f"wrote {record('bench_amp_accuracy', {'arch': arch, **figures}, facts).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Does a weight EMA or flip TTA at search time rank designs better? Short search-like runs, scored 4 ways.
 
-    python benchmarks/bench_ranking.py --space spaces/cifar10_5m.yaml --set data.dataset=imagefolder \
+    python -m benchmarks.experiments.bench_ranking --space spaces/cifar10_5m.yaml --set data.dataset=imagefolder \
         --set data.root=/work/data/cifar-10-images-jpg --set budget.params=150000 --set data.subset=5000 \
         --designs 6 --seeds 2 --epochs 3 --ema 0.99 [--truth-epochs 9]
 
@@ -8,33 +8,27 @@ Random-sampler designs of the space are trained like search trials (their sample
 epochs, seed = design * 100 + seed index) with an EMA tracked alongside; one run gives the validation
 accuracy of the last-step weights and of the EMA weights, each plain and with flip TTA. Printed: the mean
 accuracy of each way, and how well each way's ranking of the designs agrees between two seeds (Kendall's
-tau) and, with --truth-epochs, with the ranking by a longer plain run (seed 0).
+tau) and, with --truth-epochs, with the ranking by a longer plain run (seed 0). The record goes to
+benchmarks/results/bench_ranking-<commit>.json (benchmarks.harness).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import statistics
-import sys
-from pathlib import Path
 
 import optuna
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from blocks import ArchSpec, build, complexity  # noqa: E402
-from search.config import (
-    TrainSpec,  # noqa: E402
-    load_config,  # noqa: E402
-)
-from search.data.augment import DEFAULT_POLICY, policy_steps  # noqa: E402
-from search.data.datasets import dataset_info, make_loaders  # noqa: E402
-from search.rules import arch_violation, train_violation  # noqa: E402
-from search.space import resolve_train, sample  # noqa: E402
-from search.trainer import evaluate, fit, seed_everything  # noqa: E402
+from benchmarks.harness import ROOT, describe, machine, record
+from blocks import ArchSpec, build, complexity
+from search.config import TrainSpec, load_config
+from search.data.augment import DEFAULT_POLICY, policy_steps
+from search.data.datasets import dataset_info, make_loaders
+from search.rules import arch_violation, train_violation
+from search.space import resolve_train, sample
+from search.trainer import evaluate, fit, seed_everything
 
 WAYS = ("last plain", "last TTA", "EMA plain", "EMA TTA")
 
@@ -85,6 +79,7 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
 
 
 def main() -> None:
+    """Train the designs, print each way's mean and ranking agreement, and record the scores."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="spaces/cifar10_5m.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[])
@@ -96,7 +91,9 @@ def main() -> None:
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = load_config(args.space, [*args.overrides, f"train.epochs={args.epochs}"])
-    print(f"load average {os.getloadavg()}; {args.designs} designs x {args.seeds} seeds x {args.epochs} epochs, "
+    facts = machine()
+    print(describe(facts))
+    print(f"{args.designs} designs x {args.seeds} seeds x {args.epochs} epochs, "
           f"EMA {args.ema}; {args.space} {' '.join(args.overrides)}", flush=True)
     found = designs(cfg, args.designs, seed=0)
     scores: dict[str, list[list[float]]] = {w: [[] for _ in range(args.seeds)] for w in WAYS}
@@ -118,6 +115,7 @@ def main() -> None:
         tau = kendall_tau(scores[w][0], scores[w][1]) if args.seeds > 1 else float("nan")
         extra = f" {kendall_tau(scores[w][0], truth):>16.3f}" if truth else ""
         print(f"{w:<11} {mean:>12.4f} {tau:>16.3f}{extra}")
+    print(f"wrote {record('bench_ranking', {'val_acc': scores, 'truth': truth}, facts).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

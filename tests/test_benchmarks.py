@@ -1,0 +1,108 @@
+"""The benchmark suite: every script imports and answers --help, and the harness records what a run needs
+(machine, commit, side-by-side figures) as JSON. Nothing here times anything for real."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import harness
+from tests.helpers.spaces import ROOT
+
+SCRIPTS = sorted(p for p in (ROOT / "benchmarks").rglob("*.py")  # every module with a command line
+                 if 'if __name__ == "__main__":' in p.read_text())
+MACHINE_KEYS = {"cpu", "cores", "avx512", "avx512_bf16", "amx_bf16", "gpu", "torch", "threads", "python",
+                "load_average"}
+
+
+def module_name(path: Path) -> str:
+    """benchmarks/experiments/bench_x.py -> benchmarks.experiments.bench_x"""
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def test_the_suite_has_its_scripts() -> None:
+    names = {module_name(p) for p in SCRIPTS}
+    assert {"benchmarks.bench_speed", "benchmarks.bench_separable", "benchmarks.bench_mcu", "benchmarks.harness",
+            "benchmarks.experiments.bench_search_vs_baselines"} <= names
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=module_name)
+def test_every_script_imports_and_answers_help(path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert "sys.path.insert" not in path.read_text(), "run as `python -m benchmarks.<name>`, not by editing sys.path"
+    module = importlib.import_module(module_name(path))
+    monkeypatch.setattr(sys, "argv", [path.name, "--help"])
+    with pytest.raises(SystemExit) as done:
+        module.main()
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("usage:")
+
+
+def test_bench_mcu_runs_by_its_path_without_the_tree_on_pythonpath() -> None:
+    """Long runs start `python benchmarks/bench_mcu.py` from the repository root with no PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "benchmarks/bench_mcu.py", "--help"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("usage:"), out.stderr
+
+
+def test_side_by_side_alternates_and_takes_medians() -> None:
+    calls: list[str] = []
+
+    def timer(name: str, figures: list[float]):  # type: ignore[no-untyped-def]
+        it = iter(figures)
+        return lambda: calls.append(name) or next(it)
+
+    r = harness.side_by_side({"old": timer("old", [1.0, 9.0, 3.0]), "new": timer("new", [2.0, 6.0, 4.0])}, 3)
+    assert calls == ["old", "new"] * 3  # alternating: load that comes and goes hits both alike
+    assert r.medians() == {"old": 3.0, "new": 4.0} and r["new"] == 4.0 and r.ratio("new", "old") == pytest.approx(4 / 3)
+    assert r.figures() == {"median": {"old": 3.0, "new": 4.0}, "rounds": {"old": [1.0, 9.0, 3.0], "new": [2.0, 6.0, 4.0]}}
+
+
+def test_clock_calls_repeat_times_then_syncs_once() -> None:
+    log: list[str] = []
+    seconds = harness.clock(lambda: log.append("call"), 4, sync=lambda: log.append("sync"))
+    assert log == ["call"] * 4 + ["sync"] and seconds >= 0
+
+
+def test_record_writes_machine_commit_and_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(harness, "RESULTS", tmp_path)
+    r = harness.side_by_side({"old": lambda: 2.0, "new": lambda: 3.0}, 1)
+    path = harness.record("bench_tiny", {"step": r.figures(), "ratio": r.ratio("new", "old")})
+    rev = harness.commit()
+    assert path == tmp_path / f"bench_tiny-{rev}.json"
+    doc = json.loads(path.read_text())
+    assert set(doc["machine"]) == MACHINE_KEYS and doc["machine"]["cores"] == os.cpu_count()
+    assert doc["bench"] == "bench_tiny" and doc["commit"] == rev.rstrip("+") and doc["dirty"] == rev.endswith("+")
+    assert doc["figures"] == {"step": {"median": {"old": 2.0, "new": 3.0}, "rounds": {"old": [2.0], "new": [3.0]}},
+                              "ratio": 1.5}
+    assert harness.describe(doc["machine"]).startswith(doc["machine"]["cpu"])
+    later = {**doc, "figures": {**doc["figures"], "ratio": 3.0}}
+    assert harness.compare(doc, later) == ["figures/ratio: 1.5 -> 3.0  (2.00x)"]
+
+
+def test_commit_is_marked_dirty_by_code_but_not_by_benchmark_outputs(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    for name in ("code.py", "benchmarks/results/a.json"):
+        (tmp_path / name).write_text("1")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "c")
+    monkeypatch.setattr(harness, "ROOT", tmp_path)
+    rev = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "benchmarks" / "results" / "a.json").write_text("2")
+    assert harness.commit() == rev
+    (tmp_path / "code.py").write_text("2")
+    assert harness.commit() == rev + "+"
+    monkeypatch.setattr(harness, "ROOT", tmp_path / "benchmarks" / "results" / "nowhere")
+    assert harness.commit() == "unknown"

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.harness import ROOT, describe, machine, record
+from benchmarks.harness import describe, machine, record
 from blocks import ArchSpec, build, complexity
 from blocks.resnet import ARENA_SLACK, tflite_peak
 from search.review import export, tflite
@@ -165,7 +165,7 @@ def main() -> None:
               f"{r['file']:>7} {r['file_extra_per_layer']:>6.0f}  {short(r['arch'])}"
               f"{'' if r['int8_clean'] else '  NOT INT8-CLEAN'}", flush=True)
     summarise(figures)
-    print(f"\nwrote {record('bench_arena', figures, facts).relative_to(ROOT)}")
+    record("bench_arena", figures, facts)
 
 
 def summarise(figures: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import optuna
 
-from benchmarks.harness import ROOT, describe, machine, record
+from benchmarks.harness import describe, machine, record
 from blocks import ArchSpec, complexity
 from search.config import load_config
 from search.data.datasets import dataset_info
@@ -91,7 +91,7 @@ def main() -> None:
         print(f"  filled (new):        {summary(r['new'])}")
         figures[Path(path).name] = {"accepted": n, "rejected": r["rejected"], "over": r["over"],
                                     "doubling_only": spread(r["old"]), "filled": spread(r["new"])}
-    print(f"wrote {record('bench_budget', figures, facts).relative_to(ROOT)}")
+    record("bench_budget", figures, facts)
 
 
 if __name__ == "__main__":

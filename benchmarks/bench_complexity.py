@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from fvcore.nn import FlopCountAnalysis, parameter_count
 
-from benchmarks.harness import ROOT, describe, machine, record
+from benchmarks.harness import describe, machine, record
 from blocks import ArchSpec, build, complexity
 
 
@@ -96,7 +96,7 @@ def main() -> None:
           f"ratio {med_f / med_a:.0f}x")
     figures = {"cpu_s_per_spec": {"analytic": analytic, "build": builds, "fvcore": fvcores},
                "mean_ratio": mean_f / mean_a, "median_ratio": med_f / med_a}
-    print(f"wrote {record('bench_complexity', figures, facts).relative_to(ROOT)}")
+    record("bench_complexity", figures, facts)
 
 
 if __name__ == "__main__":

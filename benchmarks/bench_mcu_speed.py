@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.harness import ROOT, describe, machine, record
+from benchmarks.harness import describe, machine, record
 from benchmarks.steps import matmul_gflops, random_batch, step_timer
 from blocks import ArchSpec, build, complexity
 from search.config import DataConfig, TrainSpec
@@ -113,7 +113,7 @@ def main() -> None:
             figures[f"fit{' compiled' if compile_ else ''}"] = {"images_per_s": [r1, r2], "s": [s1, s2]}
             print(f"fit, batch 128{' compiled' if compile_ else '         '}  epoch 1 {r1:5.0f} img/s {s1:4.0f} s, "
                   f"epoch 2 {r2:5.0f} img/s {s2:4.0f} s (each with validation)")
-    print(f"\nwrote {record('bench_mcu_speed', figures, facts).relative_to(ROOT)}")
+    record("bench_mcu_speed", figures, facts)
 
 
 if __name__ == "__main__":

@@ -270,7 +270,7 @@ def main() -> None:
     if args.layers_only:
         layers: dict = {}
         print_layers(layers)
-        print(f"\nwrote {record('bench_separable_layers', layers, facts).relative_to(ROOT)}")
+        record("bench_separable_layers", layers, facts)
         return
     print("| design | multiply-adds | threads | old img/s | new img/s | new / old | GMAC/s new (3x forward) |")
     print("|---|---|---|---|---|---|---|")
@@ -312,7 +312,7 @@ def main() -> None:
             figures.setdefault("fit_epoch_s", {})[threads] = s
             print(f"fit, one epoch of the winner on 50,000 images, {threads} thread(s): old {s['old']:.0f} s, "
                   f"new {s['new']:.0f} s ({s['old'] / s['new']:.2f}x)", flush=True)
-    print(f"\nwrote {record('bench_separable', figures, facts).relative_to(ROOT)}")
+    record("bench_separable", figures, facts)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.harness import ROOT, clock, describe, machine, record, side_by_side
+from benchmarks.harness import clock, describe, machine, record, side_by_side
 from benchmarks.steps import matmul_gflops
 from blocks import ArchSpec, build, complexity
 from search.config import TrainSpec
@@ -236,7 +236,7 @@ def main() -> None:
               "progress": progress_table}
     figures = {"device": device.type, **{key: tables[key](device, args) for key in args.only}}
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
-    print(f"wrote {record('bench_speed', figures, facts).relative_to(ROOT)}")
+    record("bench_speed", figures, facts)
 
 
 if __name__ == "__main__":

@@ -278,7 +278,7 @@ def main() -> None:
     print(describe(facts))
     figures = {"storage": run_storage, "search": run_search, "ctrl-c": run_ctrl_c}[args.what](args)
     name = f"bench_workers_{args.what.replace('-', '_')}"
-    print(f"\nwrote {record(name, {args.what: figures}, facts).relative_to(ROOT)}")
+    record(name, {args.what: figures}, facts)
 
 
 if __name__ == "__main__":

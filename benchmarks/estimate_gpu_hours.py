@@ -20,7 +20,7 @@ import statistics
 
 import optuna
 
-from benchmarks.harness import ROOT, record
+from benchmarks.harness import record
 from blocks import ArchSpec, complexity
 from search.config import load_config
 from search.data.datasets import dataset_info
@@ -73,7 +73,7 @@ def main() -> None:
               f"{retrain:.2f} GPU-h per seed")
         figures[path] = {"median_forward_flops": fwd / 2, "trials": trials, "epochs": epochs, "search_gpu_h": search,
                          "retrain_epochs": cfg.retrain.epochs, "retrain_gpu_h_per_seed": retrain}
-    print(f"wrote {record('estimate_gpu_hours', figures).relative_to(ROOT)}")
+    record("estimate_gpu_hours", figures)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def side_by_side(timers: dict[str, Callable[[], float]], rounds: int) -> SideByS
 
 def record(name: str, figures: dict[str, Any], facts: dict[str, Any] | None = None) -> Path:
     """Write one run's figures with the machine (`facts`, taken now if not given), the commit, the command line
-    and the time to benchmarks/results/<name>-<commit>.json; its path."""
+    and the time to benchmarks/results/<name>-<commit>.json, and say so; its path."""
     from blocks.atomic import atomic_write_text
 
     rev = commit()
@@ -126,6 +126,7 @@ def record(name: str, figures: dict[str, Any], facts: dict[str, Any] | None = No
     path = RESULTS / f"{name}-{rev}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(doc, indent=1, default=str) + "\n")
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
     return path
 
 

@@ -70,12 +70,13 @@ def test_clock_calls_repeat_times_then_syncs_once() -> None:
     assert log == ["call"] * 4 + ["sync"] and seconds >= 0
 
 
-def test_record_writes_machine_commit_and_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_record_writes_machine_commit_and_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(harness, "RESULTS", tmp_path)
     r = harness.side_by_side({"old": lambda: 2.0, "new": lambda: 3.0}, 1)
     path = harness.record("bench_tiny", {"step": r.figures(), "ratio": r.ratio("new", "old")})
     rev = harness.commit()
-    assert path == tmp_path / f"bench_tiny-{rev}.json"
+    assert path == tmp_path / f"bench_tiny-{rev}.json" and capsys.readouterr().out == f"wrote {path}\n"
     doc = json.loads(path.read_text())
     assert set(doc["machine"]) == MACHINE_KEYS and doc["machine"]["cores"] == os.cpu_count()
     assert doc["bench"] == "bench_tiny" and doc["commit"] == rev.rstrip("+") and doc["dirty"] == rev.endswith("+")

@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from benchmarks.harness import ROOT, describe, machine, record
+from benchmarks.harness import describe, machine, record
 from blocks import ArchSpec, build, complexity
 from search.config import DataConfig, TrainSpec
 from search.data.datasets import dataset_info, make_loaders
@@ -61,7 +61,7 @@ def main() -> None:
         print(f"{a.epoch:5d}  {a.val_acc:12.4f}  {b.val_acc:12.4f}  {a.time_s:12.1f}  {b.time_s:12.1f}")
     figures = {name: {"val_acc": [e.val_acc for e in curves[amp]], "epoch_s": [e.time_s for e in curves[amp]]}
                for name, amp in (("fp32", False), ("bf16", True))}
-    print(f"wrote {record('bench_amp_accuracy', {'arch': arch, **figures}, facts).relative_to(ROOT)}")
+    record("bench_amp_accuracy", {"arch": arch, **figures}, facts)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import statistics
 import optuna
 import torch
 
-from benchmarks.harness import ROOT, describe, machine, record
+from benchmarks.harness import describe, machine, record
 from blocks import ArchSpec, build, complexity
 from search.config import TrainSpec, load_config
 from search.data.augment import DEFAULT_POLICY, policy_steps
@@ -115,7 +115,7 @@ def main() -> None:
         tau = kendall_tau(scores[w][0], scores[w][1]) if args.seeds > 1 else float("nan")
         extra = f" {kendall_tau(scores[w][0], truth):>16.3f}" if truth else ""
         print(f"{w:<11} {mean:>12.4f} {tau:>16.3f}{extra}")
-    print(f"wrote {record('bench_ranking', {'val_acc': scores, 'truth': truth}, facts).relative_to(ROOT)}")
+    record("bench_ranking", {"val_acc": scores, "truth": truth}, facts)
 
 
 if __name__ == "__main__":

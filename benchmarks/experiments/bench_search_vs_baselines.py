@@ -170,7 +170,7 @@ def main() -> None:
                 continue
             run([py, "-m", "search", "retrain", str(Path(args.results_dir) / args.study), "--trial", str(number),
                  "--seeds", str(args.seeds), "--epochs", str(args.epochs), *extra])
-    print(f"wrote {record('bench_search_vs_baselines', table(args), facts).relative_to(ROOT)}")
+    record("bench_search_vs_baselines", table(args), facts)
 
 
 if __name__ == "__main__":

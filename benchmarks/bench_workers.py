@@ -76,8 +76,8 @@ def _worker(kind: str, where: str, name: str, target: int, out: Any) -> None:
     """One process: run the loop until the study has `target` trials; report its trial times and errors."""
     import optuna
 
+    from search.study.lock import StudyLock
     from search.study.stop import Stop
-    from search.study.study import StudyLock
     from search.study.trial_loop import run_trials
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -188,8 +188,8 @@ def _ctrl_c_child(db: str, unsafe: bool) -> None:
     import optuna
 
     import search.storage
+    from search.study.lock import StudyLock
     from search.study.stop import Stop
-    from search.study.study import StudyLock
     from search.study.trial_loop import run_trials
 
     optuna.logging.set_verbosity(optuna.logging.CRITICAL)

@@ -37,8 +37,10 @@ from .storage import (
     redact_url,
 )
 from .study.identity import check_folder, data_identity
+from .study.lock import StudyLock
+from .study.recovery import requeue_interrupted
 from .study.stop import Stop
-from .study.study import StudyLock, open_study, requeue_interrupted
+from .study.study import open_study
 from .study.supervisor import Worker, describe_exit, launch
 from .study.trial_loop import run_trials
 from .threads import LoadMeter

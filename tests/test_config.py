@@ -14,7 +14,8 @@ from search import run
 from search.config import load_config
 from search.errors import UserError
 from search.space import sample
-from search.study.study import make_sampler, open_study
+from search.study.samplers import make_sampler
+from search.study.study import open_study
 from search.yaml_load import MAX_NODES
 from tests.helpers.processes import child_env
 from tests.helpers.spaces import ROOT, write_space

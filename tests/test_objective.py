@@ -33,7 +33,7 @@ def test_progressive_trial_is_judged_at_native_size_only() -> None:
     """A 16->32->64 px trial is not pruned by a fixed 64 px trial that is no better at 64 px, but is when worse."""
     cfg = load_config(ROOT / "spaces" / "tiny_26m.yaml", ["search.pruner_startup_trials=1",
                                                          "search.pruner_warmup_epochs=0"])
-    from search.study.study import make_pruner
+    from search.study.samplers import make_pruner
 
     fixed = [(64, a) for a in (0.30, 0.40, 0.45, 0.50, 0.55, 0.60)]
     low_res = [(16, 0.10), (16, 0.12), (32, 0.20), (32, 0.25)]

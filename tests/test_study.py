@@ -1,5 +1,5 @@
-"""search/study/study.py: samplers that differ between workers, the study lock across machines, and the trials
-of dead workers failed (and retried) once their grace period is over."""
+"""search/study/ samplers.py, lock.py, recovery.py: samplers that differ between workers, the study lock across
+machines, and the trials of dead workers failed (and retried) once their grace period is over."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pytest
 from search.config import load_config
 from search.space import sample
 from search.storage import make_storage
-from search.study.study import StudyLock, fail_orphans, make_sampler
+from search.study.lock import StudyLock
+from search.study.recovery import fail_orphans
+from search.study.samplers import make_sampler
 from search.trials import WORKER
 from tests.helpers.spaces import write_space
 from tests.helpers.studies import PG_URL, needs_postgres

@@ -1,2 +1,2 @@
-"""The study machinery: where a study lives (storage), opening it (study), the stop flag, one worker's trial
-loop, and the --workers parent (supervisor)."""
+"""The study machinery: opening a study (study), its sampler and pruner (samplers), the study-wide lock (lock),
+crash recovery (recovery), the stop flag, one worker's trial loop, and the --workers parent (supervisor)."""

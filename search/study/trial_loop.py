@@ -1,6 +1,6 @@
 """The trial loop of one worker: trials asked under the study lock, so n_trials is never overshot.
 
-Exact count: every worker takes the study lock (study.StudyLock), counts finished + running trials,
+Exact count: every worker takes the study lock (lock.StudyLock), counts finished + running trials,
 and only then asks Optuna for a new trial, still under the lock; a running trial holds its place until
 it ends. So finished + running never exceeds the target, and workers whose places are all taken wait
 (failing stale trials of dead workers, whose retries then get the place) until the study is done.
@@ -20,8 +20,9 @@ from ..cli import STORAGE_ERRORS
 from ..objective import Objective, mark_interrupted
 from ..storage import ask, heartbeat
 from ..trials import count_finished, count_running
+from .lock import StudyLock
+from .recovery import fail_orphans
 from .stop import Stop
-from .study import StudyLock, fail_orphans
 
 S = optuna.trial.TrialState
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import hashlib
 import importlib.util
 import sqlite3
@@ -22,10 +21,10 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from blocks.atomic import open_lock_file
 from blocks.text import one_line
 
 from .errors import UserError
+from .locks import hold_lock
 from .names import check_path
 from .trials import INTERRUPTED, WORKER
 
@@ -137,15 +136,10 @@ def _schema_lock(url: str, parsed: sqlalchemy.engine.URL, engine_kwargs: dict[st
 def _lock_file(database: str | None) -> Iterator[None]:
     """Hold `DATABASE.schema.lock` exclusively (a file apart from the study lock's: neither waits on the other)."""
     try:
-        f = open_lock_file(f"{database}{SCHEMA_LOCK}") if database and database != ":memory:" else None
-    except OSError:  # a read-only folder holds an existing study (RDBStorage reports anything else)
-        f = None
-    if f is None:
-        yield
-        return
-    with f:
-        with contextlib.suppress(OSError):  # a file system without locks (some NFS mounts): as unserialised as before
-            fcntl.flock(f, fcntl.LOCK_EX)  # freed by the OS when the holder dies
+        f = hold_lock(f"{database}{SCHEMA_LOCK}", "the schema lock") if database and database != ":memory:" else None
+    except (UserError, OSError):  # not opened: a read-only folder holds an existing study (RDBStorage reports
+        f = None  # anything else); or not locked: a file system without locks (some NFS mounts), unserialised as before
+    with f or contextlib.nullcontext():
         yield
 
 

@@ -29,6 +29,7 @@ from search.config import DataConfig, TrainSpec
 from search.data import decode_cache
 from search.data.datasets import make_loaders
 from search.errors import UserError
+from search.locks import LockHeld, hold_lock, release_lock, sign_lock
 from search.review import folder_lock, predict, report, retrain
 from search.review.results import open_results
 from search.study.stop import StopRequested
@@ -367,6 +368,25 @@ def test_lock_files_never_follow_a_planted_link(tmp_path: Path) -> None:
     with open_lock_file(tmp_path / "fresh.lock") as f:  # a plain name is created and can be locked
         fcntl.flock(f, fcntl.LOCK_EX)
     assert (tmp_path / "fresh.lock").is_file()
+
+
+def test_a_held_lock_is_refused_without_waiting_and_names_its_holder(tmp_path: Path) -> None:
+    """hold_lock(wait=False) on a lock held elsewhere: LockHeld with the holder's note at once; free once released."""
+    path = tmp_path / "x.lock"
+    held = hold_lock(path, "the test lock")  # another open file: flock refuses it as it would another process
+    with pytest.raises(LockHeld) as unsigned:
+        hold_lock(path, "the test lock", wait=False)
+    sign_lock(held)
+    with pytest.raises(LockHeld) as signed:
+        hold_lock(path, "the test lock", wait=False)
+    assert unsigned.value.holder == "" and signed.value.holder == f"process {os.getpid()} on {os.uname().nodename}"
+    release_lock(held)
+    hold_lock(path, "the test lock", wait=False).close()
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(UserError) as fifo:  # refused at once, never waited on
+        hold_lock(path, "the test lock")
+    assert str(fifo.value) == f"cannot open the test lock {path}: not a regular file (a FIFO)"
 
 
 def test_the_decode_cache_never_follows_a_link_at_a_temporary_name(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -10,9 +9,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 
-from blocks.atomic import open_lock_file
-
-from ..errors import UserError
+from ..locks import hold_lock, release_lock
 from ..storage import rdb_storage
 
 
@@ -38,12 +35,7 @@ class StudyLock:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
             self._held = conn
         else:
-            try:
-                f = open_lock_file(self.path)  # a link planted at its name is refused, never opened
-            except OSError as e:
-                raise UserError(f"cannot open the study lock {self.path}: {e.strerror or e}") from None
-            fcntl.flock(f, fcntl.LOCK_EX)
-            self._held = f
+            self._held = hold_lock(self.path, "the study lock")  # a link planted at its name is refused, never opened
 
     def release(self) -> None:
         """Release the lock if held (safe to call twice)."""
@@ -56,8 +48,7 @@ class StudyLock:
             finally:
                 held.close()
         else:
-            fcntl.flock(held, fcntl.LOCK_UN)
-            held.close()
+            release_lock(held)
 
     def __enter__(self) -> StudyLock:
         self.acquire()

@@ -1,0 +1,61 @@
+"""The one way a lock file is taken: opened safely (never through a link, never a FIFO), then flock'ed.
+
+Every lock file of the project goes through here: the study lock beside an SQLite study, the schema lock
+that serialises table creation, and each trial's retrain lock. flock locks are freed by the OS when their
+holder dies, so a killed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from typing import BinaryIO
+
+from blocks.atomic import open_lock_file
+
+from .errors import UserError
+
+NOTE_BYTES = 200  # the most of a holder's note read back from a lock file
+
+
+class LockHeld(Exception):
+    """Another process holds the lock (only when not waiting); `holder` is the note it signed, or ''."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+def hold_lock(path: str | os.PathLike, what: str, *, wait: bool = True) -> BinaryIO:
+    """Hold the lock file `path` exclusively until the returned file is closed (or release_lock).
+
+    A UserError naming `what` ("the study lock") when it cannot be opened: a link planted at its name, a
+    FIFO or another special file, no permission. With `wait` false, LockHeld when another process holds it.
+    """
+    try:
+        f = open_lock_file(path)
+    except OSError as e:
+        raise UserError(f"cannot open {what} {path}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = " ".join(os.pread(f.fileno(), NOTE_BYTES, 0).decode(errors="replace").split())
+        f.close()
+        raise LockHeld(holder) from None
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def sign_lock(f: BinaryIO) -> None:
+    """Write who holds the lock into its file (`process PID on HOST`), for the message of a run refused by it."""
+    fd = f.fileno()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"process {os.getpid()} on {os.uname().nodename}".encode(), 0)
+
+
+def release_lock(f: BinaryIO) -> None:
+    """Release a lock taken by hold_lock and close its file (a child that inherited the file no longer holds it)."""
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()

@@ -161,7 +161,7 @@ def _copy_metrics(new: Path, kept: Path) -> None:
     """The results folder's metrics.json over the snapshot's, keeping the snapshot's `int8` record (written by the
     `int8` phase into the snapshot only) while the seed's model.pt is the one it was measured on: a retrain that
     only tested a finished seed again dropped it."""
-    from blocks.atomic import atomic_write_text
+    from search.files import atomic_write_text
 
     doc, old = json.loads(new.read_text()), json.loads(kept.read_text())
     same_model = (new.parent / "model.pt").is_file() and (kept.parent / "model.pt").is_file() and \
@@ -503,9 +503,9 @@ def int8(args: argparse.Namespace) -> int:
     import torch
 
     from blocks import load
-    from blocks.atomic import atomic_write_text
     from search.config import load_config
     from search.data.datasets import make_loaders
+    from search.files import atomic_write_text
     from search.review import tflite
 
     cfg = load_config(SNAPSHOT / "config.yaml")

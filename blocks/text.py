@@ -19,11 +19,6 @@ def short_count(n: float | int | None, unit: str = "") -> str:
     return f"{n:g}{unit}"
 
 
-def plural(n: int, noun: str, many: str | None = None) -> str:
-    """3, 'image' -> '3 images'; 1, 'image' -> '1 image'; 2, 'class', 'classes' -> '2 classes' (1,024: a comma)."""
-    return f"{n:,} {noun if n == 1 else many or noun + 's'}"
-
-
 def short_bytes(n: float | int | None) -> str:
     """49152 -> '48 KiB'; 1.5 * 2**20 -> '1.5 MiB'; 100 -> '100 B'; None -> '-' (binary units, as SRAM sizes)."""
     if n is None:

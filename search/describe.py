@@ -1,4 +1,5 @@
-"""A short readable architecture (the summary, the report, the dashboard, the dry run); counts: blocks.text."""
+"""Short readable text: an architecture in one line (the summary, the report, the dashboard, the dry run), a
+number of things (`3 images`); counts and bytes (`1.23M`, `48 KiB`) are blocks.text's."""
 
 from __future__ import annotations
 
@@ -21,3 +22,8 @@ def arch_brief(arch: dict) -> str:
     parts += [f"{key}={arch[key]}" for key in NAMED_WHEN_SET if arch.get(key, getattr(ArchSpec, key)) !=
               getattr(ArchSpec, key)]
     return " ".join(parts)
+
+
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """3, 'image' -> '3 images'; 1, 'image' -> '1 image'; 2, 'class', 'classes' -> '2 classes' (1,024: a comma)."""
+    return f"{n:,} {noun if n == 1 else many or noun + 's'}"

@@ -26,11 +26,11 @@ import torch
 
 from blocks import ArchSpec, build, complexity
 from blocks.resnet import ARENA_SLACK, arena_bound
-from blocks.text import plural, short_bytes, short_count
+from blocks.text import short_bytes, short_count
 
 from . import trainer
 from .config import SearchConfig, TrainSpec
-from .describe import arch_brief
+from .describe import arch_brief, plural
 from .device import cpu_cores, sync, to_device
 from .rules import Resolved, check_sample
 from .space import sample

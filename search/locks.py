@@ -7,11 +7,12 @@ holder dies, so a killed run never leaves a stale lock behind.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from typing import BinaryIO
 
-from blocks.atomic import open_lock_file
+from blocks.atomic import regular_fd
 
 from .errors import UserError
 
@@ -24,6 +25,17 @@ class LockHeld(Exception):
     def __init__(self, holder: str):
         super().__init__(holder)
         self.holder = holder
+
+
+def open_lock_file(path: str | os.PathLike) -> BinaryIO:
+    """Open (creating) a lock file for fcntl.flock without following a link planted at its name, nor using a FIFO."""
+    try:
+        return os.fdopen(regular_fd(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)), "r+b")
+    except OSError as e:
+        if e.errno == errno.ELOOP and os.path.islink(path):  # O_NOFOLLOW's refusal reads "Too many levels of links"
+            raise OSError(errno.ELOOP, "a symbolic link, which a lock is never opened through (it could lead "
+                                       "anywhere); remove the link and rerun", str(path)) from None
+        raise
 
 
 def hold_lock(path: str | os.PathLike, what: str, *, wait: bool = True) -> BinaryIO:

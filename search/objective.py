@@ -15,7 +15,6 @@ import optuna
 import torch
 
 from blocks import ArchSpec, Complexity, build
-from blocks.atomic import atomic_write_text
 from blocks.io import UnreadableFile, read_json
 from blocks.resnet import arena_bound
 
@@ -28,6 +27,7 @@ from .dashboard import note_rejected, upload
 from .describe import arch_brief
 from .device import resolve_device
 from .errors import ResultsWriteError, UserError
+from .files import atomic_write_text
 from .probe import LatencyProbe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
 from .rules import Rejected, Resolved, check_sample, module_violation

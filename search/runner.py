@@ -13,8 +13,6 @@ from pathlib import Path
 import optuna
 import yaml
 
-from blocks.atomic import atomic_write_text
-
 from . import shipped_space, shipped_spaces
 from .baselines import enqueue_baselines
 from .checks import check_for_training
@@ -23,6 +21,7 @@ from .config import SearchConfig, apply_overrides, load_config, parse_config
 from .device import resolve_device
 from .dryrun import Clock, TrainingTimer, sample_designs, summarise, time_training
 from .errors import UserError, clip
+from .files import atomic_write_text
 from .names import check_path
 from .objective import Objective
 from .review.summary import summary_table

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from blocks.text import plural
-
+from .describe import plural
 from .device import cpu_cores
 
 # torch reads these at start-up for its intra-op threads (ATen's intraop_default_num_threads): a user who

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from blocks.text import plural
-from search.describe import arch_brief
+from search.describe import arch_brief, plural
 
 RESNET8 = {"stages": 3, "blocks": [1, 1, 1], "widths": [16, 32, 64], "kernel": 3, "skip_kernel": 1, "pool": None,
            "block": "basic", "separable": False, "shortcut": "projection", "stem": "cifar", "head": "linear"}

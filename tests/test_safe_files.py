@@ -21,7 +21,6 @@ from PIL import Image
 
 import blocks
 from blocks import ArchSpec, build
-from blocks.atomic import atomic_write_text, open_lock_file
 from search import checkpoint as ckpt_io
 from search import run
 from search.checkpoint import UnreadableCheckpoint
@@ -29,7 +28,8 @@ from search.config import DataConfig, TrainSpec
 from search.data import decode_cache
 from search.data.datasets import make_loaders
 from search.errors import UserError
-from search.locks import LockHeld, hold_lock, release_lock, sign_lock
+from search.files import atomic_write_text
+from search.locks import LockHeld, hold_lock, open_lock_file, release_lock, sign_lock
 from search.review import folder_lock, predict, report, retrain
 from search.review.results import open_results
 from search.study.stop import StopRequested

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from blocks.atomic import atomic_text
+from ..files import atomic_text
 
 TOP5_MIN_CLASSES = 100  # top-5 is reported where it is informative (Tiny ImageNet's 200 classes), not for 10
 

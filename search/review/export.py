@@ -24,13 +24,14 @@ import torch
 
 import blocks
 from blocks import complexity
-from blocks.atomic import atomic_write, atomic_write_text
+from blocks.atomic import atomic_write
 from blocks.resnet import ACTIVATION_BYTES, tflite_peak
 
 from ..cli import ArgumentParser, main_guard, python_command
 from ..config import DataConfig
 from ..data.custom import DatasetSplits, given_dataset
 from ..errors import UserError
+from ..files import atomic_write_text
 from ..names import TEMP_ROOM, check_path
 from . import int8_results, tflite
 

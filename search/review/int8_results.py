@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from blocks.atomic import atomic_write_text
 from blocks.holds import Number
 from blocks.io import UnreadableFile, read_json
 
+from ..files import atomic_write_text
 from .evaluate import mean_std
 
 RECORD = "int8.json"  # in retrain/<trial>/seed_K/, beside model.pt

@@ -25,15 +25,15 @@ from torch.utils.data import DataLoader
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 import blocks
-from blocks.atomic import atomic_write_text, write_output
-from blocks.text import plural
 
 from ..cli import ArgumentParser, main_guard
 from ..data import augment
 from ..data.datasets import NORMALISATION, ImageDataset, loader_workers
 from ..data.sources import MAX_PIXELS, Split
+from ..describe import plural
 from ..device import resolve_device
 from ..errors import UserError
+from ..files import atomic_write_text, write_output
 from ..names import TEMP_ROOM, check_path, fit_name
 from ..progress import Progress
 from ..trainer import predict

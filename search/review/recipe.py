@@ -6,9 +6,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from blocks.text import plural
-
 from ..config import DataConfig, RetrainConfig, TrainSpec
+from ..describe import plural
 from ..errors import UserError
 
 if TYPE_CHECKING:

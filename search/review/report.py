@@ -16,7 +16,6 @@ import optuna
 import plotly.graph_objects as go
 
 from blocks import ArchSpec, complexity
-from blocks.atomic import atomic_write_text
 from blocks.layers import MAC_KINDS
 from blocks.resnet import ARENA_SLACK
 from blocks.text import short_count
@@ -25,6 +24,7 @@ from ..cli import ArgumentParser, main_guard
 from ..dashboard import upload
 from ..describe import arch_brief
 from ..errors import UserError
+from ..files import atomic_write_text
 from ..names import TEMP_ROOM, check_path
 from ..trials import KINDS, REJECTED, completed, count_kinds, is_baseline
 from . import int8_results

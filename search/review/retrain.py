@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blocks.text import plural
-
 from ..checks import check_for_training
 from ..cli import ArgumentParser, main_guard, python_command, say
 from ..config import MAX_EPOCHS, SearchConfig, TrainSpec
 from ..contained import inside
 from ..dashboard import attach_retrain
 from ..data.custom import DatasetSplits, given_dataset
+from ..describe import plural
 from ..device import resolve_device
 from ..errors import UserError
 from ..study.stop import Stop

@@ -11,11 +11,12 @@ from typing import Any
 import torch
 
 from blocks import ArchSpec
-from blocks.atomic import atomic_text, atomic_write, atomic_write_text
+from blocks.atomic import atomic_write
 
 from ..config import SearchConfig
 from ..contained import inside
 from ..errors import UserError
+from ..files import atomic_text, atomic_write_text
 from ..names import fit_name
 from . import evaluate as ev
 from . import int8_results

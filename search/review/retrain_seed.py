@@ -12,7 +12,7 @@ import torch
 
 import blocks
 from blocks import build
-from blocks.atomic import atomic_write, atomic_write_text
+from blocks.atomic import atomic_write
 from blocks.holds import Check, problem
 from blocks.io import UnreadableFile, read_json, safe_load
 
@@ -21,6 +21,7 @@ from ..config import SearchConfig
 from ..contained import inside
 from ..describe import arch_brief
 from ..errors import ResultsWriteError, UserError
+from ..files import atomic_write_text
 from ..progress import Progress
 from ..threads import epoch_threads
 from ..trainer import EPOCH, EpochResult, fit, predict, resumable_epochs, seed_everything

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -15,7 +12,7 @@ import optuna
 import torch
 
 from blocks import ArchSpec, Complexity, build
-from blocks.io import UnreadableFile, read_json
+from blocks.io import UnreadableFile
 from blocks.resnet import arena_bound
 
 from .baselines import sample_baseline
@@ -23,11 +20,10 @@ from .checkpoint import CheckpointWriteError, set_aside
 from .cli import STORAGE_ERRORS
 from .config import SearchConfig, TrainSpec
 from .contained import inside
-from .dashboard import note_rejected, upload
+from .dashboard import note_rejected
 from .describe import arch_brief
 from .device import resolve_device
 from .errors import ResultsWriteError, UserError
-from .files import atomic_write_text
 from .probe import LatencyProbe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
 from .rules import Rejected, Resolved, check_sample, module_violation
@@ -35,6 +31,7 @@ from .space import sample
 from .storage import stored_trial
 from .threads import epoch_threads
 from .trainer import EpochResult, fit, resumable_epochs, seed_everything
+from .trial_record import TrialRecord, record_path, records_folder, worker_id
 from .trials import (
     BASELINE,
     INTERRUPTED,
@@ -46,7 +43,6 @@ from .trials import (
     count_running,
     is_baseline,
     ranked,
-    record_shape,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +59,8 @@ class Objective:
 
         self.cfg, self.results, self.log = cfg, results, log
         # where trials write, checked before the first trial: a link out of the results folder is refused
-        self.records, self.checkpoints = inside(results, results / "trials"), inside(results, results / "checkpoints")
+        records_folder(results)
+        self.checkpoints = inside(results, results / "checkpoints")
         self.probe = probe or latency_ms  # measures inference ms (injectable: tests never time anything)
         self.stop = stop  # asked between batches (search.study.stop.Stop in a worker)
         self.progress_every_s = progress_every_s  # seconds between plain progress lines (not on a terminal)
@@ -102,7 +99,7 @@ class Objective:
             trial.set_user_attr("budget_utilisation", round(cx.params / cfg.budget.params, 4))
         if isinstance(verdict, Rejected):
             return self._reject(trial, verdict.reason)
-        return self._train(trial, verdict.spec, verdict.train, verdict.cx)
+        return self._train(trial, verdict)
 
     def _reject(self, trial: optuna.Trial, reason: str) -> NoReturn:
         """Record why this sample can never be trained, and end the trial without building anything."""
@@ -116,9 +113,9 @@ class Objective:
                      f"the space barely fits, shrink it or raise the budget")
         raise optuna.TrialPruned(f"rejected: {reason}")
 
-    def _train(self, trial: optuna.Trial, spec: ArchSpec, train: TrainSpec,
-               cx: Complexity) -> float | tuple[float, ...]:
+    def _train(self, trial: optuna.Trial, design: Resolved) -> float | tuple[float, ...]:
         """Build, train with per-epoch reports and pruning, and return the objective values."""
+        spec, train, cx = design.spec, design.train, design.cx
         first = self._link_retry(trial)
         seed = self.cfg.search.seed + first  # a retry keeps the seed of the trial it continues
         model = self._build(trial, spec, cx, seed)
@@ -128,7 +125,7 @@ class Objective:
         self.rejections_in_a_row = 0  # within every budget: only now does the run of rejections end
         trial.set_user_attr("seed", seed)
         loaders = self._loaders(train, seed)
-        record = self._record(trial, spec, train, cx, seed)
+        record = TrialRecord.start(self.results, trial, self.cfg, design, seed, _device_name(self.device))
         ckpt = self.checkpoints / f"trial_{first}.pt"
         done = self._resume_point(trial, first, ckpt, model, train, record)
         history = self._fit(trial, model, loaders, train, seed, record, ckpt, done)
@@ -175,7 +172,7 @@ class Objective:
         return loaders
 
     def _resume_point(self, trial: optuna.Trial, first: int, ckpt: Path, model: torch.nn.Module, train: TrainSpec,
-                      record: dict) -> int:
+                      record: TrialRecord) -> int:
         """Epochs restored from the checkpoint of the trial this one retries (0 for a fresh trial)."""
         done = 0
         if first == trial.number:
@@ -184,13 +181,13 @@ class Objective:
             done = resumable_epochs(ckpt, model, train, lambda why: self.log(
                 f"[trial {trial.number}] {why}; trial {first} restarts from epoch 1"))
         if done:
-            record[RESUMED_FROM] = done + 1
+            record.resumed_from(done + 1)
             trial.set_user_attr(RESUMED_FROM, done + 1)
             self.log(f"[trial {trial.number}] resuming trial {first} from epoch {done + 1} ({ckpt})")
         return done
 
     def _fit(self, trial: optuna.Trial, model: torch.nn.Module, loaders: Loaders, train: TrainSpec, seed: int,
-             record: dict, ckpt: Path, done: int) -> list[EpochResult]:
+             record: TrialRecord, ckpt: Path, done: int) -> list[EpochResult]:
         """Train the trial; a failure is recorded, and says whether the trial resumes (its checkpoint kept) or not."""
         on_epoch = EpochHook(self, trial, train, record, done)
         try:
@@ -198,29 +195,29 @@ class Objective:
                        checkpoint=ckpt, native_size=self.info.image_size, seed=seed, stop=self.stop,
                        on_batch=on_epoch.progress, threads=self.threads)
         except KeyboardInterrupt:  # keep the checkpoint: a rerun resumes the trial from its last epoch
-            record["state"] = "interrupted"
-            self._write(trial.number, record, quiet=True)
+            record.stopped("interrupted")
             raise  # recorded on the trial by the worker loop, which knows the signal's name
         except (ResultsWriteError, CheckpointWriteError) as e:
             # The results folder is full or read-only: not the trial's fault, so it resumes like Ctrl-C.
             message = str(e) if isinstance(e, UserError) else f"results folder {self.results}: {e}"
-            self._interrupted(trial, record, message)
+            mark_interrupted(trial, message)  # a rerun resumes it
+            record.stopped("interrupted")
             raise ResultsWriteError(message) from None
         except STORAGE_ERRORS:  # the database failed under the trial: not its fault either
-            self._interrupted(trial, record, "study storage failed")
+            mark_interrupted(trial, "study storage failed")
+            record.stopped("interrupted")
             raise
         except optuna.exceptions.UpdateFinishedTrialError:  # failed by another worker: its retry owns the checkpoint
             raise
         except BaseException:  # the trial's own failure (bad data, a bug): it is not resumed
             ckpt.unlink(missing_ok=True)
-            record["state"] = "failed"
-            self._write(trial.number, record, quiet=True)
+            record.stopped("failed")
             raise
         finally:
             on_epoch.progress.close()
 
-    def _finish(self, trial: optuna.Trial, model: torch.nn.Module, train: TrainSpec, cx: Complexity, record: dict,
-                history: list[EpochResult], ckpt: Path) -> float | tuple[float, ...]:
+    def _finish(self, trial: optuna.Trial, model: torch.nn.Module, train: TrainSpec, cx: Complexity,
+                record: TrialRecord, history: list[EpochResult], ckpt: Path) -> float | tuple[float, ...]:
         """Measure the trained model's latency, write the final record, and return the objective values."""
         ckpt.unlink(missing_ok=True)
         final = history[-1].val_acc
@@ -229,36 +226,12 @@ class Objective:
         costs = cost_attrs(model, self.info.image_size, self.device, train.amp, self.probe)
         for key, value in costs.items():
             trial.set_user_attr(key, value)
-        record.update(state="complete", val_acc=final, best_val_acc=max(h.val_acc for h in history), **costs)
-        self._write(trial.number, record)
-        self._attach_record(trial)
-        trial.set_user_attr("best_val_acc", record["best_val_acc"])
+        best = max(h.val_acc for h in history)
+        record.ended(trial, "complete", val_acc=final, best_val_acc=best, **costs)
+        trial.set_user_attr("best_val_acc", best)
         values = {"val_acc": final, "params": float(cx.params), "flops": float(cx.flops)}
         out = tuple(values[o] for o in self.cfg.search.objectives)
         return out if len(out) > 1 else out[0]
-
-    def _interrupted(self, trial: optuna.Trial, record: dict, reason: str) -> None:
-        """Mark a trial stopped by something outside it (disk, database) so that a rerun resumes it."""
-        mark_interrupted(trial, reason)
-        record["state"] = "interrupted"
-        self._write(trial.number, record, quiet=True)
-
-    def _attach_record(self, trial: optuna.Trial) -> None:
-        """Upload the trial's final record as an artifact, so the dashboard opens it from the trial's page."""
-        upload(trial, self.records / f"{trial.number:05d}.json", self.results)
-
-    def _record(self, trial: optuna.Trial, spec: ArchSpec, train: TrainSpec, cx: Complexity, seed: int) -> dict:
-        """The per-trial JSON document (written after every epoch)."""
-        record = {"number": trial.number, "study": self.cfg.study_name, "state": "running",
-                  "arch": spec.to_dict(), "train": train.to_dict(), "seed": seed,
-                  "params": cx.params, "flops": cx.flops, "peak_activations": cx.peak_activations,
-                  "receptive_field": cx.receptive_field,
-                  "budget_params": self.cfg.budget.params, "device": _device_name(self.device),
-                  "threads": torch.get_num_threads(), "host": os.uname().nodename, "worker": worker_id(),
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "epochs": []}
-        if RETRY_OF in trial.user_attrs:
-            record[RETRY_OF] = trial.user_attrs[RETRY_OF]
-        return record
 
     def _link_retry(self, trial: optuna.Trial) -> int:
         """The first trial of this one's retry chain (itself when fresh); links the two in attrs and JSON."""
@@ -270,37 +243,22 @@ class Objective:
             return trial.number
         trial.set_user_attr(RETRY_OF, first)
         self.log(f"[trial {trial.number}] retries trial {chain[-1]} (same params and seed as trial {first})")
-        prev = self.records / f"{chain[-1]:05d}.json"
+        prev = record_path(self.results, chain[-1])
         if prev.is_file():  # the stopped run's record (when it ran on this machine) points at its retry
             try:
-                record = read_json(prev, record_shape(chain[-1]))
+                record = TrialRecord.read(self.results, chain[-1])
             except (UnreadableFile, OSError) as e:  # not the retry's fault: it runs, the record is kept for a look
                 self.log(f"[trial {trial.number}] cannot read trial {chain[-1]}'s record {prev}: "
                          f"{getattr(e, 'strerror', None) or e}; kept as {set_aside(prev).name}")
                 return first
-            if record.get("state") == "running":
-                record["state"] = "failed"  # its worker died
-            record["retried_as"] = trial.number
-            self._write(chain[-1], record)
+            record.retried_as(trial.number)
         return first
-
-    def _write(self, number: int, record: dict, quiet: bool = False) -> None:
-        """Write results/<study>/trials/<number>.json atomically; `quiet` ignores a failed write."""
-        folder = self.records
-        path = folder / f"{number:05d}.json"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, json.dumps(record, indent=1))
-        except OSError as e:
-            if not quiet:
-                raise ResultsWriteError(f"results folder {self.results}: cannot write {path.name}: "
-                                f"{e.strerror or e}") from None
 
 
 class EpochHook:
     """fit's on_epoch for one trial: record and log each epoch, report it to the pruner, prune."""
 
-    def __init__(self, objective: Objective, trial: optuna.Trial, train: TrainSpec, record: dict, done: int):
+    def __init__(self, objective: Objective, trial: optuna.Trial, train: TrainSpec, record: TrialRecord, done: int):
         cfg = objective.cfg
         self.objective, self.trial, self.train, self.record = objective, trial, train, record
         self.done = done  # epochs restored from a checkpoint (fit replays them)
@@ -319,12 +277,10 @@ class EpochHook:
 
     def __call__(self, r: EpochResult) -> None:
         trial, record, obj = self.trial, self.record, self.objective
-        record["epochs"].append(vars(r).copy())
-        record["epoch_times_s"] = [round(e["time_s"], 3) for e in record["epochs"]]
-        trial.set_user_attr("epoch_times_s", record["epoch_times_s"])
-        trial.set_user_attr("val_acc_curve", [round(e["val_acc"], 5) for e in record["epochs"]])
+        trial.set_user_attr("epoch_times_s", record.add_epoch(r))
+        trial.set_user_attr("val_acc_curve", record.val_acc_curve())
         trial.set_user_attr("train_images_per_s", round(r.images_per_s, 1))  # of the latest epoch
-        obj._write(trial.number, record)
+        record.write()
         self.progress.close()
         best = self.best
         obj.log(f"[trial {trial.number} ({self.place})] epoch {r.epoch}/{self.train.epochs} "
@@ -332,9 +288,7 @@ class EpochHook:
                 + (f" best so far {best.values[0]:.4f} (trial {best.number})" if best is not None else "")
                 + (" [restored from checkpoint]" if r.epoch <= self.done else ""))
         if not self.multi and report_epoch(trial, r, obj.info.image_size, self.train.epochs):
-            record["state"] = "pruned"
-            obj._write(trial.number, record)
-            obj._attach_record(trial)
+            record.ended(trial, "pruned")
             obj.log(f"[trial {trial.number}] pruned after epoch {r.epoch}")
             raise optuna.TrialPruned(f"pruned at epoch {r.epoch}")
 
@@ -352,11 +306,6 @@ def report_epoch(trial: optuna.Trial, r: EpochResult, native_size: int, epochs: 
         return False
     trial.report(r.val_acc, r.epoch)
     return bool(r.epoch < epochs and not is_baseline(trial) and trial.should_prune())  # a finished run never is
-
-
-def worker_id() -> str:
-    """host:pid of this worker process."""
-    return f"{os.uname().nodename}:{os.getpid()}"
 
 
 def mark_interrupted(trial: optuna.Trial, reason: str) -> None:

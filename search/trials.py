@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from blocks.holds import Check, Maybe, Number
+from blocks.holds import Maybe, Number
 
 S = optuna.trial.TrialState
 
@@ -33,12 +33,6 @@ KINDS = ("complete", "pruned", "rejected", "failed", "running", "waiting")
 # study.db may not): one line names the first that does not, never a TypeError in a sort or a table.
 ATTRS = {"arch": Maybe(dict), "train": Maybe(dict), "params": Maybe(int), "flops": Maybe(Number),
          "seed": Maybe(int), "val_acc_curve": Maybe([Number]), "epoch_times_s": Maybe([Number])}
-
-
-def record_shape(number: int) -> dict[str, Any]:
-    """What trials/<number>.json must hold when read back: trial `number`'s document (not a copy of another's)."""
-    return {"number": Check(int, lambda n: n == number, f"{number}, this trial's number"), "state": Maybe(str),
-            "arch": Maybe(dict), "params": Maybe(int)}
 
 
 def is_baseline(t: Any) -> bool:

@@ -75,6 +75,7 @@ def test_trials_that_start_together_get_their_own_place() -> None:
     from types import SimpleNamespace
 
     from search.objective import EpochHook
+    from search.trial_record import TrialRecord
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
@@ -82,7 +83,7 @@ def test_trials_that_start_together_get_their_own_place() -> None:
     objective = SimpleNamespace(cfg=cfg, log=lambda line: None, progress_every_s=60.0)
 
     def hook(trial: optuna.Trial) -> EpochHook:
-        return EpochHook(objective, trial, SimpleNamespace(epochs=8), {"epochs": []}, 0)
+        return EpochHook(objective, trial, SimpleNamespace(epochs=8), TrialRecord(Path(), trial.number, {}), 0)
 
     baseline = study.ask()
     baseline.set_user_attr("baseline", "resnet8")

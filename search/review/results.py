@@ -13,14 +13,15 @@ import optuna
 
 from blocks import ArchSpec, build
 from blocks.holds import problem
-from blocks.io import UnreadableFile, read_json
+from blocks.io import UnreadableFile
 
 from ..config import SearchConfig, load_config
 from ..errors import UserError
 from ..names import check_path
 from ..storage import default_storage, make_storage, readable_trials, redact_url
 from ..study.identity import DATA_ATTR, config_difference, data_difference, data_identity
-from ..trials import ATTRS, REJECTED, ranked, record_shape
+from ..trial_record import read_record, record_path
+from ..trials import ATTRS, REJECTED, ranked
 
 S = optuna.trial.TrialState
 MAX_NAME, MAX_LISTED = 60, 10  # characters of a study name, and names, that a message quotes
@@ -90,11 +91,11 @@ class StudyResults:
 
     def trial_json(self, number: int) -> tuple[Path, dict[str, Any] | None]:
         """trials/<number>.json and its content (None when it was never written)."""
-        path = self.folder / "trials" / f"{number:05d}.json"
+        path = record_path(self.folder, number)
         if not path.is_file():
             return path, None
         try:
-            return path, read_json(path, record_shape(number))
+            return path, read_record(path, number)
         except (UnreadableFile, OSError) as e:
             raise UserError(f"trial {number}: '{path}' is not its record: {getattr(e, 'strerror', None) or e}; "
                             f"fix or delete it") from None

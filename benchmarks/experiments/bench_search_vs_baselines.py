@@ -110,14 +110,14 @@ def seed_run(args: argparse.Namespace) -> None:
 
     from search.review.results import open_results
     from search.review.retrain import make_plans
-    from search.review.retrain_seed import train_and_test
+    from search.review.retrain_seed import SeedJob, train_and_test
 
     res = open_results(Path(args.results_dir) / args.study)
     number = next(n for n, label in contenders(args).items()
                   if label == ("search winner" if args.only == "winner" else f"baseline {args.only}"))
     plan = make_plans(res, [number], args.epochs)[0]
     folder = res.folder / "retrain" / f"{number:05d}"
-    train_and_test(res, plan, args.k, True, torch.device("cpu"), folder, None, False, print)
+    train_and_test(SeedJob(res, plan, args.k, True, torch.device("cpu"), folder, None, False, print))
 
 
 def fmt(values: list[float]) -> str:

@@ -27,7 +27,7 @@ from .folder_lock import clear_folder, lock_folder
 from .plan import Plan
 from .results import StudyResults, open_results
 from .retrain_outputs import SeedRun, brief, need_onnx, summary_lines, write_ensemble, write_trial_summary
-from .retrain_seed import train_and_test
+from .retrain_seed import SeedJob, train_and_test
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,8 +141,9 @@ def retrain(results: str | Path, *, trials: Sequence[int] | None = None, top: in
             runs[plan.number] = []
             for k in range(seeds):
                 stop.check()  # a stop that came while the last seed was tested: the next one does not start
-                runs[plan.number].append(train_and_test(res, plan, k, on_val, where, folder, unlabeled, onnx,
-                                                        log, later_runs=(len(plans) - i) * seeds - k - 1, stop=stop))
+                job = SeedJob(res, plan, k, on_val, where, folder, unlabeled, onnx, log,
+                              later_runs=(len(plans) - i) * seeds - k - 1, stop=stop)
+                runs[plan.number].append(train_and_test(job))
             write_trial_summary(res, plan, runs[plan.number], on_val, folder)
             attach_retrain(res.study, plan.number, res.folder, folder)  # optuna-dashboard opens them from the trial
     summary: dict[str, Any] = {"trials": {n: brief(r) for n, r in runs.items()}}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,6 @@ from blocks.holds import Check, problem
 from blocks.io import UnreadableFile, read_json, safe_load
 
 from ..checkpoint import CheckpointWriteError
-from ..config import SearchConfig
 from ..contained import inside
 from ..describe import arch_brief
 from ..errors import ResultsWriteError, UserError
@@ -40,89 +41,112 @@ SEED_STRIDE = 1000  # retrain seed k of a trial trains with the trial's search s
 Log = Callable[[str], None]
 
 
-def train_and_test(res: StudyResults, plan: Plan, k: int, on_val: bool, device: torch.device, folder: Path,
-                   unlabeled: list[Path] | None, onnx: bool, log: Log, later_runs: int = 0,
-                   stop: Callable[[], bool] | None = None) -> SeedRun:
-    """Train (or resume, or reuse) seed run k of one trial, test it and write its files.
+@dataclass(frozen=True)
+class SeedJob:
+    """Seed run k of one retrained trial: what it trains, where it writes, how it reports and when it stops."""
 
-    `later_runs`: seed runs still to come after this one (every trial's), for the total ETA.
-    `stop`: asked between training batches; once it says yes, training raises StopRequested and the last
-    finished epoch's train_state.pt is kept for a rerun to resume.
-    """
+    res: StudyResults
+    plan: Plan
+    k: int  # the seed run's index within the trial (0, 1, ...)
+    on_val: bool  # train on train + val (nothing left to validate on)
+    device: torch.device
+    folder: Path  # the trial's retrain/<trial>/ folder
+    unlabeled: list[Path] | None  # --predict's unlabeled test images (None without --predict)
+    onnx: bool  # also export model.onnx
+    log: Log
+    later_runs: int = 0  # seed runs still to come after this one (every trial's), for the total ETA
+    # asked between training batches; once it says yes, training raises StopRequested and the last
+    # finished epoch's train_state.pt is kept for a rerun to resume
+    stop: Callable[[], bool] | None = None
+
+    @property
+    def seed(self) -> int:
+        """The seed this run trains with: the trial's search seed + k * SEED_STRIDE."""
+        return self.plan.seed + self.k * SEED_STRIDE
+
+    @cached_property
+    def run_dir(self) -> Path:
+        """retrain/<trial>/seed_<k>, checked to lead nowhere outside the results folder."""
+        return inside(self.res.folder, self.folder / f"seed_{self.k}")
+
+    @property
+    def tag(self) -> str:
+        """The log lines' prefix, `[trial N seed K]`."""
+        return f"[trial {self.plan.number} seed {self.k}]"
+
+    @property
+    def about(self) -> dict[str, Any]:
+        """What every file of the run records first: study, trial, seed, epochs and whether val was trained on."""
+        return {"study": self.res.name, "trial": self.plan.number, "seed": self.seed,
+                "epochs": self.plan.train.epochs, "train_on_val": self.on_val}
+
+
+def train_and_test(job: SeedJob) -> SeedRun:
+    """Train (or resume, or reuse) the job's seed run, test it and write its files."""
     from ..data.augment import DEFAULT_POLICY, policy_steps
     from ..data.datasets import make_loaders
 
-    cfg, spec, train = res.cfg, plan.spec, plan.train
-    seed = plan.seed + k * SEED_STRIDE
-    run_dir = inside(res.folder, folder / f"seed_{k}")
+    cfg, spec, train, run_dir = job.res.cfg, job.plan.spec, job.plan.train, job.run_dir
     steps = cfg.retrain.augment if cfg.retrain.augment is not None else policy_steps(
         cfg.augment, train.augment_policy or DEFAULT_POLICY)
-    loaders = make_loaders(cfg.data, steps, train.batch_size, seed=seed, device=device.type, test=True,
-                           train_on_val=on_val, where=f"{cfg.path}: augment")
-    facts = recipe.trained_on(loaders, cfg.data, on_val)
-    _claim(run_dir, {"study": res.name, "trial": plan.number, "seed": seed, "epochs": train.epochs,
-                     "train_on_val": on_val, **facts, "augment": steps, "arch": spec.to_dict(),
-                     "train": train.to_dict()})
-    tag = f"[trial {plan.number} seed {k}]"
-    log(f"{tag} {recipe.describe(train, steps, facts)}")
-    model, history = _trained_model(res, plan, k, seed, run_dir, loaders, on_val, device, tag, log, later_runs,
-                                    stop)
-    run = _tested(model, loaders, train.amp, cfg.retrain.tta, device, run_dir, seed, history, tag, log)
+    loaders = make_loaders(cfg.data, steps, train.batch_size, seed=job.seed, device=job.device.type, test=True,
+                           train_on_val=job.on_val, where=f"{cfg.path}: augment")
+    facts = recipe.trained_on(loaders, cfg.data, job.on_val)
+    _claim(run_dir, {**job.about, **facts, "augment": steps, "arch": spec.to_dict(), "train": train.to_dict()})
+    job.log(f"{job.tag} {recipe.describe(train, steps, facts)}")
+    model, history = _trained_model(job, loaders)
+    run = _tested(job, model, loaders)
+    run.history = history
     names = loaders.info.class_names or tuple(str(c) for c in range(run.probs.shape[1]))
-    write_run_files(run, names, {"study": res.name, "trial": plan.number, "seed": seed, "epochs": train.epochs,
-                                 "train_on_val": on_val, "trained_on": facts, "augment": steps,
+    write_run_files(run, names, {**job.about, "trained_on": facts, "augment": steps,
                                  "recipe": recipe.describe(train, steps, facts), "train": train.to_dict(),
                                  "weights": "EMA" if train.ema is not None else "last step",
                                  "test_set": test_set_name(cfg, len(run.labels))})
-    if unlabeled is not None:
-        run.unlabeled = _predict_unlabeled(model, cfg, unlabeled, 2 * train.batch_size, train.amp, device)
-        write_predictions(run_dir / "predictions.csv", unlabeled, run.unlabeled, names)
-    if onnx:
+    if job.unlabeled is not None:
+        run.unlabeled = _predict_unlabeled(job, model)
+        write_predictions(run_dir / "predictions.csv", job.unlabeled, run.unlabeled, names)
+    if job.onnx:
         export_onnx(model, spec, run_dir / "model.onnx")
     metrics = run.metrics
     top5 = f" top-5 {metrics['top5']:.4f}" if "top5" in metrics else ""
     tta = f"; flip TTA top-1 {run.tta['top1']:.4f}" if run.tta else ""
-    log(f"{tag} test top-1 (plain) {metrics['top1']:.4f}{top5}{tta} -> {run_dir}")
+    job.log(f"{job.tag} test top-1 (plain) {metrics['top1']:.4f}{top5}{tta} -> {run_dir}")
     return run
 
 
-def _trained_model(res: StudyResults, plan: Plan, k: int, seed: int, run_dir: Path, loaders: Loaders, on_val: bool,
-                   device: torch.device, tag: str, log: Log, later_runs: int,
-                   stop: Callable[[], bool] | None) -> tuple[torch.nn.Module, list[dict]]:
+def _trained_model(job: SeedJob, loaders: Loaders) -> tuple[torch.nn.Module, list[dict]]:
     """The seed run's model and training history: the saved model.pt when there is one, else trained now."""
-    model_path = run_dir / "model.pt"
+    plan, model_path = job.plan, job.run_dir / "model.pt"
     if not model_path.is_file():
-        return _train(res, plan, seed, run_dir, loaders, on_val, device, tag, log, later_runs, stop)
-    log(f"{tag} already trained ({model_path}); testing the saved model")
-    again = f"delete it (or rerun with --fresh) to train seed {k} of trial {plan.number} again"
+        return _train(job, loaders)
+    job.log(f"{job.tag} already trained ({model_path}); testing the saved model")
+    again = f"delete it (or rerun with --fresh) to train seed {job.k} of trial {plan.number} again"
     try:
-        model = blocks.load(model_path, device)
+        model = blocks.load(model_path, job.device)
     except ValueError as e:
         raise UserError(f"{e}; {again}") from None
-    why = problem(model.extra, _saved_shape(plan, seed), "extra") or (
+    why = problem(model.extra, _saved_shape(job), "extra") or (
         None if model.spec == plan.spec else f"it holds another design ({arch_brief(model.spec.to_dict())})")
     if why:  # a model.pt copied from another run, or saved by blocks.save without what retrain records
-        raise UserError(f"'{model_path}' is not seed {k} of trial {plan.number}: {why}; {again}")
-    (run_dir / "train_state.pt").unlink(missing_ok=True)  # left by a stop between saving and cleaning up
+        raise UserError(f"'{model_path}' is not seed {job.k} of trial {plan.number}: {why}; {again}")
+    (job.run_dir / "train_state.pt").unlink(missing_ok=True)  # left by a stop between saving and cleaning up
     return model, model.extra["history"]
 
 
-def _saved_shape(plan: Plan, seed: int) -> dict[str, Any]:
+def _saved_shape(job: SeedJob) -> dict[str, Any]:
     """What a seed run's model.pt records in its `extra` (as _train saves it): this trial, this seed, every epoch."""
-    epochs = plan.train.epochs
-    return {"trial": Check(int, lambda n: n == plan.number, f"{plan.number}"),
+    number, seed, epochs = job.plan.number, job.seed, job.plan.train.epochs
+    return {"trial": Check(int, lambda n: n == number, f"{number}"),
             "seed": Check(int, lambda s: s == seed, f"{seed}"),
             "history": Check([EPOCH], lambda h: len(h) == epochs, f"{epochs} epochs")}
 
 
-def _train(res: StudyResults, plan: Plan, seed: int, run_dir: Path, loaders: Loaders, on_val: bool,
-           device: torch.device, tag: str, log: Log, later_runs: int,
-           stop: Callable[[], bool] | None) -> tuple[torch.nn.Module, list[dict]]:
+def _train(job: SeedJob, loaders: Loaders) -> tuple[torch.nn.Module, list[dict]]:
     """Train the seed run to its end (resuming train_state.pt), save it as model.pt; the model and its history."""
-    spec, train = plan.spec, plan.train
-    seed_everything(seed)
+    spec, train, tag, log = job.plan.spec, job.plan.train, job.tag, job.log
+    seed_everything(job.seed)
     model = build(spec)
-    state = run_dir / "train_state.pt"
+    state = job.run_dir / "train_state.pt"
     done = resumable_epochs(state, model, train, lambda why: log(f"{tag} {why}; training restarts from epoch 1"))
     if done:
         log(f"{tag} resuming from epoch {done} of {train.epochs} ({state})")
@@ -131,60 +155,60 @@ def _train(res: StudyResults, plan: Plan, seed: int, run_dir: Path, loaders: Loa
         progress.close()
         if r.epoch <= done:
             return  # fit replays the epochs it resumed past; they were logged when they ran
-        val = "" if on_val else f" val_acc {r.val_acc:.4f}"
+        val = "" if job.on_val else f" val_acc {r.val_acc:.4f}"
         log(f"{tag} epoch {r.epoch}/{train.epochs} loss {r.train_loss:.4f} train_acc {r.train_acc:.4f}{val} "
             f"({r.image_size}px, {r.time_s:.1f}s)")
 
-    progress = Progress(tag[1:-1], train.epochs, run_name="run", total_name="retrain", later_runs=later_runs,
+    progress = Progress(tag[1:-1], train.epochs, run_name="run", total_name="retrain", later_runs=job.later_runs,
                         log=log)
     try:
-        results = fit(model, loaders.train, None if on_val else loaders.val, train, device, on_epoch=on_epoch,
-                      checkpoint=state, native_size=loaders.info.image_size, seed=seed, stop=stop, on_batch=progress,
-                      threads=epoch_threads(device, log=log))
+        results = fit(model, loaders.train, None if job.on_val else loaders.val, train, job.device,
+                      on_epoch=on_epoch, checkpoint=state, native_size=loaders.info.image_size, seed=job.seed,
+                      stop=job.stop, on_batch=progress, threads=epoch_threads(job.device, log=log))
     except FloatingPointError as e:  # fit raises before saving the epoch: train_state.pt keeps the last good one
         kept = f"; the last good epoch's state is kept in {state}" if state.is_file() else ""
         raise UserError(f"{tag} {e}{kept}; try a lower retrain.lr (--set retrain.lr=...) with --fresh") from None
     except CheckpointWriteError as e:  # a full or read-only disk: the previous train_state.pt is still whole
-        raise ResultsWriteError(f"results folder {res.folder}: {e}; rerun the same command to resume") from None
+        raise ResultsWriteError(f"results folder {job.res.folder}: {e}; rerun the same command to resume") from None
     history = [dataclasses.asdict(h) for h in results]
     info = loaders.info
-    blocks.save(run_dir / "model.pt", model, spec, extra={
-        "study": res.name, "trial": plan.number, "seed": seed, "epochs": train.epochs, "train_on_val": on_val,
-        "train": train.to_dict(), "dataset": res.cfg.data.dataset, "class_names": list(info.class_names),
-        "mean": list(info.mean), "std": list(info.std), "image_size": info.image_size, "history": history})
+    blocks.save(job.run_dir / "model.pt", model, spec, extra={
+        **job.about, "train": train.to_dict(), "dataset": job.res.cfg.data.dataset,
+        "class_names": list(info.class_names), "mean": list(info.mean), "std": list(info.std),
+        "image_size": info.image_size, "history": history})
     state.unlink(missing_ok=True)  # the finished model is the result; the optimizer state is not needed
     return model, history
 
 
-def _tested(model: torch.nn.Module, loaders: Loaders, amp: bool | str, tta: bool, device: torch.device,
-            run_dir: Path, seed: int, history: list[dict], tag: str, log: Log) -> SeedRun:
-    """The seed run tested once on the test split: plain, and flip-averaged with retrain.tta."""
+def _tested(job: SeedJob, model: torch.nn.Module, loaders: Loaders) -> SeedRun:
+    """The seed run tested once on the test split: plain, and flip-averaged with retrain.tta (no history yet)."""
     if loaders.test is None:
         raise ValueError("the seed run's loaders were made without the test split")
-    probs, labels = _test(model, loaders.test, device, amp, run_dir, tag, log)
+    amp = job.plan.train.amp
+    probs, labels = _test(job, model, loaders.test)
     names = loaders.info.class_names
-    run = SeedRun(run_dir, seed, ev.classification_metrics(probs, labels, names), probs, labels, history=history)
-    if tta:
-        run.probs_tta = predict(model, loaders.test, device, amp, tta=True)[0]
+    run = SeedRun(job.run_dir, job.seed, ev.classification_metrics(probs, labels, names), probs, labels)
+    if job.res.cfg.retrain.tta:
+        run.probs_tta = predict(model, loaders.test, job.device, amp, tta=True)[0]
         run.tta = ev.classification_metrics(run.probs_tta, labels, names)
     return run
 
 
-def _predict_unlabeled(model: torch.nn.Module, cfg: SearchConfig, files: list[Path], batch: int, amp: bool | str,
-                       device: torch.device) -> torch.Tensor:
+def _predict_unlabeled(job: SeedJob, model: torch.nn.Module) -> torch.Tensor:
     """Softmax over the unlabeled test images (--predict)."""
     from ..data.datasets import make_predict_loader
 
-    loader = make_predict_loader(cfg.data, files, batch, device=device.type)
-    return predict(model, loader, device, amp)[0]
+    files, train = job.unlabeled or [], job.plan.train
+    loader = make_predict_loader(job.res.cfg.data, files, 2 * train.batch_size, device=job.device.type)
+    return predict(model, loader, job.device, train.amp)[0]
 
 
-def _test(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool | str, run_dir: Path, tag: str,
-          log: Log) -> tuple[torch.Tensor, torch.Tensor]:
+def _test(job: SeedJob, model: torch.nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
     """Test-set softmax and labels; reused from test_probs.pt when it is newer than model.pt (nothing new to test)."""
     from ..data.datasets import image_count
 
-    cache, model_path = run_dir / "test_probs.pt", run_dir / "model.pt"
+    tag, log, amp = job.tag, job.log, job.plan.train.amp
+    cache, model_path = job.run_dir / "test_probs.pt", job.run_dir / "model.pt"
     if cache.is_file() and model_path.is_file() and cache.stat().st_mtime >= model_path.stat().st_mtime:
         try:
             stored = safe_load(cache)
@@ -196,7 +220,7 @@ def _test(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp:
         if usable and len(labels) == image_count(loader):
             log(f"{tag} reusing the stored test results ({cache})")
             return probs, labels
-    probs, labels = predict(model, loader, device, amp, on_batch=Progress(tag[1:-1], 0, log=log))
+    probs, labels = predict(model, loader, job.device, amp, on_batch=Progress(tag[1:-1], 0, log=log))
     atomic_write(cache, lambda f: torch.save({"probs": probs, "labels": labels}, f))
     return probs, labels
 

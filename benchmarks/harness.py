@@ -116,7 +116,7 @@ def side_by_side(timers: dict[str, Callable[[], float]], rounds: int) -> SideByS
 def record(name: str, figures: dict[str, Any], facts: dict[str, Any] | None = None) -> Path:
     """Write one run's figures with the machine (`facts`, taken now if not given), the commit, the command line
     and the time to benchmarks/results/<name>-<commit>.json, and say so; its path."""
-    from blocks.atomic import atomic_write_text
+    from search.files import atomic_write_text
 
     rev = commit()
     doc = {"bench": name, "commit": rev.rstrip("+"), "dirty": rev.endswith("+"),

@@ -16,7 +16,6 @@ from typing import Any
 import optuna
 import torch
 
-from blocks.atomic import atomic_write_text
 from blocks.holds import Check, Maybe
 from blocks.io import read_json
 
@@ -24,6 +23,7 @@ from .config import SearchConfig
 from .contained import inside
 from .dashboard import upload
 from .errors import ResultsWriteError
+from .files import atomic_write_text
 from .rules import Resolved
 from .trainer import EpochResult
 from .trials import RESUMED_FROM, RETRY_OF

@@ -22,8 +22,8 @@ from benchmarks.harness import describe, machine, record
 from blocks import ArchSpec, complexity
 from search.config import load_config
 from search.data.datasets import dataset_info
-from search.rules import arch_violation
-from search.space import sample_arch, solve_width
+from search.distributions import from_trial
+from search.space import Resolved, resolve, solve_width
 
 SPACES = ("spaces/cifar10_5m.yaml", "spaces/tiny_26m.yaml", "spaces/smoke.yaml")
 
@@ -37,20 +37,16 @@ def utilisations(path: str, samples: int, seed: int) -> dict:
     new, old, over, rejected = [], [], 0, 0
     for _ in range(samples):
         trial = study.ask()
-        d, reason = sample_arch(trial, cfg, info.num_classes, info.image_size)
-        spec = None
-        if reason is None:
-            spec = ArchSpec.from_dict(d)
-            cx = complexity(spec)
-            over += cx.params > cfg.budget.params
-            reason = arch_violation(spec, cx, cfg)
+        verdict = resolve(cfg, from_trial(trial), info.num_classes, info.image_size)
+        design = verdict if isinstance(verdict, Resolved) else verdict.design
+        over += design is not None and design.cx.params > cfg.budget.params
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # keeps the in-memory study small to query
-        if reason is not None:
+        if not isinstance(verdict, Resolved):
             rejected += 1
             continue
-        new.append(cx.params / cfg.budget.params)
+        new.append(verdict.cx.params / cfg.budget.params)
         fill = trial.params.get("fill", cfg.space.get("fill", 1.0))
-        doubling = {k: v for k, v in d.items() if k != "widths"}
+        doubling = {k: v for k, v in verdict.spec.to_dict().items() if k != "widths"}
         c = solve_width(doubling, float(fill) * cfg.budget.params, cfg.budget.flops)
         old.append(complexity(ArchSpec.from_dict({**doubling, "width": c})).params / cfg.budget.params)
     return {"new": new, "old": old, "over": over, "rejected": rejected}

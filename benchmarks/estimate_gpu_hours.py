@@ -21,11 +21,10 @@ import statistics
 import optuna
 
 from benchmarks.harness import record
-from blocks import ArchSpec, complexity
 from search.config import load_config
 from search.data.datasets import dataset_info
-from search.rules import arch_violation
-from search.space import sample_arch
+from search.distributions import from_trial
+from search.space import Resolved, resolve
 
 SPACES = {"spaces/cifar10_5m.yaml": (50_000, 10_000), "spaces/tiny_26m.yaml": (100_000, 10_000)}  # train, test
 
@@ -39,13 +38,10 @@ def median_flops(path: str, samples: int) -> float:
     flops = []
     for _ in range(samples):
         trial = study.ask()
-        d, reason = sample_arch(trial, cfg, info.num_classes, info.image_size)
+        verdict = resolve(cfg, from_trial(trial), info.num_classes, info.image_size)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        if reason is None:
-            spec = ArchSpec.from_dict(d)
-            cx = complexity(spec)
-            if arch_violation(spec, cx, cfg) is None:
-                flops.append(cx.flops)
+        if isinstance(verdict, Resolved):
+            flops.append(verdict.cx.flops)
     return statistics.median(flops)
 
 

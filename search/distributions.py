@@ -1,20 +1,22 @@
 """Searched values: `{int: [lo, hi]}`, `{float: [lo, hi]}` (optional step or log) or `{choice: [...]}`, and their checks.
 
-The one place that knows how a YAML distribution is written and checked, and how it asks an Optuna
-trial for a value; config, space, rules and baselines import it, and it imports none of them.
+The one place that knows how a YAML distribution is written and checked, and how a value is picked from
+it (a Pick: an Optuna trial's suggestion, the lowest value, the middle one); config, space, rules and
+baselines import it, and it imports none of them.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import UserError, shown
 
 if TYPE_CHECKING:  # (optuna itself is imported only by what runs trials)
-    from optuna.trial import BaseTrial
+    import optuna
 
 
 @dataclass(frozen=True)
@@ -28,14 +30,24 @@ class Dist:
     log: bool = False
     choices: tuple = ()
 
-    def suggest(self, trial: BaseTrial, name: str) -> Any:
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
         """Ask the Optuna trial for a value under the stable parameter name `name`."""
         if self.kind == "choice":
+            if self.nested():  # Optuna's categorical values are scalars: a choice of lists is stored as JSON
+                return json.loads(trial.suggest_categorical(name, [json.dumps(c) for c in self.choices]))
             return trial.suggest_categorical(name, list(self.choices))
         low, high = self.bounds()
         if self.kind == "int":
             return trial.suggest_int(name, int(low), int(high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(name, float(low), float(high), step=self.step, log=self.log)
+
+    def nested(self) -> bool:
+        """Whether this is a choice with a list or mapping among its values."""
+        return self.kind == "choice" and any(isinstance(c, (tuple, list, dict)) for c in self.choices)
+
+    def stored(self, value: Any) -> Any:
+        """`value` as Optuna stores it for this parameter (and takes it in enqueue_trial)."""
+        return json.dumps(value) if self.nested() else value
 
     def bounds(self) -> tuple[float, float]:
         """(low, high) of an int or float distribution; a choice has none (ValueError)."""
@@ -43,14 +55,33 @@ class Dist:
             raise ValueError(f"a {self.kind} distribution has no low and high")
         return self.low, self.high
 
-    def values(self) -> list | None:
-        """Every value this distribution can give, when it is a finite choice."""
-        if self.kind == "choice":
-            return list(self.choices)
-        if self.kind == "int" and not self.log:
-            low, high = self.bounds()
-            return list(range(int(low), int(high) + 1, int(self.step or 1)))
-        return None
+
+Pick = Callable[[str, Dist], Any]  # a way to choose a searched value: (its stable parameter name, its Dist) -> value
+
+
+def from_trial(trial: optuna.Trial) -> Pick:
+    """Each value as the Optuna trial suggests it (the parameter is recorded on the trial)."""
+    return lambda name, dist: dist.suggest(trial, name)
+
+
+def lowest(name: str, dist: Dist) -> Any:
+    """The smallest value (a choice's first for non-numbers): the space's smallest network, for the preflight."""
+    if dist.kind == "choice":
+        nums = [c for c in dist.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        return min(nums) if len(nums) == len(dist.choices) else dist.choices[0]
+    low = dist.bounds()[0]
+    return int(low) if dist.kind == "int" else low
+
+
+def middle(name: str, dist: Dist) -> Any:
+    """The middle of a range (geometric for log, on its step), a choice's first: what a baseline trains with."""
+    if dist.kind == "choice":
+        return dist.choices[0]
+    low, high = dist.bounds()
+    mid = math.sqrt(low * high) if dist.log else (low + high) / 2
+    if dist.step:
+        mid = low + round((mid - low) / dist.step) * dist.step
+    return int(round(mid)) if dist.kind == "int" else float(mid)
 
 
 def parse_value(v: Any, where: str) -> Any:

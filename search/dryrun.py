@@ -32,8 +32,8 @@ from . import trainer
 from .config import SearchConfig, TrainSpec
 from .describe import arch_brief, plural
 from .device import cpu_cores, sync, to_device
-from .rules import Resolved, check_sample
-from .space import sample
+from .distributions import from_trial
+from .space import Resolved, resolve
 from .threads import PROCESS, Load, LoadMeter, fixed_by, threads_for
 
 EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (forward only, no backward)
@@ -101,8 +101,7 @@ def sample_designs(cfg: SearchConfig, n: int, num_classes: int, input_size: int,
         if clock() > deadline:
             break
         trial = study.ask()
-        arch_d, train_d, reason = sample(trial, cfg, num_classes, input_size)
-        verdict = check_sample(arch_d, train_d, reason, cfg)
+        verdict = resolve(cfg, from_trial(trial), num_classes, input_size)
         if isinstance(verdict, Resolved):
             cx = verdict.cx
             designs.append(Design(verdict.spec, verdict.train, cx.params, cx.flops, cx.peak_activations))

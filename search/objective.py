@@ -15,7 +15,7 @@ from blocks import ArchSpec, Complexity, build
 from blocks.io import UnreadableFile
 from blocks.resnet import arena_bound
 
-from .baselines import sample_baseline
+from .baselines import resolve_trial
 from .checkpoint import CheckpointWriteError, set_aside
 from .cli import STORAGE_ERRORS
 from .config import SearchConfig, TrainSpec
@@ -26,8 +26,8 @@ from .device import resolve_device
 from .errors import ResultsWriteError, UserError
 from .probe import LatencyProbe, cost_attrs, latency_ms
 from .progress import PLAIN_EVERY_S, Progress
-from .rules import Rejected, Resolved, check_sample, module_violation
-from .space import sample
+from .rules import module_violation
+from .space import Rejected, Resolved
 from .storage import stored_trial
 from .threads import epoch_threads
 from .trainer import EpochResult, fit, resumable_epochs, seed_everything
@@ -79,17 +79,14 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         """Sample, reject what cannot be built, else train."""
         cfg = self.cfg
-        pick = sample_baseline if is_baseline(trial) else sample
-        arch_d, train_d, reason = pick(trial, cfg, self.info.num_classes, self.info.image_size)
-        trial.set_user_attr("arch", arch_d)
-        trial.set_user_attr("train", train_d)
-        verdict = check_sample(arch_d, train_d, reason, cfg)
+        verdict = resolve_trial(trial, cfg, self.info.num_classes, self.info.image_size)
+        arch, train = verdict.as_dicts()  # resolved: every key, defaults included; else the keys as drawn
+        trial.set_user_attr("arch", arch)
+        trial.set_user_attr("train", train)
+        trial.set_user_attr("arch_short", arch_brief(arch))  # short, readable
         design = verdict if isinstance(verdict, Resolved) else verdict.design
-        trial.set_user_attr("arch_short", arch_brief(design.spec.to_dict() if design else arch_d))  # short, readable
         if design is not None:
             spec, cx = design.spec, design.cx
-            trial.set_user_attr("arch", spec.to_dict())  # resolved: every key, defaults included
-            trial.set_user_attr("train", design.train.to_dict())
             trial.set_user_attr("params", cx.params)
             trial.set_user_attr("flops", cx.flops)
             trial.set_user_attr("peak_activations", cx.peak_activations)  # elements, batch 1 (bytes at int8)

@@ -1,53 +1,131 @@
-"""The one place that calls trial.suggest_*: an Optuna trial in, an ArchSpec and a TrainSpec out."""
+"""One typed path from a space to a design: each searched value chosen by a Pick (an Optuna trial, the lowest
+value, the middle one), the widths solved to fill the budget, the result checked against budgets and rules."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from blocks import ArchSpec, complexity
+from blocks import ArchSpec, Complexity, complexity
 from blocks.resnet import arena_bound
 
 from .config import SearchConfig, TrainSpec
 from .data.augment import policy_names
-from .distributions import Dist
-
-if TYPE_CHECKING:  # (optuna itself is imported only by what runs trials)
-    from optuna.trial import BaseTrial
+from .distributions import Dist, Pick
+from .rules import arch_violation, train_violation
 
 MIN_WIDTH = 8  # solved widths are multiples of this many channels
 WIDTH_DEFAULT = "solve"  # space.width left out: fill the budget (spaces/README.md states it)
 FILL_DEFAULT = 1.0  # space.fill left out: the share of the params budget the solved width aims for
 MAX_WIDTH = 4096
+SHAPE_KEYS = ("stages", "blocks", "width", "fill")  # space keys resolved on their own, not one parameter each
 
 
-def suggest(trial: BaseTrial, name: str, value: Any) -> Any:
-    """A fixed value as is, or the trial's pick for a Dist (list-valued choices go through JSON)."""
-    if not isinstance(value, Dist):
-        return list(value) if isinstance(value, tuple) else value
-    if value.kind == "choice" and any(isinstance(c, (tuple, list, dict)) for c in value.choices):
-        picked = trial.suggest_categorical(name, [json.dumps(c) for c in value.choices])
-        return json.loads(picked)
-    return value.suggest(trial, name)
+@dataclass(frozen=True)
+class Resolved:
+    """A design that may be trained: its spec, training settings and analytic complexity."""
+
+    spec: ArchSpec
+    train: TrainSpec
+    cx: Complexity
+
+    def as_dicts(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The ArchSpec and TrainSpec keys a trial records: every key, defaults included."""
+        return self.spec.to_dict(), self.train.to_dict()
 
 
-def corner_dict(cfg: SearchConfig, pick: Callable[[Any], Any], num_classes: int, input_size: int) -> dict[str, Any]:
-    """An ArchSpec dict with every space entry resolved by `pick` (used for the smallest-network check)."""
-    space = cfg.space
-    d: dict[str, Any] = {k: pick(v) for k, v in space.items() if k not in ("blocks", "width", "fill")}
-    d["stages"] = stages = int(pick(space.get("stages", 4)))
+@dataclass(frozen=True)
+class Rejected:
+    """A design that may not be trained: why, the design when it resolved (over a budget, against a rule), and
+    the keys as picked."""
+
+    reason: str
+    design: Resolved | None = None
+    arch: dict[str, Any] = field(default_factory=dict)  # the ArchSpec keys as picked (widths solved where they fit)
+    train: dict[str, Any] = field(default_factory=dict)  # the TrainSpec keys as picked
+
+    def as_dicts(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The keys a trial records: the resolved design's, else those picked."""
+        return self.design.as_dicts() if self.design is not None else (self.arch, self.train)
+
+
+def resolve(cfg: SearchConfig, pick: Pick, num_classes: int, input_size: int, *,
+            space: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None) -> Resolved | Rejected:
+    """The design `space` (cfg.space unless given) resolves to when `pick` chooses each searched value, checked
+    against the budgets and rules; `train` holds training values that replace the picked ones (a baseline's).
+
+    The picks are made in a fixed order under stable names (stages, blocks or blocks_s1.., the other space keys
+    in YAML order, width or fill, the train keys, augment_policy): a study on disk resumes with the same parameters.
+    """
+    arch, reason = _arch(cfg, cfg.space if space is None else space, pick, num_classes, input_size)
+    train_d = {**draw_train(cfg, pick), **(train or {})}
+    if reason is not None:
+        return Rejected(reason, arch=arch, train=train_d)
+    try:
+        spec, train_spec = ArchSpec.from_dict(arch), TrainSpec.from_dict(train_d)
+    except (ValueError, TypeError) as e:
+        return Rejected(str(e), arch=arch, train=train_d)
+    design = Resolved(spec, train_spec, complexity(spec))
+    why = arch_violation(spec, design.cx, cfg) or train_violation(spec, train_spec, cfg)
+    return design if why is None else Rejected(why, design, arch, train_d)
+
+
+def train_space(cfg: SearchConfig) -> dict[str, Any]:
+    """The training keys to resolve: the YAML's, plus a choice of augmentation policy when it has several."""
+    space = dict(cfg.train)
+    if isinstance(cfg.augment, dict) and "augment_policy" not in space:
+        space["augment_policy"] = Dist("choice", choices=tuple(policy_names(cfg.augment)))
+    return space
+
+
+def draw_train(cfg: SearchConfig, pick: Pick) -> dict[str, Any]:
+    """The training keys, each searched one chosen by `pick`."""
+    return {key: _value(pick, key, value) for key, value in train_space(cfg).items()}
+
+
+def _arch(cfg: SearchConfig, space: Mapping[str, Any], pick: Pick, num_classes: int,
+          input_size: int) -> tuple[dict[str, Any], str | None]:
+    """The ArchSpec keys `pick` resolves `space` to, widths solved where width is 'solve'; and why none fits, or None."""
+    d: dict[str, Any] = {"stages": int(_value(pick, "stages", space.get("stages", 4)))}
     blocks = space.get("blocks", 2)
-    if isinstance(blocks, Dist) and blocks.kind == "int":
-        d["blocks"] = [int(pick(blocks))] * stages
+    if isinstance(blocks, Dist) and blocks.kind == "int":  # depth of each stage searched on its own
+        d["blocks"] = [int(pick(f"blocks_s{i + 1}", blocks)) for i in range(d["stages"])]
     else:
-        b = pick(blocks)
-        d["blocks"] = list(b) if isinstance(b, (list, tuple)) else [int(b)] * stages
-    width = space.get("width", WIDTH_DEFAULT)
-    d["width"] = MIN_WIDTH if width == "solve" else int(pick(width))
+        d["blocks"] = _value(pick, "blocks", blocks)
+    d.update({key: _value(pick, key, value) for key, value in space.items() if key not in SHAPE_KEYS})
     d.setdefault("head", cfg.rules.head or "linear")
     d["num_classes"], d["input_size"] = num_classes, input_size
-    return d
+    width = space.get("width", WIDTH_DEFAULT)
+    if width != "solve":
+        return {**d, "width": int(_value(pick, "width", width))}, None
+    if d.get("widths") is not None:
+        return d, None  # explicit per-stage widths: nothing to solve
+    return _filled(cfg, d, float(_value(pick, "fill", space.get("fill", FILL_DEFAULT))))
+
+
+def _filled(cfg: SearchConfig, d: dict[str, Any], fill: float) -> tuple[dict[str, Any], str | None]:
+    """`d` with widths filling the share `fill` of the params budget; or `d` and why even MIN_WIDTH does not fit."""
+    try:
+        ArchSpec.from_dict({**d, "width": MIN_WIDTH})
+    except ValueError as e:
+        return d, str(e)
+    budget = cfg.budget
+    solved = fill_widths(d, fill * budget.params, budget.flops, cfg.rules.widening_1x1, budget.peak_activations,
+                         budget.arena)
+    if solved is not None:
+        return solved, None
+    if solve_width(d, budget.params, budget.flops, budget.peak_activations, budget.arena) is None:
+        return d, f"even width {MIN_WIDTH} is over the hard budget for this shape"
+    return d, (f"even width {MIN_WIDTH} is over the sampled fill share ({fill:.0%} of the budget, "
+               f"{fill * budget.params:,.0f} params) for this shape; the hard budget itself is not broken")
+
+
+def _value(pick: Pick, name: str, value: Any) -> Any:
+    """A fixed value as it is, or `pick`'s choice for a Dist; a list where a choice holds a tuple."""
+    if isinstance(value, Dist):
+        value = pick(name, value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def solve_width(d: dict[str, Any], max_params: float, max_flops: float | None,
@@ -123,60 +201,3 @@ def _largest(ok: Callable[[int], bool], hi: int) -> int:
         else:
             hi = mid - 1
     return lo
-
-
-def sample_arch(trial: BaseTrial, cfg: SearchConfig, num_classes: int, input_size: int) -> tuple[dict, str | None]:
-    """Sample the architecture keys; returns the ArchSpec dict and a rejection reason (or None)."""
-    space = cfg.space
-    d: dict[str, Any] = {}
-    d["stages"] = stages = int(suggest(trial, "stages", space.get("stages", 4)))
-    blocks = space.get("blocks", 2)
-    if isinstance(blocks, Dist) and blocks.kind == "int":  # depth of each stage searched on its own
-        d["blocks"] = [int(suggest(trial, f"blocks_s{i + 1}", blocks)) for i in range(stages)]
-    else:
-        d["blocks"] = suggest(trial, "blocks", blocks)
-    for key, value in space.items():
-        if key not in ("stages", "blocks", "width", "fill"):
-            d[key] = suggest(trial, key, value)
-    d.setdefault("head", cfg.rules.head or "linear")
-    d["num_classes"], d["input_size"] = num_classes, input_size
-    width = space.get("width", WIDTH_DEFAULT)
-    if width != "solve":
-        d["width"] = int(suggest(trial, "width", width))
-        return d, None
-    if d.get("widths") is not None:
-        return d, None  # explicit per-stage widths: nothing to solve
-    fill = float(suggest(trial, "fill", space.get("fill", FILL_DEFAULT)))
-    try:
-        ArchSpec.from_dict({**d, "width": MIN_WIDTH})
-    except ValueError as e:
-        return d, str(e)
-    budget = cfg.budget
-    widening, peak, arena = cfg.rules.widening_1x1, budget.peak_activations, budget.arena
-    solved = fill_widths(d, fill * budget.params, budget.flops, widening, peak, arena)
-    if solved is None:
-        if fill_widths(d, budget.params, budget.flops, widening, peak, arena) is None:
-            return d, f"even width {MIN_WIDTH} is over the hard budget for this shape"
-        return d, (f"even width {MIN_WIDTH} is over the sampled fill share ({fill:.0%} of the budget, "
-                   f"{fill * cfg.budget.params:,.0f} params) for this shape; the hard budget itself is not broken")
-    return solved, None
-
-
-def sample_train(trial: BaseTrial, cfg: SearchConfig) -> dict[str, Any]:
-    """Sample the training keys; the augmentation policy becomes a choice when the YAML has several."""
-    d = {key: suggest(trial, key, value) for key, value in cfg.train.items()}
-    names = policy_names(cfg.augment)
-    if isinstance(cfg.augment, dict) and "augment_policy" not in d:
-        d["augment_policy"] = suggest(trial, "augment_policy", Dist("choice", choices=tuple(names)))
-    return d
-
-
-def sample(trial: BaseTrial, cfg: SearchConfig, num_classes: int, input_size: int) -> tuple[dict, dict, str | None]:
-    """Architecture dict, training dict and a rejection reason (None = buildable) for one trial."""
-    arch, reason = sample_arch(trial, cfg, num_classes, input_size)
-    return arch, sample_train(trial, cfg), reason
-
-
-def resolve_train(d: dict[str, Any]) -> TrainSpec:
-    """A TrainSpec from sampled values."""
-    return TrainSpec.from_dict(d)

@@ -24,7 +24,7 @@ from .contained import inside
 from .dashboard import upload
 from .errors import ResultsWriteError
 from .files import atomic_write_text
-from .rules import Resolved
+from .space import Resolved
 from .trainer import EpochResult
 from .trials import RESUMED_FROM, RETRY_OF
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from blocks import ArchSpec, complexity
 from search import run
-from search.baselines import baseline_arch
+from search.baselines import resolve_baseline
 from search.config import load_config
 from search.data.datasets import dataset_info
+from search.distributions import middle
+from search.space import Resolved
 from search.trials import BASELINE
 from tests.helpers.spaces import PRUNING_SPACE, widening_breaks_a_budget, write_space
 
@@ -91,18 +92,17 @@ def test_shipped_baselines_fill_their_budgets() -> None:
         info = dataset_info(cfg.data)
         assert {b.name: b.arch["blocks"] for b in cfg.baselines} == designs
         for b in cfg.baselines:
-            arch, reason = baseline_arch(cfg, b, info.num_classes, info.image_size)
-            assert reason is None
-            spec = ArchSpec.from_dict(arch)
-            params = complexity(spec).params
+            verdict = resolve_baseline(cfg, b, middle, info.num_classes, info.image_size)
+            assert isinstance(verdict, Resolved), verdict
+            spec, params = verdict.spec, verdict.cx.params
             assert params <= cfg.budget.params
             if name == "cifar10_mcu":
-                assert all(widening_breaks_a_budget(spec, i, cfg.budget) for i in range(spec.stages)), arch
+                assert all(widening_breaks_a_budget(spec, i, cfg.budget) for i in range(spec.stages)), spec
             else:
                 assert 0.97 * cfg.budget.params <= params
     mcu = load_config(ROOT / "spaces" / "cifar10_mcu.yaml")  # MLPerf Tiny's reference, exactly: 78,042 here
-    arch, _ = baseline_arch(mcu, mcu.baselines[0], 10, 32)
-    assert arch["widths"] == [16, 32, 64] and complexity(ArchSpec.from_dict(arch)).params == 78_042
+    verdict = resolve_baseline(mcu, mcu.baselines[0], middle, 10, 32)
+    assert isinstance(verdict, Resolved) and verdict.spec.widths == (16, 32, 64) and verdict.cx.params == 78_042
 
 
 def test_report_marks_baselines_on_every_trial_chart() -> None:

@@ -12,8 +12,9 @@ import pytest
 
 from search import run
 from search.config import load_config
+from search.distributions import from_trial
 from search.errors import UserError
-from search.space import sample
+from search.space import resolve
 from search.study.samplers import make_sampler
 from search.study.study import open_study
 from search.yaml_load import MAX_NODES
@@ -140,7 +141,7 @@ def test_largest_seed_samples_every_trial(tmp_path: Path) -> None:
     study = optuna.create_study(sampler=make_sampler(cfg), direction="maximize")
     for _ in range(2):
         trial = study.ask()
-        sample(trial, cfg, 4, 8)
+        resolve(cfg, from_trial(trial), 4, 8)
         study.tell(trial, 0.5)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
 

@@ -6,8 +6,8 @@ import optuna
 
 from blocks import ArchSpec, complexity
 from search.config import load_config
-from search.rules import arch_violation
-from search.space import MIN_WIDTH, fill_widths, sample, solve_width
+from search.distributions import from_trial
+from search.space import MIN_WIDTH, Rejected, fill_widths, resolve, solve_width
 from tests.helpers.spaces import ROOT, widening_breaks_a_budget
 
 S = optuna.trial.TrialState
@@ -49,20 +49,17 @@ def test_real_spaces_sample_only_trainable_architectures() -> None:
         utilisation, rejected = [], 0
         for _ in range(40):
             trial = study.ask()
-            arch, _, reason = sample(trial, cfg, classes, size)
-            if reason is None:
-                spec = ArchSpec.from_dict(arch)
-                reason = arch_violation(spec, complexity(spec), cfg)
-            if reason is not None:
+            verdict = resolve(cfg, from_trial(trial), classes, size)
+            if isinstance(verdict, Rejected):
                 rejected += 1
                 study.tell(trial, state=S.PRUNED)
                 continue
-            params = complexity(spec).params
+            spec, params = verdict.spec, verdict.cx.params
             assert params <= cfg.budget.params
             utilisation.append(params / cfg.budget.params)
             study.tell(trial, 0.0)
             if name == "cifar10_mcu":  # 78k params: a step of 8 channels is a few % of the budget, so ...
-                assert all(widening_breaks_a_budget(spec, i, cfg.budget) for i in range(spec.stages)), arch
+                assert all(widening_breaks_a_budget(spec, i, cfg.budget) for i in range(spec.stages)), spec
         assert rejected <= 20, f"{name}: {rejected} of 40 samples rejected"
         if name != "cifar10_mcu":  # ... only there the widths are checked one step from a budget instead
             assert sorted(utilisation)[len(utilisation) // 2] >= 0.97, f"{name}: filled widths should use the budget"

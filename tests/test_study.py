@@ -12,7 +12,8 @@ import optuna
 import pytest
 
 from search.config import load_config
-from search.space import sample
+from search.distributions import from_trial
+from search.space import resolve
 from search.storage import make_storage
 from search.study.lock import StudyLock
 from search.study.recovery import fail_orphans
@@ -34,7 +35,7 @@ def test_workers_with_one_seed_draw_different_trials(sampler: str, tmp_path: Pat
 
     def draw(study: optuna.Study) -> dict:
         trial = study.ask()
-        sample(trial, cfg, 4, 8)
+        resolve(cfg, from_trial(trial), 4, 8)
         study.tell(trial, float(trial.number))
         return trial.params
 

@@ -26,8 +26,8 @@ from blocks import ArchSpec, build, complexity
 from search.config import TrainSpec, load_config
 from search.data.augment import DEFAULT_POLICY, policy_steps
 from search.data.datasets import dataset_info, make_loaders
-from search.rules import arch_violation, train_violation
-from search.space import resolve_train, sample
+from search.distributions import from_trial
+from search.space import Resolved, resolve
 from search.trainer import evaluate, fit, seed_everything
 
 WAYS = ("last plain", "last TTA", "EMA plain", "EMA TTA")
@@ -40,12 +40,9 @@ def designs(cfg, n: int, seed: int) -> list[tuple[ArchSpec, TrainSpec]]:
     out = []
     while len(out) < n:
         trial = study.ask()
-        arch, train, reason = sample(trial, cfg, info.num_classes, info.image_size)
-        if reason is None:
-            spec, tspec = ArchSpec.from_dict(arch), resolve_train(train)
-            reason = arch_violation(spec, complexity(spec), cfg) or train_violation(spec, tspec, cfg)
-            if reason is None:
-                out.append((spec, tspec))
+        verdict = resolve(cfg, from_trial(trial), info.num_classes, info.image_size)
+        if isinstance(verdict, Resolved):
+            out.append((verdict.spec, verdict.train))
         study.tell(trial, 0.0)
     return out
 

@@ -272,12 +272,9 @@ def _bytes(value: int | str, per: int, where: str, count: str = "elements") -> i
 def _check_train(train: dict[str, Any], path: str) -> None:
     """Every value a train key can take has the right type and makes a valid TrainSpec."""
     where, hints = f"{path}: train", typing.get_type_hints(TrainSpec)
-    base = {k: (v.choices[0] if v.kind == "choice" else v.low) if isinstance(v, Dist) else v
-            for k, v in train.items()}
-    candidates = {key: ([value] if not isinstance(value, Dist)
-                        else list(value.choices) if value.kind == "choice" else [value.low, value.high])
-                  for key, value in train.items()}
-    for key, values in candidates.items():
+    values_of = {key: candidates(value) for key, value in train.items()}
+    base = {key: values[0] for key, values in values_of.items()}  # a choice's first, a range's low
+    for key, values in values_of.items():
         for c in values:
             if key == "progressive" and c is not None:
                 ok = isinstance(c, (list, tuple)) and all(
@@ -290,7 +287,7 @@ def _check_train(train: dict[str, Any], path: str) -> None:
         TrainSpec.from_dict(base)
     except TrainSpecError as e:  # names its key (train.momentum ...)
         raise UserError(f"{path}: {e}") from None
-    for key, values in candidates.items():
+    for key, values in values_of.items():
         for c in values:
             try:
                 TrainSpec.from_dict({**base, key: c})

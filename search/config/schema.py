@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from blocks import ArchSpec
 
-from ..distributions import Dist
+from ..distributions import candidates
 from ..errors import UserError, shown
 from ..names import check_path
 
@@ -325,7 +325,4 @@ class SearchConfig:
 
 def max_train_epochs(cfg: SearchConfig) -> int:
     """The most epochs a trial of this space can train (TrainSpec's default where train.epochs is not set)."""
-    epochs = cfg.train.get("epochs", TrainSpec.epochs)
-    if isinstance(epochs, Dist):
-        return int(max(epochs.choices) if epochs.kind == "choice" else epochs.bounds()[1])
-    return int(epochs)
+    return int(max(candidates(cfg.train.get("epochs", TrainSpec.epochs))))

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from search import run
-from search.baselines import resolve_baseline
+from search.baselines import enqueue_baselines, resolve_baseline, resolve_trial, train_params
 from search.config import load_config
 from search.data.datasets import dataset_info
 from search.distributions import middle
@@ -103,6 +103,32 @@ def test_shipped_baselines_fill_their_budgets() -> None:
     mcu = load_config(ROOT / "spaces" / "cifar10_mcu.yaml")  # MLPerf Tiny's reference, exactly: 78,042 here
     verdict = resolve_baseline(mcu, mcu.baselines[0], middle, 10, 32)
     assert isinstance(verdict, Resolved) and verdict.spec.widths == (16, 32, 64) and verdict.cx.params == 78_042
+
+
+# Searched training keys of every kind a baseline is enqueued with: a choice of lists (stored as JSON), a log
+# range (its geometric middle), a stepped range, and a choice of augmentation policies.
+NESTED_TRAIN = {"train": {"epochs": {"int": [2, 6], "step": 2}, "lr": {"float": [0.05, 0.2], "log": True},
+                          "progressive": {"choice": [None, [[0, 6], [1, 12]]]}},
+                "augment": {"policies": {"flip": [{"HorizontalFlip": {"p": 0.5}}], "none": []}},
+                "baselines": [{"name": "a", "blocks": [1, 1]},
+                              {"name": "b", "blocks": [1], "train": {"progressive": [[0, 6], [1, 12]]}}]}
+
+
+def test_enqueued_baseline_trains_the_design_its_check_resolved(tmp_path: Path) -> None:
+    """An enqueued baseline's trial suggests its stored values back: the same design and training the check
+    (resolve_baseline with the middle of each range) passed, with one Optuna parameter per searched key."""
+    cfg = load_config(write_space(tmp_path, base={**SPACE, **NESTED_TRAIN}))
+    study = optuna.create_study(direction="maximize")
+    assert enqueue_baselines(study, cfg) == ["a", "b"]
+    for b in cfg.baselines:
+        trial = study.ask()
+        trained, checked = resolve_trial(trial, cfg, 4, 12), resolve_baseline(cfg, b, middle, 4, 12)
+        assert isinstance(trained, Resolved) and trained == checked
+        assert trial.params == train_params(cfg, b)
+    assert train_params(cfg, cfg.baselines[0]) == pytest.approx(
+        {"epochs": 4, "lr": 0.1, "progressive": "null", "augment_policy": "flip"})  # middles, a choice's first
+    assert train_params(cfg, cfg.baselines[1])["progressive"] == "[[0, 6], [1, 12]]"  # its own, as Optuna stores it
+    assert trained.train.progressive == ((0, 6), (1, 12))
 
 
 def test_report_marks_baselines_on_every_trial_chart() -> None:

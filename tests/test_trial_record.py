@@ -11,7 +11,7 @@ import pytest
 
 from blocks import ArchSpec, complexity
 from search.errors import ResultsWriteError
-from search.rules import Resolved
+from search.space import Resolved
 from search.trainer import EpochResult
 from search.trial_record import TrialRecord, read_record, record_path
 

@@ -23,10 +23,10 @@ fi
 passed=0
 for i in $(seq "$runs"); do
   start=$(date +%s)
-  if .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_faults.py tests/test_workers.py tests/test_stop.py \
-      tests/test_study.py tests/test_trial_loop.py tests/test_storage.py tests/test_resume.py \
-      tests/test_midrun_faults.py tests/test_safe_files.py tests/test_safe_paths.py tests/test_read_back.py \
-      tests/test_dashboard.py > "$logs/run_$i.log" 2>&1; then
+  if .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_faults.py tests/search/study/test_supervisor.py tests/search/study/test_stop.py \
+      tests/search/study/test_study.py tests/search/study/test_trial_loop.py tests/search/test_storage.py tests/search/test_resume.py \
+      tests/test_midrun_faults.py tests/search/test_safe_files.py tests/search/test_safe_paths.py tests/search/test_read_back.py \
+      tests/search/test_dashboard.py > "$logs/run_$i.log" 2>&1; then
     result=pass; passed=$((passed + 1))
   else
     result=FAIL

@@ -4,7 +4,7 @@ torch 2.14's CPU convolution (oneDNN) corrupts the heap in the weight gradient o
 stride 2 and fewer than 16 input channels, in channels_last, at 2 threads, whenever the batch is odd:
 a segfault or `free(): invalid next size` (reproduced on this project's 2-core AMD EPYC VMs with
 `Conv2d(8, 16, 1, stride=2)`, batches 3-33 and 127; even batches, 16+ input channels, one thread and
-kernels over 1 never crashed; tests/test_pointwise.py runs the case). The projection shortcut of a
+kernels over 1 never crashed; tests/blocks/test_pointwise.py runs the case). The projection shortcut of a
 narrow stage is exactly that layer, and an odd batch comes from a batch size, a subset's last batch or
 the dry run's probe. A 1x1 conv with stride s and no padding reads only the pixels at multiples of s,
 so it equals a 1x1 conv with stride 1 on x[:, :, ::s, ::s]: the same sums (equal to fp32 rounding), on

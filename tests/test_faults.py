@@ -207,7 +207,7 @@ def test_full_disk_stops_cleanly_and_resumes(tmp_path: Path, capsys: pytest.Capt
     check_finished_study(study, 2, results)
     retry = retry_of(study, 0)
     assert retry.user_attrs[RESUMED_FROM] == 2  # epoch 1 was saved before the record failed
-    # that the resumed trial equals an uninterrupted run: tests/test_resume.py, case "search trial after a full disk"
+    # that the resumed trial equals an uninterrupted run: tests/search/test_resume.py, case "search trial after a full disk"
 
 
 def test_trial_seed_reproduces_its_metrics(tmp_path: Path) -> None:

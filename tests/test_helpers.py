@@ -18,10 +18,8 @@ def imported_test_modules(source: str) -> set[str]:
             names = [a.name for a in node.names]
         else:
             continue
-        for name in names:
-            parts = name.split(".")
-            leaf = parts[1] if parts[0] == "tests" and len(parts) > 1 else parts[0]
-            if leaf.startswith("test_") or leaf == "conftest":
+        for name in names:  # tests.search.review.test_retrain, tests.conftest, test_workers, ...
+            if any(part.startswith("test_") or part == "conftest" for part in name.split(".")):
                 found.add(name)
     return found
 
@@ -36,7 +34,9 @@ def test_no_test_module_imports_another() -> None:
 def test_a_planted_import_of_a_test_module_is_found() -> None:
     """The check sees every spelling of such an import, inside a function too, and passes the helpers."""
     planted = ("from test_workers import write_space\nimport tests.test_search\nfrom tests import test_faults\n"
-               "def f():\n    from conftest import ROOT\n")
+               "def f():\n    from conftest import ROOT\nfrom tests.search.review.test_retrain import seed\n")
     assert imported_test_modules(planted) == {"test_workers", "test_workers.write_space", "tests.test_search",
-                                              "tests.test_faults", "conftest", "conftest.ROOT"}
+                                              "tests.test_faults", "conftest", "conftest.ROOT",
+                                              "tests.search.review.test_retrain",
+                                              "tests.search.review.test_retrain.seed"}
     assert imported_test_modules("from tests.helpers.spaces import SPACE\nimport tests.helpers.studies\n") == set()

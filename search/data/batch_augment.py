@@ -4,7 +4,7 @@ A policy's longest tail of steps that all have a twin here runs on the device, o
 the steps before it run through albumentations in DataLoader workers, as before. Each twin draws the
 same random decisions, from the same distributions, as the albumentations transform it stands for
 (albumentations 2.0: `RandomCrop.get_params_dependent_on_data`, `CoarseDropout.calculate_hole_dimensions`),
-so a policy means the same thing wherever it runs; tests/test_batch_augment.py compares the two.
+so a policy means the same thing wherever it runs; tests/search/data/test_batch_augment.py compares the two.
 """
 
 from __future__ import annotations

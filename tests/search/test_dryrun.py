@@ -15,10 +15,9 @@ from search.data import decode_cache, sources
 from search.errors import UserError
 from tests.helpers.datasets import make_cifar10, make_imagefolder
 from tests.helpers.machine import FakeMachine, free_threads  # noqa: F401 (a fixture)
-from tests.helpers.spaces import PRUNING_SPACE, write_space
+from tests.helpers.spaces import PRUNING_SPACE, ROOT, write_space
 from tests.helpers.studies import cli
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ArchSpec(stages=2, blocks=(1, 1), width=8, input_size=12)
 
 

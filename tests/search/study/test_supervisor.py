@@ -16,10 +16,8 @@ import pytest
 from search import run
 from search.trials import WORKER
 from tests.helpers.processes import child_env
-from tests.helpers.spaces import write_space
+from tests.helpers.spaces import ROOT, write_space
 from tests.helpers.studies import PG_URL, check_finished_study, needs_postgres
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The trainer: schedules, momentum, progressive resizing, EMA, flip TTA, the GPU path on the CPU, compile.
 
-That a resumed run equals an uninterrupted one is tests/test_resume.py's one test, for fit and its callers."""
+That a resumed run equals an uninterrupted one is tests/search/test_resume.py's one test, for fit and its callers."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def test_ema_run_validates_the_ema_weights() -> None:
     model = build(SPEC)
     straight = fit(model, loaders.train, loaders.val, spec, torch.device("cpu"), seed=1)
     assert evaluate(model, loaders.val, torch.device("cpu"), tta=True) == (straight[-1].val_loss, straight[-1].val_acc)
-    # that the run resumes exactly: tests/test_resume.py, case fit-ema
+    # that the run resumes exactly: tests/search/test_resume.py, case fit-ema
     with pytest.raises(ValueError, match="train.ema"):
         TrainSpec.from_dict({"ema": 1.5})
 

@@ -17,9 +17,9 @@ from search.errors import UserError
 from search.review import report, retrain
 from tests.helpers.datasets import make_imagefolder
 from tests.helpers.processes import child_env
+from tests.helpers.spaces import ROOT
 from tests.helpers.studies import copy_results
 
-ROOT = Path(__file__).resolve().parents[1]
 SPACE = {  # an image-folder search of seconds: a baseline and one trial, one epoch each on 12 images of 16 px
     "data": {"dataset": "imagefolder", "num_workers": 0, "val_fraction": 0.25},
     "budget": {"params": 6000},

@@ -16,7 +16,6 @@ from search.review.results import open_results
 from tests.helpers.errors import one_error
 from tests.helpers.studies import small_study
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 CHARTS = ["history", "params", "flops", "peak", "speed", "importances", "parallel", "curves", "budget",

@@ -90,7 +90,7 @@ BAD = {  # name: (budget values, what the one line must say)
     "a float": ({"peak_activations": 1.5}, "budget.peak_activations: expected"),
     "below every design": ({"peak_activations": "1KiB"}, "budget.peak_activations 1,024 elements is below the "
                                                          "smallest peak of any design in the space (3,072 at"),
-    # budget.arena (tests/test_arena_budget.py): bytes, with the same spellings
+    # budget.arena (tests/search/test_budget_arena.py): bytes, with the same spellings
     "arena negative": ({"arena": -5}, "budget.arena: expected a positive number of bytes"),
     "arena zero": ({"arena": 0}, "budget.arena: expected a positive number of bytes"),
     "arena unknown unit": ({"arena": "100 parsecs"}, "budget.arena: '100 parsecs' is not a positive number of bytes"),

@@ -1,7 +1,7 @@
 """blocks/: the analytic complexity equals the built module, fvcore and torchvision over many specs.
 
 Regenerate the pinned table (numbers from the built model, fvcore and a measured receptive field,
-never from `complexity`) with: PYTHONPATH=. python tests/test_blocks.py --write-golden
+never from `complexity`) with: PYTHONPATH=. python tests/blocks/test_complexity.py --write-golden
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def write_golden() -> None:
     table: dict[str, Any] = {"_about": "params: sum(p.numel()); flops: fvcore, batch 1, one multiply-add = one "
                              "FLOP; receptive_field: measured from gradients; peak_activations: elements, "
                              "batch 1, from the torch.fx walk in tests/helpers/fx_memory.py. Written by "
-                             "`PYTHONPATH=. python tests/test_blocks.py --write-golden`."}
+                             "`PYTHONPATH=. python tests/blocks/test_complexity.py --write-golden`."}
     for name, arch in GOLDEN_ARCHS.items():
         spec = ArchSpec.from_dict(arch)
         model = build(spec)
@@ -262,5 +262,5 @@ def test_invalid_spec_raises_value_error_naming_key(arch: dict[str, Any], key: s
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write-golden"]:
-        sys.exit("usage: PYTHONPATH=. python tests/test_blocks.py --write-golden")
+        sys.exit("usage: PYTHONPATH=. python tests/blocks/test_complexity.py --write-golden")
     write_golden()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +15,8 @@ from blocks import ArchSpec, build
 from blocks.layers import ProjectionShortcut
 from blocks.pointwise import StridedPointwiseConv2d
 from tests.helpers.processes import child_env
+from tests.helpers.spaces import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("c_in,stride,size,channels_last,bias", [
     (8, 2, 12, True, False), (8, 2, 13, True, False), (3, 2, 32, False, True), (24, 3, 17, True, False)])

@@ -21,7 +21,7 @@ from search.review.results import open_results
 from search.rules import arch_violation
 from search.trainer import fit, seed_everything
 from tests.helpers.errors import one_error
-from tests.helpers.spaces import write_space
+from tests.helpers.spaces import ROOT, write_space
 from tests.helpers.specs import SPECS
 from tests.helpers.studies import best
 
@@ -208,7 +208,7 @@ def test_a_model_file_calibrates_on_the_spaces_data_at_data_root(tmp_path: Path,
     import blocks
 
     path = blocks.save(tmp_path / "model.pt", build(ArchSpec(stages=1, blocks=(1,), width=8)))
-    space = Path(__file__).parents[1] / "spaces" / "cifar10_mcu.yaml"
+    space = ROOT / "spaces" / "cifar10_mcu.yaml"
     empty = tmp_path / "no data here"
     err = one_error(capsys, export.main([str(path), "--space", str(space), "--data-root", str(empty)]))
     assert str(empty) in err and "converter" not in err, err  # the dataset's own refusal, at the folder given

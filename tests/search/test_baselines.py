@@ -15,9 +15,8 @@ from search.data.datasets import dataset_info
 from search.distributions import middle
 from search.space import Resolved
 from search.trials import BASELINE
-from tests.helpers.spaces import PRUNING_SPACE, widening_breaks_a_budget, write_space
+from tests.helpers.spaces import PRUNING_SPACE, ROOT, widening_breaks_a_budget, write_space
 
-ROOT = Path(__file__).resolve().parents[1]
 S = optuna.trial.TrialState
 
 # PRUNING_SPACE's lr choice can draw a rate that learns nothing; a baseline takes the first choice (0.2).

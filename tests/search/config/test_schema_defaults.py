@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +13,9 @@ from blocks import ArchSpec
 from search.config.schema import BudgetConfig, DataConfig, RetrainConfig, RulesConfig, SearchSection, TrainSpec
 from search.space import FILL_DEFAULT, WIDTH_DEFAULT
 from search.yaml_load import load_yaml
+from tests.helpers.spaces import ROOT
 
-README = Path(__file__).resolve().parents[1] / "spaces" / "README.md"
+README = ROOT / "spaces" / "README.md"
 SECTIONS = {"data": DataConfig, "budget": BudgetConfig, "rules": RulesConfig, "train": TrainSpec,
             "search": SearchSection, "retrain": RetrainConfig}
 # The architecture table's defaults written in words, and the ArchSpec value each stands for.

@@ -15,9 +15,9 @@ import pytest
 
 from blocks.__main__ import main
 from tests.helpers.processes import child_env
+from tests.helpers.spaces import ROOT
 from tests.helpers.studies import assert_one_line_error
 
-ROOT = Path(__file__).resolve().parents[1]
 RESNET18 = '{"blocks": [2, 2, 2, 2], "width": 64, "stem": "imagenet", "input_size": 224, "num_classes": 1000}'
 
 

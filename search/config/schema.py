@@ -4,8 +4,6 @@ value may take (search.config.parse reads the YAML into them)."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -38,9 +36,6 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 MAX_EPOCHS = 10_000
 SCHEDULES = ("cosine", "onecycle", "cyclic", "step", "constant")
 AMP_CHOICES = ("auto", True, False)
-# Keys that do not change what a trial means: how many, how long, where, how fast, how they are drawn.
-NOT_IN_FINGERPRINT = {"search": ("n_trials", "timeout", "study_name", "max_rejections", "sampler", "seed"),
-                      "data": ("root", "num_workers", "download", "splits")}
 SEED_MAX = 2**32 - 1  # numpy (hence Optuna's samplers) takes seeds below 2**32
 STUDY_NAME_MAX = 200  # characters, and at most search.names.NAME_MAX (255) bytes: the name is a folder under --results-dir
 LATENCY_BATCH_MAX = 1024  # the latency probe holds a whole batch's activations at once (LARGE_BATCH is 256)
@@ -300,27 +295,6 @@ class SearchConfig:
     def study_name(self) -> str:
         """The study's name: search.study_name or the YAML file's stem."""
         return self.search.study_name or Path(self.path).stem
-
-    def fingerprint_sections(self) -> dict[str, str]:
-        """A hash per section of what a trial means: its data, budget, rules, space, training, augmentation,
-        baselines, objectives and pruning; not how many trials, how long, where (paths, storage) or how fast
-        it runs. What the data is (its classes, their size) is search.study.identity's data identity."""
-        search = {k: v for k, v in dataclasses.asdict(self.search).items() if k not in NOT_IN_FINGERPRINT["search"]}
-        data = {f.name: getattr(self.data, f.name) for f in dataclasses.fields(self.data)  # shallow: never a copy
-                if f.name not in NOT_IN_FINGERPRINT["data"]}  # of a given dataset object
-        # the peak budget is in elements by now; without a peak or an arena budget, the budget hashes as it did
-        # before they existed
-        budget = {k: v for k, v in dataclasses.asdict(self.budget).items()
-                  if k != "activation_bytes" and (k not in ("peak_activations", "arena") or v is not None)}
-        parts = {"data": data, "budget": budget, "rules": dataclasses.asdict(self.rules),
-                 "space": self.raw.get("space"), "train": self.raw.get("train"), "augment": self.raw.get("augment"),
-                 "search": search, "baselines": [dataclasses.asdict(b) for b in self.baselines]}
-        return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:16]
-                for k, v in parts.items()}
-
-    def fingerprint(self) -> str:
-        """One hash of fingerprint_sections(): equal for every YAML whose trials mean the same."""
-        return hashlib.sha256(json.dumps(self.fingerprint_sections(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def max_train_epochs(cfg: SearchConfig) -> int:

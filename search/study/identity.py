@@ -1,6 +1,6 @@
 """What a study means: its config's fingerprint and the data it was searched on, recorded and compared.
 
-The fingerprint (config.fingerprint_sections) hashes what the YAML says; the data identity is what
+The fingerprint (fingerprint_sections) hashes what the YAML says; the data identity is what
 the dataset is (kind, classes and their names, image size), which the same YAML can change by
 pointing at another folder. Both are study user attributes; a study recorded before a part of them
 existed is accepted and the part recorded, so old studies keep opening.
@@ -8,6 +8,9 @@ existed is accepted and the part recorded, so old studies keep opening.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,32 @@ from ..errors import UserError
 
 DATA_ATTR = "data_identity"  # study user attribute: data_identity() of the data the study was searched on
 SHOWN = 3  # class names quoted in a message before "..."
+# Keys that do not change what a trial means: how many, how long, where, how fast, how they are drawn.
+NOT_IN_FINGERPRINT = {"search": ("n_trials", "timeout", "study_name", "max_rejections", "sampler", "seed"),
+                      "data": ("root", "num_workers", "download", "splits")}
+
+
+def fingerprint_sections(cfg: SearchConfig) -> dict[str, str]:
+    """A hash per section of what a trial means: its data, budget, rules, space, training, augmentation,
+    baselines, objectives and pruning; not how many trials, how long, where (paths, storage) or how fast
+    it runs. What the data is (its classes, their size) is data_identity's."""
+    search = {k: v for k, v in dataclasses.asdict(cfg.search).items() if k not in NOT_IN_FINGERPRINT["search"]}
+    data = {f.name: getattr(cfg.data, f.name) for f in dataclasses.fields(cfg.data)  # shallow: never a copy
+            if f.name not in NOT_IN_FINGERPRINT["data"]}  # of a given dataset object
+    # the peak budget is in elements by now; without a peak or an arena budget, the budget hashes as it did
+    # before they existed
+    budget = {k: v for k, v in dataclasses.asdict(cfg.budget).items()
+              if k != "activation_bytes" and (k not in ("peak_activations", "arena") or v is not None)}
+    parts = {"data": data, "budget": budget, "rules": dataclasses.asdict(cfg.rules),
+             "space": cfg.raw.get("space"), "train": cfg.raw.get("train"), "augment": cfg.raw.get("augment"),
+             "search": search, "baselines": [dataclasses.asdict(b) for b in cfg.baselines]}
+    return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            for k, v in parts.items()}
+
+
+def fingerprint(cfg: SearchConfig) -> str:
+    """One hash of fingerprint_sections(): equal for every YAML whose trials mean the same."""
+    return hashlib.sha256(json.dumps(fingerprint_sections(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def data_identity(dataset: str, info: Any) -> dict[str, Any]:
@@ -58,9 +87,9 @@ def _few(names: list[str]) -> str:
 def config_difference(attrs: Mapping[str, Any], cfg: SearchConfig) -> list[str]:
     """The fingerprint sections in which `cfg` differs from the study's record (a section it lacks is not one)."""
     stored = attrs.get("fingerprint")
-    if stored is None or stored == cfg.fingerprint():
+    if stored is None or stored == fingerprint(cfg):
         return []
-    was, now = attrs.get("fingerprint_sections") or {}, cfg.fingerprint_sections()
+    was, now = attrs.get("fingerprint_sections") or {}, fingerprint_sections(cfg)
     if not was:  # recorded before the sections were: nothing says which one differs
         return list(now)
     return [k for k, v in now.items() if k in was and was[k] != v]
@@ -78,9 +107,9 @@ def check_and_record(study: optuna.Study, cfg: SearchConfig, where: str, data: M
     if why:
         raise UserError(f"study {cfg.study_name!r} in {where} was searched on other data: {why} (data.root "
                         f"{cfg.data.root!r}); point --data-root at the study's data or use another --study-name")
-    if attrs.get("fingerprint") != cfg.fingerprint():  # an older record: the sections it lacked join it
-        study.set_user_attr("fingerprint", cfg.fingerprint())
-        study.set_user_attr("fingerprint_sections", cfg.fingerprint_sections())
+    if attrs.get("fingerprint") != fingerprint(cfg):  # an older record: the sections it lacked join it
+        study.set_user_attr("fingerprint", fingerprint(cfg))
+        study.set_user_attr("fingerprint_sections", fingerprint_sections(cfg))
     if data is not None and attrs.get(DATA_ATTR) is None:
         study.set_user_attr(DATA_ATTR, dict(data))
 

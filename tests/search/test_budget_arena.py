@@ -13,6 +13,7 @@ from search import dryrun, run, runner
 from search.config import load_config
 from search.rules import arch_violation
 from search.space import MIN_WIDTH, fill_widths
+from search.study.identity import fingerprint
 from search.trials import REJECTED
 from tests.helpers.spaces import write_space
 from tests.helpers.studies import search_watching_builds
@@ -66,10 +67,10 @@ def test_fingerprint_without_an_arena_budget_is_unchanged(tmp_path: Path) -> Non
     """No arena budget leaves the fingerprint as it was before the key existed; an equal one in two spellings
     is one study, another value another."""
     plain = {**SPACE, "budget": {"params": 40_000}}
-    before = load_config(write_space(tmp_path, base=plain)).fingerprint()
-    assert load_config(write_space(tmp_path, {"budget": {"arena": None}}, base=plain)).fingerprint() == before
-    kib = load_config(write_space(tmp_path, {"budget": {"arena": "5KiB"}}, base=plain)).fingerprint()
-    assert load_config(write_space(tmp_path, {"budget": {"arena": 5120}}, base=plain)).fingerprint() == kib != before
+    before = fingerprint(load_config(write_space(tmp_path, base=plain)))
+    assert fingerprint(load_config(write_space(tmp_path, {"budget": {"arena": None}}, base=plain))) == before
+    kib = fingerprint(load_config(write_space(tmp_path, {"budget": {"arena": "5KiB"}}, base=plain)))
+    assert fingerprint(load_config(write_space(tmp_path, {"budget": {"arena": 5120}}, base=plain))) == kib != before
 
 
 def test_smallest_arena_tries_every_choice(tmp_path: Path) -> None:

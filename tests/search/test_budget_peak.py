@@ -12,6 +12,7 @@ from blocks import ArchSpec, complexity
 from search import dryrun, run, runner
 from search.config import load_config
 from search.space import MIN_WIDTH, fill_widths
+from search.study.identity import fingerprint, fingerprint_sections
 from search.trials import REJECTED
 from tests.helpers.fx_memory import fx_peak_activations
 from tests.helpers.spaces import write_space
@@ -73,10 +74,10 @@ def test_fingerprint_without_a_peak_budget_is_unchanged(tmp_path: Path) -> None:
     cfg = load_config(write_space(tmp_path, {"budget": {"peak_activations": None}}, base=SPACE))
     before = {"params": 40_000, "flops": None, "latency_ms": None, "latency_batch": 1}
     want = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    assert cfg.fingerprint_sections()["budget"] == want
-    elements = load_config(write_space(tmp_path, {"budget": {"peak_activations": 3072}}, base=SPACE)).fingerprint()
+    assert fingerprint_sections(cfg)["budget"] == want
+    elements = fingerprint(load_config(write_space(tmp_path, {"budget": {"peak_activations": 3072}}, base=SPACE)))
     kib = write_space(tmp_path, {"budget": {"peak_activations": "3KiB"}}, base=SPACE)
-    assert load_config(kib).fingerprint() == elements
+    assert fingerprint(load_config(kib)) == elements
 
 
 BAD = {  # name: (budget values, what the one line must say)

@@ -20,6 +20,7 @@ from search.data.datasets import make_loaders
 from search.review import evaluate as ev
 from search.review import retrain, retrain_outputs, retrain_seed
 from search.review.results import open_results
+from search.study.identity import fingerprint
 from search.trainer import predict
 from tests.helpers.datasets import make_tiny_imagenet
 from tests.helpers.errors import one_error
@@ -305,7 +306,7 @@ def test_retrain_drops_the_search_subset_and_takes_set(smoke_copy: Path, capsys:
     raw["data"]["subset"] = 100  # as after a search run with --set data.subset=100 ...
     config.write_text(yaml.safe_dump(raw))
     study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{smoke_copy / 'study.db'}")
-    study.set_user_attr("fingerprint", load_config(config).fingerprint())  # ... which the study then records
+    study.set_user_attr("fingerprint", fingerprint(load_config(config)))  # ... which the study then records
     n = quickest(smoke_copy)
     args = [str(smoke_copy), "--trial", str(n), "--epochs", "1", "--no-train-on-val", "--device", "cpu",
             "--set", "retrain.ema=null", "--set", "retrain.tta=false", "--set", "retrain.lr=0.2"]

@@ -16,7 +16,7 @@ from search import SPACES_DIR, run
 from search.config import load_config
 from search.errors import UserError
 from search.review import retrain
-from search.study.identity import DATA_ATTR, data_difference
+from search.study.identity import DATA_ATTR, data_difference, fingerprint, fingerprint_sections
 from search.study.study import open_study
 from search.trials import count_finished
 from tests.helpers.datasets import make_imagefolder
@@ -93,7 +93,7 @@ def test_an_edited_baseline_is_refused(smoke_copy: Path, capsys: pytest.CaptureF
 
 def _old_style(cfg) -> tuple[str, dict[str, str]]:
     """The fingerprint and sections a study recorded before baselines and the data identity were part of it."""
-    sections = {k: v for k, v in cfg.fingerprint_sections().items() if k != "baselines"}
+    sections = {k: v for k, v in fingerprint_sections(cfg).items() if k != "baselines"}
     return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:16], sections
 
 
@@ -101,13 +101,13 @@ def test_a_study_from_before_the_identity_is_accepted_and_recorded(tmp_path: Pat
     url = f"sqlite:///{tmp_path / 'study.db'}"
     cfg = load_config(write_space(tmp_path, base={**FOLDER_SPACE, "data": {"dataset": "synthetic"}}))
     old = optuna.create_study(study_name="space", storage=url, direction="maximize")
-    fingerprint, sections = _old_style(cfg)
-    old.set_user_attr("fingerprint", fingerprint)
+    old_print, sections = _old_style(cfg)
+    old.set_user_attr("fingerprint", old_print)
     old.set_user_attr("fingerprint_sections", sections)
     data = {"dataset": "synthetic", "num_classes": 10, "class_names": [f"class_{k}" for k in range(10)],
             "image_size": 32}
     attrs = open_study(cfg, url, data=data).user_attrs
-    assert attrs["fingerprint"] == cfg.fingerprint() and "baselines" in attrs["fingerprint_sections"]
+    assert attrs["fingerprint"] == fingerprint(cfg) and "baselines" in attrs["fingerprint_sections"]
     assert attrs[DATA_ATTR] == data
     with pytest.raises(UserError, match=r"searched on other data: 5 classes instead of 10"):
         open_study(cfg, url, data={**data, "num_classes": 5, "class_names": data["class_names"][:5]})

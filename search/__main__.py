@@ -84,7 +84,7 @@ def _check_dashboard(results: Path, storage: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch to the command's own main()."""
+    """Dispatch to the command's main: search.run's, search.commands' (the review commands) or one here."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -96,18 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     if command == "run":
         from .run import main as run
         return run(rest)
-    if command == "report":
-        from .review.report import main as report
-        return report(rest)
-    if command == "retrain":
-        from .review.retrain import main as retrain
-        return retrain(rest)
-    if command == "predict":
-        from .review.predict import main as predict
-        return predict(rest)
-    if command == "export":
-        from .review.export import main as export
-        return export(rest)
+    if command in ("report", "retrain", "predict", "export"):
+        from .commands import export_main, predict_main, report_main, retrain_main
+        review = {"report": report_main, "retrain": retrain_main, "predict": predict_main, "export": export_main}
+        return review[command](rest)
     if command == "dashboard":
         return dashboard(rest)
     if command == "spaces":

@@ -48,9 +48,9 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smoke_retrained(smoke_study: Path) -> Path:
     """smoke_study with its 2 best trials retrained for 1 epoch on the CPU, and their ensemble tested."""
-    from search.review import retrain
+    from search import commands
 
-    assert retrain.main([str(smoke_study), "--top", "2", "--epochs", "1", "--device", "cpu"]) == 0
+    assert commands.retrain_main([str(smoke_study), "--top", "2", "--epochs", "1", "--device", "cpu"]) == 0
     return smoke_study
 
 

@@ -10,7 +10,7 @@ import optuna
 import pytest
 import torch
 
-from search.review import retrain
+from search import commands
 from search.trials import INTERRUPTED
 from tests.helpers.hostile import full_disk_at
 from tests.helpers.processes import child_env
@@ -71,7 +71,7 @@ def test_a_closed_stdout_interrupts_a_retrain_that_resumes(smoke_copy: Path, tmp
 
 def retrain_main(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess[str]:
     """`search retrain ARGS` in-process: its exit status and output."""
-    code = retrain.main([*args, "--device", "cpu"])
+    code = commands.retrain_main([*args, "--device", "cpu"])
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(["retrain", *args], code, out, err)
 

@@ -1,18 +1,12 @@
-"""`resnet-search export RESULTS --trial N` (or `export MODEL.pt --space SPACE.yaml`): an int8 `.tflite`
-a microcontroller runs, with a JSON sidecar of what a deployer needs (input layout, normalisation,
-quantisation, class names, the TFLite Micro arena).
-
-Calibration images: the first N images of the study's training split in a seeded shuffled order (the
-retrain's validation share included), loaded through the project's own loaders with no augmentation.
-"""
+"""A retrained model as an int8 `.tflite` a microcontroller runs, with a JSON sidecar of what a deployer needs
+(`resnet-search export`: search/commands.py). Calibration images: the first N of the study's training split in a
+seeded shuffled order, with no augmentation."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +21,7 @@ from blocks import complexity
 from blocks.atomic import atomic_write
 from blocks.resnet import ACTIVATION_BYTES, tflite_peak
 
-from ..cli import ArgumentParser, main_guard, python_command
+from ..cli import python_command
 from ..config import DataConfig
 from ..data.custom import DatasetSplits, given_dataset
 from ..errors import UserError
@@ -39,31 +33,6 @@ FORMAT = "resnet-budget-search.tflite/2"  # bumped when the sidecar's keys chang
 CALIBRATION_IMAGES = 500  # default; the ranges of a 10-class CIFAR model settle well before this
 CALIBRATION_SEED = 0  # the shuffled order the calibration images are taken from
 BATCH = 100  # images a loader batch holds while calibrating or evaluating
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
-    p = ArgumentParser(prog="resnet-search export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", help="a results folder (with --trial, retrained by `search retrain`) or a model.pt")
-    p.add_argument("--trial", type=int, help="the retrained trial to export (default: the best complete trial)")
-    p.add_argument("--seed", type=int, default=0, metavar="K", help="which retrain seed run, seed_K (default 0)")
-    p.add_argument("--format", default="tflite", choices=["tflite"], help="int8 TFLite, full integer (default)")
-    p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, metavar="N",
-                   help=f"training images that set the activation ranges (default {CALIBRATION_IMAGES})")
-    p.add_argument("--random-calibration", action="store_true",
-                   help="calibrate on standard-normal noise instead of images: for tests only, the ranges are wrong")
-    p.add_argument("--space", help="for a model.pt: the search YAML whose data section gives calibration images")
-    p.add_argument("--evaluate", type=int, default=0, metavar="N",
-                   help="also run the int8 file on N test images and record int8 and fp32 top-1 (default 0: off)")
-    p.add_argument("--runtime", default="litert", choices=sorted(tflite.RUNTIMES),
-                   help="the interpreter --evaluate runs: litert (LiteRT's int8 kernels, fast; the default) or micro "
-                        "(TFLite Micro's own, as a microcontroller runs it; minutes for 10,000 images)")
-    p.add_argument("--output", help="the .tflite to write (default: model_int8.tflite beside the model); "
-                                    "the sidecar is the same name with .json")
-    p.add_argument("--storage", help="the study's URL when it is on a server (default: RESULTS/study.db)")
-    p.add_argument("--data-root", help="dataset folder, when it moved since the search (data.root)")
-    return p.parse_args(argv)
 
 
 def locate(source: Path, trial: int | None, seed: int, space: str | None, random_calibration: bool,
@@ -240,15 +209,3 @@ def record(source: Path, out: Path, doc: dict[str, Any], log: Callable[[str], No
     if acc["fp32_top1"] - acc["int8_top1"] > int8_results.PTQ_LOSS:
         log(f"note: int8 loses more than {int8_results.PTQ_LOSS * 100:.1f} points of top-1 to post-training "
             f"quantisation; quantisation-aware training is not available in this toolkit yet")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: one-line errors and exit status 2 for bad input."""
-    a = parse_args(argv)
-    return main_guard(lambda: export(a.source, trial=a.trial, seed=a.seed, calibration_images=a.calibration_images,
-                                     random_calibration=a.random_calibration, space=a.space, evaluate=a.evaluate,
-                                     runtime=a.runtime, output=a.output, storage=a.storage, data_root=a.data_root))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,20 +1,10 @@
-"""`resnet-search predict MODEL... --images DIR|FILE...`: label new images with retrained models, as a CSV.
-
-A MODEL is a retrained `model.pt`, or a folder holding some (`results/<study>/retrain/00012` = all its
-seeds); several models are an ensemble (the mean of their softmax, as retrain's ensembles). Each image is
-read as RGB (at most {megapixels} megapixels), its shorter side resized to the model's input size and the
-centre square kept, then normalised with the statistics the model was trained with (stored in model.pt; a
-model.pt without them needs --mean/--std, or names a dataset whose defaults are used with a note).
-The CSV goes beside the first model, as predictions_<IMAGES>.csv, unless --output says where.
-"""
+"""Label new images with retrained models (an ensemble when several: the mean of their softmax), as a CSV
+(`resnet-search predict`: search/commands.py, whose help says how images are read and normalised)."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +16,9 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 import blocks
 
-from ..cli import ArgumentParser, main_guard
 from ..data import augment
 from ..data.datasets import NORMALISATION, ImageDataset, loader_workers
-from ..data.sources import MAX_PIXELS, Split
+from ..data.sources import Split
 from ..describe import plural
 from ..device import resolve_device
 from ..errors import UserError
@@ -42,29 +31,6 @@ from .evaluate import ensemble_probs
 # The least per-channel std taken: one grey level. A channel that varies less is constant, and dividing by less
 # would send its pixels past +-255 (a std of 1e-320 made every probability NaN, as did a mean of 1e308).
 STD_MIN = 1 / 255
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
-    p = ArgumentParser(prog="resnet-search predict",
-                                description=__doc__.format(megapixels=MAX_PIXELS // 10**6),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="+", help="model.pt files or folders holding them (several = an ensemble)")
-    p.add_argument("--images", nargs="+", required=True,
-                   help="image folders (searched recursively), image files, or .txt files listing one path a line")
-    p.add_argument("--output",
-                   help="CSV to write (default: predictions_<IMAGES>.csv in the first MODEL's folder, named after the "
-                        "first --images); - or a FIFO or device (/dev/stdout) as a stream")
-    p.add_argument("--top-k", type=int, default=5, help="classes per image, most probable first (default 5)")
-    p.add_argument("--batch-size", type=int, default=128,
-                   help="images per forward pass (default 128; lower it if the device runs out of memory)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where the models run (default auto: cuda when there is one)")
-    p.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
-                   help="per-channel mean of the training images, pixels in [0, 1] (default: saved in model.pt)")
-    p.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
-                   help="per-channel standard deviation, as --mean, 1/255 to 1 (default: saved in model.pt)")
-    return p.parse_args(argv)
 
 
 def model_paths(args: list[str]) -> list[Path]:
@@ -259,26 +225,3 @@ def write_csv(path: Path, files: list[Path], probs: torch.Tensor, names: list[st
     except OSError as e:
         hint = "" if named else " (choose where with --output)"
         raise UserError(f"cannot write '{path}': {e.strerror or e}{hint}") from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: one-line errors and exit status 2 for bad input; notes on stderr when the CSV goes to stdout."""
-    a = parse_args(argv)
-    log = (lambda line: print(line, file=sys.stderr)) if _is_stdout(a.output) else print
-    return main_guard(lambda: predict_images(a.models, a.images, output=a.output, top_k=a.top_k,
-                                             batch_size=a.batch_size, device=a.device, mean=a.mean, std=a.std,
-                                             log=log))
-
-
-def _is_stdout(output: str | None) -> bool:
-    """Whether --output is `-` or names the file standard output already is (/dev/stdout)."""
-    if output is None:  # the default file beside the model
-        return False
-    try:
-        return output == "-" or os.path.samestat(os.stat(output), os.fstat(sys.stdout.fileno()))
-    except (OSError, ValueError, io.UnsupportedOperation):  # no such file; stdout replaced (pytest) or closed
-        return False
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,10 @@
-"""`resnet-search report results/<study>`: one self-contained HTML page of what the search learned."""
+"""The report of a study: one self-contained HTML page of what the search learned (`resnet-search report`:
+search/commands.py)."""
 
 from __future__ import annotations
 
-import argparse
 import html
 import shlex
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +19,6 @@ from blocks.layers import MAC_KINDS
 from blocks.resnet import ARENA_SLACK
 from blocks.text import short_count
 
-from ..cli import ArgumentParser, main_guard
 from ..dashboard import upload
 from ..describe import arch_brief
 from ..errors import UserError
@@ -51,18 +49,6 @@ table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } td.l, th.l { text-align: left; }
 .note { color: #666; font-style: italic; } #script-errors { color: #b00; background: #fee; padding: 0.5em; }
 </style>"""
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
-    p = ArgumentParser(prog="resnet-search report", description=__doc__)
-    p.add_argument("results", help="the study's results folder, e.g. results/cifar10_5m")
-    p.add_argument("--storage", help="the study's SQLAlchemy URL (default: sqlite:///<results>/study.db)")
-    p.add_argument("--study-name", help="the study, when its database holds several (default: the folder's own)")
-    p.add_argument("--output", help="where to write the page (default: <results>/report.html)")
-    p.add_argument("--data-root", help="dataset folder, when it moved since the search (data.root), as retrain "
-                                       "takes it; a report reads no image, so it works where the dataset is not")
-    return p.parse_args(argv)
 
 
 class Page:
@@ -320,14 +306,3 @@ def report(results: str | Path, *, storage: str | None = None, study_name: str |
     upload(res.study, path, res.folder)  # optuna-dashboard opens it from the study's page
     log(f"wrote {path} ({len(charts)} charts); open it in any browser, offline")
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: one-line errors and exit status 2 for bad input."""
-    a = parse_args(argv)
-    return main_guard(lambda: report(a.results, storage=a.storage, study_name=a.study_name, output=a.output,
-                                     data_root=a.data_root))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,19 +1,15 @@
-"""`resnet-search retrain results/<study>`: train chosen trials to full epochs, then test them once."""
+"""Retrain chosen trials of a study to full epochs, then test them once (`resnet-search retrain`: search/commands.py)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import shlex
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..checks import check_for_training
-from ..cli import ArgumentParser, main_guard, python_command, say
 from ..config import MAX_EPOCHS, SearchConfig, TrainSpec
 from ..contained import inside
 from ..dashboard import attach_retrain
@@ -28,33 +24,6 @@ from .plan import Plan
 from .results import StudyResults, open_results
 from .retrain_outputs import SeedRun, brief, need_onnx, summary_lines, write_ensemble, write_trial_summary
 from .retrain_seed import SeedJob, train_and_test
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options; unset ones default to the YAML's retrain section."""
-    p = ArgumentParser(prog="resnet-search retrain", description=__doc__)
-    p.add_argument("results", help="the study's results folder, e.g. results/cifar10_5m")
-    pick = p.add_mutually_exclusive_group()
-    pick.add_argument("--trial", type=int, action="append", metavar="N",
-                      help="retrain trial N (repeatable; several trials are also ensembled)")
-    pick.add_argument("--top", type=int, metavar="K",
-                      help="retrain the K best complete trials and test their ensemble too (default: 1)")
-    p.add_argument("--epochs", type=int, help="epochs of the full run (default: retrain.epochs of the YAML)")
-    p.add_argument("--seeds", type=int, help="independent runs per trial, for mean and std (retrain.seeds)")
-    p.add_argument("--train-on-val", action=argparse.BooleanOptionalAction, default=None,
-                   help="train on train + validation images, the final step (retrain.train_on_val, default "
-                        "true); --no-train-on-val keeps a validation curve")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a data.* or retrain.* key of the search's YAML, e.g. --set retrain.ema=null")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train")
-    p.add_argument("--storage", help="the study's SQLAlchemy URL (default: sqlite:///<results>/study.db)")
-    p.add_argument("--study-name", help="the study, when its database holds several (default: the folder's own)")
-    p.add_argument("--data-root", help="dataset folder, when it moved since the search (data.root)")
-    p.add_argument("--onnx", action="store_true", help="also export model.onnx (needs the onnx package)")
-    p.add_argument("--predict", action="store_true",
-                   help="write predictions.csv for the unlabeled test split (Tiny ImageNet's test/)")
-    p.add_argument("--fresh", action="store_true", help="discard earlier retrain output of these trials first")
-    return p.parse_args(argv)
 
 
 def full_length(train: TrainSpec, epochs: int) -> TrainSpec:
@@ -150,17 +119,7 @@ def retrain(results: str | Path, *, trials: Sequence[int] | None = None, top: in
     if len(plans) > 1:
         summary["ensemble"] = write_ensemble(res, runs, out, unlabeled)
     log(summary_lines(res, plans, runs, summary.get("ensemble")))
-    log(next_steps(res.folder, plans[0].number))
     return Retrained(summary, out, {n: [r.folder / "model.pt" for r in rs] for n, rs in runs.items()})
-
-
-def next_steps(results: Path, number: int) -> str:
-    """What follows a retrain, run by this interpreter: label new images with the model, or export it."""
-    py, model = python_command(), shlex.quote(str(results / "retrain" / f"{number:05d}" / "seed_0" / "model.pt"))
-    return "\n".join(["next:",
-                      f"  {py} -m search predict {model} --images DIR      # label your own images",
-                      f"  {py} -m search export {shlex.quote(str(results))} --trial {number}   "
-                      f"# int8 .tflite for a microcontroller (the mcu extra)"])
 
 
 def _unlabeled_paths(cfg: SearchConfig) -> list[Path]:
@@ -171,16 +130,3 @@ def _unlabeled_paths(cfg: SearchConfig) -> list[Path]:
         raise UserError(f"--predict: dataset {cfg.data.dataset!r} has no unlabeled test split (only "
                         f"tiny_imagenet's test/images); its labelled test set is evaluated anyway")
     return tiny_imagenet_unlabeled_test(cfg.data.root)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: one-line errors, exit status 2 for bad input, 130 for Ctrl-C (rerun to resume)."""
-    a = parse_args(argv)
-    return main_guard(lambda: retrain(a.results, trials=a.trial, top=a.top, epochs=a.epochs, seeds=a.seeds,
-                                      train_on_val=a.train_on_val, overrides=a.overrides, device=a.device,
-                                      storage=a.storage, study_name=a.study_name, data_root=a.data_root,
-                                      onnx=a.onnx, predict=a.predict, fresh=a.fresh, log=say))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

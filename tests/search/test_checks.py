@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search import checks, run
+from search import checks, commands, run
 from search.config import DataConfig, load_config
 from search.data import datasets
 from search.errors import UserError
-from search.review import report, retrain
 from tests.helpers.datasets import make_imagefolder
 from tests.helpers.processes import child_env
 from tests.helpers.spaces import ROOT
@@ -60,7 +59,7 @@ def test_report_of_a_copied_folder_needs_no_dataset(moved_study: tuple[Path, Pat
 
 def test_report_takes_data_root(moved_study: tuple[Path, Path], tmp_path: Path) -> None:
     copy = copy_results(moved_study[0], tmp_path / "copy")
-    assert report.main([str(copy), "--data-root", str(moved_study[1]), "--output", str(tmp_path / "r.html")]) == 0
+    assert commands.report_main([str(copy), "--data-root", str(moved_study[1]), "--output", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").is_file()
 
 
@@ -68,11 +67,11 @@ def test_retrain_finds_moved_images_with_data_root(moved_study: tuple[Path, Path
                                                     capsys: pytest.CaptureFixture) -> None:
     """Without --data-root: one line naming the missing folder, nothing written; with it: the retrain runs."""
     copy = copy_results(moved_study[0], tmp_path / "copy")
-    assert retrain.main([str(copy), "--epochs", "1", "--device", "cpu"]) == 2
+    assert commands.retrain_main([str(copy), "--epochs", "1", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "imagefolder: no class folders in" in err[0] and "images/train" in err[0], err
     assert not (copy / "retrain").exists()
-    assert retrain.main([str(copy), "--epochs", "1", "--device", "cpu", "--data-root", str(moved_study[1])]) == 0
+    assert commands.retrain_main([str(copy), "--epochs", "1", "--device", "cpu", "--data-root", str(moved_study[1])]) == 0
     assert list((copy / "retrain").glob("*/metrics.json"))
 
 

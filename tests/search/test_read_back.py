@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 import blocks
-from search import run
+from search import commands, run
 from search.data import decode_cache
-from search.review import report, retrain
 from search.review.results import open_results
 from tests.helpers.errors import one_error
 from tests.helpers.hostile import BREAKERS
@@ -33,7 +32,7 @@ def test_a_model_of_another_run_is_refused_in_one_line(smoke_retrained: Path, sm
     else:
         blocks.save(model, blocks.load(model))
     capsys.readouterr()
-    assert retrain.main([str(smoke_copy), "--trial", str(a), "--epochs", "1", "--device", "cpu"]) == 2
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(a), "--epochs", "1", "--device", "cpu"]) == 2
     one_error(capsys, None, "rerun with --fresh", start=f"'{model}' is not seed 0 of trial {a}: ")
 
 
@@ -46,7 +45,7 @@ def test_a_broken_run_record_is_refused_in_one_line(smoke_retrained: Path, smoke
     record = smoke_copy / "retrain" / f"{n:05d}" / "seed_0" / "run.json"
     BREAKERS[kind](record, record.with_name("code-ran"))
     capsys.readouterr()
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
     one_error(capsys, None, "rerun with --fresh", start=f"{record} is not a retrain record: ")
 
 
@@ -58,7 +57,7 @@ def test_a_broken_trial_record_is_refused_in_one_line(smoke_copy: Path, kind: st
     record = smoke_copy / "trials" / f"{n:05d}.json"
     BREAKERS[kind](record, record.with_name("code-ran"))
     capsys.readouterr()
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
     one_error(capsys, None, "fix or delete it", start=f"trial {n}: '{record}' is not its record: ")
     assert not (smoke_copy / "retrain" / f"{n:05d}" / "seed_0").exists()
 
@@ -103,7 +102,7 @@ def test_an_edited_study_attribute_is_refused_in_one_line(smoke_copy: Path, caps
                    (json.dumps(value), trial_id, key))
     capsys.readouterr()
     args = [str(smoke_copy)] + (["--trial", str(n), "--epochs", "1", "--device", "cpu"] if command == "retrain" else [])
-    assert {"report": report, "retrain": retrain}[command].main(args) == 2
+    assert {"report": commands.report_main, "retrain": commands.retrain_main}[command](args) == 2
     one_error(capsys, None, f"trial {n}'s user attribute {says}; restore the database", start="study 'smoke' in ")
 
 
@@ -127,7 +126,7 @@ def test_an_infinite_value_is_never_the_best_trial(smoke_copy: Path) -> None:
 def test_no_finite_complete_trial_is_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture) -> None:
     done = [t.number for t in open_results(smoke_copy).complete()]
     set_values(smoke_copy, done, None, "INF_POS")
-    assert retrain.main([str(smoke_copy), "--epochs", "1", "--device", "cpu"]) == 2
+    assert commands.retrain_main([str(smoke_copy), "--epochs", "1", "--device", "cpu"]) == 2
     one_error(capsys, None, f"has no complete trial to retrain (trial {min(done)}'s val_acc is "
                                                 "inf, which no search writes: restore study.db from a copy", start="study 'smoke' in ")
 
@@ -137,7 +136,7 @@ def test_a_null_value_is_one_line(smoke_copy: Path, command: str, capsys: pytest
     """A NaN written into study.db is NULL there, which Optuna's reader meets with an AssertionError traceback."""
     set_values(smoke_copy, [best(smoke_copy, 1)[0]], None)
     args = [str(smoke_copy)] + (["--epochs", "1", "--device", "cpu"] if command == "retrain" else [])
-    assert {"report": report, "retrain": retrain}[command].main(args) == 2
+    assert {"report": commands.report_main, "retrain": commands.retrain_main}[command](args) == 2
     one_error(capsys, None, "a trial's value is NULL (a NaN written into the database)", start="study 'smoke' in ")
 
 

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from blocks import build
-from search import run
+from search import commands, run
 from search.config import DataConfig, TrainSpec
 from search.data.datasets import make_loaders
-from search.review import retrain, retrain_seed
+from search.review import retrain_seed
 from search.study.stop import StopRequested
 from search.trainer import fit
 from search.trials import RESUMED_FROM
@@ -137,7 +137,7 @@ def retrain_after_ctrl_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reques
     n = quickest(smoke_copy)
     args = [str(smoke_copy), "--trial", str(n), "--epochs", "2", "--no-train-on-val", "--device", "cpu"]
     curves = smoke_copy / "retrain" / f"{n:05d}" / "seed_0" / "curves.csv"
-    assert retrain.main(args) == 0
+    assert commands.retrain_main(args) == 0
     straight = read_csv(curves)
     real_fit = retrain_seed.fit
 
@@ -149,9 +149,9 @@ def retrain_after_ctrl_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reques
         return real_fit(*a, on_epoch=hook, **kw)
 
     monkeypatch.setattr(retrain_seed, "fit", fit_then_ctrl_c)
-    assert retrain.main([*args, "--fresh"]) == 130
+    assert commands.retrain_main([*args, "--fresh"]) == 130
     monkeypatch.setattr(retrain_seed, "fit", real_fit)
-    assert retrain.main(args) == 0
+    assert commands.retrain_main(args) == 0
     resumed = read_csv(curves)
     keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
     return [[r[k] for k in keys] for r in straight], [[r[k] for k in keys] for r in resumed]

@@ -22,7 +22,7 @@ from PIL import Image
 import blocks
 from blocks import ArchSpec, build
 from search import checkpoint as ckpt_io
-from search import run
+from search import commands, run
 from search.checkpoint import UnreadableCheckpoint
 from search.config import DataConfig, TrainSpec
 from search.data import decode_cache
@@ -30,7 +30,7 @@ from search.data.datasets import make_loaders
 from search.errors import UserError
 from search.files import atomic_write_text
 from search.locks import LockHeld, hold_lock, open_lock_file, release_lock, sign_lock
-from search.review import folder_lock, predict, report, retrain
+from search.review import folder_lock, retrain
 from search.review.results import open_results
 from search.study.stop import StopRequested
 from search.trainer import EpochResult, fit, resumable_epochs, setup_training
@@ -194,7 +194,7 @@ def test_a_broken_retrain_state_restarts_the_seed(smoke_copy: Path, marker: Path
     run_dir.mkdir(parents=True)
     saved_train_state(smoke_copy, n, run_dir / "train_state.pt")
     BREAKERS[kind](run_dir / "train_state.pt", marker)
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 0
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 0
     out, err = capsys.readouterr()
     said = [line for line in (out + err).splitlines() if "train_state.pt" in line]
     assert len(said) == 1 and said[0].startswith(f"[trial {n} seed 0] cannot "), said
@@ -213,13 +213,13 @@ def test_hostile_test_results_and_model_are_not_loaded(smoke_retrained: Path, sm
     run_dir = smoke_copy / "retrain" / f"{n:05d}" / "seed_0"
     args = [str(smoke_copy), "--top", "2", "--epochs", "1", "--device", "cpu"]  # as smoke_retrained ran
     plant_hostile(run_dir / "test_probs.pt", marker, probs=torch.zeros(1))
-    assert retrain.main(args) == 0
+    assert commands.retrain_main(args) == 0
     out = capsys.readouterr().out
     said = [line for line in out.splitlines() if str(run_dir / "test_probs.pt") in line]
     assert len(said) == 1 and "holds objects other than tensors" in said[0] and "testing the model again" in said[0]
     assert torch.load(run_dir / "test_probs.pt", weights_only=True)["probs"].shape[0] > 1  # written again
     plant_hostile(run_dir / "model.pt", marker)
-    assert retrain.main(args) == 2
+    assert commands.retrain_main(args) == 2
     one_error(capsys, None, "delete it (or rerun with --fresh)", start=f"'{run_dir / 'model.pt'}' is not a readable checkpoint")
 
 
@@ -231,7 +231,7 @@ def test_predict_refuses_a_broken_model_in_one_line(smoke_retrained: Path, tmp_p
     BREAKERS[kind](model, marker)
     image = tmp_path / "a.png"
     Image.new("RGB", (16, 16)).save(image)
-    assert predict.main([str(model), "--images", str(image), "--output", str(tmp_path / "p.csv")]) == 2
+    assert commands.predict_main([str(model), "--images", str(image), "--output", str(tmp_path / "p.csv")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: '{model}' is not a readable checkpoint: "), err
 
@@ -315,7 +315,7 @@ def test_links_at_the_old_temporary_names_are_not_followed(tmp_path: Path) -> No
     plant_links(outside, results / "trials" / ".00000.json.tmp", results / "checkpoints" / "trial_0.tmp",
                 results / f".config.yaml.{os.getpid()}.tmp", results / ".report.html.tmp")
     assert run.main([str(space), "--results-dir", str(tmp_path / "r"), "--device", "cpu"]) == 0
-    assert report.main([str(results)]) == 0
+    assert commands.report_main([str(results)]) == 0
     assert untouched(outside) and (results / "trials" / "00000.json").is_file() and (results / "report.html").is_file()
 
 
@@ -326,7 +326,7 @@ def test_retrain_writes_never_follow_planted_links(smoke_copy: Path, tmp_path: P
     outside = tmp_path / "outside"
     plant_links(outside, run_dir / "train_state.tmp", run_dir / ".model.pt.tmp", run_dir / "metrics.json",
                 run_dir / "curves.csv", run_dir / "test_probs.pt", run_dir.parent / "metrics.json")
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 0
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 0
     assert untouched(outside)
     assert not (run_dir / "metrics.json").is_symlink() and not (run_dir / "curves.csv").is_symlink()
 
@@ -349,7 +349,7 @@ def test_a_second_retrain_of_a_trial_is_refused_in_one_line(smoke_copy: Path, ca
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.write("process 1 on elsewhere")
         held.flush()
-        assert retrain.main([str(smoke_copy), "--top", "2", "--epochs", "1", "--device", "cpu"]) == 2
+        assert commands.retrain_main([str(smoke_copy), "--top", "2", "--epochs", "1", "--device", "cpu"]) == 2
     assert capsys.readouterr().err == (f"error: {folder} is being retrained by process 1 on elsewhere: one retrain "
                                        f"of a trial at a time; wait for that run to end, or stop it\n")
     assert not (smoke_copy / "retrain" / f"{first:05d}" / "seed_0").exists()  # refused before anything trained

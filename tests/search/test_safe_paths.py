@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from blocks import ArchSpec, build
-from search import run
+from search import commands, run
 from search.config import TrainSpec
-from search.review import folder_lock, predict, retrain
+from search.review import folder_lock
 from search.trainer import resumable_epochs
 from tests.helpers.errors import error_line
 from tests.helpers.hostile import fifo_watch
@@ -57,7 +57,7 @@ def test_retrain_never_writes_or_deletes_through_a_linked_trial_folder(smoke_cop
     link.parent.mkdir()
     link.symlink_to(tmp_path / "outside", target_is_directory=True)
     args = [str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"] + ["--fresh"] * fresh
-    assert retrain.main(args) == 2
+    assert commands.retrain_main(args) == 2
     error_line(capsys.readouterr().err, LEADS_OUT, start=str(link))
     assert as_left(files)
 
@@ -83,7 +83,7 @@ def test_a_fifo_at_the_retrain_lock_is_refused_in_one_line(smoke_copy: Path, cap
     lock = smoke_copy / "retrain" / f"{n:05d}" / folder_lock.LOCK
     lock.parent.mkdir(parents=True)
     os.mkfifo(lock)
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
     assert capsys.readouterr().err == f"error: cannot open the retrain lock {lock}: not a regular file (a FIFO)\n"
     assert stat.S_ISFIFO(os.lstat(lock).st_mode) and [p.name for p in lock.parent.iterdir()] == [lock.name]
 
@@ -100,7 +100,7 @@ def test_a_link_at_the_retrain_lock_is_refused_in_one_line(smoke_copy: Path, tmp
     lock.parent.mkdir(parents=True)
     (tmp_path / "outside.txt").write_text("untouched")
     lock.symlink_to(tmp_path / "outside.txt")
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
     assert capsys.readouterr().err == f"error: cannot open the retrain lock {lock}: {LINKED_LOCK}\n"
     assert (tmp_path / "outside.txt").read_text() == "untouched" and [p.name for p in lock.parent.iterdir()] == [
         lock.name]
@@ -151,7 +151,7 @@ def test_predict_writes_into_a_fifo_as_a_stream(smoke_retrained: Path, tmp_path:
     reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
     reader.start()
     with fifo_watch(fifo, after_s=20) as blocked:  # the reader is gone if predict never opens it: unblock it
-        code = predict.main(predict_args(smoke_retrained, tmp_path, str(output)))
+        code = commands.predict_main(predict_args(smoke_retrained, tmp_path, str(output)))
         reader.join(timeout=20)
     assert code == 0 and not blocked and got and got[0].startswith("file,class_1,prob_1"), got
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and output.is_symlink() == through_link
@@ -161,7 +161,7 @@ def test_predict_output_dash_and_dev_null(smoke_retrained: Path, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """`--output -` is standard output (the CSV alone); `--output /dev/null` writes into it, never replaces it."""
     monkeypatch.chdir(tmp_path)  # where a file named `-` would land
-    assert predict.main(predict_args(smoke_retrained, tmp_path, "-")) == 0
+    assert commands.predict_main(predict_args(smoke_retrained, tmp_path, "-")) == 0
     out, err = capsys.readouterr()
     assert out.startswith("file,class_1,prob_1") and len(out.splitlines()) == 2 and "predicting 1 image" in err
     replace = os.replace
@@ -172,5 +172,5 @@ def test_predict_output_dash_and_dev_null(smoke_retrained: Path, tmp_path: Path,
         replace(src, dst)
 
     monkeypatch.setattr(os, "replace", never_under_dev)
-    assert predict.main(predict_args(smoke_retrained, tmp_path, "/dev/null")) == 0
+    assert commands.predict_main(predict_args(smoke_retrained, tmp_path, "/dev/null")) == 0
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

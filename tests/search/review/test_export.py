@@ -14,6 +14,7 @@ import torch
 
 from blocks import ArchSpec, build, complexity
 from blocks.resnet import ARENA_SLACK, arena_bound, tflite_peak
+from search import commands
 from search.config import DataConfig, TrainSpec, load_config
 from search.data.datasets import make_loaders
 from search.review import export, tflite
@@ -139,7 +140,7 @@ def test_int8_predictions_agree_with_fp32() -> None:
 def test_export_writes_the_file_and_its_sidecar(smoke_retrained: Path, tmp_path: Path) -> None:
     n = best(smoke_retrained, 1)[0]
     out = tmp_path / "deploy" / "winner.tflite"
-    assert export.main([str(smoke_retrained), "--trial", str(n), "--calibration-images", "50", "--evaluate", "60",
+    assert commands.export_main([str(smoke_retrained), "--trial", str(n), "--calibration-images", "50", "--evaluate", "60",
                         "--runtime", "micro", "--output", str(out)]) == 0
     doc = json.loads(out.with_suffix(".json").read_text())
     spec = ArchSpec.from_dict(doc["arch"])
@@ -159,7 +160,7 @@ def test_export_writes_the_file_and_its_sidecar(smoke_retrained: Path, tmp_path:
 def test_a_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                      capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setattr(tflite, "PACKAGES", ("no_such_converter_package",))
-    err = one_error(capsys, export.main([str(tmp_path), "--trial", "0"]))
+    err = one_error(capsys, commands.export_main([str(tmp_path), "--trial", "0"]))
     assert err == ("error: exporting to TFLite needs the mcu extra (no_such_converter_package is missing): "
                    "pip install 'resnet-budget-search[mcu]'")
 
@@ -169,7 +170,7 @@ def test_tflite_micro_runtime_without_tflite_micro_is_one_line(monkeypatch: pyte
     monkeypatch.setattr(tflite, "PACKAGES", ())  # the converter counts as installed; TFLite Micro does not
     monkeypatch.setattr(tflite, "has_micro", lambda: False)
     monkeypatch.setattr(export, "locate", lambda *args: (tmp_path / "model.pt", DataConfig(dataset="synthetic")))
-    err = one_error(capsys, export.main([str(tmp_path), "--trial", "0", "--evaluate", "10", "--runtime", "micro"]))
+    err = one_error(capsys, commands.export_main([str(tmp_path), "--trial", "0", "--evaluate", "10", "--runtime", "micro"]))
     assert err == ("error: --runtime micro needs TFLite Micro's interpreter (tflite_micro is missing): "
                    "pip install 'resnet-budget-search[mcu]'")
 
@@ -179,10 +180,10 @@ def test_trials_without_a_retrained_model_are_refused(smoke_retrained: Path, cap
     res = open_results(smoke_retrained)
     rejected = next(t.number for t in res.trials if "rejected" in t.user_attrs)
     assert f"trial {rejected} of study 'smoke' is rejected" in one_error(
-        capsys, export.main([str(smoke_retrained), "--trial", str(rejected)]))
+        capsys, commands.export_main([str(smoke_retrained), "--trial", str(rejected)]))
     plain = res.complete()[-1].number  # complete, never retrained (only the best 2 were)
     assert f"trial {plain} has no retrained model" in one_error(
-        capsys, export.main([str(smoke_retrained), "--trial", str(plain)]))
+        capsys, commands.export_main([str(smoke_retrained), "--trial", str(plain)]))
 
 
 @needs_mcu
@@ -191,13 +192,13 @@ def test_model_files_and_converter_refusals(tmp_path: Path, monkeypatch: pytest.
     import blocks
 
     path = blocks.save(tmp_path / "model.pt", build(ArchSpec(stages=1, blocks=(1,), width=8, input_size=12)))
-    assert "carries no dataset; pass --space" in one_error(capsys, export.main([str(path)]))
+    assert "carries no dataset; pass --space" in one_error(capsys, commands.export_main([str(path)]))
 
     def refuse(*args: object, **kw: object) -> None:
         raise RuntimeError("failed to legalize operation 'stablehlo.custom_call'\nmore lines")
 
     monkeypatch.setattr("litert_torch.convert", refuse)
-    err = one_error(capsys, export.main([str(path), "--random-calibration"]))
+    err = one_error(capsys, commands.export_main([str(path), "--random-calibration"]))
     assert err == ("error: the TFLite converter refused this design (RuntimeError: failed to legalize operation "
                    "'stablehlo.custom_call')")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
@@ -210,6 +211,6 @@ def test_a_model_file_calibrates_on_the_spaces_data_at_data_root(tmp_path: Path,
     path = blocks.save(tmp_path / "model.pt", build(ArchSpec(stages=1, blocks=(1,), width=8)))
     space = ROOT / "spaces" / "cifar10_mcu.yaml"
     empty = tmp_path / "no data here"
-    err = one_error(capsys, export.main([str(path), "--space", str(space), "--data-root", str(empty)]))
+    err = one_error(capsys, commands.export_main([str(path), "--space", str(space), "--data-root", str(empty)]))
     assert str(empty) in err and "converter" not in err, err  # the dataset's own refusal, at the folder given
     assert not [p for p in tmp_path.iterdir() if p.suffix in (".tflite", ".json")]  # nothing written

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from blocks import ArchSpec
+from search import commands
 from search.config import TrainSpec
-from search.review import export, int8_results, report, retrain, tflite
+from search.review import export, int8_results, report, tflite
 from search.review.evaluate import mean_std
 from search.review.results import StudyResults, open_results
 from search.review.retrain import Plan
@@ -154,14 +155,14 @@ def test_export_records_int8_that_a_rerun_retrain_and_the_report_show(smoke_retr
     copy = copy_results(smoke_retrained, tmp_path / "smoke")
     shutil.copytree(smoke_retrained / "retrain" / f"{n:05d}", copy / "retrain" / f"{n:05d}",
                     ignore=shutil.ignore_patterns("int8.json", "model_int8.*", ".retrain.lock"))
-    assert export.main([str(copy), "--trial", str(n), "--calibration-images", "20", "--evaluate", "50"]) == 0
+    assert commands.export_main([str(copy), "--trial", str(n), "--calibration-images", "20", "--evaluate", "50"]) == 0
     seed = copy / "retrain" / f"{n:05d}" / "seed_0"
     rec = json.loads((seed / "int8.json").read_text())
     assert rec["images"] == 50 and rec["model_sha256"] == int8_results.sha256(seed / "model.pt")
     assert Path(rec["tflite"]) == seed / "model_int8.tflite" and 0 <= rec["int8_top1"] <= 1
     out = capsys.readouterr().out
     assert f"int8 top-1 {rec['int8_top1']:.4f}, fp32 {rec['fp32_top1']:.4f} on the same 50 test images" in out
-    assert retrain.main([str(copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 0
+    assert commands.retrain_main([str(copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 0
     row = capsys.readouterr().out.splitlines()[-4]  # the table's last row, then the 3 lines of next steps
     assert row.split()[0] == str(n) and f"{rec['int8_top1']:.4f}" in row and row.split()[-6] == "50", row
     assert row.split()[-5:-2] == [f"{rec['arena'][k]:,}" for k in ("head", "tail")] + [f"{rec['file_bytes']:,}"]

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import blocks
+from search import commands
 from search.__main__ import main as entry
 from search.review import predict
 
@@ -57,7 +58,7 @@ def test_predict_a_folder_with_one_model_and_an_ensemble(smoke_retrained: Path, 
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(map(str, files[:2])) + "\n")
     both = tmp_path / "ensemble.csv"
-    assert predict.main([str(smoke_retrained / "retrain"), "--images", str(listing), "--output", str(both),
+    assert commands.predict_main([str(smoke_retrained / "retrain"), "--images", str(listing), "--output", str(both),
                          "--device", "cpu"]) == 0
     rows = read(both)
     assert [r["file"] for r in rows] == [str(f) for f in files[:2]] and len(rows[0]) == 1 + 2 * 5
@@ -80,20 +81,20 @@ def test_the_default_csv_goes_beside_the_model_never_the_current_folder(smoke_re
     expected, outside = model.parent / "predictions_photos.csv", tmp_path / "outside.csv"
     outside.write_text("keep")
     expected.symlink_to(outside)
-    assert predict.main([str(model), "--images", str(tmp_path / "photos"), "--device", "cpu"]) == 0
+    assert commands.predict_main([str(model), "--images", str(tmp_path / "photos"), "--device", "cpu"]) == 0
     assert f"wrote {expected} (5 rows, top 5 classes each)" in capsys.readouterr().out
     assert list(work.iterdir()) == [] and outside.read_text() == "keep" and not expected.is_symlink()
     assert sorted(r["file"] for r in read(expected)) == sorted(map(str, files))
-    assert predict.main([str(trial), "--images", str(files[0]), str(files[1]), "--device", "cpu"]) == 0
+    assert commands.predict_main([str(trial), "--images", str(files[0]), str(files[1]), "--device", "cpu"]) == 0
     assert len(read(trial / "predictions_img0_and_1_more.csv")) == 2 and len(read(expected)) == 5
     assert list(work.iterdir()) == []
 
 
 def test_predict_errors_are_one_line(smoke_retrained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     model = next((smoke_retrained / "retrain").glob("0*/seed_0/model.pt"))
-    assert predict.main([str(model), "--images", str(tmp_path / "nowhere")]) == 2
+    assert commands.predict_main([str(model), "--images", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err == f"error: --images {tmp_path / 'nowhere'}: no such file or folder\n"
-    assert predict.main([str(tmp_path), "--images", str(tmp_path)]) == 2
+    assert commands.predict_main([str(tmp_path), "--images", str(tmp_path)]) == 2
     assert "no model.pt there" in capsys.readouterr().err
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 import blocks
 from blocks import ArchSpec
+from search import commands
 from search.data import datasets as data
 from search.data import sources
 from search.review import predict
@@ -52,28 +53,28 @@ def png_claiming(path: Path, width: int, height: int) -> Path:
 def test_a_binary_list_of_images_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     listing = tmp_path / "list.txt"
     listing.write_bytes(bytes(range(256)))
-    code = predict.main([str(model_pt(tmp_path / "m.pt", mean=[0.5] * 3, std=[0.5] * 3)), "--images", str(listing)])
+    code = commands.predict_main([str(model_pt(tmp_path / "m.pt", mean=[0.5] * 3, std=[0.5] * 3)), "--images", str(listing)])
     assert one_error(capfd, code) == f"error: {listing}: not a text list of image paths (byte 128 is not UTF-8)"
     listing.write_bytes(b"a.png\n\x00\x01\x02\n")  # valid UTF-8, but a NUL cannot be in a path
-    code = predict.main([str(tmp_path / "m.pt"), "--images", str(listing)])
+    code = commands.predict_main([str(tmp_path / "m.pt"), "--images", str(listing)])
     assert one_error(capfd, code) == f"error: {listing}: not a text list of image paths (byte 6 is a NUL)"
     listing.write_text("x" * 5000 + "\n")  # a name too long for the file system
-    code = predict.main([str(tmp_path / "m.pt"), "--images", str(listing)])
+    code = commands.predict_main([str(tmp_path / "m.pt"), "--images", str(listing)])
     assert one_error(capfd, code) == f"error: {listing}: lists '{'x' * 200}...', which is not a file"
 
 
 def test_a_model_without_normalisation(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     bare, img, out = model_pt(tmp_path / "bare.pt"), image(tmp_path / "a.png"), tmp_path / "p.csv"
     base = ["--images", str(img), "--output", str(out), "--device", "cpu"]
-    err = one_error(capfd, predict.main([str(bare), *base]))
+    err = one_error(capfd, commands.predict_main([str(bare), *base]))
     assert err.startswith(f"error: {bare}: no normalisation saved with the model") and "--mean R G B --std R G B" in err
     assert not out.exists()
-    assert predict.main([str(bare), *base, "--mean", "0.5", "0.5", "0.5", "--std", "0.25", "0.25", "0.25"]) == 0
+    assert commands.predict_main([str(bare), *base, "--mean", "0.5", "0.5", "0.5", "--std", "0.25", "0.25", "0.25"]) == 0
     assert out.is_file() and len(out.read_text().splitlines()) == 2
-    assert "--mean and --std go together" in one_error(capfd, predict.main([str(bare), *base, "--mean", "0", "0", "0"]))
+    assert "--mean and --std go together" in one_error(capfd, commands.predict_main([str(bare), *base, "--mean", "0", "0", "0"]))
     named = model_pt(tmp_path / "named.pt", dataset="cifar10")  # names its dataset: that dataset's statistics
     logged: list[str] = []
-    a = predict.parse_args([str(named), *base])
+    a = commands.predict_args([str(named), *base])
     predict.predict_images(a.models, a.images, output=a.output, device=a.device, log=logged.append)
     assert logged[0] == (f"note: {named} has no mean/std saved with it; using cifar10's: "
                          f"mean {list(data.CIFAR10_MEAN)} std {list(data.CIFAR10_STD)}")
@@ -85,7 +86,7 @@ def test_absurd_normalisation_is_one_line(mean: str, std: str, tmp_path: Path, c
     """--mean/--std are statistics of pixels in [0, 1]: a mean of 1e308 or a std of 1e-320 wrote a CSV of NaN
     probabilities (exit 0); values in 0-255 units are refused with that hint."""
     out = tmp_path / "p.csv"
-    code = predict.main([str(model_pt(tmp_path / "m.pt")), "--images", str(image(tmp_path / "a.png")), "--output",
+    code = commands.predict_main([str(model_pt(tmp_path / "m.pt")), "--images", str(image(tmp_path / "a.png")), "--output",
                          str(out), "--device", "cpu", "--mean", mean, mean, mean, "--std", std, std, std])
     err = one_error(capfd, code)
     assert err.startswith(f"error: --mean {float(mean)} ") and "expected each mean in [0, 1] and each std in [1/255, " \
@@ -99,9 +100,9 @@ def test_bad_normalisation_flags_are_refused_before_any_model_is_read(tmp_path: 
     model was loaded first, so a mistyped --mean was only reported after the models and images were read)."""
     missing = tmp_path / "no_such_model.pt"
     common = [str(missing), "--images", str(image(tmp_path / "a.png")), "--device", "cpu"]
-    err = one_error(capfd, predict.main([*common, "--mean", "128", "128", "128", "--std", "64", "64", "64"]))
+    err = one_error(capfd, commands.predict_main([*common, "--mean", "128", "128", "128", "--std", "64", "64", "64"]))
     assert err.startswith("error: --mean 128.0 128.0 128.0 --std 64.0 64.0 64.0: expected each mean in [0, 1]")
-    err = one_error(capfd, predict.main([*common, "--std", "0.2", "0.2", "0.2"]))
+    err = one_error(capfd, commands.predict_main([*common, "--std", "0.2", "0.2", "0.2"]))
     assert err == "error: --mean and --std go together: give both (3 values each) or neither"
 
 
@@ -109,7 +110,7 @@ def test_bad_normalisation_flags_are_refused_before_any_model_is_read(tmp_path: 
 def test_an_image_over_the_size_limit_is_refused_before_decoding(width: int, height: int, tmp_path: Path,
                                                                  capfd: pytest.CaptureFixture) -> None:
     big = png_claiming(tmp_path / "big.png", width, height)
-    code = predict.main([str(model_pt(tmp_path / "m.pt", mean=[0.5] * 3, std=[0.5] * 3)), "--images", str(big),
+    code = commands.predict_main([str(model_pt(tmp_path / "m.pt", mean=[0.5] * 3, std=[0.5] * 3)), "--images", str(big),
                          "--output", str(tmp_path / "p.csv"), "--device", "cpu"])
     err = capfd.readouterr().err
     assert code == 2 and "DecompressionBomb" not in err, err

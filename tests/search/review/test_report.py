@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from search import commands
 from search.review import report
 from search.review.results import open_results
 from tests.helpers.errors import one_error
@@ -47,7 +48,7 @@ def script_errors(dom: str) -> str:
 
 
 def test_report_is_self_contained_and_complete(smoke_retrained: Path) -> None:
-    assert report.main([str(smoke_retrained)]) == 0
+    assert commands.report_main([str(smoke_retrained)]) == 0
     page = (smoke_retrained / "report.html").read_text()
     assert not re.search(r"<script[^>]*\ssrc=", page) and "<link" not in page  # nothing fetched: opens offline
     assert page.count("window.PlotlyConfig") == 1  # plotly.js embedded once, for all charts
@@ -63,7 +64,7 @@ def test_report_and_retrain_files_are_artifacts_of_the_study(smoke_retrained: Pa
     """Read back through Optuna's artifact API (what optuna-dashboard lists and opens)."""
     from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
-    assert report.main([str(smoke_retrained)]) == 0
+    assert commands.report_main([str(smoke_retrained)]) == 0
     study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{smoke_retrained / 'study.db'}")
     store = FileSystemArtifactStore(str(smoke_retrained / "artifacts"))
     pages = [m for m in get_all_artifact_meta(study) if m.filename == "report.html"]
@@ -83,7 +84,7 @@ def test_report_and_retrain_files_are_artifacts_of_the_study(smoke_retrained: Pa
 
 
 def test_report_refuses_a_pdf_path_in_one_line(smoke_study: Path, capsys: pytest.CaptureFixture) -> None:
-    assert report.main([str(smoke_study), "--output", str(smoke_study / "x.pdf")]) == 2
+    assert commands.report_main([str(smoke_study), "--output", str(smoke_study / "x.pdf")]) == 2
     assert capsys.readouterr().err.startswith("error: --output ") and not (smoke_study / "x.pdf").exists()
 
 
@@ -122,7 +123,7 @@ def test_report_explains_what_it_cannot_draw(tmp_path: Path, values: list[float]
 
 
 def test_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert report.main([str(tmp_path / "missing")]) == 2
+    assert commands.report_main([str(tmp_path / "missing")]) == 2
     one_error(capsys, None, start="results folder")
 
 

@@ -12,8 +12,7 @@ import optuna
 import pytest
 import yaml
 
-from search import runner
-from search.review import report
+from search import commands, runner
 from search.review.results import open_results
 from tests.helpers.errors import one_error
 
@@ -31,7 +30,7 @@ def copied(smoke_copy: Path, to: Path, *, with_name: bool = False) -> Path:
 def test_report_on_a_copied_folder(smoke_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """`cp -r results/smoke /elsewhere/copy; python -m search report /elsewhere/copy`: the copy's own study."""
     folder = copied(smoke_copy, tmp_path / "elsewhere" / "copy")
-    assert report.main([str(folder)]) == 0
+    assert commands.report_main([str(folder)]) == 0
     assert (folder / "report.html").is_file() and "Search report: smoke" in (folder / "report.html").read_text()
     assert open_results(folder).name == "smoke"
 
@@ -40,10 +39,10 @@ def test_several_studies_are_chosen_with_study_name(smoke_copy: Path, tmp_path: 
                                                     capsys: pytest.CaptureFixture) -> None:
     folder = copied(smoke_copy, tmp_path / "copy")
     optuna.create_study(study_name="other", storage=f"sqlite:///{folder / 'study.db'}")
-    assert report.main([str(folder)]) == 2
+    assert commands.report_main([str(folder)]) == 2
     one_error(capsys, None, "holds 2 studies ('smoke', 'other'): choose one with --study-name")
     assert open_results(folder, study_name="smoke").name == "smoke"
-    assert report.main([str(folder), "--study-name", "nosuch"]) == 2
+    assert commands.report_main([str(folder), "--study-name", "nosuch"]) == 2
     one_error(capsys, None, "--study-name 'nosuch': no such study in sqlite:///")
 
 

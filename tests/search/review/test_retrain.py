@@ -15,6 +15,7 @@ import torch
 
 import blocks
 from blocks import ArchSpec
+from search import commands
 from search.config import load_config
 from search.data.datasets import make_loaders
 from search.review import evaluate as ev
@@ -132,7 +133,7 @@ def test_tampered_trial_json_is_refused_in_one_line(smoke_copy: Path, capsys: py
         doc["arch"]["width"] += 8
     path.write_text(json.dumps(doc))
     rebuilt = sum(p.numel() for p in blocks.build(ArchSpec.from_dict(doc["arch"])).parameters())
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: trial {n}: "), err
@@ -150,7 +151,7 @@ def test_tampered_study_attrs_are_refused(smoke_copy: Path, capsys: pytest.Captu
         db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'arch'",
                    (json.dumps(arch), trial_id))
     rebuilt = sum(p.numel() for p in blocks.build(ArchSpec.from_dict(arch)).parameters())
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1"]) == 2
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith(f"error: trial {n}: the architecture in study.db")
     assert f"{rebuilt:,}" in err and f"{recorded:,}" in err
@@ -165,17 +166,17 @@ def test_tampered_study_attrs_are_refused(smoke_copy: Path, capsys: pytest.Captu
 ])
 def test_user_errors_are_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture, args: list[str],
                                   message: str) -> None:
-    assert retrain.main([str(smoke_copy), *args]) == 2
+    assert commands.retrain_main([str(smoke_copy), *args]) == 2
     one_error(capsys, None, start=message)
 
 
 def test_user_errors_for_folders_and_trials_that_cannot_be_retrained(smoke_copy: Path, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture) -> None:
-    assert retrain.main([str(tmp_path / "nowhere")]) == 2
+    assert commands.retrain_main([str(tmp_path / "nowhere")]) == 2
     assert "results folder" in capsys.readouterr().err
     rejected = [t.number for t in open_results(smoke_copy).trials if "rejected" in t.user_attrs]
     assert rejected, "the smoke study is built to have rejected trials"
-    assert retrain.main([str(smoke_copy), "--trial", str(rejected[0])]) == 2
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(rejected[0])]) == 2
     err = capsys.readouterr().err
     assert f"trial {rejected[0]} of study 'smoke' is rejected (receptive field" in err and err.count("\n") == 1
 
@@ -196,23 +197,24 @@ def test_interrupted_retrain_resumes_and_finished_seeds_are_reused(
 
     monkeypatch.setattr(retrain_seed, "fit", fit_then_sigterm)
     handler = signal.getsignal(signal.SIGTERM)
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2"]) == 130  # not killed: it stopped
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "2"]) == 130  # not killed: it stopped
     assert "rerun the same command to resume" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is handler, "the previous SIGTERM handler is back"
     state = torch.load(run_dir / "train_state.pt", weights_only=True)
     assert len(state["history"]) == 1 and not (run_dir / "model.pt").exists()  # stopped inside epoch 2
     monkeypatch.setattr(retrain_seed, "fit", real_fit)
 
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2"]) == 0
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     assert f"[trial {n} seed 0] resuming from epoch 1 of 2" in out
+    assert out.endswith(commands.next_steps(smoke_copy, n) + "\n")  # the command ends with what to run next
     assert f"[trial {n} seed 0] epoch 1/2" not in out.split("resuming")[1]  # epoch 1 was not trained again
     curves = read_csv(run_dir / "curves.csv")
     assert [int(c["epoch"]) for c in curves] == [1, 2]
     assert float(curves[0]["time_s"]) == pytest.approx(state["history"][0]["time_s"], rel=1e-5)
     assert not (run_dir / "train_state.pt").exists() and (run_dir / "model.pt").is_file()
 
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "3"]) == 2  # other settings
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "3"]) == 2  # other settings
     assert "pass --fresh to start over" in capsys.readouterr().err
 
     top1_seed0 = json.loads((run_dir / "metrics.json").read_text())["test"]["top1"]
@@ -223,7 +225,7 @@ def test_interrupted_retrain_resumes_and_finished_seeds_are_reused(
     assert f"[trial {n} seed 0] already trained" in out and f"[trial {n} seed 0] reusing the stored test results" in out
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["top1"] == top1_seed0
     monkeypatch.undo()
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "2", "--seeds", "2"]) == 0
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "2", "--seeds", "2"]) == 0
     assert f"[trial {n} seed 0] reusing the stored test results" in capsys.readouterr().out
     summary = json.loads((run_dir.parent / "metrics.json").read_text())
     top1 = summary["test"]["top1"]
@@ -244,7 +246,7 @@ def test_a_stop_while_a_seed_is_tested_lets_it_finish_and_starts_no_other(
         return real_predict(*args, **kw)
 
     monkeypatch.setattr(retrain_seed, "predict", sigterm_then_predict)
-    assert retrain.main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--seeds", "2"]) == 130
+    assert commands.retrain_main([str(smoke_copy), "--trial", str(n), "--epochs", "1", "--seeds", "2"]) == 130
     out, err = capsys.readouterr()
     assert "rerun the same command to resume" in err
     folder = smoke_copy / "retrain" / f"{n:05d}"
@@ -265,7 +267,7 @@ def test_predict_writes_wnids_for_tiny_imagenet_test_images(tmp_path: Path) -> N
         "search": {"n_trials": 1, "pruner": "none"}, "retrain": {"epochs": 1}}))
     assert run.main([str(space), "--results-dir", str(tmp_path / "results"), "--device", "cpu"]) == 0
     results = tmp_path / "results" / "tiny"
-    assert retrain.main([str(results), "--predict", "--device", "cpu"]) == 0
+    assert commands.retrain_main([str(results), "--predict", "--device", "cpu"]) == 0
     rows = read_csv(results / "retrain" / "00000" / "seed_0" / "predictions.csv")
     wnids = (data / "tiny-imagenet-200" / "wnids.txt").read_text().split()
     assert [r["file"] for r in rows] == ["test_0.JPEG", "test_1.JPEG", "test_2.JPEG"]
@@ -310,7 +312,7 @@ def test_retrain_drops_the_search_subset_and_takes_set(smoke_copy: Path, capsys:
     n = quickest(smoke_copy)
     args = [str(smoke_copy), "--trial", str(n), "--epochs", "1", "--no-train-on-val", "--device", "cpu",
             "--set", "retrain.ema=null", "--set", "retrain.tta=false", "--set", "retrain.lr=0.2"]
-    assert retrain.main(args) == 0
+    assert commands.retrain_main(args) == 0
     out = capsys.readouterr().out
     assert "data.subset=100 of the search is dropped: the final model trains on the full training set" in out
     run_dir = smoke_copy / "retrain" / f"{n:05d}" / "seed_0"
@@ -323,7 +325,7 @@ def test_retrain_drops_the_search_subset_and_takes_set(smoke_copy: Path, capsys:
     for bad, message in [("train.lr=1", "--set 'train.lr=1': retrain can set data.*"),
                          ("retrain.schedule=foo", "retrain.schedule 'foo': expected one of"),
                          ("retrain.augment=[{Nope: null}]", "unknown albumentations transform 'Nope'")]:
-        assert retrain.main([str(smoke_copy), "--set", bad]) == 2
+        assert commands.retrain_main([str(smoke_copy), "--set", bad]) == 2
         one_error(capsys, None, message)
 
 
@@ -352,7 +354,7 @@ def test_retrain_eta_counts_every_run_still_to_come(smoke_copy: Path, monkeypatc
     monkeypatch.setattr(retrain_seed, "Progress", Recording)
     a, b = best(smoke_copy, 2)
     args = [str(smoke_copy), "--trial", str(a), "--trial", str(b), "--seeds", "2", "--epochs", "1", "--device", "cpu"]
-    assert retrain.main(args) == 0
+    assert commands.retrain_main(args) == 0
     assert later == [(f"trial {a} seed 0", 3), (f"trial {a} seed 1", 2), (f"trial {b} seed 0", 1),
                      (f"trial {b} seed 1", 0)]
 
@@ -389,7 +391,7 @@ def test_retrain_ends_with_the_next_steps_a_shell_runs(tmp_path: Path) -> None:
     import sys
 
     results = tmp_path / "my results"
-    lines = retrain.next_steps(results, 7).splitlines()
+    lines = commands.next_steps(results, 7).splitlines()
     assert lines[0] == "next:"
     predict_words, export_words = (shlex.split(line.split("  #")[0]) for line in lines[1:])
     assert os.path.realpath(predict_words[0]) == os.path.realpath(sys.executable)

@@ -12,10 +12,9 @@ import optuna
 import pytest
 import yaml
 
-from search import SPACES_DIR, run
+from search import SPACES_DIR, commands, run
 from search.config import load_config
 from search.errors import UserError
-from search.review import retrain
 from search.study.identity import DATA_ATTR, data_difference, fingerprint, fingerprint_sections
 from search.study.study import open_study
 from search.trials import count_finished
@@ -116,7 +115,7 @@ def test_a_study_from_before_the_identity_is_accepted_and_recorded(tmp_path: Pat
 def test_retrain_on_other_classes_is_refused_before_training(smoke_copy: Path, capsys: pytest.CaptureFixture) -> None:
     """`retrain RESULTS --set data.synthetic_classes=5` on a 10-class study: one line, exit 2, no file written."""
     before = snapshot(smoke_copy)
-    code = retrain.main([str(smoke_copy), "--epochs", "1", "--device", "cpu", "--set", "data.synthetic_classes=5"])
+    code = commands.retrain_main([str(smoke_copy), "--epochs", "1", "--device", "cpu", "--set", "data.synthetic_classes=5"])
     one_error(capsys, code, "the data is not what study 'smoke' searched on: 5 classes instead of 10")
     assert snapshot(smoke_copy) == before and not (smoke_copy / "retrain").exists()
 

@@ -66,3 +66,34 @@ def test_pyproject_names_the_module_that_holds_optuna_internals() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     named = re.findall(r"(search/[\w/]+\.py) reaches into", pyproject)
     assert named == ["search/storage.py"] and (ROOT / named[0]).is_file()
+
+
+# The command line: argparse over the typed functions (issue 30); a library module takes typed arguments only.
+CLI_MODULES = ("search/run.py", "search/__main__.py", "search/commands.py", "search/cli.py")  # cli.py: the parser
+
+
+def argparse_imports(paths: list[Path], root: Path = ROOT) -> list[str]:
+    """The path of every module that imports argparse (`import argparse`, `from argparse import ...`, in a
+    function too)."""
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(name.split(".")[0] == "argparse" for name in names):
+                found.append(str(path.relative_to(root)))
+                break
+    return found
+
+
+def test_only_the_command_line_imports_argparse() -> None:
+    found = argparse_imports([p for p in SOURCES if p.is_relative_to(ROOT / "search")])
+    assert [m for m in found if m not in CLI_MODULES] == [], "parse arguments in search/commands.py"
+
+
+def test_the_argparse_check_sees_an_import_in_a_function(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("def f():\n    from argparse import Namespace\n")
+    (tmp_path / "b.py").write_text("import argparse as ap\n")
+    (tmp_path / "c.py").write_text("from . import argparse_like\nimport argparsex\n")
+    paths = [tmp_path / n for n in ("a.py", "b.py", "c.py")]
+    assert argparse_imports(paths, tmp_path) == ["a.py", "b.py"]

@@ -10,7 +10,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -118,12 +119,28 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@contextmanager
+def sqlite_file(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to an SQLite file; on leaving, committed, its write-ahead log folded into the file, and closed.
+
+    sqlite3's own `with` only commits. A study in WAL mode keeps a commit in study.db-wal until the last
+    connection closes (another may be open: a study that a helper read), which writes it into study.db at a
+    moment no test chose: a test comparing the file's bytes then sees its own edit land late."""
+    db = sqlite3.connect(path)
+    try:
+        with db:
+            yield db
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a no-op in rollback mode
+    finally:
+        db.close()
+
+
 def copy_results(folder: Path, dst: Path) -> Path:
     """A copy of a results folder at `dst` (config, study.db through SQLite's backup API, trial JSONs; no
     retrain output). The backup API, because the study may still be open in this process, with pages in its WAL."""
     dst.mkdir()
     shutil.copy2(folder / "config.yaml", dst / "config.yaml")
-    with sqlite3.connect(folder / "study.db") as src, sqlite3.connect(dst / "study.db") as out:
+    with sqlite_file(folder / "study.db") as src, sqlite_file(dst / "study.db") as out:
         src.backup(out)
     shutil.copytree(folder / "trials", dst / "trials")
     return dst

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from search.data import decode_cache
 from search.review.results import open_results
 from tests.helpers.errors import one_error
 from tests.helpers.hostile import BREAKERS
-from tests.helpers.studies import best, quickest
+from tests.helpers.studies import best, quickest, sqlite_file
 
 
 @pytest.mark.parametrize("kind", ["another trial's", "saved without extra"])
@@ -96,7 +95,7 @@ def test_an_edited_study_attribute_is_refused_in_one_line(smoke_copy: Path, caps
                                                           command: str, key: str, value: str, says: str) -> None:
     """study.db edited so that a trial's arch or params is text: report and retrain name it, exit 2."""
     n = best(smoke_copy, 1)[0]
-    with sqlite3.connect(smoke_copy / "study.db") as db:  # Optuna itself will not edit a finished trial
+    with sqlite_file(smoke_copy / "study.db") as db:  # Optuna itself will not edit a finished trial
         (trial_id,) = db.execute("SELECT trial_id FROM trials WHERE number = ?", (n,)).fetchone()
         db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = ?",
                    (json.dumps(value), trial_id, key))
@@ -109,7 +108,7 @@ def test_an_edited_study_attribute_is_refused_in_one_line(smoke_copy: Path, caps
 def set_values(results: Path, numbers: list[int], value: float | None, kind: str = "FINITE") -> None:
     """Edit study.db so that these trials' val_acc is `value` as Optuna stores it (INF_POS for +inf; NULL is how
     SQLite keeps a NaN); Optuna itself never writes either for a COMPLETE trial."""
-    with sqlite3.connect(results / "study.db") as db:
+    with sqlite_file(results / "study.db") as db:
         for n in numbers:
             db.execute("UPDATE trial_values SET value = ?, value_type = ? WHERE trial_id = "
                        "(SELECT trial_id FROM trials WHERE number = ?)", (value, kind, n))
@@ -143,7 +142,14 @@ def test_a_null_value_is_one_line(smoke_copy: Path, command: str, capsys: pytest
 def test_a_null_value_stops_a_resumed_search_in_one_line(smoke_copy: Path, capsys: pytest.CaptureFixture) -> None:
     """The search reads every trial when it opens the study: a NULL value is one line there, nothing written."""
     set_values(smoke_copy, [best(smoke_copy, 1)[0]], None)
-    before = (smoke_copy / "study.db").read_bytes()
+    before = rows(smoke_copy)
     assert run.main([str(smoke_copy / "config.yaml"), "--results-dir", str(smoke_copy.parent), "--n-trials", "99"]) == 2
     one_error(capsys, None, "a trial's value is NULL (a NaN written into the database)", start="study 'smoke' in ")
-    assert (smoke_copy / "study.db").read_bytes() == before
+    assert rows(smoke_copy) == before
+
+
+def rows(results: Path) -> list[str]:
+    """Every row of study.db as SQL text, as a new connection reads it: commits still in study.db-wal included
+    (the file's bytes alone miss them while the search's connection stays open)."""
+    with sqlite_file(results / "study.db") as db:
+        return list(db.iterdump())

@@ -8,7 +8,6 @@ import io
 import os
 import pickle
 import shutil
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from tests.helpers.datasets import make_cifar10
 from tests.helpers.errors import one_error
 from tests.helpers.hostile import BREAKERS, Touch, fifo_watch, full_disk_at, plant_hostile
 from tests.helpers.spaces import ROOT, write_space
-from tests.helpers.studies import best, quickest, retry_of, study_at
+from tests.helpers.studies import best, quickest, retry_of, sqlite_file, study_at
 
 SPEC = ArchSpec.from_dict({"stages": 2, "blocks": [1, 1], "width": 8, "num_classes": 4, "input_size": 8})
 DATA = DataConfig(dataset="synthetic", synthetic_train=96, synthetic_test=16, synthetic_classes=4,
@@ -133,7 +132,7 @@ def copy_interrupted(interrupted: tuple[Path, Path], tmp_path: Path) -> tuple[Pa
     space, original = interrupted
     results = tmp_path / "r" / "space"
     shutil.copytree(original, results, ignore=shutil.ignore_patterns("study.db*"))
-    with sqlite3.connect(original / "study.db") as src, sqlite3.connect(results / "study.db") as out:
+    with sqlite_file(original / "study.db") as src, sqlite_file(results / "study.db") as out:
         src.backup(out)
     return space, results
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import signal
-import sqlite3
 import statistics
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from search.study.identity import fingerprint
 from search.trainer import predict
 from tests.helpers.datasets import make_tiny_imagenet
 from tests.helpers.errors import one_error
-from tests.helpers.studies import best, quickest, read_csv
+from tests.helpers.studies import best, quickest, read_csv, sqlite_file
 
 
 def load_test_set(results: Path) -> torch.utils.data.DataLoader:
@@ -146,7 +145,7 @@ def test_tampered_study_attrs_are_refused(smoke_copy: Path, capsys: pytest.Captu
     recorded = open_results(smoke_copy).trial(n).user_attrs["params"]
     arch = dict(open_results(smoke_copy).trial(n).user_attrs["arch"])
     arch["kernel"] = 7 if arch["kernel"] != 7 else 3
-    with sqlite3.connect(smoke_copy / "study.db") as db:  # Optuna itself will not edit a finished trial
+    with sqlite_file(smoke_copy / "study.db") as db:  # Optuna itself will not edit a finished trial
         (trial_id,) = db.execute("SELECT trial_id FROM trials WHERE number = ?", (n,)).fetchone()
         db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'arch'",
                    (json.dumps(arch), trial_id))

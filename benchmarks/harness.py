@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 # What the benchmarks write, not code: a tree that differs from its commit only there still runs that commit.
-OUTPUTS = ("benchmarks/results", "benchmarks/mcu")
+OUTPUTS = ("benchmarks/results", "benchmarks/experiments/mcu")
 # /proc/cpuinfo flags that decide oneDNN's kernels, and whether `train.amp: auto` finds bf16 native
 FLAGS = {"avx512": "avx512f", "avx512_bf16": "avx512_bf16", "amx_bf16": "amx_bf16"}
 

@@ -28,7 +28,7 @@ def module_name(path: Path) -> str:
 
 def test_the_suite_has_its_scripts() -> None:
     names = {module_name(p) for p in SCRIPTS}
-    assert {"benchmarks.bench_speed", "benchmarks.bench_separable", "benchmarks.bench_mcu", "benchmarks.harness",
+    assert {"benchmarks.bench_speed", "benchmarks.bench_separable", "benchmarks.experiments.bench_mcu", "benchmarks.harness",
             "benchmarks.experiments.bench_search_vs_baselines"} <= names
 
 
@@ -43,10 +43,10 @@ def test_every_script_imports_and_answers_help(path: Path, monkeypatch: pytest.M
     assert done.value.code == 0 and capsys.readouterr().out.startswith("usage:")
 
 
-def test_bench_mcu_runs_by_its_path_without_the_tree_on_pythonpath() -> None:
-    """Long runs start `python benchmarks/bench_mcu.py` from the repository root with no PYTHONPATH."""
+def test_bench_mcu_runs_from_the_root_without_the_tree_on_pythonpath() -> None:
+    """Long runs start `python -m benchmarks.experiments.bench_mcu` from the repository root, no PYTHONPATH set."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "benchmarks/bench_mcu.py", "--help"], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "benchmarks.experiments.bench_mcu", "--help"], cwd=ROOT, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("usage:"), out.stderr
 

@@ -1,18 +1,19 @@
 """MLPerf Tiny's image-classification problem on this CPU: search CIFAR-10 under ResNet-8's budget, retrain.
 
-Phases (each resumes where it stopped; after each, commit benchmarks/mcu/, which holds what a later session
-needs: the study database, the cost of every segment run, and every finished retrain's metrics):
-  python benchmarks/bench_mcu.py dryrun  --data-root DIR   # the dry run's estimate of the search, kept to compare
-  python benchmarks/bench_mcu.py search  --data-root DIR   # spaces/cifar10_mcu.yaml, 45,000 / 5,000 split
-  python benchmarks/bench_mcu.py retrain --data-root DIR   # winner, resnet8, resnet14: 3 seeds on 50,000, tested once
-  python benchmarks/bench_mcu.py retrain --epochs 120 --only 'baseline resnet8' --seeds 1 ...  # a longer recipe
-  python benchmarks/bench_mcu.py search --sampler random --sampler-seed 1 ...  # a control arm, its own folders
-  python benchmarks/bench_mcu.py table                     # the table for BENCHMARKS.md, every recipe's rows
-  python benchmarks/bench_mcu.py samplers                  # TPE's search against the control arms
-  python benchmarks/bench_mcu.py retrain --ranks 2 --seeds 1 ... # the runner-up (for the ranking check)
-  python benchmarks/bench_mcu.py ranking                   # search validation against final test, Spearman's rho
-  python benchmarks/bench_mcu.py verify  --data-root DIR   # every committed model.pt against its metrics.json
-  python benchmarks/bench_mcu.py int8    --data-root DIR   # every committed model_int8.tflite in TFLite Micro
+Phases (each resumes where it stopped; after each, commit benchmarks/experiments/mcu/, which holds what a later
+session needs: the study database, the cost of every segment run, and every finished retrain's metrics and weights),
+each `python -m benchmarks.experiments.bench_mcu PHASE` from the repository root (below: `bench_mcu PHASE`):
+  bench_mcu dryrun  --data-root DIR   # the dry run's estimate of the search, kept to compare
+  bench_mcu search  --data-root DIR   # spaces/cifar10_mcu.yaml, 45,000 / 5,000 split
+  bench_mcu retrain --data-root DIR   # winner, resnet8, resnet14: 3 seeds on 50,000, tested once
+  bench_mcu retrain --epochs 120 --only 'baseline resnet8' --seeds 1 ...  # a longer recipe
+  bench_mcu search --sampler random --sampler-seed 1 ...  # a control arm, its own folders
+  bench_mcu table                     # the table for BENCHMARKS.md, every recipe's rows (and a JSON record)
+  bench_mcu samplers                  # TPE's search against the control arms
+  bench_mcu retrain --ranks 2 --seeds 1 ... # the runner-up (for the ranking check)
+  bench_mcu ranking                   # search validation against final test, Spearman's rho (and a JSON record)
+  bench_mcu verify  --data-root DIR   # every committed model.pt against its metrics.json
+  bench_mcu int8    --data-root DIR   # every committed model_int8.tflite in TFLite Micro
 DIR holds `cifar-10-batches-py/`, made offline from the JPEG copy with
 `python ../shared/tools/cifar-pickle.py <dir>/cifar-10-images-jpg DIR`: label the figures "CIFAR-10 (JPEG copy)".
 The search and retrains run through the user's own commands (`python -m search.run`, `python -m search retrain`);
@@ -27,7 +28,6 @@ import contextlib
 import fcntl
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -39,10 +39,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import harness
+from benchmarks.harness import commit
+
+ROOT = harness.ROOT
 SPACE = ROOT / "spaces" / "cifar10_mcu.yaml"
 STUDY = "cifar10_mcu"
-SNAPSHOT = ROOT / "benchmarks" / "mcu"  # committed: study.db, cost.json, retrain/<label>/seed_k/*
+DATA = Path(__file__).resolve().parent / "mcu"  # committed: study.db, cost.json, retrain/<label>/seed_k/*
+SNAPSHOT = DATA  # this run's arm: DATA, or DATA/<sampler>_seed<k> for a control arm (main() sets it)
 DESIGNS = ("search winner", "baseline resnet8", "baseline resnet14")
 # mlcommons/tiny PR #116: the reference ResNet-8 on CIFAR-10's own pixels (not our JPEG copy), 500 epochs of
 # Adam at batch 32, lr 1e-3 decayed 0.99 an epoch, rotation, shifts and flips; full-integer int8 via TFLite.
@@ -50,21 +54,11 @@ OFFICIAL = ("| official ResNet-8 (mlcommons/tiny PR #116: CIFAR-10's own pixels,
             "78,666 | 12,677,760 | - | - | 500 | 1 | 87.2 | - | 87.0 | - |")
 
 
-def commit() -> str:
-    """The checkout's commit (with `+` when its code has uncommitted changes)."""
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                            f":!{SNAPSHOT.relative_to(ROOT)}"],  # this script's own output is not the code
-                           cwd=ROOT, capture_output=True, text=True).stdout
-    return rev.strip() + ("+" if dirty.strip() else "")
-
-
 def machine() -> str:
-    """CPU model, cores and whether it runs bf16 natively (which `train.amp: auto` follows)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.processor())
-    bf16 = "avx512_bf16" in info or "amx_bf16" in info
+    """CPU model, cores and whether it runs bf16 natively (which `train.amp: auto` follows): as cost.json's
+    segments have always named their machine."""
+    model, flags = harness.cpu_info()
+    bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
     return f"{model}, {os.cpu_count()} cores, {'bf16' if bf16 else 'no bf16 (fp32)'}"
 
 
@@ -334,6 +328,7 @@ def table(args: argparse.Namespace) -> int:
     by_number = {t.number: t for t in trials(folder)}
     shipped = load_retrain_epochs(folder)
     accs: dict[str, list[float]] = {}
+    rows: list[dict] = []
     print("| design | trial | params | multiply-adds | peak act. | search val | epochs | seeds | "
           "test top-1 % | flip-TTA % | int8 top-1 % (TFLite Micro) | retrain CPU-h per seed |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -348,6 +343,10 @@ def table(args: argparse.Namespace) -> int:
         cpu_h = sum(c["cpu_s"] for c in segments) / 3600
         trainings = len(plain) + len({c["cmd"][c["cmd"].index("--seeds") + 1] for c in segments if c.get("rederive") and c["exit"] == 0})
         t = by_number[number]
+        rows.append({"design": label, "recipe_epochs": int(suffix[1:-2]) if suffix else shipped, "trial": number,
+                     "params": t.user_attrs.get("params"), "flops": t.user_attrs.get("flops"), "search_val": t.values[0],
+                     "test_top1": plain, "test_tta_top1": tta, "int8_top1": [a for a, _ in int8],
+                     "retrain_cpu_h_per_seed": round(cpu_h / trainings, 3) if trainings else None})
         print(f"| {label} | {number} | {t.user_attrs.get('params', 0):,} | {t.user_attrs.get('flops', 0):,} | "
               f"{t.user_attrs.get('peak_activations', '-')} | {t.values[0]:.4f} | "
               f"{suffix[1:-2] if suffix else shipped} | {len(plain)} | {fmt(plain)} | "
@@ -373,11 +372,12 @@ def table(args: argparse.Namespace) -> int:
         if plain:
             print(f"{label} {'reaches' if statistics.mean(plain) >= 0.85 else 'does NOT reach'} MLPerf Tiny's 85% "
                   f"(mean test top-1 {100 * statistics.mean(plain):.2f}%)")
+    harness.record(f"bench_mcu_table{'_' + arm(args) if arm(args) else ''}", {"rows": rows})
     return 0
 
 
 def samplers(args: argparse.Namespace) -> int:
-    """TPE's search against each control arm's (benchmarks/mcu/<sampler>_seed<k>/study.db): best validation
+    """TPE's search against each control arm's (mcu/<sampler>_seed<k>/study.db): best validation
     top-1 of the searched trials at the trial length, the top three, the median, and the improvement over the
     average random architecture (Yang et al., ICLR 2020), here the mean of the random arms' complete trials:
     pruned trials stopped early, so their last value is no 8-epoch figure."""
@@ -386,8 +386,7 @@ def samplers(args: argparse.Namespace) -> int:
     from search.trials import is_baseline
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    root = ROOT / "benchmarks" / "mcu"
-    arms = {"tpe_seed0": root / "study.db", **{p.parent.name: p for p in sorted(root.glob("*_seed*/study.db"))}}
+    arms = {"tpe_seed0": DATA / "study.db", **{p.parent.name: p for p in sorted(DATA.glob("*_seed*/study.db"))}}
     values = {}
     for name, db in arms.items():
         study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{db}")
@@ -424,9 +423,8 @@ def ranking(args: argparse.Namespace) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    root = ROOT / "benchmarks" / "mcu"
     rows = []
-    for arm_dir in [root, *sorted(p.parent for p in root.glob("*_seed*/study.db"))]:
+    for arm_dir in [DATA, *sorted(p.parent for p in DATA.glob("*_seed*/study.db"))]:
         study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{arm_dir / 'study.db'}")
         val = {t.number: t.values[0] for t in study.get_trials(deepcopy=False) if t.values}
         for run in sorted((arm_dir / "retrain").glob("*")):
@@ -435,7 +433,7 @@ def ranking(args: argparse.Namespace) -> int:
             docs = [json.loads(m.read_text()) for m in sorted(run.glob("seed_*/metrics.json"))]
             if docs:
                 test = statistics.mean(d["test"]["top1"] for d in docs)
-                rows.append((arm_dir.name if arm_dir != root else "tpe_seed0", run.name, docs[0]["trial"],
+                rows.append((arm_dir.name if arm_dir != DATA else "tpe_seed0", run.name, docs[0]["trial"],
                              val[docs[0]["trial"]], test, len(docs)))
     print("| arm | design | trial | search val top-1 % | test top-1 % (mean) | seeds |")
     print("|---|---|---|---|---|---|")
@@ -448,6 +446,8 @@ def ranking(args: argparse.Namespace) -> int:
     # the smallest |rho| that a two-sided test at 5% can call non-zero, n = 5 .. 8 (exact tables)
     print(f"Spearman's rho between search validation and final test top-1: {rho:+.2f} over {len(rows)} designs "
           f"(two-sided 5% needs |rho| >= 1.00, 0.89, 0.79, 0.74 for n = 5, 6, 7, 8)")
+    keys = ("arm", "design", "trial", "search_val", "test_top1_mean", "seeds")
+    harness.record("bench_mcu_ranking", {"rows": [dict(zip(keys, r, strict=True)) for r in rows], "spearman_rho": rho})
     return 0
 
 
@@ -468,7 +468,7 @@ def verify(args: argparse.Namespace) -> int:
     test = make_loaders(data, [], 256, seed=0, test=True).test
     models = sorted((SNAPSHOT / "retrain").glob("*/seed_*/model.pt"))
     if not models:
-        print("no committed model.pt under benchmarks/mcu/retrain/ yet")
+        print(f"no committed model.pt under {SNAPSHOT / 'retrain'} yet")
         return 1
     bad = 0
     for path in models:
@@ -535,7 +535,7 @@ def int8(args: argparse.Namespace) -> int:
         atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "accuracy_micro": doc}, indent=1))
         metrics = json.loads((path.parent / "metrics.json").read_text())
         atomic_write_text(path.parent / "metrics.json", json.dumps({**metrics, "int8": doc}, indent=1))
-    print(f"{len(files)} int8 file(s)" if files else "no committed model_int8.tflite under benchmarks/mcu/retrain/")
+    print(f"{len(files)} int8 file(s)" if files else f"no committed model_int8.tflite under {SNAPSHOT / 'retrain'}")
     return 0 if files else 1
 
 
@@ -557,14 +557,14 @@ def main() -> int:
                    "validation top-1 instead (2 = the runner-up), snapshot under retrain/search_rank_<r>/")
     p.add_argument("--set", action="append", default=[], help="passed to search.run (e.g. search.n_trials=24)")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random"],
-                   help="a control arm: its own results folder and snapshot benchmarks/mcu/<sampler>_seed<k>/")
+                   help="a control arm: its own results folder and snapshot benchmarks/experiments/mcu/<sampler>_seed<k>/")
     p.add_argument("--sampler-seed", type=int, default=0)
     p.add_argument("--images", type=int, default=10_000, help="int8: test images each file runs on")
     args = p.parse_args()
     if arm(args):
         global SNAPSHOT
-        SNAPSHOT = SNAPSHOT / arm(args)
-    print(f"{args.phase} on {machine()}, commit {commit()}, load average {os.getloadavg()[0]:.1f}", flush=True)
+        SNAPSHOT = DATA / arm(args)
+    print(f"{args.phase} on {harness.describe(harness.machine())}", flush=True)
     return {"dryrun": dryrun, "search": search, "retrain": retrain, "table": table,
             "samplers": samplers, "ranking": ranking, "verify": verify, "int8": int8}[args.phase](args)
 

@@ -1,16 +1,20 @@
-"""The one way a lock file is taken: opened safely (never through a link, never a FIFO), then flock'ed.
+"""The project's locks: a lock file (opened safely: never through a link, never a FIFO; then flock'ed), and
+PostgreSQL's advisory lock where the study lives on a server.
 
-Every lock file of the project goes through here: the study lock beside an SQLite study, the schema lock
-that serialises table creation, and each trial's retrain lock. flock locks are freed by the OS when their
-holder dies, so a killed run never leaves a stale lock behind.
+Every lock goes through here: the study lock (beside an SQLite study, or advisory on PostgreSQL), the schema
+lock that serialises table creation (likewise), and each trial's retrain lock. Both kinds are freed when their
+holder dies (flock by the OS, an advisory lock with its session), so a killed run never leaves a stale lock.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 from typing import BinaryIO
+
+import sqlalchemy
 
 from blocks.atomic import regular_fd
 
@@ -71,3 +75,28 @@ def release_lock(f: BinaryIO) -> None:
     """Release a lock taken by hold_lock and close its file (a child that inherited the file no longer holds it)."""
     fcntl.flock(f, fcntl.LOCK_UN)
     f.close()
+
+
+def advisory_key(name: str) -> int:
+    """pg_advisory_lock's key (one signed bigint) for a lock's name: the first 8 bytes of sha256(name)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def hold_advisory_lock(engine: sqlalchemy.engine.Engine, key: int) -> sqlalchemy.engine.Connection:
+    """Block until this process holds PostgreSQL's advisory lock `key`, on a connection of its own (the lock lives
+    as long as that session: the server frees it when the holder dies); release with release_advisory_lock."""
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def release_advisory_lock(conn: sqlalchemy.engine.Connection, key: int) -> None:
+    """Release an advisory lock taken by hold_advisory_lock and close its connection."""
+    try:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        conn.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import importlib.util
 import sqlite3
 import warnings
@@ -24,7 +23,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from blocks.text import one_line
 
 from .errors import UserError
-from .locks import hold_lock
+from .locks import advisory_key, hold_advisory_lock, hold_lock, release_advisory_lock
 from .names import check_path
 from .trials import INTERRUPTED, WORKER
 
@@ -40,8 +39,7 @@ MAX_RETRY = 3  # retries of one trial killed with its worker
 SQLITE_TIMEOUT_S = 60  # a writer waits this long for the SQLite file lock instead of failing
 SCHEMA_LOCK = ".schema.lock"  # beside an SQLite database: the longest of the names made from its name (-wal, .lock)
 SCHEMES = "sqlite:///FILE, postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE or mysql://..."
-# pg_advisory_lock key (one bigint) serialising table creation: the first 8 bytes of sha256("search.schema").
-SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"search.schema").digest()[:8], "big", signed=True)
+SCHEMA_LOCK_KEY = advisory_key("search.schema")  # the PostgreSQL advisory lock serialising table creation
 
 
 def default_storage(results: Path) -> str:
@@ -121,13 +119,11 @@ def _schema_lock(url: str, parsed: sqlalchemy.engine.URL, engine_kwargs: dict[st
         return
     engine = sqlalchemy.create_engine(url, **engine_kwargs)
     try:
-        with engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+        conn = hold_advisory_lock(engine, SCHEMA_LOCK_KEY)
+        try:
+            yield
+        finally:
+            release_advisory_lock(conn, SCHEMA_LOCK_KEY)
     finally:
         engine.dispose()
 

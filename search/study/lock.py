@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
 
-from ..locks import hold_lock, release_lock
+from ..locks import advisory_key, hold_advisory_lock, hold_lock, release_advisory_lock, release_lock
 from ..storage import rdb_storage
 
 
@@ -20,8 +18,7 @@ class StudyLock:
         storage = rdb_storage(study)
         engine = storage.engine if storage is not None else None
         self.engine = engine if engine is not None and engine.dialect.name == "postgresql" else None
-        digest = hashlib.sha256(f"search.study:{study.study_name}".encode()).digest()
-        self.key = int.from_bytes(digest[:8], "big", signed=True)  # pg_advisory_lock takes one bigint
+        self.key = advisory_key(f"search.study:{study.study_name}")
         database = engine.url.database if engine is not None and engine.dialect.name == "sqlite" else None
         self.path = Path(database + ".lock") if database and database != ":memory:" else fallback
         self._held: Any = None
@@ -31,9 +28,7 @@ class StudyLock:
         if self._held is not None:
             return
         if self.engine is not None:
-            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
-            self._held = conn
+            self._held = hold_advisory_lock(self.engine, self.key)
         else:
             self._held = hold_lock(self.path, "the study lock")  # a link planted at its name is refused, never opened
 
@@ -43,10 +38,7 @@ class StudyLock:
         if held is None:
             return
         if self.engine is not None:
-            try:
-                held.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
-            finally:
-                held.close()
+            release_advisory_lock(held, self.key)
         else:
             release_lock(held)
 

@@ -14,7 +14,7 @@ import pytest
 from search.config import load_config
 from search.distributions import from_trial
 from search.space import resolve
-from search.storage import make_storage
+from search.storage import SCHEMA_LOCK_KEY, make_storage
 from search.study.lock import StudyLock
 from search.study.recovery import fail_orphans
 from search.study.samplers import make_sampler
@@ -65,6 +65,13 @@ def test_study_lock_spans_machines_on_postgres(tmp_path: Path) -> None:
         second.release()
     finally:
         optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+def test_advisory_lock_keys_are_those_earlier_releases_took() -> None:
+    """A worker of this release and one of an earlier release share a study: they must take the same locks."""
+    study = optuna.create_study(study_name="shared study")
+    assert StudyLock(study, Path("unused.lock")).key == -6395850980887472410  # sha256("search.study:shared study")
+    assert SCHEMA_LOCK_KEY == -7263523937808726713  # sha256("search.schema"), first 8 bytes, signed
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")

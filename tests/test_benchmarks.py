@@ -51,6 +51,35 @@ def test_bench_mcu_runs_from_the_root_without_the_tree_on_pythonpath() -> None:
     assert out.returncode == 0 and out.stdout.startswith("usage:"), out.stderr
 
 
+def test_a_fresh_machine_s_retrain_resumes_from_the_committed_seeds(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeds whose weights the snapshot holds go into the results folder (retrain then only tests them); a seed
+    without weights, another recipe's seeds, and a seed the results folder already has are left alone."""
+    from benchmarks.experiments import bench_mcu
+
+    kept = tmp_path / "snapshot" / "retrain"
+    for seed, files in {"search_winner/seed_0": ("metrics.json", "model.pt", "curves.csv"),
+                        "search_winner/seed_1": ("metrics.json",),  # figures only: must be retrained
+                        "search_winner/seed_2": ("metrics.json", "model.pt"),
+                        "search_winner_60ep/seed_0": ("metrics.json", "model.pt")}.items():
+        (kept / seed).mkdir(parents=True)
+        for name in files:
+            (kept / seed / name).write_text(f"{seed}/{name}")
+    folder = tmp_path / "results" / "cifar10_mcu"
+    (folder / "retrain" / "00026" / "seed_2").mkdir(parents=True)
+    (folder / "retrain" / "00026" / "seed_2" / "model.pt").write_text("trained here")
+    monkeypatch.setattr(bench_mcu, "SNAPSHOT", tmp_path / "snapshot")
+
+    bench_mcu.restore_seeds(folder, {26: "search winner"})
+
+    run = folder / "retrain" / "00026"
+    assert sorted(p.name for p in (run / "seed_0").iterdir()) == ["curves.csv", "metrics.json", "model.pt"]
+    assert (run / "seed_0" / "model.pt").read_text() == "search_winner/seed_0/model.pt"
+    assert not (run / "seed_1").exists()
+    assert (run / "seed_2" / "model.pt").read_text() == "trained here"
+    assert not (run / "seed_2" / "metrics.json").exists()
+
+
 def test_side_by_side_alternates_and_takes_medians() -> None:
     calls: list[str] = []
 

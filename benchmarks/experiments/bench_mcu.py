@@ -125,6 +125,22 @@ def results(args: argparse.Namespace) -> Path:
     return folder
 
 
+def restore_seeds(folder: Path, designs: dict[int, str], suffix: str = "") -> None:
+    """Each finished seed whose weights the snapshot holds, into a results folder that lacks it: `search retrain`
+    then tests the saved model again instead of training it anew (a fresh machine's retrain of seed 2 would
+    otherwise train seeds 0 and 1 first)."""
+    for number, label in designs.items():
+        for kept in sorted((SNAPSHOT / "retrain" / (label.replace(" ", "_") + suffix)).glob("seed_*")):
+            out = folder / "retrain" / f"{number:05d}" / kept.name
+            if not (kept / "model.pt").is_file() or (out / "model.pt").exists():
+                continue
+            out.mkdir(parents=True, exist_ok=True)
+            for name in ("metrics.json", "run.json", "curves.csv", "model.pt"):
+                if (kept / name).is_file():
+                    shutil.copy2(kept / name, out / name)
+            print(f"restored {out} from {kept}")
+
+
 def snapshot(folder: Path, suffix: str = "") -> None:
     """Copy the study database (SQLite's online backup: consistent while a worker writes) and retrain metrics."""
     with snapshot_lock():
@@ -226,6 +242,7 @@ def retrain(args: argparse.Namespace) -> int:
     retrain some designs in bf16."""
     folder = results(args)
     designs = contenders(folder, tuple(args.ranks))
+    restore_seeds(folder, designs, recipe(args))
     missing = [d for d in DESIGNS if d not in designs.values()]
     if missing:
         sys.exit(f"error: the study has no complete {', '.join(missing)} yet: finish `search` first")

@@ -61,6 +61,7 @@ def test_a_fresh_machine_s_retrain_resumes_from_the_committed_seeds(tmp_path: Pa
     for seed, files in {"search_winner/seed_0": ("metrics.json", "model.pt", "curves.csv"),
                         "search_winner/seed_1": ("metrics.json",),  # figures only: must be retrained
                         "search_winner/seed_2": ("metrics.json", "model.pt"),
+                        "search_winner/seed_3": ("run.json", "train_state.pt"),  # stopped at a session's end
                         "search_winner_60ep/seed_0": ("metrics.json", "model.pt")}.items():
         (kept / seed).mkdir(parents=True)
         for name in files:
@@ -78,6 +79,27 @@ def test_a_fresh_machine_s_retrain_resumes_from_the_committed_seeds(tmp_path: Pa
     assert not (run / "seed_1").exists()
     assert (run / "seed_2" / "model.pt").read_text() == "trained here"
     assert not (run / "seed_2" / "metrics.json").exists()
+    assert sorted(p.name for p in (run / "seed_3").iterdir()) == ["run.json", "train_state.pt"]
+
+
+def test_the_snapshot_keeps_an_unfinished_seed_s_state_until_it_finishes(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.experiments import bench_mcu
+
+    folder, kept = tmp_path / "results" / "cifar10_mcu", tmp_path / "snapshot" / "retrain" / "search_winner"
+    for seed, files in {"seed_0": ("metrics.json", "model.pt", "train_state.pt"), "seed_1": ("run.json", "train_state.pt")}.items():
+        (folder / "retrain" / "00026" / seed).mkdir(parents=True)
+        for name in files:
+            (folder / "retrain" / "00026" / seed / name).write_text(f"{seed}/{name}")
+    (kept / "seed_0").mkdir(parents=True)
+    (kept / "seed_0" / "train_state.pt").write_text("the last session's state")
+    monkeypatch.setattr(bench_mcu, "SNAPSHOT", tmp_path / "snapshot")
+    monkeypatch.setattr(bench_mcu, "contenders", lambda folder: {26: "search winner"})
+
+    bench_mcu._snapshot(folder)
+
+    assert sorted(p.name for p in (kept / "seed_0").iterdir()) == ["metrics.json", "model.pt"]
+    assert (kept / "seed_1" / "train_state.pt").read_text() == "seed_1/train_state.pt"
 
 
 def test_side_by_side_alternates_and_takes_medians() -> None:

@@ -46,6 +46,7 @@ ROOT = harness.ROOT
 SPACE = ROOT / "spaces" / "cifar10_mcu.yaml"
 STUDY = "cifar10_mcu"
 DATA = Path(__file__).resolve().parent / "mcu"  # committed: study.db, cost.json, retrain/<label>/seed_k/*
+KEPT = ("metrics.json", "run.json", "curves.csv", "model.pt")  # a retrained seed's files in the snapshot
 SNAPSHOT = DATA  # this run's arm: DATA, or DATA/<sampler>_seed<k> for a control arm (main() sets it)
 DESIGNS = ("search winner", "baseline resnet8", "baseline resnet14")
 # mlcommons/tiny PR #116: the reference ResNet-8 on CIFAR-10's own pixels (not our JPEG copy), 500 epochs of
@@ -126,16 +127,18 @@ def results(args: argparse.Namespace) -> Path:
 
 
 def restore_seeds(folder: Path, designs: dict[int, str], suffix: str = "") -> None:
-    """Each finished seed whose weights the snapshot holds, into a results folder that lacks it: `search retrain`
-    then tests the saved model again instead of training it anew (a fresh machine's retrain of seed 2 would
-    otherwise train seeds 0 and 1 first)."""
+    """Each seed the snapshot holds weights or a training state of, into a results folder that has neither:
+    `search retrain` then tests a finished seed's model.pt again instead of training it anew (a fresh
+    machine's retrain of seed 2 would otherwise train seeds 0 and 1 first), and resumes an unfinished seed
+    from its last epoch's train_state.pt (a run longer than a session goes on in the next one)."""
     for number, label in designs.items():
         for kept in sorted((SNAPSHOT / "retrain" / (label.replace(" ", "_") + suffix)).glob("seed_*")):
             out = folder / "retrain" / f"{number:05d}" / kept.name
-            if not (kept / "model.pt").is_file() or (out / "model.pt").exists():
+            state = (kept / "model.pt").is_file() or (kept / "train_state.pt").is_file()
+            if not state or (out / "model.pt").exists() or (out / "train_state.pt").exists():
                 continue
             out.mkdir(parents=True, exist_ok=True)
-            for name in ("metrics.json", "run.json", "curves.csv", "model.pt"):
+            for name in (*KEPT, "train_state.pt"):
                 if (kept / name).is_file():
                     shutil.copy2(kept / name, out / name)
             print(f"restored {out} from {kept}")
@@ -156,15 +159,21 @@ def _snapshot(folder: Path, suffix: str = "") -> None:
     if (folder / "config.yaml").exists() and not suffix:
         shutil.copy2(folder / "config.yaml", SNAPSHOT / "config.yaml")
     for number, label in contenders(folder).items():
-        for f in (folder / "retrain" / f"{number:05d}").glob("seed_*/*"):
-            # model.pt (a few hundred KB): every figure can be re-evaluated without retraining
-            if f.name in ("metrics.json", "run.json", "curves.csv", "model.pt"):
-                out = SNAPSHOT / "retrain" / (label.replace(" ", "_") + suffix) / f.parent.name / f.name
-                out.parent.mkdir(parents=True, exist_ok=True)
-                if f.name == "metrics.json" and out.exists():
-                    _copy_metrics(f, out)
+        for seed in (folder / "retrain" / f"{number:05d}").glob("seed_*"):
+            kept = SNAPSHOT / "retrain" / (label.replace(" ", "_") + suffix) / seed.name
+            finished = (seed / "model.pt").is_file()
+            # model.pt (a few hundred KB): every figure can be re-evaluated without retraining; an unfinished
+            # seed's train_state.pt (weights, momentum, EMA: about 1 MB) lets the next session resume it
+            for f in [seed / name for name in (*KEPT, *(() if finished else ("train_state.pt",)))]:
+                if not f.is_file():
+                    continue
+                kept.mkdir(parents=True, exist_ok=True)
+                if f.name == "metrics.json" and (kept / f.name).exists():
+                    _copy_metrics(f, kept / f.name)
                 else:
-                    shutil.copy2(f, out)
+                    shutil.copy2(f, kept / f.name)
+            if finished:
+                (kept / "train_state.pt").unlink(missing_ok=True)
 
 
 def _copy_metrics(new: Path, kept: Path) -> None:

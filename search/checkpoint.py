@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from blocks.atomic import atomic_write
 from blocks.holds import Check, like, problem, tensor
@@ -36,15 +37,16 @@ def save(path: Path, state: dict[str, Any]) -> None:
         raise CheckpointWriteError(f"cannot write checkpoint {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
-def save_training(path: Path, model: nn.Module, opt: Any, schedule: Any, ema: nn.Module | None,
-                  history: list[dict[str, Any]]) -> None:
+def save_training(path: Path, model: nn.Module, opt: torch.optim.Optimizer, schedule: LRScheduler,
+                  ema: nn.Module | None, history: list[dict[str, Any]]) -> None:
     """Save a run's resumable state after an epoch: its weights, optimiser, schedule, EMA, epochs and torch's RNG."""
     save(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
                 "history": history, "rng": torch.get_rng_state(),
                 **({"ema": ema.state_dict()} if ema is not None else {})})
 
 
-def restore_training(state: dict[str, Any], model: nn.Module, opt: Any, schedule: Any, ema: nn.Module | None) -> None:
+def restore_training(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer, schedule: LRScheduler,
+                     ema: nn.Module | None) -> None:
     """Load a state `read` returned into the run's objects and torch's RNG, as they were when it was saved."""
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])

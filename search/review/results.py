@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import RDBStorage
 
 from blocks import ArchSpec, build
 from blocks.holds import problem
@@ -189,7 +190,7 @@ def open_results(folder: Path, storage: str | None = None, data_root: str | None
     return StudyResults(folder, cfg, study, storage)
 
 
-def _study_name(rdb: Any, url: str, chosen: str | None, cfg: SearchConfig, folder: Path) -> str:
+def _study_name(rdb: RDBStorage, url: str, chosen: str | None, cfg: SearchConfig, folder: Path) -> str:
     """The study of a results folder: --study-name, else the one its config names or its database holds."""
     names = [s.study_name for s in rdb.get_all_studies()]
     held = ", ".join(repr(n[:MAX_NAME]) for n in names[:MAX_LISTED]) or "none"

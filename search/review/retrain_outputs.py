@@ -195,7 +195,7 @@ def summary_lines(res: StudyResults, plans: list[Plan], runs: dict[int, list[See
     for p in plans:
         lines.append(f"trial {p.number} trained on {_recipe_of(runs[p.number][0])}")
 
-    def row(trial: str, val: str, cells: list[str], params: str, folder: Any) -> str:
+    def row(trial: str, val: str, cells: list[str], params: str, folder: str | Path) -> str:
         return f"{trial:>6}  {val:>14}" + "".join(f"  {c:>17}" for c in cells) + f"  {params:>9}  {folder}"
 
     lines.append(row("trial", "search val_acc", [name for name, _ in columns], "params", "folder"))

@@ -158,3 +158,19 @@ def test_commit_is_marked_dirty_by_code_but_not_by_benchmark_outputs(tmp_path: P
     assert harness.commit() == rev + "+"
     monkeypatch.setattr(harness, "ROOT", tmp_path / "benchmarks" / "results" / "nowhere")
     assert harness.commit() == "unknown"
+
+
+def test_a_recipe_still_training_has_no_table_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.experiments import bench_mcu
+
+    kept = tmp_path / "snapshot" / "retrain"
+    for seed, name in {"baseline_resnet8/seed_0": "metrics.json", "baseline_resnet8_120ep/seed_0": "metrics.json",
+                       "baseline_resnet8_240ep/seed_0": "train_state.pt"}.items():
+        (kept / seed).mkdir(parents=True)
+        (kept / seed / name).write_text("{}")
+    monkeypatch.setattr(bench_mcu, "SNAPSHOT", tmp_path / "snapshot")
+    monkeypatch.setattr(bench_mcu, "contenders", lambda folder: {0: "baseline resnet8"})
+
+    rows = [(label, suffix, [s.parent.name for s in seeds]) for label, suffix, _, seeds in bench_mcu.retrained(tmp_path)]
+
+    assert rows == [("baseline resnet8", "", ["baseline_resnet8"]), ("baseline resnet8", "_120ep", ["baseline_resnet8_120ep"])]

@@ -333,7 +333,9 @@ def retrained(folder: Path) -> Iterator[tuple[str, str, int, list[Path]]]:
             suffix = run.name[len(stem):]
             if suffix and not (suffix.startswith("_") and suffix.endswith("ep") and suffix[1:-2].isdigit()):
                 continue  # another design whose name starts with this one's
-            yield label, suffix, number, sorted(p.parent for p in run.glob("seed_*/metrics.json"))
+            seeds = sorted(p.parent for p in run.glob("seed_*/metrics.json"))
+            if seeds:  # a recipe whose first seed is still training (its train_state.pt only) has no row yet
+                yield label, suffix, number, seeds
 
 
 def int8_top1(seed: Path) -> float | None:

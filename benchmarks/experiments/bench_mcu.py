@@ -126,13 +126,18 @@ def results(args: argparse.Namespace) -> Path:
     return folder
 
 
+def kept_run(label: str, suffix: str = "") -> Path:
+    """A design's retrain folder in the snapshot: retrain/<label with underscores><recipe suffix>/."""
+    return SNAPSHOT / "retrain" / (label.replace(" ", "_") + suffix)
+
+
 def restore_seeds(folder: Path, designs: dict[int, str], suffix: str = "") -> None:
     """Each seed the snapshot holds weights or a training state of, into a results folder that has neither:
     `search retrain` then tests a finished seed's model.pt again instead of training it anew (a fresh
     machine's retrain of seed 2 would otherwise train seeds 0 and 1 first), and resumes an unfinished seed
     from its last epoch's train_state.pt (a run longer than a session goes on in the next one)."""
     for number, label in designs.items():
-        for kept in sorted((SNAPSHOT / "retrain" / (label.replace(" ", "_") + suffix)).glob("seed_*")):
+        for kept in sorted(kept_run(label, suffix).glob("seed_*")):
             out = folder / "retrain" / f"{number:05d}" / kept.name
             state = (kept / "model.pt").is_file() or (kept / "train_state.pt").is_file()
             if not state or (out / "model.pt").exists() or (out / "train_state.pt").exists():
@@ -160,7 +165,7 @@ def _snapshot(folder: Path, suffix: str = "") -> None:
         shutil.copy2(folder / "config.yaml", SNAPSHOT / "config.yaml")
     for number, label in contenders(folder).items():
         for seed in (folder / "retrain" / f"{number:05d}").glob("seed_*"):
-            kept = SNAPSHOT / "retrain" / (label.replace(" ", "_") + suffix) / seed.name
+            kept = kept_run(label, suffix) / seed.name
             finished = (seed / "model.pt").is_file()
             # model.pt (a few hundred KB): every figure can be re-evaluated without retraining; an unfinished
             # seed's train_state.pt (weights, momentum, EMA: about 1 MB) lets the next session resume it
@@ -259,7 +264,7 @@ def retrain(args: argparse.Namespace) -> int:
         if (args.only and label not in args.only) or (args.ranks and not label.startswith("search rank ")):
             continue
         for k in range(args.seeds):
-            done = SNAPSHOT / "retrain" / (label.replace(" ", "_") + recipe(args)) / f"seed_{k}"
+            done = kept_run(label, recipe(args)) / f"seed_{k}"
             if (done / "metrics.json").exists() and ((done / "model.pt").exists() or not args.rederive):
                 continue
             cmd = [sys.executable, "-m", "search", "retrain", str(folder), "--trial", str(number),

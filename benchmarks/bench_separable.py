@@ -26,18 +26,23 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.harness import ROOT, clock, describe, machine, record, side_by_side
-from benchmarks.steps import random_batch, step_timer
+from benchmarks.steps import random_batch
 from blocks import ArchSpec, build, complexity
 from blocks.depthwise import DepthwiseConv2d
 from search.config import TrainSpec
@@ -80,13 +85,58 @@ def batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return random_batch(n, seed=seed)
 
 
-def step_rates(arch: dict, threads: int, steps: int, rounds: int) -> dict[str, float]:
-    """Median images/s of old and new `train_step`, alternating rounds of `steps` steps."""
-    torch.set_num_threads(threads)
-    train = TrainSpec.from_dict(TRAIN)
-    x = batch(train.batch_size, 0)
-    timers = {k: step_timer(m, train, x, steps, rounds) for k, m in pair(arch).items()}
-    return side_by_side(timers, rounds).medians()
+BASELINE = "9f6f631"  # the commit before issue 27: plain nn.Conv2d depthwise convs, glibc's default malloc
+
+
+@contextmanager
+def trees() -> Iterator[dict[str, Path]]:
+    """The old tree (BASELINE's blocks and search, from git) and the new one (this checkout)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "archive", BASELINE, "blocks", "search"], cwd=ROOT, capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield {"old": Path(tmp), "new": ROOT}
+
+
+def child(arch: dict, *args: str) -> list[str]:
+    """benchmarks.tree_child's command line for `arch`; run it from a tree with child_env."""
+    return [sys.executable, "-m", "benchmarks.tree_child", "--arch", json.dumps(arch), "--train", json.dumps(TRAIN),
+            *args]
+
+
+def child_env(env: dict | None = None) -> dict:
+    """The environment of a tree_child: `benchmarks` from this checkout, `blocks` and `search` from its cwd."""
+    return {**(env if env is not None else os.environ), "PYTHONPATH": str(ROOT)}
+
+
+def step_rates(arch: dict, threads: int, steps: int, rounds: int, env: dict | None = None,
+               which: tuple[str, ...] = ("old", "new")) -> dict[str, float]:
+    """Median images/s of the old tree's and the new tree's `train_step` (those in `which`), each in its own
+    process (the malloc thresholds are process-wide), rounds of `steps` steps alternating between them."""
+    with trees() as where:
+        procs = {k: subprocess.Popen(child(arch, "steps", "--threads", str(threads), "--steps", str(steps)),
+                                     cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=child_env(env))
+                 for k, tree in where.items() if k in which}
+        try:
+            for k, proc in procs.items():
+                assert proc.stdout is not None
+                ready, blocks_file = proc.stdout.readline().split()
+                assert ready == "ready" and Path(blocks_file).is_relative_to(where[k]), (k, blocks_file)
+
+            def timer(proc: subprocess.Popen) -> Callable[[], float]:
+                def one_round() -> float:
+                    assert proc.stdin is not None and proc.stdout is not None
+                    proc.stdin.write("\n")
+                    proc.stdin.flush()
+                    return float(proc.stdout.readline())
+                return one_round
+
+            return side_by_side({k: timer(proc) for k, proc in procs.items()}, rounds).medians()
+        finally:
+            for proc in procs.values():
+                proc.kill()
+                proc.wait()
 
 
 def trained(model: nn.Module, steps: int, threads: int) -> tuple[list[float], dict[str, torch.Tensor]]:
@@ -181,22 +231,13 @@ def bandwidth(threads: int, mib: int = 256, reps: int = 5) -> float:
 
 
 def fit_epoch(root: str, threads: int) -> dict[str, float]:
-    """Seconds of one `fit` epoch of the winner on the 50,000 training images (no validation), old and new."""
-    from search.config import DataConfig
-    from search.data.augment import DEFAULT_POLICY, policy_steps
-    from search.data.datasets import make_loaders
-    from search.trainer import fit
-
-    torch.set_num_threads(threads)
-    augment = [{"PadIfNeeded": {"min_height": 36, "min_width": 36, "border_mode": 4}},
-               {"RandomCrop": {"height": 32, "width": 32}}, {"HorizontalFlip": {"p": 0.5}}]
-    cfg = DataConfig(dataset="cifar10", root=root, download=False, num_workers="auto")
-    loaders = make_loaders(cfg, policy_steps(augment, DEFAULT_POLICY), 128, seed=0, train_on_val=True)
-    out = {}
-    for k, model in pair(DESIGNS[WINNER]).items():
-        out[k] = clock(partial(fit, model, loaders.train, None, TrainSpec.from_dict(TRAIN), torch.device("cpu"),
-                               seed=0))
-    return out
+    """Seconds of one `fit` epoch of the winner on the 50,000 training images (no validation), old tree and new,
+    each in its own process, one after the other."""
+    with trees() as where:
+        return {k: float(subprocess.run(child(DESIGNS[WINNER], "fit", "--threads", str(threads), "--root", root),
+                                        cwd=tree, env=child_env(), capture_output=True, text=True,
+                                        check=True).stdout.split()[-1])
+                for k, tree in where.items()}
 
 
 LAYERS = ((16, 32, 1), (16, 32, 2), (56, 16, 1), (88, 8, 1))  # (channels, input side, stride) in the winner
@@ -231,18 +272,16 @@ def print_layers(figures: dict) -> None:
 
 
 def thread_rates(steps: int, rounds: int) -> dict[str, float]:
-    """images/s of the new winner step per (threads, wait policy), quiet and beside a busy loop on one core."""
+    """images/s of the new winner step per (threads, wait policy), quiet and beside a busy loop on one core
+    (each configuration its own process: OpenMP reads its wait policy once, at start)."""
     out = {}
     for busy in (False, True):
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         try:
             for threads, policy in ((1, "ACTIVE"), (2, "ACTIVE"), (2, "PASSIVE")):
                 env = {**os.environ, "OMP_WAIT_POLICY": policy}
-                child = subprocess.run([sys.executable, "-m", "benchmarks.bench_separable", "--child-threads",
-                                        str(threads), "--steps", str(steps), "--rounds", str(rounds)], env=env,
-                                       cwd=ROOT, capture_output=True, text=True)
-                out[f"{'one core busy' if busy else 'quiet'}, {threads} thread(s), {policy}"] = float(
-                    child.stdout.split()[-1])
+                out[f"{'one core busy' if busy else 'quiet'}, {threads} thread(s), {policy}"] = step_rates(
+                    DESIGNS[WINNER], threads, steps, rounds, env=env, which=("new",))["new"]
         finally:
             if spinner is not None:
                 spinner.kill()
@@ -258,12 +297,7 @@ def main() -> None:
     p.add_argument("--fit-root", help="also one whole epoch of fit on DIR/cifar-10-batches-py, old and new")
     p.add_argument("--fit-threads", default="2", help="threads of the --fit-root epochs")
     p.add_argument("--layers-only", action="store_true", help="only the per-layer weight-gradient times")
-    p.add_argument("--child-threads", type=int, help=argparse.SUPPRESS)  # thread_rates' child: one figure
     args = p.parse_args()
-    if args.child_threads:
-        torch.set_num_threads(args.child_threads)
-        print(step_rates(DESIGNS[WINNER], args.child_threads, args.steps, args.rounds)["new"])
-        return
     facts = machine()
     print(describe(facts))
     figures: dict = {"steps": {}}

@@ -46,9 +46,14 @@ class DepthwiseConv2d(nn.Conv2d):
 
 def trains_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether a conv call will take a weight gradient on the CPU, outside every tracer (fx, jit, compile, export)."""
-    if isinstance(x, torch.fx.Proxy):  # torch.fx's symbolic trace: nn.Conv2d's graph
+    return backward_on_cpu(x) and weight.requires_grad  # x first: under torch.fx both are Proxies
+
+
+def backward_on_cpu(x: torch.Tensor) -> bool:
+    """Whether autograd will run a backward through `x` on the CPU, outside every tracer (fx, jit, compile, export)."""
+    if isinstance(x, torch.fx.Proxy):  # torch.fx's symbolic trace: the plain module's graph
         return False
-    return (x.device.type == "cpu" and torch.is_grad_enabled() and weight.requires_grad
+    return (x.device.type == "cpu" and torch.is_grad_enabled()
             and not (is_tracing() or is_scripting() or torch.compiler.is_compiling()))
 
 

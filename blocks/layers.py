@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .depthwise import DepthwiseConv2d
+from .grad_format import same_format_grad
 from .pointwise import StridedPointwiseConv2d
 
 # Multiply-adds by kind, in the order printed. The depthwise kinds are the three paths of CMSIS-NN's
@@ -214,6 +215,7 @@ class ZeroPadShortcut(nn.Module):
         self.pad, self.stride = c_out - c_in, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = same_format_grad(x)  # the subsample's and the pad's backward would send an NCHW gradient
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, 0, self.pad)) if self.pad else x

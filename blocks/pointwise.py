@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .depthwise import trains_on_cpu
+from .grad_format import same_format_grad
 
 
 class StridedPointwiseConv2d(nn.Conv2d):
@@ -30,6 +31,7 @@ class StridedPointwiseConv2d(nn.Conv2d):
         if not self._subsampled(x):
             return super().forward(x)
         s_h, s_w = self.stride
+        x = same_format_grad(x)  # the subsample's backward would send an NCHW gradient (grad_format.py)
         return F.conv2d(x[:, :, ::s_h, ::s_w], self.weight, self.bias)
 
     def _subsampled(self, x: torch.Tensor) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .grad_format import same_format_grad
 from .layers import (
     MAC_KINDS,
     Cx,
@@ -124,7 +125,7 @@ class Head(nn.Module):
             self.fc = nn.Sequential(conv(c_in, num_classes, 1, bias=True), nn.AdaptiveAvgPool2d(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(self.pool(x))
+        x = self.dropout(self.pool(same_format_grad(x)))  # the global pool's backward would send NCHW
         if isinstance(self.fc, nn.Linear):
             return self.fc(torch.flatten(x, 1))
         return torch.flatten(self.fc(x), 1)

@@ -25,6 +25,7 @@ from .config import TrainSpec
 from .device import autocast, compiled, prepare_model, to_device
 from .ema import EMA, make_ema
 from .errors import StopRequested
+from .malloc import keep_freed_memory
 from .optim import make_optimizer, make_schedule
 
 BatchHook = Callable[[int, int, int, int], None]  # (epoch, batch i, batches N, images in the batch)
@@ -167,6 +168,8 @@ def fit(model: nn.Module, train_loader: Batches, val_loader: Batches | None, spe
 def setup_training(model: nn.Module, spec: TrainSpec, device: torch.device, steps_per_epoch: int) -> TrainState:
     """`model` on `device` in channels_last (compiled with spec.compile), with its optimiser, schedule, EMA and loss."""
     prepare_model(model, device)
+    if device.type == "cpu":  # each step's freed tensors reused, not faulted in again (search/malloc.py)
+        keep_freed_memory()
     if device.type == "cuda":  # the one CUDA-only setting: let cuDNN time its kernels for these shapes
         torch.backends.cudnn.benchmark = True
     step_model = compiled(model, spec.compile)

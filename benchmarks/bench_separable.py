@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -42,7 +43,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.harness import ROOT, clock, describe, machine, record, side_by_side
-from benchmarks.steps import random_batch
+from benchmarks.steps import matmul_gflops, random_batch
 from blocks import ArchSpec, build, complexity
 from blocks.depthwise import DepthwiseConv2d
 from search.config import TrainSpec
@@ -230,6 +231,45 @@ def bandwidth(threads: int, mib: int = 256, reps: int = 5) -> float:
     return 2 * a.numel() * 4 * reps / clock(partial(b.copy_, a), reps) / 1e9
 
 
+def conv_roofline(arch: dict, bw: float, reps: int = 10) -> dict[str, dict[str, float]]:
+    """Each conv of the new model trained alone (forward, input and weight gradients; batch 128, one thread,
+    channels_last) against its roofline bound: the larger of its multiply-adds (3x the forward's) at the
+    matmul's rate and its bytes (input, output and weight, each read or written three times) at `bw`.
+    Summed by kind: depthwise, pointwise, other (the stem)."""
+    torch.set_num_threads(1)
+    model = pair(arch)["new"].to(memory_format=torch.channels_last)
+    shapes: dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+    def note(m: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        shapes[m] = (tuple(inputs[0].shape), tuple(output.shape))
+
+    hooks = [m.register_forward_hook(note) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    model(batch(128, 0)[0])
+    for h in hooks:
+        h.remove()
+    peak_macs = matmul_gflops(torch.device("cpu")) / 2 * 1e9  # a multiply-add is 2 of the matmul's FLOPs
+    out: dict[str, dict[str, float]] = {}
+    for conv, (shape_in, shape_out) in shapes.items():
+        x = torch.randn(shape_in).contiguous(memory_format=torch.channels_last).requires_grad_()
+        grad = torch.randn(shape_out).contiguous(memory_format=torch.channels_last)
+
+        def train_once(conv: nn.Module = conv, x: torch.Tensor = x, grad: torch.Tensor = grad) -> None:
+            torch.autograd.grad(conv(x), (x, conv.weight), grad)  # both gradients, none accumulated
+
+        train_once()
+        seconds = clock(train_once, reps) / reps
+        macs = 3 * conv.weight.numel() * shape_out[0] * shape_out[2] * shape_out[3]
+        moved = 3 * 4 * (math.prod(shape_in) + math.prod(shape_out) + conv.weight.numel())
+        kind = "depthwise" if conv.groups > 1 else "pointwise" if conv.kernel_size == (1, 1) else "other"
+        sums = out.setdefault(kind, {"measured_s": 0.0, "bound_s": 0.0, "macs": 0.0, "bytes": 0.0})
+        sums["measured_s"] += seconds
+        sums["bound_s"] += max(macs / peak_macs, moved / (bw * 1e9))
+        sums["macs"] += macs
+        sums["bytes"] += moved
+    out["peak"] = {"GMACps": peak_macs / 1e9, "GBps": bw}
+    return out
+
+
 def fit_epoch(root: str, threads: int) -> dict[str, float]:
     """Seconds of one `fit` epoch of the winner on the 50,000 training images (no validation), old tree and new,
     each in its own process, one after the other."""
@@ -335,6 +375,14 @@ def main() -> None:
             step_s = 128 / measured
             line += f"; measured {1e3 * step_s:.0f} ms: the floor is {floor_s / step_s:.0%} of it"
         print(line, flush=True)
+    roof = figures["roofline"]["convs"] = conv_roofline(DESIGNS[WINNER], bw)
+    print(f"  the winner's convs, each trained alone (bound: multiply-adds at the matmul's "
+          f"{roof['peak']['GMACps']:.0f} GMAC/s or bytes at {bw:.1f} GB/s, the larger):")
+    for kind, v in roof.items():
+        if kind != "peak":
+            print(f"    {kind}: {v['bytes'] / v['macs']:.1f} bytes a multiply-add, measured {1e3 * v['measured_s']:.1f} "
+                  f"ms, bound {1e3 * v['bound_s']:.1f} ms: {v['bound_s'] / v['measured_s']:.0%} of the bound's speed",
+                  flush=True)
     print_layers(figures)
     print("\nthreads (the winner's new step, images/s; OpenMP waits spinning = ACTIVE, sleeping = PASSIVE):")
     figures["threads"] = thread_rates(args.steps, args.rounds)

@@ -3,11 +3,15 @@
     python -m benchmarks.bench_separable                      # steps, results, profile, roofline
     python -m benchmarks.bench_separable --fit-root DIR       # also a whole epoch of `fit`, old and new
 
-The old path is the model of commit 9f6f631: every depthwise conv a plain nn.Conv2d, whose 5x5 weight
-gradient runs on oneDNN's generic grouped kernel. The new one is blocks.depthwise.DepthwiseConv2d (the
-weight gradient in column groups at most 3 wide, on oneDNN's depthwise kernel). Both are the trainer's own
-`train_step` (channels_last, SGD, the schedule), fp32, batch 128, MCU-space shapes; each rate is the median
-of rounds that alternate old and new, so load that comes and goes hits both alike. Printed:
+The old path is commit 9f6f631's own `blocks/` and `search/` (`git archive`): every depthwise conv a plain
+nn.Conv2d, whose 5x5 weight gradient runs on oneDNN's generic grouped kernel, and glibc's default malloc. The
+new one is this checkout: blocks.depthwise.DepthwiseConv2d (the weight gradient in column groups at most 3
+wide, on oneDNN's depthwise kernel), gradients kept channels_last (blocks.grad_format) and search.malloc. Each
+tree's own `train_step` (channels_last, SGD, the schedule), fp32, batch 128, MCU-space shapes, runs in a
+process of its own (benchmarks/tree_child.py: the malloc setting is process-wide); each rate is the median of
+rounds that alternate old and new, so load that comes and goes hits both alike. The results, profile,
+roofline and layers sections compare in this process: the new model against a copy whose depthwise convs are
+plain nn.Conv2d. Printed:
 - steps: images/s old and new at 1 and 2 threads, per design (dense ResNet-8, the winner with 3x3 and 5x5);
 - results: a fixed-seed run of old and new from the same weights on the same batches, the largest loss gap;
 - profile: where the new step's time goes, by operation kind;
@@ -115,7 +119,8 @@ def step_rates(arch: dict, threads: int, steps: int, rounds: int, env: dict | No
     """Median images/s of the old tree's and the new tree's `train_step` (those in `which`), each in its own
     process (the malloc thresholds are process-wide), rounds of `steps` steps alternating between them."""
     with trees() as where:
-        procs = {k: subprocess.Popen(child(arch, "steps", "--threads", str(threads), "--steps", str(steps)),
+        procs = {k: subprocess.Popen(child(arch, "steps", "--threads", str(threads), "--steps", str(steps),
+                                           "--rounds", str(rounds)),
                                      cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=child_env(env))
                  for k, tree in where.items() if k in which}

@@ -1,6 +1,6 @@
 """One code tree's training step or `fit` epoch, timed in a process of its own (bench_separable's old and new).
 
-    cd TREE && PYTHONPATH=REPO python -m benchmarks.tree_child --arch JSON --train JSON steps --threads N --steps S
+    cd TREE && PYTHONPATH=REPO python -m benchmarks.tree_child --arch JSON --train JSON steps --threads N --steps S --rounds R
     cd TREE && PYTHONPATH=REPO python -m benchmarks.tree_child --arch JSON --train JSON fit --threads N --root DATA
 
 Run from TREE, `blocks` and `search` are that tree's (the current directory comes first on sys.path): the
@@ -11,7 +11,8 @@ tree's `fit` does, then times one round of S `train_step`s for every line read f
 images/s, so that a parent can alternate rounds between two trees. `fit` prints the seconds of one `fit`
 epoch on the 50,000 training images of DATA/cifar-10-batches-py (no validation). Only APIs that commit
 9f6f631 and today share are used: ArchSpec.from_dict, build, TrainSpec.from_dict, setup_training,
-train_step, fit, make_loaders.
+train_step, fit, make_loaders (`steps` times with benchmarks.steps' timer, which calls this tree's
+setup_training and train_step).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import json
 import sys
 import time
 
-WARMUP = 2  # untimed steps: oneDNN picks its kernels, the allocator fills
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,6 +30,7 @@ def main() -> None:
     p.add_argument("mode", choices=("steps", "fit"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--rounds", type=int, default=5, help="steps: the rounds the schedule is sized to")
     p.add_argument("--root", help="fit: the folder holding cifar-10-batches-py")
     args = p.parse_args()
     import torch
@@ -44,28 +44,18 @@ def main() -> None:
     if args.mode == "fit":
         print(fit_seconds(model, train, args.root), flush=True)
     else:
-        time_rounds(model, train, args.steps)
+        time_rounds(model, train, args.steps, args.rounds)
 
 
-def time_rounds(model, train, steps: int) -> None:  # type: ignore[no-untyped-def]
-    """One round of `steps` train_steps per stdin line, its images/s printed (a batch of random images)."""
-    import torch
+def time_rounds(model, train, steps: int, rounds: int) -> None:  # type: ignore[no-untyped-def]
+    """One round of `steps` train_steps per stdin line (at most `rounds`), its images/s printed: benchmarks.steps'
+    timer on a batch of random images, with this tree's trainer."""
+    from benchmarks.steps import random_batch, step_timer
 
-    from search.trainer import setup_training, train_step
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(train.batch_size, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (train.batch_size,), generator=g)
-    state = setup_training(model, train, torch.device("cpu"), 10_000)
-    state.model.train()
-    for _ in range(WARMUP):
-        train_step(state, x, y)
+    timer = step_timer(model, train, random_batch(train.batch_size), steps, rounds)
     print("ready", sys.modules["blocks"].__file__, flush=True)
     for _ in sys.stdin:
-        start = time.perf_counter()
-        for _ in range(steps):
-            train_step(state, x, y)
-        print(steps * len(x) / (time.perf_counter() - start), flush=True)
+        print(timer(), flush=True)
 
 
 def fit_seconds(model, train, root: str) -> float:  # type: ignore[no-untyped-def]

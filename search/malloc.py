@@ -4,10 +4,11 @@ A training step allocates its activations and gradients (megabytes each at batch
 all again. glibc's malloc serves an allocation over its mmap threshold from a mapping of its own and
 unmaps it when freed; under that threshold it trims the heap's free top back to the kernel once it
 exceeds the trim threshold. Either way the next step's tensors land on pages the kernel must fault in
-and zero again: the MCU winner's step (batch 128, one thread) took 7,400-28,000 minor page faults,
-about 150 with the thresholds below (`python -m benchmarks.bench_separable`). PyTorch's CPU tuning
-guide points to jemalloc or tcmalloc for the same reason; mallopt(3) gets glibc's own allocator to
-reuse freed memory in the running process, with no preloaded library: allocations up to 32 MiB (the
+and zero again: the MCU winner's step (batch 128, one thread) took 7,400-28,000 minor page faults. A
+network of its shape faults 2,000-9,600 times in its median step with glibc's own thresholds and 0-0.5
+times with the ones below (tests/search/test_malloc.py, 20 runs); a step that grows the heap to a new
+peak still faults, as often as the heap's layout makes it. PyTorch's CPU tuning guide points to
+jemalloc or tcmalloc for the same reason; mallopt(3) gets glibc's own allocator to reuse freed memory in the running process, with no preloaded library: allocations up to 32 MiB (the
 most M_MMAP_THRESHOLD takes on 64-bit) come from the heap, and its free top is kept.
 
 The cost: the process keeps the peak it reached until it exits, as PyTorch's CUDA allocator does. It

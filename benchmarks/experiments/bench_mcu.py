@@ -499,6 +499,7 @@ def verify(args: argparse.Namespace) -> int:
     cfg = load_config(SNAPSHOT / "config.yaml")
     data = dataclasses.replace(cfg.data, root=args.data_root, download=False)
     test = make_loaders(data, [], 256, seed=0, test=True).test
+    assert test is not None  # test=True always builds it
     models = sorted((SNAPSHOT / "retrain").glob("*/seed_*/model.pt"))
     if not models:
         print(f"no committed model.pt under {SNAPSHOT / 'retrain'} yet")
@@ -544,6 +545,7 @@ def int8(args: argparse.Namespace) -> int:
     cfg = load_config(SNAPSHOT / "config.yaml")
     test = make_loaders(dataclasses.replace(cfg.data, root=args.data_root, download=False, num_workers=0), [], 250, seed=0,
                         test=True).test
+    assert test is not None  # test=True always builds it
     files = sorted((SNAPSHOT / "retrain").glob("*/seed_*/model_int8.tflite"))
     for path in files:
         data, sidecar = path.read_bytes(), json.loads(path.with_suffix(".json").read_text())
@@ -556,15 +558,15 @@ def int8(args: argparse.Namespace) -> int:
         model = load(path.with_name("model.pt"))
         with torch.no_grad():
             fp32 = np.concatenate([model(x.float()).argmax(1).numpy() for x, _ in test])[: len(labels)]
-        doc = {"images": len(labels), "int8_top1": float((micro == labels).mean()),
-               "litert_int8_top1": float((litert == labels).mean()), "fp32_top1": float((fp32 == labels).mean()),
-               "agreement_litert": float((micro == litert).mean()), "agreement_fp32": float((micro == fp32).mean()),
-               "runtime": tflite.RUNTIMES["micro"], "tflite_micro": tflite.versions().get("tflite-micro"),
-               "commit": commit()}
-        print(f"{path.relative_to(SNAPSHOT)}: TFLite Micro int8 top-1 {100 * doc['int8_top1']:.2f}% on "
-              f"{doc['images']:,} test images; LiteRT {100 * doc['litert_int8_top1']:.2f}%, fp32 "
-              f"{100 * doc['fp32_top1']:.2f}%; the same class as LiteRT for {100 * doc['agreement_litert']:.2f}% and "
-              f"as fp32 for {100 * doc['agreement_fp32']:.2f}% ({seconds:.0f} s wall)", flush=True)
+        rates = {"int8_top1": float((micro == labels).mean()), "litert_int8_top1": float((litert == labels).mean()),
+                 "fp32_top1": float((fp32 == labels).mean()), "agreement_litert": float((micro == litert).mean()),
+                 "agreement_fp32": float((micro == fp32).mean())}
+        doc = {"images": len(labels), **rates, "runtime": tflite.RUNTIMES["micro"],
+               "tflite_micro": tflite.versions().get("tflite-micro"), "commit": commit()}
+        print(f"{path.relative_to(SNAPSHOT)}: TFLite Micro int8 top-1 {100 * rates['int8_top1']:.2f}% on "
+              f"{len(labels):,} test images; LiteRT {100 * rates['litert_int8_top1']:.2f}%, fp32 "
+              f"{100 * rates['fp32_top1']:.2f}%; the same class as LiteRT for {100 * rates['agreement_litert']:.2f}% "
+              f"and as fp32 for {100 * rates['agreement_fp32']:.2f}% ({seconds:.0f} s wall)", flush=True)
         atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "accuracy_micro": doc}, indent=1))
         metrics = json.loads((path.parent / "metrics.json").read_text())
         atomic_write_text(path.parent / "metrics.json", json.dumps({**metrics, "int8": doc}, indent=1))

@@ -330,8 +330,10 @@ def search_summary(study: list, costs: list[dict], workers: int) -> str:
 
 def retrained(folder: Path) -> Iterator[tuple[str, str, int, list[Path]]]:
     """(design, recipe suffix, trial number, seed folders) for every snapshot folder under retrain/: the
-    shipped recipe ('') and each other one ('_60ep'), in the order of contenders()."""
-    for number, label in contenders(folder).items():
+    shipped recipe ('') and each other one ('_60ep'), in the order of contenders(), runners-up included."""
+    ranks = tuple(int(r.name.split("_")[2]) for r in (SNAPSHOT / "retrain").glob("search_rank_*")
+                  if r.name.split("_")[2].isdigit())
+    for number, label in contenders(folder, ranks).items():
         stem = label.replace(" ", "_")
         runs = sorted((SNAPSHOT / "retrain").glob(f"{stem}*"), key=lambda r: int("0" + r.name[len(stem) + 1:-2]))
         for run in runs:  # the shipped recipe, then longer ones by their epochs

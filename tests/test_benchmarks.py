@@ -102,6 +102,30 @@ def test_the_snapshot_keeps_an_unfinished_seed_s_state_until_it_finishes(tmp_pat
     assert (kept / "seed_1" / "train_state.pt").read_text() == "seed_1/train_state.pt"
 
 
+def test_the_table_lists_a_retrained_runner_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner-up retrained in an earlier session (its seeds in the snapshot only) has a row, as each recipe does."""
+    from benchmarks.experiments import bench_mcu
+
+    kept = tmp_path / "snapshot" / "retrain"
+    for seed, name in {"search_winner/seed_0": "metrics.json", "baseline_resnet8_240ep/seed_0": "metrics.json",
+                       "search_rank_2/seed_0": "metrics.json"}.items():
+        (kept / seed).mkdir(parents=True)
+        (kept / seed / name).write_text("{}")
+    seen: list[tuple[int, ...]] = []
+
+    def contenders(folder: Path, ranks: tuple[int, ...] = ()) -> dict[int, str]:
+        seen.append(ranks)
+        return {26: "search winner", 0: "baseline resnet8", **({16: "search rank 2"} if 2 in ranks else {})}
+
+    monkeypatch.setattr(bench_mcu, "SNAPSHOT", tmp_path / "snapshot")
+    monkeypatch.setattr(bench_mcu, "contenders", contenders)
+
+    rows = [(label, suffix, number) for label, suffix, number, _ in bench_mcu.retrained(tmp_path / "results")]
+
+    assert seen == [(2,)]
+    assert rows == [("search winner", "", 26), ("baseline resnet8", "_240ep", 0), ("search rank 2", "", 16)]
+
+
 def test_side_by_side_alternates_and_takes_medians() -> None:
     calls: list[str] = []
 
@@ -169,7 +193,7 @@ def test_a_recipe_still_training_has_no_table_row(tmp_path: Path, monkeypatch: p
         (kept / seed).mkdir(parents=True)
         (kept / seed / name).write_text("{}")
     monkeypatch.setattr(bench_mcu, "SNAPSHOT", tmp_path / "snapshot")
-    monkeypatch.setattr(bench_mcu, "contenders", lambda folder: {0: "baseline resnet8"})
+    monkeypatch.setattr(bench_mcu, "contenders", lambda folder, ranks=(): {0: "baseline resnet8"})
 
     rows = [(label, suffix, [s.parent.name for s in seeds]) for label, suffix, _, seeds in bench_mcu.retrained(tmp_path)]
 

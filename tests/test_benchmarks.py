@@ -102,15 +102,19 @@ def test_the_snapshot_keeps_an_unfinished_seed_s_state_until_it_finishes(tmp_pat
     assert (kept / "seed_1" / "train_state.pt").read_text() == "seed_1/train_state.pt"
 
 
+def snapshot_seeds(tmp_path: Path, files: dict[str, str]) -> None:
+    """Seed folders under tmp_path/snapshot/retrain, each with one file (an empty JSON document)."""
+    for seed, name in files.items():
+        (tmp_path / "snapshot" / "retrain" / seed).mkdir(parents=True)
+        (tmp_path / "snapshot" / "retrain" / seed / name).write_text("{}")
+
+
 def test_the_table_lists_a_retrained_runner_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A runner-up retrained in an earlier session (its seeds in the snapshot only) has a row, as each recipe does."""
     from benchmarks.experiments import bench_mcu
 
-    kept = tmp_path / "snapshot" / "retrain"
-    for seed, name in {"search_winner/seed_0": "metrics.json", "baseline_resnet8_240ep/seed_0": "metrics.json",
-                       "search_rank_2/seed_0": "metrics.json"}.items():
-        (kept / seed).mkdir(parents=True)
-        (kept / seed / name).write_text("{}")
+    snapshot_seeds(tmp_path, {"search_winner/seed_0": "metrics.json", "baseline_resnet8_240ep/seed_0": "metrics.json",
+                              "search_rank_2/seed_0": "metrics.json"})
     seen: list[tuple[int, ...]] = []
 
     def contenders(folder: Path, ranks: tuple[int, ...] = ()) -> dict[int, str]:
@@ -187,11 +191,8 @@ def test_commit_is_marked_dirty_by_code_but_not_by_benchmark_outputs(tmp_path: P
 def test_a_recipe_still_training_has_no_table_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmarks.experiments import bench_mcu
 
-    kept = tmp_path / "snapshot" / "retrain"
-    for seed, name in {"baseline_resnet8/seed_0": "metrics.json", "baseline_resnet8_120ep/seed_0": "metrics.json",
-                       "baseline_resnet8_240ep/seed_0": "train_state.pt"}.items():
-        (kept / seed).mkdir(parents=True)
-        (kept / seed / name).write_text("{}")
+    snapshot_seeds(tmp_path, {"baseline_resnet8/seed_0": "metrics.json", "baseline_resnet8_120ep/seed_0": "metrics.json",
+                              "baseline_resnet8_240ep/seed_0": "train_state.pt"})
     monkeypatch.setattr(bench_mcu, "SNAPSHOT", tmp_path / "snapshot")
     monkeypatch.setattr(bench_mcu, "contenders", lambda folder, ranks=(): {0: "baseline resnet8"})
 

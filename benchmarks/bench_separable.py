@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_separable                      # steps, results, profile, roofline
     python -m benchmarks.bench_separable --fit-root DIR       # also a whole epoch of `fit`, old and new
+    python -m benchmarks.bench_separable --batch-only         # only the new step at batch 64, 128, 256
 
 The old path is commit 9f6f631's own `blocks/` and `search/` (`git archive`): every depthwise conv a plain
 nn.Conv2d, whose 5x5 weight gradient runs on oneDNN's generic grouped kernel, and glibc's default malloc. The
@@ -19,6 +20,7 @@ plain nn.Conv2d. Printed:
   against this machine's measured copy bandwidth, next to the step's measured time;
 - layers: each 5x5 depthwise layer's weight gradient alone, oneDNN's generic kernel against the column
   groups (`--layers-only` prints just this);
+- batch: the new step's images/s at batch 64, 128 and 256 (ResNet-8 and the winner, one thread);
 - threads: the new step at 1 and 2 threads, OpenMP's threads spinning (its default, ACTIVE) or sleeping
   (OMP_WAIT_POLICY=PASSIVE) while they wait, on the quiet machine and with a busy loop taking one core
   (each configuration a child process: OpenMP reads its wait policy once, at start);
@@ -103,9 +105,9 @@ def trees() -> Iterator[dict[str, Path]]:
         yield {"old": Path(tmp), "new": ROOT}
 
 
-def child(arch: dict, *args: str) -> list[str]:
+def child(arch: dict, *args: str, train: dict = TRAIN) -> list[str]:
     """benchmarks.tree_child's command line for `arch`; run it from a tree with child_env."""
-    return [sys.executable, "-m", "benchmarks.tree_child", "--arch", json.dumps(arch), "--train", json.dumps(TRAIN),
+    return [sys.executable, "-m", "benchmarks.tree_child", "--arch", json.dumps(arch), "--train", json.dumps(train),
             *args]
 
 
@@ -115,12 +117,12 @@ def child_env(env: dict | None = None) -> dict:
 
 
 def step_rates(arch: dict, threads: int, steps: int, rounds: int, env: dict | None = None,
-               which: tuple[str, ...] = ("old", "new")) -> dict[str, float]:
+               which: tuple[str, ...] = ("old", "new"), train: dict = TRAIN) -> dict[str, float]:
     """Median images/s of the old tree's and the new tree's `train_step` (those in `which`), each in its own
     process (the malloc thresholds are process-wide), rounds of `steps` steps alternating between them."""
     with trees() as where:
         procs = {k: subprocess.Popen(child(arch, "steps", "--threads", str(threads), "--steps", str(steps),
-                                           "--rounds", str(rounds)),
+                                           "--rounds", str(rounds), train=train),
                                      cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=child_env(env))
                  for k, tree in where.items() if k in which}
@@ -333,6 +335,22 @@ def thread_rates(steps: int, rounds: int) -> dict[str, float]:
     return out
 
 
+def batch_rates(steps: int, rounds: int, sizes: tuple[int, ...] = (64, 128, 256)) -> dict[str, float]:
+    """The new step's images/s at other batch sizes, one thread, ResNet-8 and the winner: whether a batch other
+    than the spaces' 128 would train faster per image (it would also train differently: not a default)."""
+    return {f"{name}, batch {size}": step_rates(DESIGNS[name], 1, max(1, steps * 128 // size), rounds, which=("new",),
+                                                train={**TRAIN, "batch_size": size})["new"]
+            for name in ("ResNet-8 (dense 3x3)", WINNER) for size in sizes}
+
+
+def print_batches(figures: dict, steps: int, rounds: int) -> None:
+    """batch_rates(), printed and kept in `figures`."""
+    figures["batch"] = batch_rates(steps, rounds)
+    print("\nbatch size (the new step, 1 thread, images/s):")
+    for k, v in figures["batch"].items():
+        print(f"  {k}: {v:.0f}", flush=True)
+
+
 def main() -> None:
     """Print every figure and record them (benchmarks/results/bench_separable-<commit>.json)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -342,6 +360,7 @@ def main() -> None:
     p.add_argument("--fit-root", help="also one whole epoch of fit on DIR/cifar-10-batches-py, old and new")
     p.add_argument("--fit-threads", default="2", help="threads of the --fit-root epochs")
     p.add_argument("--layers-only", action="store_true", help="only the per-layer weight-gradient times")
+    p.add_argument("--batch-only", action="store_true", help="only the new step's images/s at batch 64, 128, 256")
     args = p.parse_args()
     facts = machine()
     print(describe(facts))
@@ -350,6 +369,11 @@ def main() -> None:
         layers: dict = {}
         print_layers(layers)
         record("bench_separable_layers", layers, facts)
+        return
+    if args.batch_only:
+        batches: dict = {}
+        print_batches(batches, args.steps, args.rounds)
+        record("bench_separable_batch", batches, facts)
         return
     print("| design | multiply-adds | threads | old img/s | new img/s | new / old | GMAC/s new (3x forward) |")
     print("|---|---|---|---|---|---|---|")
@@ -389,6 +413,7 @@ def main() -> None:
                   f"ms, bound {1e3 * v['bound_s']:.1f} ms: {v['bound_s'] / v['measured_s']:.0%} of the bound's speed",
                   flush=True)
     print_layers(figures)
+    print_batches(figures, args.steps, args.rounds)
     print("\nthreads (the winner's new step, images/s; OpenMP waits spinning = ACTIVE, sleeping = PASSIVE):")
     figures["threads"] = thread_rates(args.steps, args.rounds)
     for k, v in figures["threads"].items():

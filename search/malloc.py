@@ -8,8 +8,9 @@ and zero again: the MCU winner's step (batch 128, one thread) took 7,400-28,000 
 network of its shape faults 2,000-9,600 times in its median step with glibc's own thresholds and 0-0.5
 times with the ones below (tests/search/test_malloc.py, 20 runs); a step that grows the heap to a new
 peak still faults, as often as the heap's layout makes it. PyTorch's CPU tuning guide points to
-jemalloc or tcmalloc for the same reason; mallopt(3) gets glibc's own allocator to reuse freed memory in the running process, with no preloaded library: allocations up to 32 MiB (the
-most M_MMAP_THRESHOLD takes on 64-bit) come from the heap, and its free top is kept.
+jemalloc or tcmalloc for the same reason; mallopt(3) gets glibc's own allocator to reuse freed memory
+in the running process, with no preloaded library: allocations up to 32 MiB (the most
+M_MMAP_THRESHOLD takes on 64-bit) come from the heap, and its free top is kept.
 
 The cost: the process keeps the peak it reached until it exits, as PyTorch's CUDA allocator does. It
 is process-wide, so it is set once, only where training runs on the CPU, and never over a user's own

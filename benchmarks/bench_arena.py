@@ -82,6 +82,7 @@ def random_model(spec: ArchSpec, seed: int) -> nn.Module:
     model = build(spec).eval()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None  # track_running_stats, as built
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
             m.weight.data.uniform_(0.5, 1.5)

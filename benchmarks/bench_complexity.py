@@ -82,7 +82,9 @@ def main() -> None:
         t_b, t_f, counts_f = time_fvcore(spec)
         if counts_a != counts_f:
             raise SystemExit(f"spec {i} mismatch: analytic {counts_a} != fvcore {counts_f}: {spec.to_dict()}")
-        analytic.append(t_a), builds.append(t_b), fvcores.append(t_f)
+        analytic.append(t_a)
+        builds.append(t_b)
+        fvcores.append(t_f)
         print(f"{i:>3} {counts_a[0]:>11} {counts_a[1] / 1e6:>9.1f} {t_a * 1e3:>12.3f} {t_b * 1e3:>9.1f} "
               f"{t_f * 1e3:>10.1f}")
     slow = [b + f for b, f in zip(builds, fvcores, strict=True)]

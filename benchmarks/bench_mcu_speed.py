@@ -58,6 +58,8 @@ def pipeline_rate(cfg: DataConfig, batch: int, batches: int = 100) -> float:
         n += x.shape[0]
         if i == batches:
             break
+    if t0 is None:
+        raise SystemExit(f"the training loader gave fewer than 2 batches of {batch}: no rate to measure")
     return n / (time.perf_counter() - t0)
 
 

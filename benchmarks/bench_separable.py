@@ -73,8 +73,9 @@ def plain(model: nn.Module) -> nn.Module:
     for parent in list(old.modules()):
         for name, child in parent.named_children():
             if isinstance(child, DepthwiseConv2d):
-                conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
-                                 child.padding, groups=child.groups, bias=False)
+                (kh, kw), (sh, sw) = child.kernel_size, child.stride
+                conv = nn.Conv2d(child.in_channels, child.out_channels, (kh, kw), (sh, sw), (kh // 2, kw // 2),
+                                 groups=child.groups, bias=False)  # DepthwiseConv2d's own padding, k // 2
                 conv.load_state_dict(child.state_dict())
                 setattr(parent, name, conv)
     return old
@@ -198,7 +199,7 @@ def profile_split(arch: dict, threads: int) -> list[tuple[str, float]]:
     for e in events:
         kind = next((name for name, keys in KINDS if any(e.key.endswith(k) or e.key == k for k in keys)), "other")
         shares[kind] += e.self_cpu_time_total / total
-    return shares.most_common()
+    return [(kind, float(share)) for kind, share in shares.most_common()]
 
 
 class Traffic(TorchDispatchMode):
@@ -245,10 +246,11 @@ def conv_roofline(arch: dict, bw: float, reps: int = 10) -> dict[str, dict[str, 
     Summed by kind: depthwise, pointwise, other (the stem)."""
     torch.set_num_threads(1)
     model = pair(arch)["new"].to(memory_format=torch.channels_last)
-    shapes: dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    shapes: dict[nn.Conv2d, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def note(m: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
-        shapes[m] = (tuple(inputs[0].shape), tuple(output.shape))
+        if isinstance(m, nn.Conv2d):  # the hooks below are on convolutions only
+            shapes[m] = (tuple(inputs[0].shape), tuple(output.shape))
 
     hooks = [m.register_forward_hook(note) for m in model.modules() if isinstance(m, nn.Conv2d)]
     model(batch(128, 0)[0])
@@ -260,7 +262,7 @@ def conv_roofline(arch: dict, bw: float, reps: int = 10) -> dict[str, dict[str, 
         x = torch.randn(shape_in).contiguous(memory_format=torch.channels_last).requires_grad_()
         grad = torch.randn(shape_out).contiguous(memory_format=torch.channels_last)
 
-        def train_once(conv: nn.Module = conv, x: torch.Tensor = x, grad: torch.Tensor = grad) -> None:
+        def train_once(conv: nn.Conv2d = conv, x: torch.Tensor = x, grad: torch.Tensor = grad) -> None:
             torch.autograd.grad(conv(x), (x, conv.weight), grad)  # both gradients, none accumulated
 
         train_once()

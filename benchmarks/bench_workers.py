@@ -168,7 +168,7 @@ class StorageHeavy(StorageOnly):
         self.stop = stop
 
     def __call__(self, trial: Any) -> float:
-        from search.study.stop import StopRequested
+        from search.errors import StopRequested
 
         print("ready", flush=True)
         epoch = 0
@@ -219,6 +219,7 @@ def run_ctrl_c(args: argparse.Namespace) -> dict[str, Any]:
             db = str(Path(tmp) / "study.db")
             cmd = [sys.executable, "-m", "benchmarks.bench_workers", "_ctrl-c-child", db, *["--unsafe"] * args.unsafe]
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            assert proc.stdout is not None  # stdout=PIPE
             for line in proc.stdout:  # until the trial has started
                 if line.strip() == "ready":
                     break

@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,7 @@ class SideBySide:
         return {"median": self.medians(), "rounds": self.rounds}
 
 
-def side_by_side(timers: dict[str, Callable[[], float]], rounds: int) -> SideBySide:
+def side_by_side(timers: Mapping[str, Callable[[], float]], rounds: int) -> SideBySide:
     """Call every timer once a round, in turn, for `rounds` rounds (so load that comes and goes hits each alike);
     a timer returns its own figure (images/s, ms)."""
     got: dict[str, list[float]] = {name: [] for name in timers}

@@ -23,21 +23,21 @@ import torch
 
 from benchmarks.harness import describe, machine, record
 from blocks import ArchSpec, build, complexity
-from search.config import TrainSpec, load_config
+from search.config import SearchConfig, TrainSpec, load_config
 from search.data.augment import DEFAULT_POLICY, policy_steps
 from search.data.datasets import dataset_info, make_loaders
 from search.distributions import from_trial
 from search.space import Resolved, resolve
-from search.trainer import evaluate, fit, seed_everything
+from search.trainer import EpochResult, evaluate, fit, seed_everything
 
 WAYS = ("last plain", "last TTA", "EMA plain", "EMA TTA")
 
 
-def designs(cfg, n: int, seed: int) -> list[tuple[ArchSpec, TrainSpec]]:
+def designs(cfg: SearchConfig, n: int, seed: int) -> list[tuple[ArchSpec, TrainSpec]]:
     """n buildable designs drawn by Optuna's random sampler from the space."""
     info = dataset_info(cfg.data)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    out = []
+    out: list[tuple[ArchSpec, TrainSpec]] = []
     while len(out) < n:
         trial = study.ask()
         verdict = resolve(cfg, from_trial(trial), info.num_classes, info.image_size)
@@ -47,24 +47,27 @@ def designs(cfg, n: int, seed: int) -> list[tuple[ArchSpec, TrainSpec]]:
     return out
 
 
-def run(cfg, spec: ArchSpec, train: TrainSpec, seed: int, ema: float | None) -> dict[str, float]:
+def run(cfg: SearchConfig, spec: ArchSpec, train: TrainSpec, seed: int, ema: float | None) -> dict[str, float]:
     """Train once; validation accuracy of the last-step and EMA weights, plain and with flip TTA."""
     steps = policy_steps(cfg.augment, train.augment_policy or DEFAULT_POLICY)
     loaders = make_loaders(cfg.data, steps, train.batch_size, seed=seed)
     seed_everything(seed)
+    val = loaders.val
+    if val is None:
+        raise SystemExit("bench_ranking scores on the validation split: the space's data.val_fraction must be above 0")
     model = build(spec)
     cpu, out = torch.device("cpu"), {}
 
-    def on_epoch(r) -> None:
+    def on_epoch(r: EpochResult) -> None:
         if r.epoch == train.epochs:  # fit hands the EMA weights back only after this
-            out["last plain"] = evaluate(model, loaders.val, cpu, train.amp)[1]
-            out["last TTA"] = evaluate(model, loaders.val, cpu, train.amp, tta=True)[1]
+            out["last plain"] = evaluate(model, val, cpu, train.amp)[1]
+            out["last TTA"] = evaluate(model, val, cpu, train.amp, tta=True)[1]
 
-    fit(model, loaders.train, loaders.val, dataclasses.replace(train, ema=ema, tta=False), cpu,
+    fit(model, loaders.train, val, dataclasses.replace(train, ema=ema, tta=False), cpu,
         on_epoch=on_epoch, native_size=loaders.info.image_size, seed=seed)
     if ema is not None:
-        out["EMA plain"] = evaluate(model, loaders.val, cpu, train.amp)[1]
-        out["EMA TTA"] = evaluate(model, loaders.val, cpu, train.amp, tta=True)[1]
+        out["EMA plain"] = evaluate(model, val, cpu, train.amp)[1]
+        out["EMA TTA"] = evaluate(model, val, cpu, train.amp, tta=True)[1]
     return out
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 
 from ..cli import STORAGE_ERRORS
-from ..objective import Objective, mark_interrupted
+from ..objective import mark_interrupted
 from ..storage import ask, heartbeat
 from ..trials import count_finished, count_running
 from .lock import StudyLock
@@ -31,7 +31,15 @@ TELL_ATTEMPTS = 3  # a trial's end is written this many times before the storage
 TELL_RETRY_S = 10.0  # seconds between those attempts (a database briefly locked or restarting)
 
 
-def run_trials(study: optuna.Study, objective: Objective, target: int, lock: StudyLock, stop: Stop, *,
+class TrialObjective(Protocol):
+    """What the loop needs of an objective (search.objective.Objective, or a benchmark's stand-in)."""
+
+    gave_up: bool  # set when the space gives out: the loop asks for no new trial
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]: ...
+
+
+def run_trials(study: optuna.Study, objective: TrialObjective, target: int, lock: StudyLock, stop: Stop, *,
                timeout: float | None = None, grace_s: int = 120, poll_s: float = 5.0,
                log: Callable[[str], None] = print, clock: Callable[[], float] = time.monotonic) -> int:
     """Run trials until the study holds `target` finished ones, the timeout passes or the space gives out.
@@ -70,7 +78,7 @@ def run_trials(study: optuna.Study, objective: Objective, target: int, lock: Stu
     return ran
 
 
-def run_one(study: optuna.Study, trial: optuna.Trial, objective: Objective, stop: Stop,
+def run_one(study: optuna.Study, trial: optuna.Trial, objective: TrialObjective, stop: Stop,
             log: Callable[[str], None] = print, retry_s: float = TELL_RETRY_S) -> None:
     """Run the objective on an asked trial and write how it ended; the trial is never left RUNNING.
 

@@ -79,11 +79,13 @@ def main() -> None:
              "user": ("trainer", {**os.environ, **USER_THRESHOLD}, lambda flag, f: flag == "False" and f > LIMIT)}
     faults: dict[str, list[float]] = {name: [] for name in modes}
     passed = dict.fromkeys(modes, 0)
-    for _ in range(args.runs):
+    for run in range(1, args.runs + 1):
         for name, (mode, env, holds) in modes.items():
             flag, f = step_faults(mode, env)
             faults[name].append(f)
             passed[name] += holds(flag, f)
+        print(f"run {run}/{args.runs}: " + ", ".join(f"{name} {got[-1]:,.1f}" for name, got in faults.items()),
+              flush=True)
     figures = {}
     print(f"median page faults a training step, {args.runs} runs of each mode:")
     for name, got in faults.items():

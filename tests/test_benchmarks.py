@@ -199,3 +199,39 @@ def test_a_recipe_still_training_has_no_table_row(tmp_path: Path, monkeypatch: p
     rows = [(label, suffix, [s.parent.name for s in seeds]) for label, suffix, _, seeds in bench_mcu.retrained(tmp_path)]
 
     assert rows == [("baseline resnet8", "", ["baseline_resnet8"]), ("baseline resnet8", "_120ep", ["baseline_resnet8_120ep"])]
+
+
+def test_the_plateau_is_the_first_recipe_whose_doubling_adds_under_0_3_points() -> None:
+    from benchmarks.experiments.bench_mcu import plateau_lines
+
+    climbing = {"baseline resnet8": {30: [0.8396], 60: [0.8497], 120: [0.8576], 240: [0.8616]}}
+    flat = {"baseline resnet8": {30: [0.84], 60: [0.85], 120: [0.8560], 240: [0.8575], 480: [0.8580]},
+            "search winner": {30: [0.8660, 0.8604, 0.8688]}}  # one recipe: no doubling, no line
+
+    assert plateau_lines(climbing) == ["baseline resnet8: test top-1 per doubling of the epochs 30 -> 60 +1.01, "
+                                       "60 -> 120 +0.79, 120 -> 240 +0.40: NOT at its plateau by 240 epochs "
+                                       "(each doubling added 0.3 points or more)"]
+    assert plateau_lines(flat)[0].endswith("60 -> 120 +0.60, 120 -> 240 +0.15, 240 -> 480 +0.05: plateau at 120 epochs "
+                                           "(doubling them added less than 0.3 points)")
+    assert len(plateau_lines(flat)) == 1
+
+
+def test_the_winner_is_compared_with_each_design_at_its_own_longer_recipe() -> None:
+    from benchmarks.experiments.bench_mcu import same_recipe_lines
+
+    recipes = {"search winner": {30: [0.8660, 0.8604, 0.8688], 240: [0.8750]},
+               "baseline resnet8": {30: [0.8386, 0.8392, 0.8409], 240: [0.8616], 480: [0.8640]},
+               "baseline resnet14": {30: [0.8455, 0.8423, 0.8501]}}
+
+    lines = same_recipe_lines(recipes, shipped=30)
+
+    # only the pair at 240 epochs: the shipped recipe has its own lines, nobody else reached 480 with the winner
+    assert lines == ["search winner - baseline resnet8, both 240 epochs: +1.34 points of test top-1; twice the "
+                     "larger seed std is 0.86 (one seed each: the winner's std at 30 epochs stands in): beats it "
+                     "by that test"]
+    recipes["search winner"][240] = [0.8650]
+    assert same_recipe_lines(recipes, shipped=30)[0].startswith("search winner - baseline resnet8, both 240 epochs: "
+                                                                "+0.34 points")
+    assert same_recipe_lines(recipes, shipped=30)[0].endswith("does NOT beat it by that test")
+    recipes["search winner"][240] = [0.8650, 0.8700]  # seeds of its own: their std, not the stand-in
+    assert "twice the larger seed std is 0.71:" in same_recipe_lines(recipes, shipped=30)[0]

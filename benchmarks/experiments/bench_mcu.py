@@ -49,6 +49,7 @@ DATA = Path(__file__).resolve().parent / "mcu"  # committed: study.db, cost.json
 KEPT = ("metrics.json", "run.json", "curves.csv", "model.pt")  # a retrained seed's files in the snapshot
 SNAPSHOT = DATA  # this run's arm: DATA, or DATA/<sampler>_seed<k> for a control arm (main() sets it)
 DESIGNS = ("search winner", "baseline resnet8", "baseline resnet14")
+PLATEAU_GAIN = 0.003  # a doubling of the epochs that adds less test top-1 than this (0.3 points) marks the plateau
 # mlcommons/tiny PR #116: the reference ResNet-8 on CIFAR-10's own pixels (not our JPEG copy), 500 epochs of
 # Adam at batch 32, lr 1e-3 decayed 0.99 an epoch, rotation, shifts and flips; full-integer int8 via TFLite.
 OFFICIAL = ("| official ResNet-8 (mlcommons/tiny PR #116: CIFAR-10's own pixels, 500 epochs Adam, batch 32) | - | "
@@ -356,6 +357,52 @@ def int8_top1(seed: Path) -> float | None:
     return None
 
 
+def plateau_lines(recipes: dict[str, dict[int, list[float]]]) -> list[str]:
+    """For each design retrained at doubling recipes (30, 60, 120 epochs...), the mean test top-1 each doubling
+    added, and its plateau recipe: the first E whose doubling to 2E added less than PLATEAU_GAIN."""
+    lines = []
+    for label, by_epochs in recipes.items():
+        gains = [(e, 2 * e, statistics.mean(by_epochs[2 * e]) - statistics.mean(by_epochs[e]))
+                 for e in sorted(by_epochs) if 2 * e in by_epochs]
+        if not gains:
+            continue
+        flat = next((e for e, _, gain in gains if gain < PLATEAU_GAIN), None)
+        said = ", ".join(f"{e} -> {e2} {100 * gain:+.2f}" for e, e2, gain in gains)
+        verdict = (f"plateau at {flat} epochs (doubling them added less than {100 * PLATEAU_GAIN:.1f} points)"
+                   if flat is not None else
+                   f"NOT at its plateau by {gains[-1][1]} epochs (each doubling added {100 * PLATEAU_GAIN:.1f} "
+                   f"points or more)")
+        lines.append(f"{label}: test top-1 per doubling of the epochs {said}: {verdict}")
+    return lines
+
+
+def same_recipe_lines(recipes: dict[str, dict[int, list[float]]], shipped: int) -> list[str]:
+    """The winner against each design trained with the same longer recipe. A pair of single seeds has no spread
+    of its own: the winner's seed std at the shipped recipe stands in for it (the table's test: the margin
+    beats twice the larger seed std)."""
+    winner = recipes.get("search winner", {})
+    at_shipped = winner.get(shipped, [])
+    stand_in = statistics.stdev(at_shipped) if len(at_shipped) > 1 else None
+    lines = []
+    for epochs, w in sorted(winner.items()):
+        if epochs == shipped:
+            continue  # the shipped recipe's margins are the lines above
+        for label, by_epochs in recipes.items():
+            ref = by_epochs.get(epochs)
+            if label == "search winner" or not ref:
+                continue
+            own = [statistics.stdev(x) for x in (w, ref) if len(x) > 1]
+            spread = max(own) if own else stand_in
+            if spread is None:
+                continue
+            diff = statistics.mean(w) - statistics.mean(ref)
+            whose = "" if own else f" (one seed each: the winner's std at {shipped} epochs stands in)"
+            lines.append(f"search winner - {label}, both {epochs} epochs: {100 * diff:+.2f} points of test top-1; "
+                         f"twice the larger seed std is {200 * spread:.2f}{whose}: "
+                         f"{'beats it' if diff > 2 * spread else 'does NOT beat it'} by that test")
+    return lines
+
+
 def table(args: argparse.Namespace) -> int:
     """Test top-1 per design and recipe (plain, flip-TTA, int8), its counts and CPU-hours, and the margins."""
     folder = results(args)
@@ -363,6 +410,7 @@ def table(args: argparse.Namespace) -> int:
     by_number = {t.number: t for t in trials(folder)}
     shipped = load_retrain_epochs(folder)
     accs: dict[str, list[float]] = {}
+    recipes: dict[str, dict[int, list[float]]] = {}  # design -> epochs -> each seed's test top-1
     rows: list[dict] = []
     print("| design | trial | params | multiply-adds | peak act. | search val | epochs | seeds | "
           "test top-1 % | flip-TTA % | int8 top-1 % (TFLite Micro) | retrain CPU-h per seed |")
@@ -373,6 +421,7 @@ def table(args: argparse.Namespace) -> int:
         tta = [d["test_tta"]["top1"] for d in docs if "test_tta" in d]
         int8 = [(a, d["test"]["top1"]) for a, d in zip(map(int8_top1, seeds), docs, strict=True) if a is not None]
         accs[label + suffix.replace("_", " ")] = plain
+        recipes.setdefault(label, {})[int(suffix[1:-2]) if suffix else shipped] = plain
         # cost.json has the segments that ended (a seed may take several: a session's end stops one)
         segments = [c for c in costs if c["label"] == f"retrain {label}{suffix.replace('_', ' ')}"]
         cpu_h = sum(c["cpu_s"] for c in segments) / 3600
@@ -403,6 +452,8 @@ def table(args: argparse.Namespace) -> int:
         print(f"search winner - {label}: {100 * diff:+.2f} points of test top-1; twice the larger seed std is "
               f"{200 * spread:.2f}{' (one seed of ' + label + ')' if len(ref) == 1 else ''}: "
               f"{'beats it' if diff > 2 * spread else 'does NOT beat it'} by that test")
+    for line in same_recipe_lines(recipes, shipped) + plateau_lines(recipes):
+        print(line)
     for label, plain in accs.items():
         if plain:
             print(f"{label} {'reaches' if statistics.mean(plain) >= 0.85 else 'does NOT reach'} MLPerf Tiny's 85% "

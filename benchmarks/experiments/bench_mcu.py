@@ -444,7 +444,7 @@ def table(args: argparse.Namespace) -> int:
         print("dry run (" + estimate.read_text().splitlines()[0].lstrip("# ") + "):\n  " + "\n  ".join(said))
     w = accs.get("search winner")
     for label, ref in accs.items():
-        if label == "search winner" or not w or len(w) < 2 or not ref:
+        if label.startswith("search winner") or not w or len(w) < 2 or not ref:  # its own longer recipes too
             continue
         # one seed of a row has no spread of its own: the winner's alone stands in for it
         spread = max(statistics.stdev(w), statistics.stdev(ref) if len(ref) > 1 else 0.0)

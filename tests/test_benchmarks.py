@@ -235,3 +235,22 @@ def test_the_winner_is_compared_with_each_design_at_its_own_longer_recipe() -> N
     assert same_recipe_lines(recipes, shipped=30)[0].endswith("does NOT beat it by that test")
     recipes["search winner"][240] = [0.8650, 0.8700]  # seeds of its own: their std, not the stand-in
     assert "twice the larger seed std is 0.71:" in same_recipe_lines(recipes, shipped=30)[0]
+
+
+def test_int8_only_runs_the_named_designs_at_the_named_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`int8 --only 'search winner' --epochs 240` measures the newly exported file and leaves every other one as is."""
+    import argparse
+
+    from benchmarks.experiments import bench_mcu
+
+    snapshot_seeds(tmp_path, {f"{design}/seed_0": "model_int8.tflite" for design in
+                              ("search_winner", "search_winner_240ep", "baseline_resnet8_240ep", "baseline_resnet8")})
+    monkeypatch.setattr(bench_mcu, "SNAPSHOT", tmp_path / "snapshot")
+
+    def files(only: list[str] | None, epochs: int | None) -> list[str]:
+        return [p.parent.parent.name for p in bench_mcu.int8_files(argparse.Namespace(only=only, epochs=epochs))]
+
+    assert files(["search winner"], 240) == ["search_winner_240ep"]
+    assert files(["search winner", "baseline resnet8"], None) == ["baseline_resnet8", "search_winner"]
+    assert files(["baseline resnet14"], 240) == []
+    assert files(None, None) == ["baseline_resnet8", "baseline_resnet8_240ep", "search_winner", "search_winner_240ep"]

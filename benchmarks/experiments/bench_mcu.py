@@ -579,8 +579,19 @@ def verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def int8_files(args: argparse.Namespace) -> list[Path]:
+    """The committed model_int8.tflite files `int8` runs: every one, or with --only those of the named designs at
+    --epochs' recipe (the shipped one without it), so that a newly exported file is measured without rerunning,
+    and re-stamping, every earlier one."""
+    files = sorted((SNAPSHOT / "retrain").glob("*/seed_*/model_int8.tflite"))
+    if not args.only:
+        return files
+    folders = {kept_run(label, recipe(args)) for label in args.only}
+    return [path for path in files if path.parent.parent in folders]
+
+
 def int8(args: argparse.Namespace) -> int:
-    """Every committed model_int8.tflite in TFLite Micro's own interpreter (reference kernels, with which CMSIS-NN
+    """Every committed model_int8.tflite (or --only's) in TFLite Micro's own interpreter (reference kernels, with which CMSIS-NN
     is bit-exact) on the first --images test images, beside LiteRT's interpreter and the fp32 model.pt it came
     from; the figures go into its sidecar (`accuracy_micro`) and the seed's metrics.json (`int8`)."""
     import dataclasses
@@ -599,7 +610,7 @@ def int8(args: argparse.Namespace) -> int:
     test = make_loaders(dataclasses.replace(cfg.data, root=args.data_root, download=False, num_workers=0), [], 250, seed=0,
                         test=True).test
     assert test is not None  # test=True always builds it
-    files = sorted((SNAPSHOT / "retrain").glob("*/seed_*/model_int8.tflite"))
+    files = int8_files(args)
     for path in files:
         data, sidecar = path.read_bytes(), json.loads(path.with_suffix(".json").read_text())
         if hashlib.sha256(data).hexdigest() != sidecar["sha256"]:
@@ -623,8 +634,12 @@ def int8(args: argparse.Namespace) -> int:
         atomic_write_text(path.with_suffix(".json"), json.dumps({**sidecar, "accuracy_micro": doc}, indent=1))
         metrics = json.loads((path.parent / "metrics.json").read_text())
         atomic_write_text(path.parent / "metrics.json", json.dumps({**metrics, "int8": doc}, indent=1))
-    print(f"{len(files)} int8 file(s)" if files else f"no committed model_int8.tflite under {SNAPSHOT / 'retrain'}")
-    return 0 if files else 1
+    if not files:
+        print(f"no committed model_int8.tflite under {SNAPSHOT / 'retrain'}"
+              + (" for --only's designs at this recipe" if args.only else ""))
+        return 1
+    print(f"{len(files)} int8 file(s)")
+    return 0
 
 
 def main() -> int:
@@ -640,7 +655,8 @@ def main() -> int:
                    "(its own results folder, snapshot under retrain/<design>_<E>ep/)")
     p.add_argument("--rederive", action="store_true", help="retrain: also retrain finished seeds whose model.pt was "
                    "never committed, replacing their figures with ones whose weights are committed")
-    p.add_argument("--only", nargs="*", help="retrain only these designs (e.g. 'baseline resnet8')")
+    p.add_argument("--only", nargs="*", help="retrain, int8: only these designs (e.g. 'baseline resnet8'), at "
+                   "--epochs' recipe")
     p.add_argument("--ranks", type=int, nargs="*", default=[], help="retrain: the searched trials of these ranks by "
                    "validation top-1 instead (2 = the runner-up), snapshot under retrain/search_rank_<r>/")
     p.add_argument("--set", action="append", default=[], help="passed to search.run (e.g. search.n_trials=24)")

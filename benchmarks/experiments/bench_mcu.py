@@ -396,7 +396,8 @@ def same_recipe_lines(recipes: dict[str, dict[int, list[float]]], shipped: int) 
             if spread is None:
                 continue
             diff = statistics.mean(w) - statistics.mean(ref)
-            whose = "" if own else f" (one seed each: the winner's std at {shipped} epochs stands in)"
+            whose = (f" (one seed each: the winner's std at {shipped} epochs stands in)" if not own else
+                     "" if len(w) > 1 and len(ref) > 1 else f" ({len(w)} seed(s) of the winner, {len(ref)} of {label})")
             lines.append(f"search winner - {label}, both {epochs} epochs: {100 * diff:+.2f} points of test top-1; "
                          f"twice the larger seed std is {200 * spread:.2f}{whose}: "
                          f"{'beats it' if diff > 2 * spread else 'does NOT beat it'} by that test")

@@ -188,6 +188,20 @@ def test_commit_is_marked_dirty_by_code_but_not_by_benchmark_outputs(tmp_path: P
     assert harness.commit() == "unknown"
 
 
+def test_a_seed_still_training_adds_nothing_to_its_recipes_cpu_hours() -> None:
+    from benchmarks.experiments.bench_mcu import retrain_cost
+
+    def seg(seeds: int, cpu_s: float, **kw: object) -> dict:
+        return {"label": "retrain search winner 240ep", "cmd": ["search", "retrain", "--seeds", str(seeds)],
+                "cpu_s": cpu_s, "exit": 0, **kw}
+
+    costs = [seg(1, 3600.0), seg(1, 7200.0), seg(2, 1800.0), {**seg(1, 99.0), "label": "retrain search winner"}]
+    assert retrain_cost(costs, "retrain search winner 240ep", finished=1) == (3.0, 1)  # seed 1 still training
+    assert retrain_cost(costs, "retrain search winner 240ep", finished=2) == (3.5, 2)  # seed 1 done: its segment counts
+    rederived = [*costs, seg(2, 1800.0, rederive=True)]  # seed 1 trained again with its weights kept
+    assert retrain_cost(rederived, "retrain search winner 240ep", finished=2) == (4.0, 3)
+
+
 def test_a_recipe_still_training_has_no_table_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmarks.experiments import bench_mcu
 

@@ -404,6 +404,19 @@ def same_recipe_lines(recipes: dict[str, dict[int, list[float]]], shipped: int) 
     return lines
 
 
+def retrain_cost(costs: list[dict], label: str, finished: int) -> tuple[float, int]:
+    """CPU-hours of a recipe's finished seeds and how many trainings they paid for. cost.json has the segments that
+    ended (a seed may take several: a session's end stops one); a segment run with `--seeds k` above the seeds
+    finished was training one still under way, which counts once it finishes."""
+    segments = [c for c in costs if c["label"] == label and int(seeds_of(c)) <= finished]
+    rederived = {seeds_of(c) for c in segments if c.get("rederive") and c["exit"] == 0}
+    return sum(c["cpu_s"] for c in segments) / 3600, finished + len(rederived)
+
+
+def seeds_of(cost: dict) -> str:
+    return cost["cmd"][cost["cmd"].index("--seeds") + 1]
+
+
 def table(args: argparse.Namespace) -> int:
     """Test top-1 per design and recipe (plain, flip-TTA, int8), its counts and CPU-hours, and the margins."""
     folder = results(args)
@@ -423,10 +436,7 @@ def table(args: argparse.Namespace) -> int:
         int8 = [(a, d["test"]["top1"]) for a, d in zip(map(int8_top1, seeds), docs, strict=True) if a is not None]
         accs[label + suffix.replace("_", " ")] = plain
         recipes.setdefault(label, {})[int(suffix[1:-2]) if suffix else shipped] = plain
-        # cost.json has the segments that ended (a seed may take several: a session's end stops one)
-        segments = [c for c in costs if c["label"] == f"retrain {label}{suffix.replace('_', ' ')}"]
-        cpu_h = sum(c["cpu_s"] for c in segments) / 3600
-        trainings = len(plain) + len({c["cmd"][c["cmd"].index("--seeds") + 1] for c in segments if c.get("rederive") and c["exit"] == 0})
+        cpu_h, trainings = retrain_cost(costs, f"retrain {label}{suffix.replace('_', ' ')}", len(plain))
         t = by_number[number]
         rows.append({"design": label, "recipe_epochs": int(suffix[1:-2]) if suffix else shipped, "trial": number,
                      "params": t.user_attrs.get("params"), "flops": t.user_attrs.get("flops"), "search_val": t.values[0],
